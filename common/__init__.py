@@ -1,0 +1,1 @@
+"""Small utilities shared by every part of the toolkit: typed configs, atomic I/O, audio loading."""

@@ -1,0 +1,58 @@
+"""Reading audio as 16 kHz mono float32 tensors, with errors that name the file."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+SAMPLE_RATE = 16000
+log = logging.getLogger(__name__)
+_warned_resample: set[int] = set()
+
+
+class AudioError(ValueError):
+    """An audio file cannot be used: unreadable, empty or malformed."""
+
+
+def load_audio(path: str | Path, start: float = 0.0, duration: float | None = None,
+               sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Load ``path`` (optionally a ``[start, start+duration)`` slice in seconds) as a 1-D float32 tensor.
+
+    Multi-channel audio is downmixed; other sample rates are resampled with torchaudio (said once per rate).
+    """
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+        first = int(round(start * info.samplerate))
+        frames = -1 if duration is None else int(round(duration * info.samplerate))
+        wav, sr = sf.read(str(path), start=first, frames=frames, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types; all mean the same to the caller
+        raise AudioError(f"cannot read audio file {path}: {e}") from None
+    if wav.shape[0] == 0:
+        raise AudioError(f"audio file {path} is empty (or the requested slice is)")
+    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+    if not np.isfinite(wav).all():
+        raise AudioError(f"audio file {path} contains NaN or inf samples")
+    out = torch.from_numpy(np.ascontiguousarray(wav))
+    if sr != sample_rate:
+        import torchaudio.functional as AF
+
+        if sr not in _warned_resample:
+            _warned_resample.add(sr)
+            log.warning("resampling audio from %d Hz to %d Hz (first seen in %s)", sr, sample_rate, path)
+        out = AF.resample(out, sr, sample_rate)
+    return out
+
+
+def write_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM (FLAC when the suffix says so), atomically."""
+    from .io import atomic_path
+
+    path = Path(path)
+    data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, subtype="PCM_16", format=fmt)
