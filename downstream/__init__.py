@@ -1,0 +1,1 @@
+"""Downstream modules: the layer weighted sum and the task heads (each ``forward(features, lengths)``)."""

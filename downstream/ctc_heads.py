@@ -1,0 +1,69 @@
+"""Frame-level CTC heads (PR: linear; ASR: 2-layer BiLSTM) and greedy CTC decoding. Index 0 is the blank."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .masking import frame_mask
+
+
+class LinearCTCHead(nn.Module):
+    """PR head: projector then a frame-wise linear to the vocabulary.
+
+    ``features [batch, frame, input_dim] -> log-probabilities [batch, frame, vocab]``.
+    """
+
+    def __init__(self, input_dim: int, vocab_size: int, proj_dim: int = 256):
+        super().__init__()
+        self.projector = nn.Linear(input_dim, proj_dim)
+        self.output = nn.Linear(proj_dim, vocab_size)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.output(self.projector(features)), dim=-1)
+
+
+class BiLSTMCTCHead(nn.Module):
+    """ASR head: projector, a stack of bidirectional LSTMs, linear to the vocabulary.
+
+    ``features [batch, frame, input_dim] -> log-probabilities [batch, frame, vocab]``; padding is packed away so the
+    backward direction never reads padded frames.
+    """
+
+    def __init__(self, input_dim: int, vocab_size: int, proj_dim: int = 1024, hidden_size: int = 1024,
+                 num_layers: int = 2, dropout: float = 0.2):
+        super().__init__()
+        self.projector = nn.Linear(input_dim, proj_dim)
+        self.lstm = nn.LSTM(proj_dim, hidden_size, num_layers=num_layers, bidirectional=True, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.output = nn.Linear(2 * hidden_size, vocab_size)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.projector(features)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return F.log_softmax(self.output(out), dim=-1)
+
+
+def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+    """Mean CTC loss per target token; ``log_probs [batch, frame, vocab]``, targets as id lists (no blanks)."""
+    flat = torch.tensor([t for seq in targets for t in seq], dtype=torch.long)
+    target_lengths = torch.tensor([len(seq) for seq in targets], dtype=torch.long)
+    return F.ctc_loss(log_probs.transpose(0, 1).float(), flat, lengths.cpu(), target_lengths, blank=0,
+                      reduction="mean", zero_infinity=True)
+
+
+def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks (id 0). Returns token ids per utterance."""
+    best = log_probs.argmax(-1).masked_fill(~frame_mask(lengths, log_probs.shape[1]), 0).cpu()
+    out = []
+    for seq, n in zip(best.tolist(), lengths.tolist()):
+        ids, prev = [], 0
+        for t in seq[:n]:
+            if t != prev and t != 0:
+                ids.append(t)
+            prev = t
+        out.append(ids)
+    return out

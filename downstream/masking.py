@@ -1,0 +1,15 @@
+"""Masks and pooling over padded frame sequences."""
+from __future__ import annotations
+
+import torch
+
+
+def frame_mask(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
+    """``[batch, frame]`` bool, True on valid frames."""
+    return torch.arange(max_frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def mean_pool(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over valid frames: ``[batch, frame, feature] -> [batch, feature]``."""
+    mask = frame_mask(lengths, features.shape[1]).unsqueeze(-1).to(features.dtype)
+    return (features * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(features.dtype)

@@ -1,0 +1,247 @@
+"""The Task API: what a SUPERB task supplies to the one benchmark engine.
+
+How to write a task
+===================
+One file under ``tasks/`` with a class registered by ``@register_task("name")``, plus (optionally) a YAML of
+defaults in ``configs/tasks/<name>.yaml``. The engine (``benchmark/engine.py``) supplies everything else: feature
+extraction and the feature cache, the softmax weighted sum over layers, batching by seconds, the optimiser, eval on
+dev, best-on-dev checkpoint, early stopping, resume, test, and the rows in ``results/results.csv``.
+
+A task turns its dataset's on-disk layout into :class:`Utterance` records (``load_split``) and supplies a head, a loss,
+a prediction rule and a metric. The smallest real example (a keyword classifier over mean-pooled features)::
+
+    import torch
+    import torch.nn.functional as F
+    from downstream.pooled_linear import PooledLinearHead
+    from tasks.base import Task, TaskConfig, Utterance, accuracy_percent
+    from tasks.registry import register_task
+
+    @register_task("toy_ks")
+    class ToyKeywords(Task):
+        primary_metric = "accuracy"           # what dev selection and the report use
+        dataset_dirs = ("toy_words",)         # folders that must exist under --data-root
+        layout_help = "toy_words/<word>/<n>.wav"
+        classes = ["yes", "no"]
+
+        def load_split(self, split):          # split in {"train", "dev", "test"}
+            folder = self.data_root / "toy_words"
+            return [Utterance(id=f"{w}/{p.stem}", path=p, duration=1.0, label=w)
+                    for w in self.classes for p in sorted((folder / w).glob(f"{split}_*.wav"))]
+
+        def build_head(self, input_dim):      # features [batch, frame, input_dim] -> logits [batch, classes]
+            return PooledLinearHead(input_dim, [len(self.classes)])
+
+        def loss(self, output, lengths, utts):
+            target = torch.tensor([self.classes.index(u.label) for u in utts])
+            return F.cross_entropy(output[0], target)
+
+        def predict(self, output, lengths, utts):
+            return [self.classes[i] for i in output[0].argmax(-1).tolist()]
+
+        def score(self, utts, predictions):
+            return {"accuracy": accuracy_percent([u.label for u in utts], predictions)}
+
+Hooks for tasks that do not fit the per-utterance mould (all optional):
+
+* ``run(ctx)`` — replace the whole train/test procedure (QbE: no training; DTW over one layer chosen on dev).
+  ``ctx`` is a :class:`benchmark.engine.RunContext`: ``ctx.features(utts, layer=None)`` yields cached feature
+  batches, ``ctx.train_and_test(self)`` is the default procedure, ``ctx.run_dir`` is the run folder.
+* ``evaluate(ctx, model, split)`` — metrics of a trained model on a split that is not a list of independently
+  scored utterances (ASV: embed every utterance of a trial list and compute EER; SD: stitch segments into
+  recordings and compute DER). ``ctx.predict(model, utts)`` returns ``predict``'s output per utterance.
+* ``tune_on_dev(ctx, model)`` — post-selection on dev after the best checkpoint is loaded and before test
+  (SD threshold / median filter). Never look at test here.
+* Frame-level labels: ``self.downsample_rate`` (samples per upstream frame) is set in ``setup`` before training.
+* Folds: put the fold in the task's data config (ER: ``data.fold``) and return it from ``fold()`` so results rows
+  and run ids carry it; ``run_benchmark.py --fold K`` sets ``data.fold``.
+* Class-balanced sampling: return per-utterance weights from ``train_sampling_weights``.
+
+Metrics are reported in the units of the SUPERB leaderboard: percentages for accuracies and error rates.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # the engine imports tasks, not the other way round
+    from benchmark.engine import RunContext
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One supervised piece of audio (lhotse-style record); nothing past the loader sees the dataset layout.
+
+    id: unique within the task (used as the cache key together with the audio's identity).
+    path: audio file; ``start``/``duration`` (seconds) select a slice — ``duration`` is always the slice length.
+    speaker: speaker id ('' when unknown). label: the target (class name, tuple of slot values, phone list, ...).
+    transcript: the text, for tasks that have one.
+    """
+
+    id: str
+    path: Path
+    duration: float
+    start: float = 0.0
+    speaker: str = ""
+    label: Any = None
+    transcript: str = ""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A task's dataset folder (or a file inside it) is missing; the message says which layout is expected."""
+
+
+# ---------------------------------------------------------------- configs shared by every task (YAML sections)
+@dataclass
+class OptimizerConfig:
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup_steps: int = 0  # linear warm-up, then constant (SUPERB uses a constant lr for most tasks)
+
+
+@dataclass
+class BatchConfig:
+    max_seconds: float = 100.0  # total audio seconds per training batch (not an utterance count)
+    grad_accum: int = 1
+    eval_max_seconds: float = 200.0
+    train_crop_seconds: float = 0.0  # > 0: random crop of each training utterance (SID: 8 s)
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 200000  # optimiser updates
+    eval_every: int = 1000  # updates between dev evaluations (and checkpoints)
+    log_every: int = 100
+    patience: int = 0  # dev evaluations without improvement before stopping; 0 = train to max_steps
+
+
+@dataclass
+class SweepConfig:
+    """``--lr-sweep``: a short run per learning rate, chosen on dev."""
+
+    grid: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2])
+    steps: int = 1000
+
+
+@dataclass
+class TaskConfig:
+    """Every task config has these sections; a task subclasses it to add ``head`` and ``data`` sections."""
+
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+# ---------------------------------------------------------------- the Task API
+class Task(abc.ABC):
+    """Base class of every benchmark task (see the module docstring for how to write one)."""
+
+    name: ClassVar[str] = ""  # set by @register_task
+    config_class: ClassVar[type[TaskConfig]] = TaskConfig
+    primary_metric: ClassVar[str] = ""  # dev selection, early stopping and the report use this metric
+    higher_is_better: ClassVar[bool] = True
+    dataset_dirs: ClassVar[tuple[str, ...]] = ()  # folders expected under the data root
+    layout_help: ClassVar[str] = ""  # one line: the expected layout (full spec: docs/DATA_LAYOUTS.md)
+
+    def __init__(self, config: TaskConfig, data_root: str | Path):
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"task {self.name!r} expects a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.data_root = Path(data_root)
+        self.downsample_rate: int | None = None
+
+    # -- data
+    def check_data(self) -> None:
+        """Raise :class:`DatasetNotFoundError` naming the missing folder and the expected layout."""
+        for d in self.dataset_dirs:
+            if not (self.data_root / d).is_dir():
+                raise DatasetNotFoundError(
+                    f"task {self.name!r}: dataset folder {self.data_root / d} not found. Expected layout: "
+                    f"{self.layout_help or d} (see docs/DATA_LAYOUTS.md). Set --data-root to the folder holding "
+                    f"{', '.join(self.dataset_dirs)}, or build the offline corpus: "
+                    f"python -m tasks.synth --out data/mini_superb --size tiny")
+
+    @abc.abstractmethod
+    def load_split(self, split: str) -> list[Utterance]:
+        """Records of ``split`` (one of ``SPLITS``) in a deterministic order."""
+
+    def fold(self) -> int | None:
+        """The cross-validation fold this instance runs (None for tasks without folds)."""
+        return None
+
+    def setup(self, downsample_rate: int) -> None:
+        """Called once before training with the upstream's samples-per-frame (for frame-level labels)."""
+        self.downsample_rate = downsample_rate
+
+    def train_sampling_weights(self, utts: Sequence[Utterance]) -> list[float] | None:
+        """Per-utterance sampling weights for training (None = plain shuffling)."""
+        return None
+
+    # -- model
+    @abc.abstractmethod
+    def build_head(self, input_dim: int) -> nn.Module:
+        """Head: ``forward(features [batch, frame, input_dim], lengths [batch]) -> output`` (any structure)."""
+
+    @abc.abstractmethod
+    def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
+        """Scalar training loss of a batch; targets come from ``utts``; ``lengths`` are valid frames per item."""
+
+    @abc.abstractmethod
+    def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
+        """One JSON-serialisable prediction per utterance."""
+
+    @abc.abstractmethod
+    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """Metrics (name -> value, SUPERB units) of ``predictions`` aligned with ``utts``; includes primary_metric."""
+
+    # -- hooks for tasks that do not fit the per-utterance mould
+    def evaluate(self, ctx: RunContext, model: nn.Module, split: str) -> dict[str, float]:
+        """Metrics of ``model`` on ``split``; the default predicts every utterance and calls :meth:`score`."""
+        utts = ctx.load_split(self, split)
+        predictions = ctx.predict(model, utts)
+        ctx.write_predictions(split, utts, predictions)
+        return self.score(utts, predictions)
+
+    def tune_on_dev(self, ctx: RunContext, model: nn.Module) -> None:
+        """Post-selection on dev (thresholds, filters) after the best checkpoint is loaded; default: nothing."""
+
+    def run(self, ctx: RunContext) -> dict[str, dict[str, float]]:
+        """The whole procedure; returns ``{split: {metric: value}}`` (each becomes a results row)."""
+        return ctx.train_and_test(self)
+
+    def better(self, new: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return new > best if self.higher_is_better else new < best
+
+
+# ---------------------------------------------------------------- small metric helpers shared by tasks
+def accuracy_percent(references: Sequence[Any], predictions: Sequence[Any]) -> float:
+    """Percentage of exact matches; ``[] -> nan`` is avoided by raising (an empty split is a loader bug)."""
+    if len(references) != len(predictions):
+        raise ValueError(f"accuracy: {len(references)} references but {len(predictions)} predictions")
+    if not references:
+        raise ValueError("accuracy: no utterances to score")
+    return 100.0 * sum(r == p for r, p in zip(references, predictions)) / len(references)
+
+
+def error_rate_percent(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
+    """Token error rate in percent: total edit distance / total reference tokens (PER, WER, CER)."""
+    import editdistance
+
+    if len(references) != len(hypotheses):
+        raise ValueError(f"error rate: {len(references)} references but {len(hypotheses)} hypotheses")
+    errors = sum(editdistance.eval(list(r), list(h)) for r, h in zip(references, hypotheses))
+    total = sum(len(r) for r in references)
+    if total == 0:
+        raise ValueError("error rate: the references hold no tokens")
+    return 100.0 * errors / total
