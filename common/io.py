@@ -42,12 +42,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def locked_append(path: str | Path, text: str, timeout: float = 60.0) -> None:
-    """Append ``text`` to ``path`` under an inter-process file lock (safe when two runs finish at once)."""
+def locked_append(path: str | Path, text: str, timeout: float = 60.0, header: str | None = None) -> None:
+    """Append ``text`` to ``path`` under an inter-process file lock (safe when two runs finish at once).
+
+    ``header`` (e.g. a CSV header line) is written first when the file is missing or empty, inside the same lock.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=timeout):
         with open(path, "a", encoding="utf-8") as f:
+            if header is not None and f.tell() == 0:
+                f.write(header)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
