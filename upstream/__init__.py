@@ -4,5 +4,6 @@ Importing this package registers the built-in upstreams.
 """
 from .base import Upstream, UpstreamOutput
 from .registry import build_upstream, list_upstreams, register_upstream
+from . import builtin, fbank  # noqa: E402,F401  (registers the built-in upstreams)
 
 __all__ = ["Upstream", "UpstreamOutput", "build_upstream", "list_upstreams", "register_upstream"]

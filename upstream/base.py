@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -51,6 +53,20 @@ class Upstream(nn.Module, abc.ABC):
         with torch.inference_mode():
             device = next((p.device for p in self.parameters()), torch.device("cpu"))
             return len(self.forward([torch.zeros(self.min_samples() * 2, device=device)]).hidden_states)
+
+    def hash_config(self) -> dict:
+        """What, besides the weights, determines the features (overridden by parametrised upstreams)."""
+        return {"type": type(self).__name__}
+
+    def weights_hash(self) -> str:
+        """sha256 of :meth:`hash_config` and every state-dict tensor (name, dtype, shape, bytes): a feature-cache
+        key. Parameter-free upstreams hash their config only."""
+        h = hashlib.sha256(json.dumps(self.hash_config(), sort_keys=True, default=str).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Number of output frames for waveforms of ``num_samples`` samples (overridden by conv front ends)."""

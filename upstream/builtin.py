@@ -1,0 +1,97 @@
+"""Registered HuBERT-family upstreams: ``hubert_base``, ``hubert_large``, ``distilhubert`` and the CPU demo pair
+``hubert_mini`` / ``distilhubert_mini``.
+
+Without weights they are randomly initialised with a fixed seed (so two builds hash alike in the feature cache);
+``checkpoint=PATH`` loads any format ``upstream/checkpoints.py`` reads instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoints import CONFIG_FILE, load_upstream_from_path
+from .hubert import HUBERT_CONV_LAYERS, HubertConfig, HubertModel, HubertUpstream, student_config_from_teacher
+from .registry import register_upstream
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+HUBERT_BASE = HubertConfig()
+HUBERT_LARGE = HubertConfig(extractor_mode="layer_norm", conv_bias=True, embed_dim=1024, ffn_dim=4096, heads=16,
+                            layers=24, layer_norm_first=True)
+# ntu-spml/distilhubert: no LayerNorm before the projection; heads predict teacher layers 4, 8, 12.
+DISTILHUBERT = dataclasses.replace(student_config_from_teacher(HUBERT_BASE, 2, (4, 8, 12)),
+                                   feat_proj_layer_norm=False)
+
+# CPU demo teacher: 12 layers x 256 dims (4 heads, FFN 1024), a slim CNN (HuBERT's kernels and strides, 128
+# channels) and a light positional conv (kernel 64, 16 groups): 10.04 M parameters. The student keeps the front
+# end, projection, positional conv and 2 layers: 2.14 M (21% of the teacher) + 0.39 M in its 3 heads, which
+# predict teacher layers 4/8/12 as DistilHuBERT does. Front end and pos conv are slim so that the student is
+# more than 2x faster than the teacher (see bench/upstream_speed.py).
+HUBERT_MINI = HubertConfig(conv_layers=((128, 10, 5),) + ((128, 3, 2),) * 4 + ((128, 2, 2),) * 2, embed_dim=256,
+                           ffn_dim=1024, heads=4, layers=12, conv_pos=64, conv_pos_groups=16)
+DISTILHUBERT_MINI = student_config_from_teacher(HUBERT_MINI, 2, (4, 8, 12))
+assert HUBERT_BASE.conv_layers == HUBERT_CONV_LAYERS
+
+
+def random_upstream(cfg: HubertConfig, seed: int = 0, **kwargs) -> HubertUpstream:
+    """A randomly initialised upstream, the same weights for the same ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return HubertUpstream(HubertModel(cfg), **kwargs)
+
+
+def _build(cfg: HubertConfig, checkpoint: str | Path | None, seed: int, **kwargs) -> HubertUpstream:
+    if checkpoint is not None:
+        upstream = load_upstream_from_path(checkpoint, **kwargs)
+        if not isinstance(upstream, HubertUpstream):
+            raise ValueError(f"{checkpoint}: not a HuBERT-family checkpoint")
+        return upstream
+    return random_upstream(cfg, seed, **kwargs)
+
+
+def _demo_checkpoint(name: str, checkpoint: str | Path | None) -> Path | None:
+    """The demo's weights: ``checkpoint``, else ``$DISTILSUPERB_<NAME>``, else ``results/demo/<name>`` if saved."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    path = Path(os.environ.get(f"DISTILSUPERB_{name.upper()}", REPO_ROOT / "results" / "demo" / name))
+    if (path / CONFIG_FILE).is_file():
+        return path
+    log.warning("%s: no pretrained weights at %s (run the demo to create them); using random init", name, path)
+    return None
+
+
+@register_upstream("hubert_base")
+def hubert_base(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
+    """HuBERT Base: CNN (7 x 512) + 12 post-LN layers x 768 (FFN 3072, 12 heads); 94.4 M parameters."""
+    return _build(HUBERT_BASE, checkpoint, seed, **kwargs)
+
+
+@register_upstream("hubert_large")
+def hubert_large(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
+    """HuBERT Large: layer-norm CNN + 24 pre-LN ("stable layer norm") layers x 1024 (FFN 4096, 16 heads)."""
+    return _build(HUBERT_LARGE, checkpoint, seed, **kwargs)
+
+
+@register_upstream("distilhubert")
+def distilhubert(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
+    """DistilHuBERT: HuBERT's CNN + 2 layers x 768, heads predicting teacher layers 4/8/12 (not in hidden_states
+    unless ``include_pred_heads=True``)."""
+    return _build(DISTILHUBERT, checkpoint, seed, **kwargs)
+
+
+@register_upstream("hubert_mini")
+def hubert_mini(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
+    """The CPU demo's teacher (sizes above); loads ``results/demo/hubert_mini`` when the demo has saved it."""
+    return _build(HUBERT_MINI, _demo_checkpoint("hubert_mini", checkpoint), seed, **kwargs)
+
+
+@register_upstream("distilhubert_mini")
+def distilhubert_mini(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
+    """The CPU demo's student of ``hubert_mini``; loads ``results/demo/distilhubert_mini`` when saved."""
+    return _build(DISTILHUBERT_MINI, _demo_checkpoint("distilhubert_mini", checkpoint), seed, **kwargs)

@@ -1,0 +1,246 @@
+"""Load upstreams from checkpoint files/dirs in four formats, save our own, export to transformers.
+
+Recognised by :func:`load_upstream_from_path`, tried in this order:
+  (d) ours: a dir with ``upstream.yaml`` (type tag, version, config, weights checksum) + ``model.safetensors``;
+  (a) a Hugging Face model dir: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``;
+  (c) an s3prl distiller ``.ckpt`` (a torch pickle with ``Distiller`` weights and ``Config``);
+  (b) a fairseq HuBERT ``.pt`` (a torch pickle with ``model`` weights and ``cfg`` or ``args``).
+Every pickle is read with ``torch.load(..., weights_only=True)``; plain types (argparse.Namespace, numpy scalars)
+are allow-listed. Anything else needs the explicit ``trust_pickle=True`` and is otherwise refused by name.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+import yaml
+
+from common.config import from_dict, to_dict
+from common.io import atomic_write_bytes, atomic_write_text
+
+from .base import Upstream
+from .convert import (ConversionError, config_from_fairseq, config_from_hf, config_from_s3prl, config_to_hf,
+                      state_from_fairseq, state_from_hf, state_to_hf)
+from .hubert import HubertConfig, HubertModel, HubertUpstream
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "distilsuperb-upstream"
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE = "upstream.yaml", "model.safetensors"
+
+# Plain data types some legacy checkpoints pickle; none of them runs code when unpickled.
+SAFE_GLOBALS: list[Any] = [argparse.Namespace, np.dtype, np._core.multiarray.scalar]
+SAFE_GLOBALS += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A pickle needs globals outside the allow-list; loading it could run arbitrary code."""
+
+
+# ---- safe reading -------------------------------------------------------------------------------------------------
+
+def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` and the plain-type allow-list, on CPU.
+
+    A pickle that needs anything else raises :class:`UnsafeCheckpointError` naming the globals; only
+    ``trust_pickle=True`` (for files you trust) falls back to a full unpickle.
+    """
+    if trust_pickle:
+        log.warning("%s: full unpickle (trust_pickle=True): this can run code stored in the file", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        try:
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or str(e)
+        except Exception:  # not a zip checkpoint: the torch error message names the first global
+            names = str(e).splitlines()[0]
+        raise UnsafeCheckpointError(
+            f"{path}: refusing to unpickle: it needs globals outside the safe allow-list ({names}). Loading it "
+            "could execute code stored in the file. If you trust its source, pass trust_pickle=True "
+            "(e.g. build_upstream(path, trust_pickle=True)).") from None
+
+
+def _read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return safetensors.torch.load_file(str(path))
+    state = safe_torch_load(path, trust_pickle)
+    if not isinstance(state, dict):
+        raise ConversionError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def load_model_state(model: HubertModel, state: dict[str, torch.Tensor], where: str,
+                     optional: tuple[str, ...] = ("mask_emb",)) -> None:
+    """Strict load: every model weight must come from ``state`` (except ``optional``), nothing may be left over."""
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in state and k not in optional)
+    unexpected = sorted(k for k in state if k not in own)
+    if missing or unexpected:
+        raise ConversionError(f"{where}: weights do not match the architecture; missing {missing[:8]}"
+                              f"{' …' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                              f"{' …' if len(unexpected) > 8 else ''}")
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
+    if bad:
+        raise ConversionError(f"{where}: shape mismatch: {bad[:5]}")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+
+
+# ---- the four formats ---------------------------------------------------------------------------------------------
+
+def _load_ours(path: Path, **kwargs) -> HubertUpstream:
+    meta = yaml.safe_load((path / CONFIG_FILE).read_text())
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("type") != "hubert":
+        raise ConversionError(f"{path / CONFIG_FILE}: not a {FORMAT_NAME} file of type 'hubert'")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ConversionError(f"{path / CONFIG_FILE}: version {meta.get('version')} (this code reads "
+                              f"{FORMAT_VERSION})")
+    weights = path / WEIGHTS_FILE
+    data = weights.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.get("weights_sha256"):
+        raise ConversionError(f"{weights}: checksum differs from {CONFIG_FILE} (incomplete or mixed save)")
+    model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
+    load_model_state(model, safetensors.torch.load(data), str(weights), optional=())
+    return HubertUpstream(model, include_pred_heads=kwargs.get("include_pred_heads",
+                                                               meta.get("include_pred_heads", False)))
+
+
+def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> HubertUpstream:
+    cfg = config_from_hf(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            state = state_from_hf(_read_weights(path / name, trust_pickle))
+            break
+    else:
+        raise ConversionError(f"{path}: config.json but neither model.safetensors nor pytorch_model.bin")
+    model = HubertModel(cfg)
+    load_model_state(model, state, str(path))
+    return HubertUpstream(model, **kwargs)
+
+
+def _load_s3prl(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
+    config = ckpt["Config"]
+    if not isinstance(config, dict) or not isinstance(config.get("distiller"), dict):
+        raise ConversionError(f"{path}: Config['distiller'] missing; not an s3prl distiller checkpoint")
+    cfg = config_from_s3prl(config["distiller"], f"{path}:Config.distiller")
+    state, ignored = state_from_fairseq(ckpt["Distiller"], cfg)
+    if ignored:
+        raise ConversionError(f"{path}: unrecognised distiller weights {ignored[:8]}")
+    model = HubertModel(cfg)
+    load_model_state(model, state, str(path))
+    return HubertUpstream(model, **kwargs)
+
+
+def _load_fairseq(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
+    if ckpt.get("cfg") is not None:
+        model_cfg = ckpt["cfg"]["model"] if "model" in ckpt["cfg"] else ckpt["cfg"]
+    else:
+        model_cfg = vars(ckpt["args"]) if isinstance(ckpt["args"], argparse.Namespace) else ckpt["args"]
+    if not isinstance(model_cfg, dict):
+        raise ConversionError(f"{path}: fairseq cfg is a {type(model_cfg).__name__}, expected a dict")
+    name = model_cfg.get("_name", model_cfg.get("arch", "hubert"))
+    if "hubert" not in str(name):
+        raise ConversionError(f"{path}: fairseq model {name!r} is not a HuBERT")
+    cfg = config_from_fairseq(model_cfg, ckpt["model"], str(path))
+    state, ignored = state_from_fairseq(ckpt["model"], cfg)
+    if ignored:
+        log.info("%s: ignoring fairseq weights outside the encoder: %s", path, ignored)
+    model = HubertModel(cfg)
+    load_model_state(model, state, str(path))
+    return HubertUpstream(model, **kwargs)
+
+
+def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwargs) -> Upstream:
+    """Build an upstream from a checkpoint file or dir in any supported format (see the module docstring).
+
+    kwargs go to the upstream (e.g. ``include_pred_heads=True``).
+    """
+    path = Path(path)
+    tried = [f"ours ({CONFIG_FILE} + {WEIGHTS_FILE} in a dir)",
+             "Hugging Face (config.json + model.safetensors or pytorch_model.bin in a dir)"]
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            return _load_ours(path, **kwargs)
+        if (path / "config.json").is_file():
+            return _load_hf(path, trust_pickle, **kwargs)
+    elif path.is_file():
+        ckpt = safe_torch_load(path, trust_pickle)
+        if isinstance(ckpt, dict) and "Distiller" in ckpt and "Config" in ckpt:
+            return _load_s3prl(path, ckpt, **kwargs)
+        if isinstance(ckpt, dict) and "model" in ckpt and ("cfg" in ckpt or "args" in ckpt):
+            return _load_fairseq(path, ckpt, **kwargs)
+    tried += ["s3prl distiller .ckpt (torch pickle with 'Distiller' and 'Config')",
+              "fairseq HuBERT .pt (torch pickle with 'model' and 'cfg' or 'args')"]
+    raise ConversionError(f"{path}: unrecognised upstream checkpoint. Tried: " + "; ".join(tried))
+
+
+# ---- writing ------------------------------------------------------------------------------------------------------
+
+def _as_model(upstream_or_model: HubertUpstream | HubertModel) -> tuple[HubertModel, bool]:
+    if isinstance(upstream_or_model, HubertUpstream):
+        return upstream_or_model.model, upstream_or_model.include_pred_heads
+    if isinstance(upstream_or_model, HubertModel):
+        return upstream_or_model, False
+    raise TypeError(f"expected a HubertUpstream or HubertModel, got {type(upstream_or_model).__name__}")
+
+
+def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: str | Path) -> Path:
+    """Write our format into ``directory``: ``model.safetensors``, then ``upstream.yaml`` with its checksum.
+
+    Each file is written atomically; the checksum makes a save interrupted between the two files fail loudly on
+    load instead of pairing new weights with an old config.
+    """
+    model, include_pred_heads = _as_model(upstream_or_model)
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = safetensors.torch.save(state)
+    atomic_write_bytes(directory / WEIGHTS_FILE, data)
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "type": "hubert",
+            "include_pred_heads": include_pred_heads, "weights_sha256": hashlib.sha256(data).hexdigest(),
+            "config": to_dict(model.cfg)}
+    atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(meta, sort_keys=False))
+    return directory
+
+
+def export_hf(upstream_or_model: HubertUpstream | HubertModel, directory: str | Path) -> Path:
+    """Write a transformers ``HubertModel`` dir (config.json + model.safetensors) holding our encoder weights.
+
+    Prediction and codeword heads are not part of transformers' HubertModel and are left out. The dir is built
+    beside the target and renamed into place, so a failed export leaves no half-written dir.
+    """
+    import transformers
+
+    model, _ = _as_model(upstream_or_model)
+    hf_model = transformers.HubertModel(transformers.HubertConfig(**config_to_hf(model.cfg)))
+    missing, unexpected = hf_model.load_state_dict(state_to_hf(model.state_dict()), strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"export_hf: key mismatch, missing {missing}, unexpected {unexpected}")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        hf_model.save_pretrained(tmp, safe_serialization=True)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+__all__ = ["ConversionError", "UnsafeCheckpointError", "export_hf", "load_model_state", "load_upstream_from_path",
+           "safe_torch_load", "save_upstream"]
