@@ -1,0 +1,100 @@
+"""QUESST 2014 loader (English subset, as SUPERB): queries, documents and which documents contain each query.
+
+Layout (docs/DATA_LAYOUTS.md): ``quesst14Database/Audio/*.wav`` documents, ``{dev,eval}_queries/*.wav`` queries,
+``scoring/language_key_{utterances,dev,eval}.lst`` (``<id or relative path> <language>``) and
+``scoring/groundtruth_quesst14_{dev,eval}/quesst14_{dev,eval}.rttm`` whose ``LEXEME`` lines
+(``LEXEME <doc> 1 <tbeg> <tdur> <query-id> ...``) mark every occurrence of a query in a document.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from tasks.base import DatasetNotFoundError, Utterance
+from tasks.listfile import ListFileError, read_fields
+
+QUESST_DIR = "quesst14Database"
+QUERY_DIRS = {"dev": "dev_queries", "eval": "eval_queries"}
+
+
+@dataclass
+class QbESet:
+    """Queries × documents of one split. ``targets[q, d]`` is True when query q occurs in document d."""
+
+    queries: list[Utterance]
+    documents: list[Utterance]
+    targets: np.ndarray
+
+
+def _duration(path: Path) -> float:
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
+
+
+def _resolve(root: Path, name: str, default_dir: str, list_path: Path, lineno: int) -> Path:
+    """Audio path of a language-key entry: a path relative to the database (optionally starting with the
+    database folder's own name, as in the official lists) or a bare id looked up in ``default_dir``."""
+    candidates = []
+    if "/" in name:
+        candidates += [root / name, root / name.split("/", 1)[1]]
+    stem = Path(name).name
+    stem = stem[:-4] if stem.endswith(".wav") else stem
+    candidates.append(root / default_dir / f"{stem}.wav")
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ListFileError(list_path, lineno, f"audio for {name!r} not found (looked for {candidates[-1]})")
+
+
+def read_language_key(root: Path, list_name: str, default_dir: str, languages: set[str]) -> list[Utterance]:
+    """Utterances of ``scoring/<list_name>`` whose language is in ``languages``, in file order."""
+    list_path = root / "scoring" / list_name
+    if not list_path.is_file():
+        raise DatasetNotFoundError(f"QUESST 2014 list {list_path} not found (expected lines '<id> <language>')")
+    utts = []
+    for lineno, (name, language), _ in read_fields(list_path, 2, 2, "'<id or path> <language>'"):
+        if language.lower() not in languages:
+            continue
+        path = _resolve(root, name, default_dir, list_path, lineno)
+        utts.append(Utterance(id=path.stem, path=path, duration=_duration(path)))
+    return utts
+
+
+def read_occurrences(rttm_path: Path) -> set[tuple[str, str]]:
+    """``{(query_id, document_id)}`` from the ``LEXEME`` lines of a QUESST ground-truth RTTM."""
+    if not rttm_path.is_file():
+        raise DatasetNotFoundError(f"QUESST 2014 ground truth {rttm_path} not found")
+    pairs = set()
+    for lineno, fields, raw in read_fields(rttm_path, 1, None):
+        if fields[0] != "LEXEME":
+            continue
+        if len(fields) < 6:
+            raise ListFileError(rttm_path, lineno, "expected 'LEXEME <doc> <chnl> <tbeg> <tdur> <query-id> ...'",
+                                raw)
+        pairs.add((Path(fields[5]).stem, Path(fields[1]).stem))
+    return pairs
+
+
+def load_quesst(data_root: str | Path, split: str, languages: set[str] | frozenset[str]) -> QbESet:
+    """Queries of ``split`` ("dev" or "eval"), every document, and the target matrix."""
+    if split not in QUERY_DIRS:
+        raise ValueError(f"QUESST 2014 split must be 'dev' or 'eval', got {split!r}")
+    root = Path(data_root) / QUESST_DIR
+    languages = {lang.lower() for lang in languages}
+    documents = read_language_key(root, "language_key_utterances.lst", "Audio", languages)
+    queries = read_language_key(root, f"language_key_{split}.lst", QUERY_DIRS[split], languages)
+    if not documents or not queries:
+        raise DatasetNotFoundError(f"QUESST 2014 under {root}: no {sorted(languages)} "
+                                   f"{'documents' if not documents else split + ' queries'} in the language keys")
+    truth = root / "scoring" / f"groundtruth_quesst14_{split}" / f"quesst14_{split}.rttm"
+    occurrences = read_occurrences(truth)
+    q_index = {u.id: i for i, u in enumerate(queries)}
+    d_index = {u.id: i for i, u in enumerate(documents)}
+    targets = np.zeros((len(queries), len(documents)), dtype=bool)
+    for query_id, doc_id in occurrences:
+        if query_id in q_index and doc_id in d_index:  # other languages' occurrences are out of scope
+            targets[q_index[query_id], d_index[doc_id]] = True
+    return QbESet(queries=queries, documents=documents, targets=targets)

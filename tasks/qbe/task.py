@@ -1,0 +1,160 @@
+"""QbE — query-by-example spoken term detection on QUESST 2014 (English subset), as SUPERB runs it.
+
+Protocol: no training. For one hidden layer, every query and document is encoded; features are standardised per
+dimension over all of that split's frames; each query is matched to each document by subsequence DTW
+(``downstream/dtw.py``: cosine-based frame distance, asymmetric steps, open begin and end, cost normalised by query
+length); the score is the negated cost, standardised per query over the documents. Metric: MTWV (fraction, as the
+SUPERB table prints it) with the QUESST 2014 costs (``tasks/qbe/twv.py``), plus ATWV at score 2.0 — the fixed
+YES/NO threshold s3prl writes into its system output.
+
+Layer choice: every hidden state is scored on the dev queries and the best dev MTWV picks the layer reported on the
+eval ("test") queries, as SUPERB's protocol says. ``--layer K`` skips the sweep.
+
+Differences from SUPERB: the TWV is computed in Python from the ground-truth RTTM instead of the MediaEval Java
+scorer (document-level detection, so no time alignment is needed); Cnxe is not reported. Queries and documents
+whose language is not in ``data.languages`` are left out, as s3prl keeps only ``nnenglish``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.io import atomic_write_text
+from downstream.dtw import match_scores, znorm_per_query
+from tasks.base import Task, TaskConfig, Utterance
+from tasks.registry import register_task
+
+from .data import QUESST_DIR, QbESet, load_quesst
+from .twv import maximum_twv, twv_at, twv_beta
+
+log = logging.getLogger(__name__)
+SPLITS = {"dev": "dev", "test": "eval"}
+
+
+@dataclass
+class DTWConfig:
+    distance: str = "cosine_exp"  # "cosine_exp" (s3prl's default: exp(d) - 1) or "cosine"
+    minmax_norm: bool = True  # min-max normalise each query frame's distances over the document
+    feature_normalization: bool = True  # standardise feature dimensions over the split's frames
+    min_query_frames: int = 5  # shorter queries score 0 everywhere (s3prl)
+
+
+@dataclass
+class TWVConfig:
+    p_target: float = 0.0008
+    c_miss: float = 100.0
+    c_fa: float = 1.0
+    decision_threshold: float = 2.0  # YES when the per-query standardised score exceeds this (for ATWV)
+
+
+@dataclass
+class QbEDataConfig:
+    languages: list[str] = field(default_factory=lambda: ["nnenglish", "english"])
+
+
+@dataclass
+class QbEConfig(TaskConfig):
+    dtw: DTWConfig = field(default_factory=DTWConfig)
+    twv: TWVConfig = field(default_factory=TWVConfig)
+    data: QbEDataConfig = field(default_factory=QbEDataConfig)
+
+
+def normalise_features(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Standardise every feature dimension over all frames of ``feats`` (a list of ``[frame, feature]``)."""
+    allf = torch.cat(feats).double()
+    mean, std = allf.mean(0), allf.std(0).clamp(min=1e-9)
+    return [((f.double() - mean) / std).float() for f in feats]
+
+
+@register_task("qbe")
+class QueryByExample(Task):
+    config_class = QbEConfig
+    primary_metric = "mtwv"
+    higher_is_better = True
+    dataset_dirs = (QUESST_DIR,)
+    layout_help = "quesst14Database/{Audio,dev_queries,eval_queries,scoring}/"
+
+    def __init__(self, config: QbEConfig, data_root):
+        super().__init__(config, data_root)
+        self._sets: dict[str, QbESet] = {}
+
+    def qbe_set(self, split: str) -> QbESet:
+        if split not in self._sets:
+            self.check_data()
+            self._sets[split] = load_quesst(self.data_root, SPLITS[split], set(self.config.data.languages))
+        return self._sets[split]
+
+    def load_split(self, split: str) -> list[Utterance]:
+        """dev/test: that split's queries followed by every document; train: nothing (QbE does not train)."""
+        if split == "train":
+            return []
+        s = self.qbe_set(split)
+        return s.queries + s.documents
+
+    # QbE has no head and no loss; the engine never trains it (``run`` replaces the procedure).
+    def build_head(self, input_dim: int) -> nn.Module:
+        return nn.Identity()
+
+    def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
+        raise RuntimeError("QbE has no training loss: it matches features directly (see QueryByExample.run)")
+
+    def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
+        raise RuntimeError("QbE predictions come from DTW in QueryByExample.run, not from a head")
+
+    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        raise RuntimeError("QbE is scored with detection_metrics on a [query, document] score matrix")
+
+    # -- the QbE procedure
+    def detection_scores(self, split: str, features: dict[str, torch.Tensor]) -> np.ndarray:
+        """Per-query standardised DTW scores ``[query, document]`` from features (utterance id → ``[frame, dim]``)."""
+        s, cfg = self.qbe_set(split), self.config.dtw
+        queries = [features[u.id] for u in s.queries]
+        docs = [features[u.id] for u in s.documents]
+        if cfg.feature_normalization:
+            normed = normalise_features(queries + docs)
+            queries, docs = normed[: len(queries)], normed[len(queries):]
+        raw = match_scores(queries, docs, cfg.distance, cfg.minmax_norm, cfg.min_query_frames)
+        return znorm_per_query(raw).numpy()
+
+    def detection_metrics(self, split: str, scores: np.ndarray) -> dict[str, float]:
+        t = self.config.twv
+        beta = twv_beta(t.p_target, t.c_miss, t.c_fa)
+        targets = self.qbe_set(split).targets
+        best = maximum_twv(scores, targets, beta)
+        # ATWV: s3prl marks YES when score > 2.0; twv_at uses >=, so nudge the threshold up by one ulp.
+        atwv = twv_at(scores, targets, float(np.nextafter(t.decision_threshold, np.inf)), beta)
+        return {"mtwv": best.mtwv, "atwv": atwv, "mtwv_threshold": best.threshold,
+                "queries_scored": float(best.num_queries)}
+
+    def evaluate_layer(self, ctx, split: str, layer: int) -> tuple[dict[str, float], np.ndarray]:
+        utts = self.load_split(split)
+        scores = self.detection_scores(split, ctx.layer_features(utts, layer))
+        return self.detection_metrics(split, scores), scores
+
+    def run(self, ctx) -> dict[str, dict[str, float]]:
+        """Sweep layers on dev (unless a layer is fixed), then score the eval queries with the chosen layer."""
+        fixed = ctx.options.layer
+        layers = [fixed] if fixed is not None else list(range(ctx.num_hidden_states))
+        dev_by_layer = {}
+        for layer in layers:
+            dev_by_layer[layer], _ = self.evaluate_layer(ctx, "dev", layer)
+            log.info("QbE dev layer %d: MTWV %.4f", layer, dev_by_layer[layer]["mtwv"])
+        best = max(layers, key=lambda k: (dev_by_layer[k]["mtwv"], -k))  # ties: the lower layer
+        test, scores = self.evaluate_layer(ctx, "test", best)
+        self._write_scores(ctx, "test", scores)
+        sweep = "\n".join(f"{k}\t{dev_by_layer[k]['mtwv']:.6f}" for k in layers)
+        atomic_write_text(ctx.run_dir / "qbe_dev_layers.tsv", "layer\tdev_mtwv\n" + sweep + "\n")
+        dev = dict(dev_by_layer[best], layer=float(best))
+        return {"dev": dev, "test": dict(test, layer=float(best))}
+
+    def _write_scores(self, ctx, split: str, scores: np.ndarray) -> None:
+        """``<run dir>/<split>_scores.tsv``: query, document, standardised score (what the detector output)."""
+        s = self.qbe_set(split)
+        rows = [f"{q.id}\t{d.id}\t{scores[i, j]:.4f}" for i, q in enumerate(s.queries)
+                for j, d in enumerate(s.documents)]
+        atomic_write_text(ctx.run_dir / f"qbe_{split}_scores.tsv", "query\tdocument\tscore\n" + "\n".join(rows) + "\n")
