@@ -1,0 +1,159 @@
+"""ASV — automatic speaker verification on VoxCeleb1, as SUPERB runs it.
+
+Protocol: train on the development speakers (``dev/wav``) with utterances shorter than ``data.min_seconds`` (2 s)
+dropped and random ``batch.train_crop_seconds`` (8 s) crops; the weighted sum feeds SUPERB's x-vector head
+(projector 512, five TDNN layers, statistics pooling) trained with AM-Softmax (s = 30, m = 0.4). Verification: the
+embedding of each utterance of a trial list, L2-normalised; score = cosine similarity; EER (primary, percent, lower
+is better) from scikit-learn's ROC curve, plus minDCF (P_target 0.01, C_miss = C_fa = 1).
+
+Differences from SUPERB: s3prl evaluates checkpoints on the *test* trials and keeps the best; here ``data.dev_speakers``
+development speakers are held out of training and a seeded, balanced trial list over them (``data.dev_trials``) picks
+the checkpoint. Test = the official ``veri_test.txt`` list over ``test/wav``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from downstream.xvector import AMSoftmaxLoss, XVectorHead
+from tasks.base import BatchConfig, Task, TaskConfig, Utterance
+from tasks.registry import register_task
+
+from .data import VOX_DIR, Trial, make_trials, read_trial_list, scan_speakers, split_dev_speakers
+from .metrics import equal_error_rate, min_dcf
+
+
+@dataclass
+class ASVHeadConfig:
+    hidden_dim: int = 512
+    pooled_dim: int = 1500
+    embed_dim: int = 512
+    scale: float = 30.0  # AM-Softmax s
+    margin: float = 0.4  # AM-Softmax m
+
+
+@dataclass
+class ASVDataConfig:
+    min_seconds: float = 2.0  # training utterances shorter than this are dropped (SUPERB: 2 s)
+    dev_speakers: int = 20  # development speakers held out for the dev trial list
+    dev_trials: int = 2000
+    seed: int = 0
+
+
+@dataclass
+class ASVConfig(TaskConfig):
+    head: ASVHeadConfig = field(default_factory=ASVHeadConfig)
+    data: ASVDataConfig = field(default_factory=ASVDataConfig)
+    batch: BatchConfig = field(default_factory=lambda: BatchConfig(max_seconds=80.0, train_crop_seconds=8.0))
+
+
+class SpeakerVerificationModel(nn.Module):
+    """x-vector head + AM-Softmax classifier weights: output = (cosine to every training speaker ``[batch, spk]``,
+    verification embedding ``[batch, embed_dim]``)."""
+
+    def __init__(self, input_dim: int, num_speakers: int, cfg: ASVHeadConfig):
+        super().__init__()
+        self.xvector = XVectorHead(input_dim, cfg.hidden_dim, cfg.pooled_dim, cfg.embed_dim)
+        self.classifier = AMSoftmaxLoss(cfg.embed_dim, num_speakers, cfg.scale, cfg.margin)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frames, frame_lengths = self.xvector.frame_level(features, lengths)
+        pooled = self.xvector.statistics_pooling(frames, frame_lengths)
+        verify = F.relu(self.xvector.utterance1(pooled))
+        train_embedding = F.relu(self.xvector.utterance2(verify))
+        cosine = F.linear(F.normalize(train_embedding, dim=-1), F.normalize(self.classifier.weight, dim=-1))
+        return cosine, verify
+
+
+@register_task("asv")
+class SpeakerVerification(Task):
+    config_class = ASVConfig
+    primary_metric = "eer"
+    higher_is_better = False
+    dataset_dirs = (VOX_DIR,)
+    layout_help = "VoxCeleb1/{dev,test}/wav/<spk>/<video>/<n>.wav and VoxCeleb1/veri_test.txt"
+
+    def __init__(self, config: ASVConfig, data_root):
+        super().__init__(config, data_root)
+        self._splits: dict[str, list[Utterance]] | None = None
+        self._trials: dict[str, list[Trial]] = {}
+        self.speakers: list[str] = []
+
+    def _prepare(self) -> None:
+        if self._splits is not None:
+            return
+        self.check_data()
+        cfg = self.config.data
+        root = self.data_root / VOX_DIR
+        by_speaker = scan_speakers(root / "dev" / "wav")
+        train_spk, dev_spk = split_dev_speakers(list(by_speaker), cfg.dev_speakers, cfg.seed)
+        self.speakers = train_spk
+        train = [u for s in train_spk for u in by_speaker[s] if u.duration >= cfg.min_seconds]
+        if not train:
+            raise ValueError(f"ASV: no training utterance of at least {cfg.min_seconds} s under {root / 'dev/wav'}")
+        dev_by_speaker = {s: by_speaker[s] for s in dev_spk}
+        self._trials["dev"] = make_trials(dev_by_speaker, cfg.dev_trials, cfg.seed)
+        used = {t.enroll for t in self._trials["dev"]} | {t.test for t in self._trials["dev"]}
+        dev = [u for s in dev_spk for u in by_speaker[s] if u.id in used]
+        self._trials["test"], test = read_trial_list(root / "veri_test.txt", root / "test" / "wav")
+        index = {s: i for i, s in enumerate(train_spk)}
+        train = [Utterance(id=u.id, path=u.path, duration=u.duration, speaker=u.speaker, label=index[u.speaker])
+                 for u in train]
+        self._splits = {"train": train, "dev": dev, "test": test}
+
+    def load_split(self, split: str) -> list[Utterance]:
+        self._prepare()
+        return self._splits[split]
+
+    def trials(self, split: str) -> list[Trial]:
+        self._prepare()
+        return self._trials[split]
+
+    def build_head(self, input_dim: int) -> nn.Module:
+        self._prepare()
+        return SpeakerVerificationModel(input_dim, len(self.speakers), self.config.head)
+
+    def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
+        cosine, _ = output
+        labels = torch.tensor([u.label for u in utts], device=cosine.device)
+        h = self.config.head
+        logits = h.scale * (cosine - h.margin * F.one_hot(labels, cosine.shape[1]).to(cosine.dtype))
+        return F.cross_entropy(logits, labels)
+
+    def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[list[float]]:
+        return F.normalize(output[1].detach().float(), dim=-1).cpu().tolist()
+
+    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """Scores of the trial list (dev or test) whose utterances ``utts`` are."""
+        ids = {u.id for u in utts}
+        for split in ("test", "dev"):
+            trials = self.trials(split)
+            if all(t.enroll in ids and t.test in ids for t in trials):
+                return self.score_trials(trials, utts, predictions)
+        raise ValueError("ASV: these utterances cover neither the dev nor the test trial list")
+
+    def evaluate(self, ctx, model: nn.Module, split: str) -> dict[str, float]:
+        utts = ctx.load_split(self, split)
+        embeddings = ctx.predict(model, utts)
+        return self.score_trials(self.trials(split), utts, embeddings)
+
+    @staticmethod
+    def score_trials(trials: Sequence[Trial], utts: Sequence[Utterance], embeddings: Sequence[Any]) -> dict[str, float]:
+        """EER and minDCF (percent / absolute) of cosine scores between unit-norm embeddings of each trial."""
+        table = dict(zip((u.id for u in utts), embeddings))
+        missing = [t for t in trials if t.enroll not in table or t.test not in table]
+        if missing:
+            raise ValueError(f"ASV: {len(missing)} trials use utterances without embeddings, e.g. {missing[0]}")
+        ids = sorted(table)
+        pos = {u: i for i, u in enumerate(ids)}
+        emb = F.normalize(torch.tensor([table[u] for u in ids], dtype=torch.float64), dim=-1)
+        a = emb[[pos[t.enroll] for t in trials]]
+        b = emb[[pos[t.test] for t in trials]]
+        scores = (a * b).sum(-1).numpy()
+        labels = [t.label for t in trials]
+        eer, _ = equal_error_rate(labels, scores)
+        return {"eer": 100.0 * eer, "min_dcf": min_dcf(labels, scores)}
