@@ -1,0 +1,50 @@
+"""Frame-level diarization head (SUPERB's: one LSTM layer of 512 + linear) and the permutation-invariant BCE loss."""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DiarizationHead(nn.Module):
+    """``[batch, frame, feature]`` → ``[batch, frame, num_speakers]`` speaker-activity logits."""
+
+    def __init__(self, input_dim: int, num_speakers: int = 2, hidden_size: int = 512, rnn_layers: int = 1):
+        super().__init__()
+        self.rnn = nn.LSTM(input_dim, hidden_size, num_layers=rnn_layers, batch_first=True) if rnn_layers else None
+        self.linear = nn.Linear(hidden_size if rnn_layers else input_dim, num_speakers)
+        self.num_speakers = num_speakers
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 3:
+            raise ValueError(f"expected features [batch, frame, feature], got shape {tuple(features.shape)}")
+        x = features
+        if self.rnn is not None:
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True,
+                                                       enforce_sorted=False)
+            x, _ = self.rnn(packed)
+            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=features.shape[1])
+        return self.linear(x)
+
+
+def pit_bce_loss(logits: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Permutation-invariant binary cross-entropy.
+
+    logits, labels: ``[batch, frame, speaker]``; lengths: ``[batch]`` valid frames. For each utterance the speaker
+    order of ``labels`` that gives the lowest mean BCE over its valid frames is used. Returns (the mean of those
+    per-utterance losses, the permuted labels ``[batch, frame, speaker]`` for accuracy bookkeeping).
+    """
+    if logits.shape != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must have the same shape")
+    mask = (torch.arange(logits.shape[1], device=logits.device)[None, :] < lengths.to(logits.device)[:, None])
+    mask = mask.unsqueeze(-1).to(logits.dtype)
+    frames = mask.sum(dim=(1, 2)).clamp(min=1)
+    perms = list(itertools.permutations(range(labels.shape[-1])))
+    losses = torch.stack([
+        (F.binary_cross_entropy_with_logits(logits, labels[..., list(p)], reduction="none") * mask).sum(dim=(1, 2))
+        / frames for p in perms], dim=1)  # [batch, permutation]
+    best = losses.argmin(dim=1)
+    permuted = torch.stack([labels[b][..., list(perms[int(i)])] for b, i in enumerate(best)])
+    return losses.gather(1, best[:, None]).mean(), permuted

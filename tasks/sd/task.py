@@ -1,0 +1,178 @@
+"""SD — two-speaker diarization on Libri2Mix (Kaldi data dirs), as SUPERB runs it.
+
+Protocol: the weighted sum feeds SUPERB's head (one LSTM layer of 512 units + linear to 2 speakers) at the upstream's
+own frame rate; training examples are ``data.chunk_seconds`` chunks of the training mixtures with frame labels from
+``segments`` + ``utt2spk``; loss = permutation-invariant BCE. Inference on whole recordings: sigmoid, threshold,
+per-speaker median filter, runs of active frames → RTTM (written to ``<run dir>/<split>.rttm``); DER (percent,
+primary, lower is better) from pyannote.metrics against the Kaldi dir's ``rttm``, collar 0 and overlap scored (as
+dscore, which SUPERB's ``score.sh`` calls).
+
+Differences from SUPERB: s3prl sweeps threshold {0.3 … 0.7} × median {1, 11} on the *test* set and reports the
+best; here the same grid is swept on dev after the best checkpoint is chosen (dev DER at threshold 0.5, no filter)
+and test is scored once with the chosen pair.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.io import atomic_write_text
+from downstream.diarization import DiarizationHead, pit_bce_loss
+from tasks.base import Task, TaskConfig, Utterance
+from tasks.registry import register_task
+
+from .data import KALDI_DIR, Recording, load_kaldi_dir, read_rttm
+from .der import activity_to_segments, decide, diarization_error_rate, rttm_lines, to_annotation
+
+SPLIT_DIRS = {"train": "train", "dev": "dev", "test": "test"}
+
+
+@dataclass
+class SDHeadConfig:
+    hidden_size: int = 512
+    rnn_layers: int = 1
+
+
+@dataclass
+class SDDataConfig:
+    num_speakers: int = 2
+    chunk_seconds: float = 20.0  # training chunks (s3prl: 2000 frames of 10 ms)
+
+
+@dataclass
+class SDTuneConfig:
+    thresholds: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
+    medians: list[int] = field(default_factory=lambda: [1, 11])  # median-filter widths in frames
+    default_threshold: float = 0.5  # used for dev evaluations during training
+    default_median: int = 1
+
+
+@dataclass
+class SDConfig(TaskConfig):
+    head: SDHeadConfig = field(default_factory=SDHeadConfig)
+    data: SDDataConfig = field(default_factory=SDDataConfig)
+    tune: SDTuneConfig = field(default_factory=SDTuneConfig)
+
+
+@register_task("sd")
+class SpeakerDiarization(Task):
+    config_class = SDConfig
+    primary_metric = "der"
+    higher_is_better = False
+    dataset_dirs = (str(KALDI_DIR),)
+    layout_help = "Libri2Mix/kaldi/{train,dev,test}/{wav.scp,segments,utt2spk,reco2dur,rttm}"
+
+    def __init__(self, config: SDConfig, data_root):
+        super().__init__(config, data_root)
+        self._recordings: dict[str, list[Recording]] = {}
+        self.threshold = config.tune.default_threshold
+        self.median = config.tune.default_median
+
+    # -- data
+    def recordings(self, split: str) -> list[Recording]:
+        if split not in self._recordings:
+            self.check_data()
+            recs = load_kaldi_dir(self.data_root / KALDI_DIR / SPLIT_DIRS[split])
+            for rec in recs:
+                if len(rec.speakers) > self.config.data.num_speakers:
+                    raise ValueError(f"SD: recording {rec.id} has {len(rec.speakers)} speakers; "
+                                     f"data.num_speakers is {self.config.data.num_speakers}")
+            self._recordings[split] = recs
+        return self._recordings[split]
+
+    def load_split(self, split: str) -> list[Utterance]:
+        """Training: fixed-length chunks of each mixture; dev/test: whole recordings. ``label`` holds the speaker
+        turns relative to the utterance start as ``((speaker_index, start_s, end_s), ...)``."""
+        out = []
+        chunk = self.config.data.chunk_seconds if split == "train" else math.inf
+        for rec in self.recordings(split):
+            index = {s: i for i, s in enumerate(rec.speakers)}
+            start, k = 0.0, 0
+            while start < rec.duration - 1e-6:
+                dur = min(chunk, rec.duration - start)
+                turns = tuple((index[s], max(t0, start) - start, min(t1, start + dur) - start)
+                              for s, t0, t1 in rec.turns if t1 > start and t0 < start + dur)
+                uid = rec.id if split != "train" else f"{rec.id}-{k:04d}"
+                out.append(Utterance(id=uid, path=rec.path, start=start, duration=dur, label=turns))
+                start, k = start + dur, k + 1
+        return out
+
+    def frame_labels(self, utts: Sequence[Utterance], num_frames: int) -> torch.Tensor:
+        """``[batch, frame, speaker]`` 0/1 activity at the upstream frame rate (frame f covers [f·shift, (f+1)·shift))."""
+        if self.downsample_rate is None:
+            raise RuntimeError("SD: setup(downsample_rate) must run before frame labels are built")
+        shift = self.downsample_rate / 16000
+        labels = torch.zeros(len(utts), num_frames, self.config.data.num_speakers)
+        for b, u in enumerate(utts):
+            for spk, t0, t1 in u.label:
+                labels[b, int(t0 / shift):int(t1 / shift), spk] = 1.0
+        return labels
+
+    # -- model
+    def build_head(self, input_dim: int) -> nn.Module:
+        h = self.config.head
+        return DiarizationHead(input_dim, self.config.data.num_speakers, h.hidden_size, h.rnn_layers)
+
+    def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
+        labels = self.frame_labels(utts, output.shape[1]).to(output.device)
+        return pit_bce_loss(output, labels, lengths)[0]
+
+    def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[list[list[float]]]:
+        probs = torch.sigmoid(output.detach().float()).cpu()
+        return [probs[b, : int(n)].numpy().round(4).tolist() for b, n in enumerate(lengths.tolist())]
+
+    # -- scoring
+    def references(self, split: str) -> dict[str, Any]:
+        """Reference annotations of ``split`` from its ``rttm`` (every recording present, possibly empty)."""
+        rttm = self.data_root / KALDI_DIR / SPLIT_DIRS[split] / "rttm"
+        turns = read_rttm(rttm) if rttm.is_file() else {r.id: r.turns for r in self.recordings(split)}
+        return {r.id: to_annotation(turns.get(r.id, []), r.id) for r in self.recordings(split)}
+
+    def der(self, split: str, utts: Sequence[Utterance], posteriors: Sequence[Any], threshold: float,
+            median: int) -> tuple[float, dict[str, list]]:
+        """DER (percent) of ``posteriors`` (one ``[frame, speaker]`` list per recording) and the hypothesis segments."""
+        shift = self.downsample_rate / 16000
+        hyps, segments = {}, {}
+        for u, post in zip(utts, posteriors):
+            segs = activity_to_segments(decide(np.asarray(post, dtype=np.float32).reshape(-1, self.config.data.num_speakers),
+                                               threshold, median), shift)
+            segments[u.id] = segs
+            hyps[u.id] = to_annotation(segs, u.id)
+        durations = {r.id: r.duration for r in self.recordings(split)}
+        return 100.0 * diarization_error_rate(self.references(split), hyps, durations), segments
+
+    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        split = self._split_of(utts)
+        return {"der": self.der(split, utts, predictions, self.threshold, self.median)[0]}
+
+    def _split_of(self, utts: Sequence[Utterance]) -> str:
+        ids = {u.id for u in utts}
+        for split in ("dev", "test"):
+            if ids == {r.id for r in self.recordings(split)}:
+                return split
+        raise ValueError("SD: scoring needs every recording of the dev or the test split")
+
+    def evaluate(self, ctx, model: nn.Module, split: str) -> dict[str, float]:
+        utts = ctx.load_split(self, split)
+        posteriors = ctx.predict(model, utts)
+        der, segments = self.der(split, utts, posteriors, self.threshold, self.median)
+        lines = [line for u in utts for line in rttm_lines(segments[u.id], u.id)]
+        atomic_write_text(ctx.run_dir / f"{split}.rttm", "\n".join(lines) + ("\n" if lines else ""))
+        return {"der": der, "threshold": self.threshold, "median_frames": float(self.median)}
+
+    def tune_on_dev(self, ctx, model: nn.Module) -> None:
+        """Pick threshold and median-filter width on dev (lowest DER; ties keep the earlier grid point)."""
+        utts = ctx.load_split(self, "dev")
+        posteriors = ctx.predict(model, utts)
+        best = None
+        for median in self.config.tune.medians:
+            for threshold in self.config.tune.thresholds:
+                der = self.der("dev", utts, posteriors, threshold, median)[0]
+                if best is None or der < best[0]:
+                    best = (der, threshold, median)
+        _, self.threshold, self.median = best

@@ -1,0 +1,128 @@
+"""SD: DER on a hand-computed case, median filtering, frame labels, PIT loss, Kaldi-dir loader and its errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from common.audio import write_audio
+from downstream.diarization import DiarizationHead, pit_bce_loss
+from tasks.listfile import ListFileError
+from tasks.sd.data import load_kaldi_dir, read_rttm
+from tasks.sd.der import activity_to_segments, decide, diarization_error_rate, rttm_lines, to_annotation
+from tasks.sd.task import SDConfig, SpeakerDiarization
+
+
+def test_der_hand_computed():
+    ref = {"r1": to_annotation([("A", 0.0, 4.0), ("B", 2.0, 6.0)], "r1")}
+    # hypothesis labels differ from the reference's; the optimal mapping is 0→A, 1→B. B's [2, 3) is missed:
+    # 1 s of error over 8 s of reference speech (overlap counted twice) → DER 1/8.
+    hyp = {"r1": to_annotation([("0", 0.0, 4.0), ("1", 3.0, 6.0)], "r1")}
+    assert diarization_error_rate(ref, hyp, {"r1": 8.0}) == pytest.approx(1 / 8)
+    # a missing hypothesis counts as all missed
+    assert diarization_error_rate(ref, {}, {"r1": 8.0}) == pytest.approx(1.0)
+
+
+def test_decide_median_filter_and_segments():
+    post = np.array([[0.9, 0.1], [0.2, 0.1], [0.9, 0.1], [0.9, 0.8], [0.1, 0.8], [0.1, 0.2], [0.1, 0.8]])
+    raw = decide(post, 0.5, 1)
+    assert raw[:, 0].tolist() == [True, False, True, True, False, False, False]
+    smooth = decide(post, 0.5, 3)  # the one-frame gaps are filled / the one-frame blip removed
+    assert smooth[:, 0].tolist() == [False, True, True, True, False, False, False]
+    assert smooth[:, 1].tolist() == [False, False, False, True, True, True, False]
+    segs = activity_to_segments(smooth, frame_shift=0.02)
+    assert segs == [(0, pytest.approx(0.02), pytest.approx(0.08)), (1, pytest.approx(0.06), pytest.approx(0.12))]
+    assert rttm_lines(segs, "mix1")[0] == "SPEAKER mix1 1 0.020 0.060 <NA> <NA> 0 <NA> <NA>"
+    with pytest.raises(ValueError, match="odd"):
+        decide(post, 0.5, 2)
+
+
+def test_pit_loss_is_permutation_invariant_and_masks_padding():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 2)
+    labels = (torch.rand(2, 6, 2) > 0.5).float()
+    lengths = torch.tensor([6, 4])
+    loss, permuted = pit_bce_loss(logits, labels, lengths)
+    loss_swapped, _ = pit_bce_loss(logits, labels.flip(-1), lengths)
+    assert loss.item() == pytest.approx(loss_swapped.item())
+    junk = labels.clone()
+    junk[1, 4:] = 1 - junk[1, 4:]  # padding frames must not matter
+    assert pit_bce_loss(logits, junk, lengths)[0].item() == pytest.approx(loss.item())
+    # perfect logits in swapped order → loss near 0 after the permutation
+    perfect = (labels.flip(-1) * 2 - 1) * 20
+    assert pit_bce_loss(perfect, labels, lengths)[0].item() < 1e-6
+    head = DiarizationHead(5, hidden_size=8)
+    assert head(torch.randn(2, 6, 5), lengths).shape == (2, 6, 2)
+
+
+def make_libri2mix(root, split="dev", segments=None, rttm=None):
+    kaldi = root / "Libri2Mix" / "kaldi" / split
+    kaldi.mkdir(parents=True)
+    wav = root / "Libri2Mix" / "wav16k" / "max" / split / "mix_both" / "mix1.wav"
+    write_audio(wav, (0.05 * np.random.default_rng(0).standard_normal(16000 * 3)).astype(np.float32))
+    (kaldi / "wav.scp").write_text(f"mix1 ../../wav16k/max/{split}/mix_both/mix1.wav\n")
+    (kaldi / "reco2dur").write_text("mix1 3.0\n")
+    (kaldi / "segments").write_text(segments or "u1 mix1 0.00 2.00\nu2 mix1 1.00 3.00\n")
+    (kaldi / "utt2spk").write_text("u1 spkA\nu2 spkB\n")
+    (kaldi / "rttm").write_text(rttm or "SPEAKER mix1 1 0.00 2.00 <NA> <NA> spkA <NA> <NA>\n"
+                                        "SPEAKER mix1 1 1.00 2.00 <NA> <NA> spkB <NA> <NA>\n")
+    return kaldi
+
+
+def test_kaldi_loader_and_frame_labels(tmp_path):
+    make_libri2mix(tmp_path, "train")
+    cfg = SDConfig()
+    cfg.data.chunk_seconds = 2.0
+    task = SpeakerDiarization(cfg, tmp_path)
+    (rec,) = task.recordings("train")
+    assert rec.duration == 3.0 and rec.speakers == ["spkA", "spkB"]
+    chunks = task.load_split("train")
+    assert [(u.id, u.start, u.duration) for u in chunks] == [("mix1-0000", 0.0, 2.0), ("mix1-0001", 2.0, 1.0)]
+    assert chunks[1].label == ((1, 0.0, 1.0),)  # only speaker B is active after 2 s
+    task.setup(downsample_rate=16000)  # 1-s frames keep the arithmetic visible
+    labels = task.frame_labels(chunks[:1], 2)
+    assert labels[0].tolist() == [[1.0, 0.0], [1.0, 1.0]]
+
+
+def test_scoring_writes_rttm_and_uses_dev_tuned_threshold(tmp_path):
+    make_libri2mix(tmp_path, "dev")
+    task = SpeakerDiarization(SDConfig(), tmp_path)
+    task.setup(downsample_rate=16000)
+    (utt,) = task.load_split("dev")
+    perfect = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    assert task.score([utt], [perfect])["der"] == pytest.approx(0.0)
+    shy = [[0.45, 0.0], [0.45, 0.45], [0.0, 0.45]]  # right shape, but below the default 0.5 threshold
+    assert task.score([utt], [shy])["der"] == pytest.approx(100.0)
+
+    class Ctx:  # the two engine calls tune_on_dev/evaluate make
+        run_dir = tmp_path / "run"
+
+        def load_split(self, t, split):
+            return t.load_split(split)
+
+        def predict(self, model, utts):
+            return [shy]
+
+    task.tune_on_dev(Ctx(), model=None)
+    assert task.threshold == 0.3 and task.median == 1
+    result = task.evaluate(Ctx(), None, "dev")
+    assert result["der"] == pytest.approx(0.0)
+    assert "SPEAKER mix1 1 0.000 2.000" in (tmp_path / "run" / "dev.rttm").read_text()
+
+
+def test_malformed_kaldi_and_rttm_lines_name_file_and_line(tmp_path):
+    kaldi = make_libri2mix(tmp_path, "dev", segments="u1 mix1 0.00 2.00\nu2 mix1 one 3.00\n")
+    with pytest.raises(ListFileError, match=r"segments:2: start must be a number, got 'one'"):
+        load_kaldi_dir(kaldi)
+    (kaldi / "segments").write_text("u1 mix1 0.00\n")
+    with pytest.raises(ListFileError, match=r"segments:1: expected 4 fields"):
+        load_kaldi_dir(kaldi)
+    (kaldi / "segments").write_text("u1 mix9 0.00 1.00\n")
+    with pytest.raises(ListFileError, match=r"segments:1: recording 'mix9' is not in wav.scp"):
+        load_kaldi_dir(kaldi)
+    (kaldi / "rttm").write_text("SPEAKER mix1 1 0.00 2.00 <NA> <NA> spkA <NA> <NA>\nSPEAKER mix1 1 0.5\n")
+    with pytest.raises(ListFileError, match=r"rttm:2: expected 'SPEAKER"):
+        read_rttm(kaldi / "rttm")
+    (kaldi / "rttm").write_text("SPEAKER mix1 1 0.00 -2.00 <NA> <NA> spkA <NA> <NA>\n")
+    with pytest.raises(ListFileError, match=r"rttm:1: tbeg and tdur must not be negative"):
+        read_rttm(kaldi / "rttm")
