@@ -1,0 +1,85 @@
+"""Acoustic degradations that keep the corpus from being trivially clean: coloured noise at a random SNR and
+reverberation from an exponentially decaying noise impulse response. All functions take a ``numpy`` Generator, so
+a fixed per-utterance seed gives identical output."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from common.audio import SAMPLE_RATE
+
+NOISE_COLOURS = ("white", "pink", "brown", "blue", "hum")
+
+
+@dataclasses.dataclass(frozen=True)
+class Degradation:
+    """How likely each degradation is for one utterance, and the SNR range of the added noise (dB)."""
+
+    noise_prob: float = 0.7
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    reverb_prob: float = 0.3
+    rt60: tuple[float, float] = (0.15, 0.6)
+
+
+CLEAN = Degradation(noise_prob=0.0, reverb_prob=0.0)
+
+
+def coloured_noise(samples: int, rng: np.random.Generator, colour: str) -> np.ndarray:
+    """Unit-RMS noise ``[samples]`` with a 1/f^k spectrum (white, pink, brown, blue) or mains hum plus white noise."""
+    if colour == "hum":
+        t = np.arange(samples) / SAMPLE_RATE
+        f0 = rng.choice([50.0, 60.0])
+        hum = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 2 * np.pi)) / h for h in range(1, 6))
+        noise = hum + 0.3 * rng.standard_normal(samples)
+    else:
+        exponent = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0}[colour]
+        spectrum = np.fft.rfft(rng.standard_normal(samples))
+        freqs = np.fft.rfftfreq(samples, 1.0 / SAMPLE_RATE)
+        spectrum *= 1.0 / np.maximum(freqs, 20.0) ** (exponent / 2)
+        noise = np.fft.irfft(spectrum, n=samples)
+    noise = noise.astype(np.float64)
+    return (noise / (np.sqrt(np.mean(noise ** 2)) + 1e-12)).astype(np.float32)
+
+
+def add_noise(wav: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Mix ``noise`` (same length) into ``wav`` so that the speech-to-noise power ratio is ``snr_db``."""
+    power = float(np.mean(wav.astype(np.float64) ** 2)) + 1e-10
+    scale = np.sqrt(power / (10 ** (snr_db / 10)) / (float(np.mean(noise.astype(np.float64) ** 2)) + 1e-12))
+    return (wav + scale * noise).astype(np.float32)
+
+
+def reverberate(wav: np.ndarray, rng: np.random.Generator, rt60: float) -> np.ndarray:
+    """Convolve with a direct path plus an exponentially decaying noise tail (60 dB decay after ``rt60`` s)."""
+    length = int(rt60 * SAMPLE_RATE)
+    t = np.arange(length) / SAMPLE_RATE
+    ir = rng.standard_normal(length) * np.exp(-6.908 * t / rt60) * rng.uniform(0.2, 0.5)
+    ir[0] = 1.0
+    n = len(wav) + length - 1
+    size = 1 << (n - 1).bit_length()
+    out = np.fft.irfft(np.fft.rfft(wav, size) * np.fft.rfft(ir, size), size)[: len(wav)]
+    return (out * np.sqrt(np.mean(wav ** 2) / (np.mean(out ** 2) + 1e-12))).astype(np.float32)
+
+
+def degrade(wav: np.ndarray, rng: np.random.Generator, spec: Degradation) -> np.ndarray:
+    """Apply reverberation and/or noise as ``spec`` says (each drawn independently)."""
+    if rng.random() < spec.reverb_prob:
+        wav = reverberate(wav, rng, rng.uniform(*spec.rt60))
+    if rng.random() < spec.noise_prob:
+        colour = NOISE_COLOURS[rng.integers(len(NOISE_COLOURS))]
+        wav = add_noise(wav, coloured_noise(len(wav), rng, colour), rng.uniform(*spec.snr_db))
+    return wav
+
+
+def normalise_peak(wav: np.ndarray, rng: np.random.Generator, low: float = 0.3, high: float = 0.9) -> np.ndarray:
+    """Scale to a random peak level in ``[low, high]`` (recording level varies; 16-bit output never clips)."""
+    peak = float(np.max(np.abs(wav))) + 1e-9
+    return (wav * (rng.uniform(low, high) / peak)).astype(np.float32)
+
+
+def trim_silence(wav: np.ndarray, threshold: float = 0.02, margin: int = 800) -> np.ndarray:
+    """Cut leading and trailing samples quieter than ``threshold`` × peak, keeping ``margin`` samples around speech."""
+    loud = np.flatnonzero(np.abs(wav) > threshold * (np.max(np.abs(wav)) + 1e-9))
+    if loud.size == 0:
+        return wav
+    return wav[max(0, loud[0] - margin): loud[-1] + margin]
