@@ -66,8 +66,8 @@ def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
     except pickle.UnpicklingError as e:
         try:
             names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or str(e)
-        except Exception:  # not a zip checkpoint: the torch error message names the first global
-            names = str(e).splitlines()[0]
+        except Exception:  # not a zip checkpoint: torch's message names the first offending global or opcode
+            names = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), "unknown")
         raise UnsafeCheckpointError(
             f"{path}: refusing to unpickle: it needs globals outside the safe allow-list ({names}). Loading it "
             "could execute code stored in the file. If you trust its source, pass trust_pickle=True "

@@ -1,0 +1,49 @@
+"""Small factories shared by the upstream tests and benchmarks: tiny configs, perturbed random weights, waveforms.
+
+Tiny models keep HuBERT's kernels and strides (so frame counts are real) with few channels and dims.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from .hubert import HubertConfig
+
+TINY_CONV: tuple[tuple[int, int, int], ...] = ((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2
+TINY_CONV_SPEC = "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2"  # the same, in fairseq/s3prl's string form
+
+
+def tiny_config(**changes) -> HubertConfig:
+    """A 2-layer, 64-dim HuBERT-like config with HuBERT's CNN geometry (32 channels)."""
+    base = HubertConfig(conv_layers=TINY_CONV, embed_dim=64, ffn_dim=128, heads=4, layers=2, conv_pos=16,
+                        conv_pos_groups=4)
+    return dataclasses.replace(base, **changes)
+
+
+def tiny_hf_config(**changes):
+    """The transformers ``HubertConfig`` matching :func:`tiny_config`."""
+    import transformers
+
+    kwargs = dict(conv_dim=[32] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
+                  hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2,
+                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    kwargs.update(changes)
+    return transformers.HubertConfig(**kwargs)
+
+
+def perturb_(module: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Module:
+    """Add noise to every parameter, so LayerNorm gains, biases and zero-initialised tensors are not trivial
+    (a parity test with all-ones norms would miss a swapped weight/bias)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return module
+
+
+def random_wavs(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
+    """Random float waveforms (1-D, amplitude ~0.1) of the given sample counts."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, generator=gen) * 0.1 for n in lengths]
