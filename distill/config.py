@@ -1,0 +1,47 @@
+"""Typed config of one distillation run (``configs/distill/*.yaml``); every number of a recipe lives in its YAML."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .trainer import RunConfig
+
+
+@dataclass
+class StudentConfig:
+    """The student, derived from the teacher's config (``upstream.hubert.student_config_from_teacher``)."""
+
+    layers: int = 2
+    width: int | None = None            # encoder width; None = the teacher's (DistilHuBERT)
+    ffn_dim: int | None = None          # None = as derived from the teacher (4 × width)
+    heads: int | None = None            # attention heads; None = as derived from the teacher
+    front_end: Literal["cnn", "fbank"] = "cnn"
+    init_from_teacher: bool = True      # copy front end, projection, positional conv, first layers where shapes fit
+    dropout: float | None = None        # None = the teacher's dropout settings
+    frontend_warmup_steps: int = 0      # train only front end + projection first (Fbank front-end adaptation)
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the student learns to predict.
+
+    ``prediction_heads`` (DistilHuBERT): heads on the last student layer predict teacher layers ``target_layers``,
+    given for a ``reference_depth``-layer teacher and scaled to the real teacher's depth (4/8/12 of 12 → 2/4/6 of 6).
+    ``layer_to_layer`` (deep-and-thin, FitHuBERT-style): student layer i (through a linear projection) regresses
+    teacher layer ``layer_map[i-1]``; an empty map spreads the student layers evenly over the teacher's.
+    """
+
+    kind: Literal["prediction_heads", "layer_to_layer"] = "prediction_heads"
+    target_layers: list[int] = field(default_factory=lambda: [4, 8, 12])
+    reference_depth: int = 12
+    layer_map: list[int] = field(default_factory=list)
+    cosine_weight: float = 1.0          # λ of −log σ(cos)
+    discriminative_weight: float = 0.0  # > 0 adds KL(teacher ‖ student) over the teacher's codewords
+    export_heads: bool = False          # DistilHuBERT drops its prediction heads after training
+
+
+@dataclass
+class DistillConfig:
+    student: StudentConfig = field(default_factory=StudentConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    run: RunConfig = field(default_factory=RunConfig)

@@ -1,0 +1,200 @@
+"""Unlabelled audio for distillation and pretraining: file discovery, a health scan, seconds-based batches.
+
+Bad files never stop a run: the scan skips unreadable/empty files up front, a file that fails later is dropped from its
+batch, and every skipped path is listed (with the reason) in ``skipped_audio.txt`` in the output folder.
+
+Batches are *global*: the sampler yields the same batches whatever the number of processes, and each DDP rank takes
+its share of every batch (items ``rank::world``). With losses normalised by the global frame count, one process and
+N processes follow the same loss curve.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import soundfile as sf
+import torch
+
+from common.audio import SAMPLE_RATE, AudioError, load_audio
+from common.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+AUDIO_SUFFIXES = (".wav", ".flac")
+LIST_SUFFIXES = (".txt", ".lst", ".list", ".tsv")
+
+
+@dataclass
+class DataConfig:
+    max_batch_seconds: float = 60.0   # padded seconds per global batch (batch count × longest item)
+    max_item_seconds: float = 10.0    # longer files are randomly cropped to this (seeded per epoch and item)
+    min_item_seconds: float = 0.5     # shorter files are skipped (listed in the report)
+    bucket_size: int = 64             # items sorted by length inside each bucket, so batches pad little
+    min_batch_items: int = 2          # smaller (tail) batches are dropped; must be >= the number of processes,
+                                      # so that the batches are the same whatever the number of processes
+    num_workers: int = 0
+
+
+def collect_audio_files(sources: list[str | Path]) -> list[Path]:
+    """Expand directories (recursive ``*.wav``/``*.flac``), list files (one path per line, relative to the list's
+    folder) and single audio files into one sorted, de-duplicated list."""
+    files: list[Path] = []
+    for src in map(Path, sources):
+        if src.is_dir():
+            files += [p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()]
+        elif src.is_file() and src.suffix.lower() in LIST_SUFFIXES:
+            for line in src.read_text().splitlines():
+                line = line.strip().split("\t")[0]
+                if line and not line.startswith("#"):
+                    p = Path(line)
+                    files.append(p if p.is_absolute() else src.parent / p)
+        elif src.suffix.lower() in AUDIO_SUFFIXES:
+            files.append(src)
+        else:
+            raise ValueError(f"--data {src}: expected a directory, an audio file (.wav/.flac) or a list file "
+                             f"({', '.join(LIST_SUFFIXES)}); it is none of these or does not exist")
+    unique = sorted(set(files))
+    if not unique:
+        raise ValueError(f"no audio files (*.wav, *.flac) found in {[str(s) for s in sources]}")
+    return unique
+
+
+@dataclass
+class SkipReport:
+    """Files left out of training, with the reason; written to ``skipped_audio.txt``."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: str | Path, reason: str) -> None:
+        self.skipped.append((str(path), reason))
+
+    def write(self, out_dir: str | Path) -> Path:
+        path = Path(out_dir) / "skipped_audio.txt"
+        lines = [f"# {len(self.skipped)} audio file(s) skipped"] + [f"{p}\t{r}" for p, r in self.skipped]
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        return path
+
+
+def scan_audio(files: list[Path], cfg: DataConfig, report: SkipReport) -> list[tuple[Path, int]]:
+    """Read each file's header; return ``(path, num_samples at 16 kHz)`` for the usable ones."""
+    kept = []
+    for path in files:
+        try:
+            info = sf.info(str(path))
+        except Exception as e:  # soundfile raises several types for broken files
+            report.add(path, f"unreadable: {e}")
+            continue
+        seconds = info.frames / info.samplerate if info.samplerate else 0.0
+        if info.frames == 0:
+            report.add(path, "empty")
+        elif seconds < cfg.min_item_seconds:
+            report.add(path, f"shorter than min_item_seconds={cfg.min_item_seconds} ({seconds:.2f} s)")
+        else:
+            kept.append((path, int(round(seconds * SAMPLE_RATE))))
+    if report.skipped:
+        log.warning("skipped %d of %d audio files (see skipped_audio.txt)", len(report.skipped), len(files))
+    if not kept:
+        raise ValueError(f"none of the {len(files)} audio files is usable; reasons: {report.skipped[:5]}")
+    return kept
+
+
+class UnlabelledAudio(torch.utils.data.Dataset):
+    """Items are ``(index, epoch)`` pairs so that the random crop depends only on the seed, epoch and item —
+    a resumed run reads exactly the same samples as an uninterrupted one."""
+
+    def __init__(self, entries: list[tuple[Path, int]], cfg: DataConfig, seed: int):
+        self.entries, self.cfg, self.seed = entries, cfg, seed
+        self.max_samples = int(cfg.max_item_seconds * SAMPLE_RATE)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def cropped_length(self, index: int) -> int:
+        return min(self.entries[index][1], self.max_samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, torch.Tensor | None, int, str]:
+        """``(item index, waveform or None when unreadable, crop start in samples, error message)``."""
+        index, epoch = key
+        path, num = self.entries[index]
+        start = 0
+        if num > self.max_samples:
+            start = random.Random(f"{self.seed}-{epoch}-{index}").randrange(num - self.max_samples + 1)
+        try:
+            wav = load_audio(path, start=start / SAMPLE_RATE,
+                             duration=self.max_samples / SAMPLE_RATE if num > self.max_samples else None)
+        except AudioError as e:
+            return index, None, start, str(e)
+        return index, wav, start, ""
+
+
+def collate(items: list[tuple[int, torch.Tensor | None, int, str]]) -> dict:
+    """Pad to ``wav [batch, samples]`` with ``wav_lengths [batch]``, the items' dataset ``indices [batch]`` and crop
+    ``starts [batch]`` (samples; pretraining aligns its frame labels with them); failed items go to ``failed``."""
+    good = [(i, w, s) for i, w, s, _ in items if w is not None]
+    failed = [(i, msg) for i, w, _, msg in items if w is None]
+    lengths = torch.tensor([w.numel() for _, w, _ in good], dtype=torch.long)
+    wav = torch.zeros(len(good), int(lengths.max()) if good else 0)
+    for row, (_, w, _) in enumerate(good):
+        wav[row, : w.numel()] = w
+    return {"wav": wav, "wav_lengths": lengths, "indices": torch.tensor([i for i, _, _ in good], dtype=torch.long),
+            "starts": torch.tensor([s for _, _, s in good], dtype=torch.long), "failed": failed}
+
+
+class SecondsBatchSampler:
+    """Global batches bounded by padded seconds, rebuilt per epoch from ``seed + epoch``.
+
+    Each batch holds items of similar length (sorted inside shuffled buckets), so padding stays small. A rank's
+    share of a global batch is ``batch[rank::world]``. ``start_batch`` resumes mid-epoch.
+    """
+
+    def __init__(self, dataset: UnlabelledAudio, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1):
+        self.dataset, self.cfg, self.seed, self.rank, self.world = dataset, cfg, seed, rank, world
+        if world > cfg.min_batch_items:
+            raise ValueError(f"{world} processes need data.min_batch_items >= {world} (it is "
+                             f"{cfg.min_batch_items}): every process takes at least one item of every batch")
+        longest = max(dataset.cropped_length(i) for i in range(len(dataset))) / SAMPLE_RATE
+        if longest * cfg.min_batch_items > cfg.max_batch_seconds:
+            raise ValueError(f"data.max_batch_seconds={cfg.max_batch_seconds} cannot hold {cfg.min_batch_items} "
+                             f"item(s) of {longest:.1f} s; raise it or lower data.max_item_seconds")
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 1000003 + epoch)
+        order = list(range(len(self.dataset)))
+        rng.shuffle(order)
+        limit = self.cfg.max_batch_seconds * SAMPLE_RATE
+        batches: list[list[int]] = []
+        for b in range(0, len(order), self.cfg.bucket_size):
+            bucket = sorted(order[b: b + self.cfg.bucket_size], key=self.dataset.cropped_length)
+            current: list[int] = []
+            for idx in bucket:
+                longest = max([self.dataset.cropped_length(i) for i in current + [idx]])
+                if current and longest * (len(current) + 1) > limit:
+                    batches.append(current)
+                    current = []
+                current.append(idx)
+            if current:
+                batches.append(current)
+        # every rank needs at least one item per batch: drop (tail) batches below min_batch_items, a rule that
+        # does not depend on the number of processes
+        batches = [bt for bt in batches if len(bt) >= self.cfg.min_batch_items]
+        if not batches:
+            raise ValueError(f"no batch reaches data.min_batch_items={self.cfg.min_batch_items}: too few files "
+                             "or max_batch_seconds too small")
+        rng.shuffle(batches)
+        return batches
+
+    def iterate(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+        """Yield ``(batch_index, this rank's [(item, epoch), ...])`` from ``start_batch`` to the epoch's end."""
+        for b, batch in enumerate(self.global_batches(epoch)):
+            if b >= start_batch:
+                yield b, [(i, epoch) for i in batch[self.rank:: self.world]]
+
+
+def epoch_loader(dataset: UnlabelledAudio, sampler: SecondsBatchSampler, epoch: int, start_batch: int,
+                 num_workers: int) -> torch.utils.data.DataLoader:
+    """DataLoader over this rank's shares of the epoch's batches from ``start_batch`` on (batch dicts from
+    :func:`collate`)."""
+    shares = [items for _, items in sampler.iterate(epoch, start_batch)]
+    return torch.utils.data.DataLoader(dataset, batch_sampler=shares, collate_fn=collate, num_workers=num_workers)

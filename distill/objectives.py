@@ -1,0 +1,186 @@
+"""The distillation objective: a frozen teacher, a student ``HubertModel`` and the losses between them.
+
+``DistillObjective.forward(batch)`` follows the trainer's contract (``loss_sum``, ``frames``, ``parts``; see
+``distill/trainer.py``). Teacher targets come through the upstream contract (any registered upstream works as a
+teacher for the regression losses); deriving the student's shape, initialising it and the discriminative loss need
+a HuBERT-like teacher (``upstream.hubert.HubertUpstream``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+from torch import nn
+
+from upstream.base import Upstream
+from upstream.hubert import HubertModel, HubertUpstream, init_student_from_teacher, student_config_from_teacher
+
+from .config import DistillConfig, ObjectiveConfig
+from .losses import codeword_kl_frame_loss, masked_sum, regression_frame_loss, valid_frames
+
+log = logging.getLogger(__name__)
+MAX_FRAME_MISMATCH = 2  # teacher and student frame counts may differ by rounding at the edges, never more
+
+
+class ConfigMismatch(ValueError):
+    """The student/objective config does not fit the teacher (raised before any training step)."""
+
+
+def hubert_model_of(teacher: Upstream) -> HubertModel:
+    if isinstance(teacher, HubertUpstream):
+        return teacher.model
+    raise ConfigMismatch(f"teacher {type(teacher).__name__} is not HuBERT-like: deriving and initialising a student "
+                         "and the discriminative loss need a HubertUpstream teacher")
+
+
+def scaled_target_layers(obj: ObjectiveConfig, teacher_layers: int) -> list[int]:
+    """``target_layers`` of a ``reference_depth`` teacher mapped to this teacher (4/8/12 of 12 → 2/4/6 of 6)."""
+    layers = [max(1, round(l * teacher_layers / obj.reference_depth)) for l in obj.target_layers]
+    bad = [l for l in obj.target_layers if not 1 <= l <= obj.reference_depth]
+    if bad or len(set(layers)) != len(layers):
+        raise ConfigMismatch(f"objective.target_layers={obj.target_layers} (of reference_depth="
+                             f"{obj.reference_depth}) do not map to distinct layers of a {teacher_layers}-layer "
+                             f"teacher (got {layers})")
+    return layers
+
+
+def layer_to_layer_map(obj: ObjectiveConfig, student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer regressed by each student layer (1-based)."""
+    mapping = list(obj.layer_map) or [round((i + 1) * teacher_layers / student_layers) for i in range(student_layers)]
+    if len(mapping) != student_layers or not all(1 <= l <= teacher_layers for l in mapping):
+        raise ConfigMismatch(f"objective.layer_map={mapping} must give one teacher layer in 1..{teacher_layers} for "
+                             f"each of the {student_layers} student layers")
+    return mapping
+
+
+def build_student(cfg: DistillConfig, teacher: Upstream) -> tuple[HubertModel, list[int]]:
+    """The student model and the teacher layers it learns (heads' targets or the layer-to-layer map)."""
+    t_model = hubert_model_of(teacher)
+    t_cfg = t_model.cfg
+    s, obj = cfg.student, cfg.objective
+    if obj.kind == "prediction_heads":
+        targets = scaled_target_layers(obj, t_cfg.layers)
+        pred_ids = tuple(targets)
+    else:
+        targets = layer_to_layer_map(obj, s.layers, t_cfg.layers)
+        pred_ids = ()
+    s_cfg = student_config_from_teacher(t_cfg, layers=s.layers, pred_layer_ids=pred_ids, front_end=s.front_end,
+                                        width=s.width)
+    overrides = {"ffn_dim": s.ffn_dim, "heads": s.heads}
+    if s.dropout is not None:
+        overrides.update(dropout=s.dropout, attention_dropout=s.dropout, activation_dropout=s.dropout)
+    s_cfg = dataclasses.replace(s_cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if s_cfg.embed_dim % s_cfg.heads:
+        raise ConfigMismatch(f"student width {s_cfg.embed_dim} is not divisible by its {s_cfg.heads} heads "
+                             "(set student.heads)")
+    student = HubertModel(s_cfg)
+    if s.init_from_teacher:
+        init_student_from_teacher(student, t_model)
+    return student, targets
+
+
+class DistillObjective(nn.Module):
+    """Teacher (frozen, eval) + student + optional per-layer projections (layer-to-layer)."""
+
+    def __init__(self, cfg: DistillConfig, teacher: Upstream):
+        super().__init__()
+        self.cfg = cfg
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student, self.targets = build_student(cfg, teacher)
+        self.student.mask_emb.requires_grad_(False)  # only masked pretraining uses it (DDP needs every param used)
+        obj = cfg.objective
+        self.teacher_dim = self._teacher_dim()
+        self.projections = nn.ModuleList()
+        if obj.kind == "layer_to_layer":
+            width = self.student.cfg.embed_dim
+            self.projections = nn.ModuleList([nn.Linear(width, self.teacher_dim) for _ in self.targets])
+        self.use_codewords = obj.discriminative_weight > 0
+        if self.use_codewords:
+            t_model = hubert_model_of(teacher)
+            if getattr(t_model, "codeword_emb", None) is None:
+                raise ConfigMismatch("objective.discriminative_weight > 0 needs a teacher with HuBERT codeword "
+                                     "embeddings (a HuBERT pretraining checkpoint, or the demo's hubert_mini); "
+                                     f"teacher {type(teacher).__name__} has none")
+            last = hubert_model_of(teacher).cfg.layers
+            if self.targets[-1] != last:
+                raise ConfigMismatch(f"the discriminative loss compares distributions of the teacher's last layer "
+                                     f"({last}); the last target layer is {self.targets[-1]}")
+        self.preflight()
+
+    def _teacher_dim(self) -> int:
+        return hubert_model_of(self.teacher).cfg.embed_dim
+
+    def train(self, mode: bool = True) -> "DistillObjective":
+        super().train(mode)
+        self.teacher.eval()  # the teacher never trains (no dropout in its targets)
+        return self
+
+    @torch.no_grad()
+    def preflight(self) -> None:
+        """One forward on 1 s of noise: shapes and frame rates must line up before training starts."""
+        wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+        lengths = torch.tensor([16000])
+        was_training = self.training
+        self.eval()
+        try:
+            t_states, t_len = self._teacher_states(wav, lengths)
+            preds, s_len = self._student_predictions(wav, lengths)
+        finally:
+            self.train(was_training)
+        if abs(int(t_len[0]) - int(s_len[0])) > MAX_FRAME_MISMATCH:
+            raise ConfigMismatch(f"frame rates differ: the teacher gives {int(t_len[0])} frames for 1 s of audio, "
+                                 f"the student ({self.cfg.student.front_end} front end) {int(s_len[0])}")
+        for layer, pred in zip(self.targets, preds):
+            if pred.shape[-1] != t_states[layer].shape[-1]:
+                raise ConfigMismatch(f"the student predicts {pred.shape[-1]}-dim features for teacher layer {layer}, "
+                                     f"which has {t_states[layer].shape[-1]}")
+
+    def _teacher_states(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        with torch.no_grad():
+            out = self.teacher([w[: int(n)] for w, n in zip(wav, lengths)])
+        return out.hidden_states, out.lengths.to(wav.device)
+
+    def _student_predictions(self, wav: torch.Tensor, lengths: torch.Tensor
+                             ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One ``[batch, frame, teacher_dim]`` prediction per target layer, and the student's frame lengths."""
+        states, s_len = self.student.encode(wav, lengths, None)
+        if self.cfg.objective.kind == "prediction_heads":
+            heads = self.student.predict(states[-1])  # [batch, head, frame, dim]
+            return list(heads.unbind(1)), s_len
+        return [proj(states[i + 1]) for i, proj in enumerate(self.projections)], s_len
+
+    def forward(self, batch: dict) -> dict:
+        """batch: ``wav [batch, sample]``, ``wav_lengths [batch]`` → summed losses over valid frames."""
+        wav, lengths = batch["wav"], batch["wav_lengths"]
+        t_states, t_len = self._teacher_states(wav, lengths)
+        preds, s_len = self._student_predictions(wav, lengths)
+        frames = min(t_states[0].shape[1], preds[0].shape[1])
+        valid = valid_frames(torch.minimum(t_len, s_len), frames)
+        obj = self.cfg.objective
+        parts: dict[str, torch.Tensor] = {}
+        total = wav.new_zeros(())
+        for layer, pred in zip(self.targets, preds):
+            l1, cos = regression_frame_loss(pred[:, :frames], t_states[layer][:, :frames], obj.cosine_weight)
+            parts[f"l1_layer{layer}"], parts[f"cos_layer{layer}"] = masked_sum(l1, valid), masked_sum(cos, valid)
+            total = total + (parts[f"l1_layer{layer}"] + parts[f"cos_layer{layer}"]) / len(preds)
+        if self.use_codewords:
+            codebook = hubert_model_of(self.teacher)  # frozen; gradients flow through it into the student only
+            with torch.no_grad():
+                teacher_logits = codebook.codeword_logits(t_states[-1][:, :frames])
+            student_logits = codebook.codeword_logits(preds[-1][:, :frames])
+            parts["kl_codewords"] = masked_sum(codeword_kl_frame_loss(teacher_logits, student_logits), valid)
+            total = total + obj.discriminative_weight * parts["kl_codewords"]
+        return {"loss_sum": total, "frames": valid.sum(), "parts": parts}
+
+    def frontend_only_hook(self):
+        """For Fbank front-end adaptation: drop gradients outside front end + projection for the first steps."""
+        warm = self.cfg.student.frontend_warmup_steps
+        keep = {id(p) for m in (self.student.front_end, self.student.feature_projection) for p in m.parameters()}
+
+        def hook(step: int) -> None:
+            if step < warm:
+                for p in self.parameters():
+                    if p.requires_grad and id(p) not in keep:
+                        p.grad = None
+        return hook

@@ -1,0 +1,263 @@
+"""The one training loop for distillation and teacher pretraining: DDP, resume, TensorBoard, tqdm, loss plot.
+
+An *objective* is an ``nn.Module`` whose ``forward(batch)`` returns a dict with
+``loss_sum`` (scalar: the loss summed over this rank's valid frames), ``frames`` (scalar: how many) and ``parts``
+(name → summed per-frame loss, for logging). Frozen modules (teachers) live under the attribute ``teacher`` and are
+left out of checkpoints. The loop normalises by the *global* frame count, so 1 process and N processes at the same
+global batch compute the same gradients (up to float rounding).
+
+Checkpoints (``checkpoints/last.pt``) are written atomically every ``checkpoint_every`` steps with the model,
+optimizer, scheduler, step, data position (epoch, batch) and RNG states; ``resume=True`` continues from there and
+ends with the same weights as an uninterrupted run (the random state is also re-seeded from (seed, step, rank) at
+every step, so masking and dropout do not depend on where a run was interrupted).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from common.io import atomic_path, atomic_write_text
+from .data import DataConfig, SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then linear decay (s3prl's distiller runner: lr 2e-4, 7% warm-up, clip 5)."""
+
+    lr: float = 2.0e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1.0e-6
+    weight_decay: float = 1.0e-6
+    warmup_ratio: float = 0.07
+    grad_clip: float = 5.0
+
+
+@dataclass
+class RunConfig:
+    max_steps: int = 200000
+    seed: int = 0
+    checkpoint_every: int = 2500
+    log_every: int = 50
+    device: str = "auto"   # "auto" = cuda when available (one GPU per rank), else cpu
+    threads: int = 0       # torch CPU threads per process; 0 = leave torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1): gloo on CPU, nccl on GPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return DistEnv(rank, world, dev)
+
+
+def _all_reduce(t: torch.Tensor, env: DistEnv, op=None) -> torch.Tensor:
+    if env.world > 1:
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t
+
+
+def _seed_step(seed: int, step: int, rank: int) -> None:
+    s = (seed * 1_000_003 + step * 101 + rank) % (2 ** 31)
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+
+
+def _lr_lambda(max_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    warmup = max(1, int(math.ceil(max_steps * warmup_ratio)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (max_steps - step) / max(1, max_steps - warmup))
+    return factor
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy_key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1])}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_key"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+
+
+def trainable_state(objective: nn.Module) -> dict[str, torch.Tensor]:
+    """The objective's state without the frozen teacher."""
+    return {k: v for k, v in objective.state_dict().items() if not k.startswith("teacher.")}
+
+
+class Trainer:
+    """Runs ``objective`` over unlabelled audio; see the module docstring."""
+
+    def __init__(self, objective: nn.Module, cfg: RunConfig, entries: list[tuple[Path, int]], out_dir: str | Path,
+                 skip_report: SkipReport, env: DistEnv, run_config_dict: dict | None = None):
+        self.cfg, self.env, self.out = cfg, env, Path(out_dir)
+        self.objective = objective.to(env.device)
+        self.skips = skip_report
+        self.dataset = UnlabelledAudio(entries, cfg.data, cfg.seed)
+        self.sampler = SecondsBatchSampler(self.dataset, cfg.data, cfg.seed, env.rank, env.world)
+        params = [p for p in self.objective.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the objective has no trainable parameters")
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg.max_steps, o.warmup_ratio))
+        self.model: nn.Module = self.objective
+        if env.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        self.step, self.epoch, self.batch_pos = 0, 0, 0
+        self.history: list[dict] = []
+        self.run_config_dict = run_config_dict or {}
+        self.ckpt_path = self.out / "checkpoints" / "last.pt"
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> None:
+        if not self.env.is_main:
+            return
+        state = {"step": self.step, "epoch": self.epoch, "batch": self.batch_pos,
+                 "model": trainable_state(self.objective), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "history": self.history,
+                 "config": self.run_config_dict}
+        with atomic_path(self.ckpt_path) as tmp:
+            torch.save(state, tmp)
+
+    def load_checkpoint(self) -> bool:
+        """Restore from ``checkpoints/last.pt`` when present; returns whether it was."""
+        if not self.ckpt_path.is_file():
+            return False
+        state = torch.load(self.ckpt_path, map_location=self.env.device, weights_only=True)
+        missing, unexpected = self.objective.load_state_dict(state["model"], strict=False)
+        bad = [k for k in missing if not k.startswith("teacher.")] + list(unexpected)
+        if bad:
+            raise ValueError(f"{self.ckpt_path}: checkpoint does not match this config (keys {bad[:5]}...)")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch"]
+        self.history = list(state["history"])
+        log.info("resumed from %s at step %d", self.ckpt_path, self.step)
+        return True
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self, resume: bool = False, after_backward: Callable[[int], None] | None = None) -> list[dict]:
+        """Train to ``max_steps``; returns the loss history (one dict per step).
+
+        ``after_backward(step)`` runs between backward and the optimizer step (e.g. to drop the gradients of parts
+        that stay frozen for the first steps).
+        """
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        if resume:
+            self.load_checkpoint()
+        elif self.ckpt_path.exists():
+            raise FileExistsError(f"{self.ckpt_path} exists: pass --resume to continue it, or use a new --output")
+        writer = SummaryWriter(str(self.out / "tensorboard")) if self.env.is_main else None
+        bar = tqdm(total=self.cfg.max_steps, initial=self.step, disable=not self.env.is_main, desc="train",
+                   dynamic_ncols=True)
+        self.objective.train()
+        started = time.time()
+        while self.step < self.cfg.max_steps:
+            loader = epoch_loader(self.dataset, self.sampler, self.epoch, self.batch_pos, self.cfg.data.num_workers)
+            for batch in loader:
+                self.batch_pos += 1
+                for index, reason in batch["failed"]:
+                    self.skips.add(self.dataset.entries[index][0], f"failed while training: {reason}")
+                record = self._train_step(batch, after_backward)
+                if record is None:
+                    continue
+                self.history.append(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if writer is not None and (self.step % self.cfg.log_every == 0 or self.step == 1):
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, self.step)
+                if self.step % self.cfg.checkpoint_every == 0 or self.step >= self.cfg.max_steps:
+                    self.save_checkpoint()
+                if self.step >= self.cfg.max_steps:
+                    break
+            else:
+                self.epoch, self.batch_pos = self.epoch + 1, 0
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if self.env.is_main:
+            self.skips.write(self.out)
+            self._write_history(time.time() - started)
+        return self.history
+
+    def _train_step(self, batch: dict, after_backward: Callable[[int], None] | None) -> dict | None:
+        env = self.env
+        has_data = torch.tensor(float(batch["wav"].shape[0] > 0), device=env.device)
+        if _all_reduce(has_data, env, dist.ReduceOp.MIN if env.world > 1 else None).item() == 0:
+            return None  # every rank must skip together, or DDP would wait forever
+        _seed_step(self.cfg.seed, self.step, env.rank)
+        batch = {k: v.to(env.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        out = self.model(batch)
+        global_frames = _all_reduce(out["frames"].detach().float().clone(), env).clamp(min=1)
+        # DDP averages gradients over ranks, hence "* world": the result is d(global sum / global frames)
+        loss = out["loss_sum"] / global_frames * env.world
+        loss.backward()
+        if after_backward is not None:
+            after_backward(self.step)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.objective.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        sums = torch.stack([out["loss_sum"].detach().float()] + [v.detach().float() for v in out["parts"].values()])
+        sums = _all_reduce(sums, env) / global_frames
+        record = {"step": self.step, "loss": float(sums[0]), "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": float(grad_norm)}
+        record.update({name: float(v) for name, v in zip(out["parts"], sums[1:])})
+        return record
+
+    def _write_history(self, seconds: float) -> None:
+        from .plots import plot_losses
+
+        lines = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write_text(self.out / "loss_history.jsonl", lines)
+        plot_losses(self.history, self.out / "loss.png")
+        log.info("trained %d steps in %.1f s", self.step, seconds)

@@ -1,0 +1,132 @@
+"""Distillation end to end on a tiny random teacher: every recipe config trains and exports a loadable student;
+kill -9 + --resume matches an uninterrupted run; 2 DDP processes follow the 1-process loss curve."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+import run_distill
+from distill.testing import tiny_teacher, write_tone_corpus
+from upstream import build_upstream
+from upstream.checkpoints import export_hf, save_upstream
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1", "run.log_every=1",
+        "run.optim.lr=2e-3"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    write_tone_corpus(root / "audio", count=6)
+    save_upstream(tiny_teacher(), root / "teacher")
+    return root
+
+
+def history(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "loss_history.jsonl").read_text().splitlines()]
+
+
+def distil(setup: Path, config: str, out: str, steps: int, *extra: str) -> Path:
+    args = ["--config", f"configs/distill/{config}.yaml", "--teacher", str(setup / "teacher"),
+            "--data", str(setup / "audio"), "--output", str(setup / out), "--max-steps", str(steps)]
+    for o in TINY + list(extra):
+        args += ["-o", o]
+    assert run_distill.main(args) == 0
+    return setup / out
+
+
+@pytest.mark.parametrize("config, extra, parts", [
+    ("distilhubert", [], ["l1_layer2", "cos_layer4", "l1_layer6"]),
+    ("discriminative", [], ["kl_codewords"]),
+    ("layer_to_layer", ["student.layers=3", "student.width=16", "student.heads=2", "student.ffn_dim=32"],
+     ["l1_layer2", "l1_layer4", "l1_layer6"]),
+    ("wide_shallow", [], ["l1_layer3", "l1_layer6"]),
+    ("fbank_student", ["student.frontend_warmup_steps=2"], ["cos_layer6"]),
+])
+def test_each_recipe_trains_and_exports_a_loadable_student(setup, config, extra, parts):
+    out = distil(setup, config, f"out_{config}", 4, *extra)
+    records = history(out)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(p in records[0] for p in parts) and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert (out / "loss.png").stat().st_size > 1000 and any((out / "tensorboard").iterdir())
+    student = build_upstream(out)
+    teacher = build_upstream(setup / "teacher")
+    assert student.model.pred_heads is None  # heads are dropped after training, as DistilHuBERT does
+    assert student.cfg.front_end == ("fbank" if config == "fbank_student" else "cnn")
+    wav = [torch.randn(16000) * 0.1]
+    s_out, t_out = student(wav), teacher(wav)
+    assert abs(s_out.hidden_states[-1].shape[1] - t_out.hidden_states[-1].shape[1]) <= 1
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
+    if config == "distilhubert":
+        assert (export_hf(student, setup / "hf") / "config.json").is_file()
+
+
+def test_fbank_front_end_adaptation_freezes_the_encoder_first(setup):
+    out = distil(setup, "fbank_student", "out_fbank_adapt", 2, "student.frontend_warmup_steps=5")
+    teacher = build_upstream(setup / "teacher").model
+    student = build_upstream(out).model
+    # encoder layers were copied from the teacher and must not move during adaptation; the front end must
+    assert torch.equal(student.encoder.layers[0].final_layer_norm.weight, teacher.encoder.layers[0].final_layer_norm.weight)
+    assert torch.equal(student.encoder.layers[1].attention.q_proj.weight, teacher.encoder.layers[1].attention.q_proj.weight)
+
+
+def test_loss_goes_down(setup):
+    records = history(distil(setup, "distilhubert", "out_long", 12))
+    assert records[-1]["loss"] < 0.9 * records[0]["loss"]
+
+
+def _cli(setup: Path, out: str, steps: int, *extra: str) -> list[str]:
+    cmd = ["run_distill.py", "--config", "configs/distill/distilhubert.yaml", "--teacher", str(setup / "teacher"),
+           "--data", str(setup / "audio"), "--output", str(setup / out), "--max-steps", str(steps)]
+    for o in TINY + list(extra):
+        cmd += ["-o", o]
+    return cmd
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(setup):
+    steps = 40
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable] + _cli(setup, "killed", steps, "run.checkpoint_every=3"), cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = setup / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 60
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < killed_at < steps, "the run must die mid-way for this test to mean anything"
+    assert not (setup / "killed" / "model.safetensors").exists()
+    assert run_distill.main(_cli(setup, "killed", steps, "run.checkpoint_every=3")[1:] + ["--resume"]) == 0
+    assert run_distill.main(_cli(setup, "straight", steps, "run.checkpoint_every=3")[1:]) == 0
+    resumed = safetensors.torch.load_file(str(setup / "killed" / "model.safetensors"))
+    straight = safetensors.torch.load_file(str(setup / "straight" / "model.safetensors"))
+    assert resumed.keys() == straight.keys()
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=1e-5, atol=1e-6)
+    assert history(setup / "killed")[-1]["loss"] == pytest.approx(history(setup / "straight")[-1]["loss"], rel=1e-5)
+
+
+def test_two_ddp_processes_follow_the_single_process_loss_curve(setup):
+    steps = 4
+    single = history(distil(setup, "distilhubert", "single", steps))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613"]
+    result = subprocess.run(cmd + _cli(setup, "ddp", steps), cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = history(setup / "ddp")
+    assert [r["step"] for r in ddp] == [r["step"] for r in single]
+    for a, b in zip(single, ddp):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    assert json.loads((setup / "ddp" / "distill_summary.json").read_text())["steps"] == steps
