@@ -1,6 +1,8 @@
 """ASV: EER/minDCF on hand-computed cases, the x-vector head and AM-Softmax, the VoxCeleb1 loader and its errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,14 @@ def test_dev_trials_are_deterministic_and_balanced(tmp_path):
     trials = make_trials({s: by_speaker[s] for s in dev}, 6, seed=1)
     assert trials == make_trials({s: by_speaker[s] for s in dev}, 6, seed=1)
     assert sum(t.label for t in trials) == 3
+
+
+def test_asv_run_selects_on_dev_trials_and_writes_rows(tmp_path):
+    from e2e_runs import run_and_read_rows
+
+    summary, rows = run_and_read_rows(make_voxceleb(tmp_path / "data"), "asv", tmp_path,
+                                      ["data.min_seconds=0.4"])
+    metrics = {(r["split"], r["metric"]): float(r["value"]) for r in rows}
+    assert set(metrics) == {(s, m) for s in ("dev", "test") for m in ("eer", "min_dcf")}
+    assert 0.0 <= metrics[("test", "eer")] <= 100.0
+    assert (Path(summary["run_dir"]) / "checkpoints" / "best.pt").is_file()

@@ -1,6 +1,8 @@
 """QbE: TWV against hand-computed cases, subsequence DTW against a plain loop, the QUESST loader and its errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -111,23 +113,25 @@ def _wav(path, seconds=0.3, seed=0):
 
 
 def make_quesst(root, rttm_lines=None):
-    """A tiny QUESST 2014 tree: 3 documents (2 English), 2 dev queries (1 English)."""
+    """A tiny QUESST 2014 tree: 3 documents (2 English); per split (dev, eval) 2 queries (1 English)."""
     base = root / "quesst14Database"
     for i in range(1, 4):
         _wav(base / "Audio" / f"quesst14_{i:05d}.wav", seed=i)
-    for i in range(1, 3):
-        _wav(base / "dev_queries" / f"quesst14_dev_{i:04d}.wav", seed=10 + i)
     sc = base / "scoring"
     sc.mkdir(parents=True)
     # the official lists name files by path with the database folder first; bare ids work too
     (sc / "language_key_utterances.lst").write_text(
         "quesst14Database/Audio/quesst14_00001.wav nnenglish\nquesst14_00002 czech\nquesst14_00003 nnenglish\n")
-    (sc / "language_key_dev.lst").write_text("quesst14_dev_0001 nnenglish\nquesst14_dev_0002 basque\n")
-    gt = sc / "groundtruth_quesst14_dev"
-    gt.mkdir()
-    lines = rttm_lines or ["LEXEME quesst14_00003 1 0.10 0.20 quesst14_dev_0001 <NA> <NA> <NA>",
-                           "LEXEME quesst14_00002 1 0.10 0.20 quesst14_dev_0002 <NA> <NA> <NA>"]
-    (gt / "quesst14_dev.rttm").write_text("\n".join(lines) + "\n")
+    for split in ("dev", "eval"):
+        for i in range(1, 3):
+            _wav(base / f"{split}_queries" / f"quesst14_{split}_{i:04d}.wav", seed=10 + i)
+        (sc / f"language_key_{split}.lst").write_text(f"quesst14_{split}_0001 nnenglish\n"
+                                                      f"quesst14_{split}_0002 basque\n")
+        gt = sc / f"groundtruth_quesst14_{split}"
+        gt.mkdir()
+        lines = rttm_lines or [f"LEXEME quesst14_00003 1 0.10 0.20 quesst14_{split}_0001 <NA> <NA> <NA>",
+                               f"LEXEME quesst14_00002 1 0.10 0.20 quesst14_{split}_0002 <NA> <NA> <NA>"]
+        (gt / f"quesst14_{split}.rttm").write_text("\n".join(lines) + "\n")
     return root
 
 
@@ -150,3 +154,17 @@ def test_load_quesst_errors_name_file_and_line(tmp_path):
     key.write_text("quesst14_dev_0001\n")
     with pytest.raises(ListFileError, match=r"language_key_dev\.lst:1: expected 2 fields"):
         load_quesst(tmp_path, "dev", {"nnenglish"})
+
+
+def test_qbe_run_sweeps_layers_on_dev_and_writes_rows(tmp_path):
+    from e2e_runs import run_and_read_rows
+
+    summary, rows = run_and_read_rows(make_quesst(tmp_path / "data"), "qbe", tmp_path)
+    run_dir = Path(summary["run_dir"])
+    layers = (run_dir / "qbe_dev_layers.tsv").read_text().splitlines()
+    assert layers[0] == "layer\tdev_mtwv" and len(layers) == 1 + 3  # tiny upstream: 3 hidden states
+    chosen = summary["metrics"]["test"]["layer"]
+    dev_mtwv = {int(line.split()[0]): float(line.split()[1]) for line in layers[1:]}
+    assert dev_mtwv[int(chosen)] == max(dev_mtwv.values())
+    assert {(r["split"], r["metric"]) for r in rows} >= {("dev", "mtwv"), ("test", "mtwv"), ("test", "atwv")}
+    assert (run_dir / "qbe_test_scores.tsv").read_text().count("\n") == 1 + 1 * 2  # 1 English query × 2 docs

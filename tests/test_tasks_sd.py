@@ -1,6 +1,8 @@
 """SD: DER on a hand-computed case, median filtering, frame labels, PIT loss, Kaldi-dir loader and its errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,16 @@ def test_malformed_kaldi_and_rttm_lines_name_file_and_line(tmp_path):
     (kaldi / "rttm").write_text("SPEAKER mix1 1 0.00 -2.00 <NA> <NA> spkA <NA> <NA>\n")
     with pytest.raises(ListFileError, match=r"rttm:1: tbeg and tdur must not be negative"):
         read_rttm(kaldi / "rttm")
+
+
+def test_sd_run_writes_rttm_and_rows(tmp_path):
+    from e2e_runs import run_and_read_rows
+
+    for split in ("train", "dev", "test"):
+        make_libri2mix(tmp_path / "data", split)
+    summary, rows = run_and_read_rows(tmp_path / "data", "sd", tmp_path)
+    metrics = {(r["split"], r["metric"]): float(r["value"]) for r in rows}
+    assert {("dev", "der"), ("test", "der"), ("test", "threshold"), ("test", "median_frames")} <= set(metrics)
+    assert metrics[("test", "threshold")] in (0.3, 0.4, 0.5, 0.6, 0.7)
+    rttm = (Path(summary["run_dir"]) / "test.rttm").read_text()
+    assert all(line.startswith("SPEAKER mix1 1 ") for line in rttm.splitlines())

@@ -117,3 +117,14 @@ def test_malformed_iob_lines_name_file_and_line(tmp_path):
     iob.write_text("Aditi-snips-train-1 BOS play jazz EOS O O genre PlayMusic\n")
     with pytest.raises(ValueError, match=r"slot type\(s\) \['genre'\] missing from .*slots\.txt"):
         load_snips(root)
+
+
+def test_sf_run_writes_rows(tmp_path):
+    from e2e_runs import run_and_read_rows
+
+    summary, rows = run_and_read_rows(_write_snips(tmp_path / "data", LINES), "sf", tmp_path)
+    metrics = {(r["split"], r["metric"]): float(r["value"]) for r in rows}
+    assert set(metrics) == {(s, m) for s in ("dev", "test") for m in ("slot_type_f1", "slot_value_cer")}
+    assert all(0.0 <= v <= 100.0 for v in metrics.values())
+    predictions = (Path(summary["run_dir"]) / "predictions" / "test.jsonl").read_text()
+    assert "Joey-snips-test-0" in predictions

@@ -132,14 +132,20 @@ class QueryByExample(Task):
                 "queries_scored": float(best.num_queries)}
 
     def evaluate_layer(self, ctx, split: str, layer: int) -> tuple[dict[str, float], np.ndarray]:
-        utts = self.load_split(split)
-        scores = self.detection_scores(split, ctx.layer_features(utts, layer))
+        """Metrics and scores of ``split`` with hidden state ``layer`` (features from the engine's cache)."""
+        features = {}
+        for fb in ctx.features(ctx.load_split(self, split), layer=layer):
+            for b, utt in enumerate(fb.utts):
+                features[utt.id] = fb.hidden[0, b, : int(fb.lengths[b])]
+        missing = [u.id for u in self.load_split(split) if u.id not in features]
+        if missing:  # skipped unreadable audio (--skip-bad-audio) cannot be matched
+            raise ValueError(f"QbE: no features for {len(missing)} {split} utterances, e.g. {missing[0]}")
+        scores = self.detection_scores(split, features)
         return self.detection_metrics(split, scores), scores
 
     def run(self, ctx) -> dict[str, dict[str, float]]:
         """Sweep layers on dev (unless a layer is fixed), then score the eval queries with the chosen layer."""
-        fixed = ctx.options.layer
-        layers = [fixed] if fixed is not None else list(range(ctx.num_hidden_states))
+        layers = [ctx.layer] if ctx.layer is not None else list(range(ctx.num_layers))
         dev_by_layer = {}
         for layer in layers:
             dev_by_layer[layer], _ = self.evaluate_layer(ctx, "dev", layer)
