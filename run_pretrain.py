@@ -1,0 +1,123 @@
+"""HuBERT-style pretraining of a (small) teacher: k-means labels, span masking, masked prediction.
+
+    python run_pretrain.py --config configs/pretrain/hubert_mini.yaml --data data/mini_superb/unlabeled \
+        --output results/demo/hubert_mini [--max-steps N] [--resume] [-o key=value]
+
+Iteration 1 learns k-means clusters of MFCC+Δ+ΔΔ (100 Hz labels); with ``iteration2.enabled`` a fresh model learns
+clusters of a middle layer of the iteration-1 model. The last iteration's model is saved in our format in
+``--output`` (``build_upstream(DIR)`` loads it); each iteration's logs and checkpoints are in ``OUTPUT/iter{1,2}``.
+Multi-process: ``torchrun --nproc_per_node N run_pretrain.py ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from common.config import load_config, to_dict
+from common.io import atomic_write_text
+from distill.data import SkipReport, collect_audio_files, scan_audio
+from distill.trainer import DistEnv, Trainer, setup_distributed
+from pretrain.config import PretrainConfig
+from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
+                             mfcc_features, save_labels)
+from pretrain.objective import MaskedPrediction
+from upstream.base import count_parameters
+from upstream.checkpoints import save_upstream
+from upstream.hubert import HubertModel, HubertUpstream
+
+log = logging.getLogger("run_pretrain")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="configs/pretrain/<model>.yaml")
+    p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
+    p.add_argument("--output", required=True, help="output directory (the pretrained teacher)")
+    p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
+    p.add_argument("--resume", action="store_true", help="continue interrupted iterations")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    return p.parse_args(argv)
+
+
+def make_labels(work: Path, files: list[Path], extract, rate: int, cfg, env: DistEnv) -> list[torch.Tensor]:
+    """k-means labels for ``files``, computed on rank 0 and cached in ``work/labels.pt`` (other ranks wait)."""
+    path = work / "labels.pt"
+    if env.is_main and load_labels(path, files) is None:
+        started = time.time()
+        labels, inertia = fit_kmeans_labels(compute_features(files, extract), cfg)
+        save_labels(path, labels, files, rate)
+        log.info("k-means (%d clusters) labels for %d files in %.1f s; inertia per frame %.3f",
+                 cfg.clusters, len(files), time.time() - started, inertia)
+    if env.world > 1:
+        dist.barrier()
+    return load_labels(path, files)[0]
+
+
+def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int, entries, out: Path,
+                    report: SkipReport, env: DistEnv, resume: bool, max_steps: int) -> HubertModel:
+    torch.manual_seed(cfg.run.seed)
+    model = HubertModel(model_cfg)
+    objective = MaskedPrediction(model, labels, rate, cfg.masking)
+    run = dataclasses.replace(cfg.run, max_steps=max_steps)
+    if env.is_main:
+        log.info("%s: %.2fM params, %d steps", name, count_parameters(model) / 1e6, max_steps)
+    Trainer(objective, run, entries, out / name, report, env, {"config": to_dict(cfg)}).fit(resume=resume)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
+    cfg = load_config(PretrainConfig, args.config, overrides)
+    env = setup_distributed(cfg.run.device)
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
+    out = Path(args.output)
+    started = time.time()
+    report = SkipReport()
+    entries = scan_audio(collect_audio_files(args.data), cfg.run.data, report)
+    files = [path for path, _ in entries]
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "pretrain_config.yaml", yaml.safe_dump(
+            {"config": to_dict(cfg), "data": [str(d) for d in args.data]}, sort_keys=False))
+
+    labels = make_labels(out / "iter1", files, mfcc_features, MFCC_RATE, cfg.labels, env)
+    model_cfg = dataclasses.replace(cfg.model, num_codewords=cfg.labels.clusters,
+                                    final_dim=cfg.model.final_dim or 256, pred_layer_ids=())
+    model = train_iteration("iter1", cfg, model_cfg, labels, MFCC_RATE, entries, out, report, env, args.resume,
+                            cfg.run.max_steps)
+    if cfg.iteration2.enabled:
+        it2 = cfg.iteration2
+        if not 1 <= it2.layer <= model_cfg.layers:
+            raise ValueError(f"iteration2.layer={it2.layer} outside the model's layers 1..{model_cfg.layers}")
+        frame_rate = 16000 // HubertUpstream.downsample_rate
+        labels = make_labels(out / "iter2", files, layer_features(model, it2.layer), frame_rate,
+                             dataclasses.replace(cfg.labels, clusters=it2.clusters), env)
+        model = train_iteration("iter2", cfg, dataclasses.replace(model_cfg, num_codewords=it2.clusters), labels,
+                                frame_rate, entries, out, report, env, args.resume,
+                                it2.max_steps or cfg.run.max_steps)
+    if env.is_main:
+        save_upstream(HubertUpstream(model), out)
+        summary = {"seconds": round(time.time() - started, 1), "params": count_parameters(model),
+                   "iterations": 2 if cfg.iteration2.enabled else 1, "skipped_files": len(report.skipped)}
+        atomic_write_text(out / "pretrain_summary.json", json.dumps(summary, indent=2) + "\n")
+        log.info("teacher written to %s: %s", out, summary)
+    if env.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

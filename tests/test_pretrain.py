@@ -1,0 +1,78 @@
+"""HuBERT-style pretraining: MFCC k-means labels, label/frame alignment, span masking, the CLI end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import run_pretrain
+from distill.testing import tiny_teacher_config, write_tone_corpus
+from pretrain.labels import LabelConfig, fit_kmeans_labels, mfcc_features
+from pretrain.objective import MaskedPrediction, MaskingConfig
+from upstream import build_upstream
+from upstream.hubert import HubertModel
+
+
+def test_mfcc_is_39_dims_at_100_hz():
+    feats = mfcc_features(torch.randn(16000) * 0.1)
+    assert feats.shape == (98, 39)  # 25 ms windows every 10 ms, no padding
+    assert torch.allclose(feats[:, 13:26].mean(0), torch.zeros(13), atol=5.0)  # deltas hover around zero
+
+
+def test_kmeans_labels_are_deterministic_and_bounded():
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(50, 4, generator=g) + 5 * (i % 2) for i in range(6)] + [None]
+    a, inertia = fit_kmeans_labels(feats, LabelConfig(clusters=4, kmeans_init_runs=1))
+    b, _ = fit_kmeans_labels(feats, LabelConfig(clusters=4, kmeans_init_runs=1))
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and inertia > 0
+    assert a[-1].numel() == 0 and int(torch.cat(a).max()) < 4
+    assert set(a[0].tolist()).isdisjoint(a[1].tolist())  # the two well separated blobs get different clusters
+
+
+def test_labels_follow_the_crop_at_the_model_frame_rate():
+    labels = [torch.arange(300)]  # 3 s of 100 Hz labels: label i at 10 ms × i
+    obj = MaskedPrediction(HubertModel(tiny_teacher_config(codewords=300)), labels, 100, MaskingConfig())
+    targets, exists = obj.frame_targets(torch.tensor([0]), torch.tensor([16000]), num_frames=120)
+    assert targets[0, :3].tolist() == [100, 102, 104]  # crop starts at 1 s; frames are 20 ms
+    assert exists[0, :100].all() and not exists[0, 100:].any()  # labels run out 2 s after the crop start
+
+
+def test_masks_cover_about_half_the_frames_and_only_masked_frames_count():
+    torch.manual_seed(0)
+    model = HubertModel(tiny_teacher_config(codewords=8))
+    labels = [torch.randint(0, 8, (400,)) for _ in range(2)]
+    obj = MaskedPrediction(model, labels, 100, MaskingConfig(mask_prob=0.8, mask_length=10))
+    wav = torch.randn(2, 48000) * 0.1
+    batch = {"wav": wav, "wav_lengths": torch.tensor([48000, 24000]), "indices": torch.tensor([0, 1]),
+             "starts": torch.tensor([0, 0])}
+    out = obj(batch)
+    frames = int(model.frame_lengths(torch.tensor([48000]))[0]) + int(model.frame_lengths(torch.tensor([24000]))[0])
+    # 8% of frames start a 10-frame span; overlaps leave roughly 40-65% masked
+    assert 0.3 * frames < int(out["frames"]) < 0.75 * frames
+    assert 0 < float(out["loss_sum"].detach() / out["frames"]) < 25  # CE of cosine/0.1 logits over 8 codewords
+    out["loss_sum"].backward()
+    assert model.mask_emb.grad is not None and model.mask_emb.grad.abs().sum() > 0
+
+
+def test_run_pretrain_end_to_end_with_iteration_2(tmp_path):
+    write_tone_corpus(tmp_path / "audio", count=6)
+    cfg = tiny_teacher_config(codewords=0)
+    model_args = [f"model.conv_layers={[list(c) for c in cfg.conv_layers]}", f"model.embed_dim={cfg.embed_dim}",
+                  f"model.ffn_dim={cfg.ffn_dim}", f"model.heads={cfg.heads}", "model.layers=3", "model.conv_pos=8",
+                  "model.conv_pos_groups=4", "model.final_dim=8"]
+    args = ["--config", "configs/pretrain/hubert_mini.yaml", "--data", str(tmp_path / "audio"),
+            "--output", str(tmp_path / "teacher"), "--max-steps", "25"]
+    for o in model_args + ["labels.clusters=6", "labels.kmeans_init_runs=1", "iteration2.enabled=true",
+                           "iteration2.layer=2", "iteration2.clusters=4", "iteration2.max_steps=2",
+                           "run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1",
+                           "run.optim.lr=3e-3", "run.optim.warmup_ratio=0.1"]:
+        args += ["-o", o]
+    assert run_pretrain.main(args) == 0
+    it1 = [json.loads(l) for l in (tmp_path / "teacher" / "iter1" / "loss_history.jsonl").read_text().splitlines()]
+    assert len(it1) == 25 and sum(r["loss"] for r in it1[-5:]) < sum(r["loss"] for r in it1[:5])
+    assert (tmp_path / "teacher" / "iter2" / "labels.pt").is_file()
+    teacher = build_upstream(tmp_path / "teacher")
+    assert teacher.cfg.num_codewords == 4 and teacher.cfg.layers == 3  # the iteration-2 model, with codewords
+    out = teacher([torch.randn(16000) * 0.1])
+    assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape[-1] == cfg.embed_dim
