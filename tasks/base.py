@@ -224,6 +224,29 @@ class Task(abc.ABC):
         return new > best if self.higher_is_better else new < best
 
 
+# ---------------------------------------------------------------- helpers shared by loaders and tasks
+def audio_duration(path: str | Path) -> float:
+    """Duration of an audio file in seconds, from its header.
+
+    An unreadable file gives 0.0 instead of raising, so that a loader can list it: the engine reports it by name
+    when it loads the audio (or skips and records it with ``--skip-bad-audio``).
+    """
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:  # soundfile raises several types for the same problem; the engine reports it later
+        return 0.0
+    return info.frames / info.samplerate
+
+
+def require_file(path: Path, task: str, what: str) -> Path:
+    """``path`` if it exists, else a :class:`DatasetNotFoundError` saying what the file should hold."""
+    if not path.exists():
+        raise DatasetNotFoundError(f"task {task!r}: missing {path} ({what}; see docs/DATA_LAYOUTS.md)")
+    return path
+
+
 # ---------------------------------------------------------------- small metric helpers shared by tasks
 def accuracy_percent(references: Sequence[Any], predictions: Sequence[Any]) -> float:
     """Percentage of exact matches; ``[] -> nan`` is avoided by raising (an empty split is a loader bug)."""

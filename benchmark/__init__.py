@@ -1,0 +1,1 @@
+"""The benchmark engine: feature cache, batching, the one training loop, results rows and the report."""

@@ -1,0 +1,135 @@
+"""On-disk cache of every utterance's all-layer upstream features.
+
+Layout: ``<cache_dir>/<weights-hash[:16]>/<key[:2]>/<key>.npy``, one fp16 array ``[layer, frame, feature]`` per
+utterance, read back memory-mapped (only the needed layer is touched with ``--layer``). ``key`` hashes the utterance
+id and the audio's identity (absolute path, size, mtime, slice), so an edited file or a different slice misses.
+The weights hash makes a retrained or different upstream miss too. Writes are atomic: a killed extraction leaves no
+half-written array behind. Default location: ``$DISTILSUPERB_CACHE`` or ``~/.cache/distilsuperb/features``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common.audio import AudioError
+from common.io import atomic_path, atomic_write_text
+from tasks.base import Utterance
+
+from .batching import eval_batches
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DISTILSUPERB_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "distilsuperb" / "features"
+
+
+def weights_hash(upstream: torch.nn.Module) -> str:
+    """sha256 identifying an upstream's computation: its own ``weights_hash()`` when it has one, else its class,
+    config (``hash_config()`` when defined) and every parameter and buffer, bit for bit."""
+    own = getattr(upstream, "weights_hash", None)
+    if callable(own):
+        return str(own())
+    h = hashlib.sha256()
+    h.update(f"{type(upstream).__module__}.{type(upstream).__qualname__}".encode())
+    cfg = getattr(upstream, "hash_config", None)
+    if callable(cfg):
+        h.update(json.dumps(cfg(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(upstream.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def audio_key(utt: Utterance) -> str:
+    """Cache key of one utterance: its id plus the identity of the audio slice it reads."""
+    try:
+        st = os.stat(utt.path)
+    except OSError as e:
+        raise AudioError(f"utterance {utt.id}: cannot stat audio file {utt.path}: {e}") from None
+    ident = f"{utt.id}|{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+class FeatureCache:
+    """Features of one upstream (one weights hash) under ``root``."""
+
+    def __init__(self, root: str | Path, upstream_hash: str):
+        self.dir = Path(root) / upstream_hash[:16]
+        self._keys: dict[tuple, str] = {}
+        self.extracted = 0  # utterances extracted by this object (tests assert a second run extracts none)
+
+    def _key(self, utt: Utterance) -> str:
+        k = (utt.id, str(utt.path), utt.start, utt.duration)
+        if k not in self._keys:
+            self._keys[k] = audio_key(utt)
+        return self._keys[k]
+
+    def path(self, utt: Utterance) -> Path:
+        key = self._key(utt)
+        return self.dir / key[:2] / f"{key}.npy"
+
+    def has(self, utt: Utterance) -> bool:
+        return self.path(utt).is_file()
+
+    def load(self, utt: Utterance, layer: int | None = None) -> np.ndarray:
+        """``[layer, frame, feature]`` fp16 (memory-mapped); with ``layer`` only that one, as ``[1, frame, feature]``."""
+        arr = np.load(self.path(utt), mmap_mode="r")
+        return arr if layer is None else arr[layer:layer + 1]
+
+    def save(self, utt: Utterance, features: np.ndarray) -> None:
+        path = self.path(utt)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(features, dtype=np.float16))
+
+    def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, load_audio: Callable[[Utterance], torch.Tensor],
+               max_seconds: float, on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
+        """Extract the utterances not cached yet, batched by length under ``torch.inference_mode``.
+
+        ``on_bad_audio`` (``--skip-bad-audio``) receives unreadable utterances instead of raising. Returns the
+        number of utterances extracted.
+        """
+        missing = [u for u in utts if not self.has(u)]
+        if not missing:
+            return 0
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "upstream.json"
+        if not meta.exists():
+            atomic_write_text(meta, json.dumps({"class": type(upstream).__name__,
+                                                "downsample_rate": getattr(upstream, "downsample_rate", None)}))
+        device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+        done = 0
+        batches = eval_batches([u.duration for u in missing], max_seconds)
+        with tqdm(total=len(missing), desc="extracting features", unit="utt", leave=False) as bar:
+            for idx in batches:
+                batch, wavs = [], []
+                for i in idx:
+                    try:
+                        wavs.append(load_audio(missing[i]).to(device))
+                        batch.append(missing[i])
+                    except AudioError as e:
+                        if on_bad_audio is None:
+                            raise
+                        on_bad_audio(missing[i], e)
+                if batch:
+                    with torch.inference_mode():
+                        out = upstream(wavs)
+                    for b, utt in enumerate(batch):
+                        n = int(out.lengths[b])
+                        feats = torch.stack([h[b, :n] for h in out.hidden_states])  # [layer, frame, feature]
+                        self.save(utt, feats.to(torch.float16).cpu().numpy())
+                    done += len(batch)
+                bar.update(len(idx))
+        self.extracted += done
+        return done

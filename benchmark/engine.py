@@ -1,0 +1,277 @@
+"""One benchmark run: build the task and the frozen upstream, train the head (weighted sum + task head) on cached
+features, select on dev, test, and append the results rows.
+
+:class:`RunContext` is what tasks see (see ``tasks/base.py``): split loading with bad-audio handling, cached
+feature batches, prediction, writing predictions, and the default ``train_and_test`` procedure.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import yaml
+from torch import nn
+
+from common.audio import AudioError
+from common.config import to_dict
+from common.io import atomic_write_text
+from downstream.weighted_sum import WeightedSum
+from tasks.base import SPLITS, Task, Utterance
+from tasks.registry import build_task
+from upstream import build_upstream
+
+from . import results
+from .batching import eval_batches
+from .cache import FeatureCache, default_cache_dir, weights_hash
+from .features import CachedFeatures, FeatureBatch, LiveFeatures, load_utterance_audio
+from .trainer import train
+from .upstream_stats import write_upstream_stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """Everything the command line decides about one run (the task's own numbers live in its config)."""
+
+    upstream: str
+    task: str
+    data_root: Path
+    results_dir: Path = Path("results")
+    seed: int = 0
+    max_steps: int | None = None
+    resume: bool = False
+    layer: int | None = None
+    upstream_trainable: bool = False
+    lr_sweep: bool = False
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    skip_bad_audio: bool = False
+    overrides: list[str] = field(default_factory=list)
+    profile: str | None = None
+    fold: int | None = None
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    crash_after_step: int | None = None  # test hook: raise after this update to mimic a killed run
+
+
+class DownstreamModel(nn.Module):
+    """Weighted sum over layers, then the task head: ``[layer, batch, frame, feature] -> head output``."""
+
+    def __init__(self, num_layers: int, head: nn.Module, layer: int | None = None):
+        super().__init__()
+        self.weighted_sum = WeightedSum(num_layers, layer)
+        self.head = head
+
+    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> Any:
+        device = next(self.head.parameters()).device
+        return self.head(self.weighted_sum(hidden.to(device)), lengths.to(device))
+
+
+class RunContext:
+    """The engine as tasks see it during one run."""
+
+    def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str):
+        self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
+        self.lr = task.config.optimizer.lr
+        self.layer_weights: list[float] | None = None
+        self.steps = 0
+        self.bad_audio: dict[str, str] = {}
+        self._splits: dict[str, list[Utterance]] = {}
+        self._writer = None
+        use_cache = options.use_cache and not options.upstream_trainable
+        self.cache = FeatureCache(options.cache_dir or default_cache_dir(), upstream_hash) if use_cache else None
+        with torch.inference_mode():
+            probe = upstream([torch.zeros(16000, device=_device_of(upstream))])
+        self.num_layers = len(probe.hidden_states)
+        self.feature_dim = int(probe.hidden_states[0].shape[-1])
+        self.layer = None if options.layer is None else WeightedSum(self.num_layers, options.layer).layer
+
+    # ------------------------------------------------------------ data
+    def load_split(self, task: Task, split: str) -> list[Utterance]:
+        """The split's utterances (cached per run); unreadable audio raises, or is skipped with --skip-bad-audio."""
+        if split not in self._splits:
+            utts = task.load_split(split)
+            if not utts:
+                raise ValueError(f"task {task.name!r}: split {split!r} is empty under {task.data_root}")
+            self._splits[split] = self.ensure_cached(utts)
+        return self._splits[split]
+
+    def ensure_cached(self, utts: Sequence[Utterance]) -> list[Utterance]:
+        """Extract missing features into the cache; returns ``utts`` minus skipped bad audio."""
+        on_bad = self._record_bad if self.options.skip_bad_audio else None
+        if self.cache is not None:
+            self.cache.ensure(utts, self.upstream, load_utterance_audio, self.task.config.batch.eval_max_seconds,
+                              on_bad)
+        elif on_bad is not None:
+            for u in utts:
+                if u.id not in self.bad_audio:
+                    try:
+                        load_utterance_audio(u)
+                    except AudioError as e:
+                        on_bad(u, e)
+        return [u for u in utts if u.id not in self.bad_audio]
+
+    def _record_bad(self, utt: Utterance, error: Exception) -> None:
+        self.bad_audio[utt.id] = str(error)
+        log.warning("skipping %s: %s", utt.id, error)
+        atomic_write_text(self.run_dir / "skipped_audio.json", json.dumps(self.bad_audio, indent=2))
+
+    def _source(self, trainable: bool = False) -> CachedFeatures | LiveFeatures:
+        if self.cache is not None:
+            return CachedFeatures(self.cache, self.upstream.downsample_rate, self.layer)
+        return LiveFeatures(self.upstream, self.layer, trainable)
+
+    def train_source(self) -> CachedFeatures | LiveFeatures:
+        return self._source(trainable=self.options.upstream_trainable)
+
+    def features(self, utts: Sequence[Utterance], layer: int | None = None,
+                 max_seconds: float | None = None) -> Iterator[FeatureBatch]:
+        """Evaluation batches of hidden states (all layers, or ``layer``), longest first, no gradients."""
+        utts = self.ensure_cached(utts)
+        if self.cache is not None:
+            source = CachedFeatures(self.cache, self.upstream.downsample_rate,
+                                    None if layer is None else layer % self.num_layers)
+        else:
+            source = LiveFeatures(self.upstream, None if layer is None else layer % self.num_layers)
+        for idx in eval_batches([u.duration for u in utts], max_seconds or self.task.config.batch.eval_max_seconds):
+            with torch.no_grad():
+                yield source.batch([utts[i] for i in idx])
+
+    # ------------------------------------------------------------ model
+    def build_model(self, task: Task) -> DownstreamModel:
+        torch.manual_seed(self.options.seed)
+        model = DownstreamModel(self.num_layers, task.build_head(self.feature_dim), self.layer)
+        return model.to(self.options.device)
+
+    def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:
+        """``task.predict`` output per utterance, in the order of ``utts``."""
+        model.eval()
+        source = self._source()
+        out: list[Any] = [None] * len(utts)
+        with torch.no_grad():
+            for idx in eval_batches([u.duration for u in utts], self.task.config.batch.eval_max_seconds):
+                fb = source.batch([utts[i] for i in idx])
+                preds = self.task.predict(model(fb.hidden, fb.lengths), fb.lengths, fb.utts)
+                for i, p in zip(idx, preds):
+                    out[i] = p
+        return out
+
+    def evaluate_split(self, task: Task, model: nn.Module, split: str) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            metrics = task.evaluate(self, model, split)
+        if task.primary_metric not in metrics:
+            raise KeyError(f"task {task.name!r}: evaluate() returned {sorted(metrics)}, "
+                           f"missing its primary metric {task.primary_metric!r}")
+        return metrics
+
+    def write_predictions(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> None:
+        lines = [json.dumps({"id": u.id, "prediction": p, "reference": u.label if u.label is not None else
+                             u.transcript}, default=str) for u, p in zip(utts, predictions)]
+        atomic_write_text(self.run_dir / "predictions" / f"{split}.jsonl", "\n".join(lines) + "\n")
+
+    def log_scalar(self, name: str, value: float, step: int) -> None:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self._writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    # ------------------------------------------------------------ procedures
+    def train_and_test(self, task: Task) -> dict[str, dict[str, float]]:
+        """Default procedure: train with best-on-dev selection, optional dev post-selection, then dev and test."""
+        model = self.build_model(task)
+        outcome = train(self, task, model, self.lr, task.config.train.max_steps, self.run_dir / "checkpoints",
+                        resume=self.options.resume, crash_after_step=self.options.crash_after_step)
+        self.steps = outcome.steps
+        task.tune_on_dev(self, model)
+        metrics = {split: self.evaluate_split(task, model, split) for split in ("dev", "test")}
+        self.layer_weights = model.weighted_sum.layer_weights()
+        return metrics
+
+    def sweep_lr(self, task: Task) -> float:
+        """``--lr-sweep``: a short training run per learning rate of ``sweep.grid``; the best on dev wins."""
+        sweep = task.config.sweep
+        steps = min(sweep.steps, task.config.train.max_steps)
+        scores = {}
+        for lr in sweep.grid:
+            model = self.build_model(task)
+            outcome = train(self, task, model, lr, steps, self.run_dir / "sweep" / f"lr{lr:g}",
+                            resume=self.options.resume)
+            scores[lr] = outcome.best_dev
+            log.info("lr %g: dev %s = %s", lr, task.primary_metric, outcome.best_dev)
+        valid = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
+        best = max(valid, key=lambda lr: valid[lr] if task.higher_is_better else -valid[lr])
+        atomic_write_text(self.run_dir / "lr_sweep.json", json.dumps(
+            {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
+             "chosen_lr": best}, indent=2))
+        return best
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
+def run_task(options: RunOptions) -> dict:
+    """Run one (upstream, task[, fold]) and append its rows; returns a summary dict (also saved as summary.json)."""
+    t0 = time.time()
+    overrides = list(options.overrides)
+    if options.fold is not None:
+        overrides.append(f"data.fold={options.fold}")
+    if options.max_steps is not None:
+        overrides.append(f"train.max_steps={options.max_steps}")
+    task = build_task(options.task, options.data_root, overrides, options.profile)
+    task.check_data()
+    upstream = build_upstream(options.upstream).to(options.device)
+    upstream.eval()
+    upstream.requires_grad_(options.upstream_trainable)
+    up_hash = weights_hash(upstream)
+    label = results.safe_name(options.upstream)
+    identity = {"task": options.task, "task_config": to_dict(task.config), "upstream_hash": up_hash,
+                "layer": options.layer, "upstream_trainable": options.upstream_trainable,
+                "lr_sweep": options.lr_sweep, "data_root": str(Path(options.data_root).resolve())}
+    chash = results.config_hash(identity)
+    fold = task.fold()
+    run_id = f"{chash[:8]}-s{options.seed}" + (f"-fold{fold}" if fold is not None else "")
+    run_dir = results.run_dir_for(Path(options.results_dir), label, options.task, run_id, options.resume)
+    if (run_dir / "DONE").exists():
+        log.warning("run %s already finished; nothing to resume", run_dir)
+        return json.loads((run_dir / "summary.json").read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
+        {"options": opts, "config_hash": chash, **identity}, sort_keys=False))
+    stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
+
+    ctx = RunContext(task, upstream, options, run_dir, up_hash)
+    task.setup(upstream.downsample_rate)
+    try:
+        if options.lr_sweep:
+            ctx.lr = ctx.sweep_lr(task)
+        metrics = task.run(ctx)
+    finally:
+        ctx.close()
+    unknown = set(metrics) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"task {task.name!r}: run() returned unknown split(s) {sorted(unknown)}")
+    wall = time.time() - t0
+    info = results.RunInfo(label, stats["params"], up_hash[:16], options.task, options.seed, chash,
+                           run_dir.name, fold, ctx.layer)
+    text = results.format_rows(info, metrics, ctx.steps, wall, ctx.lr, ctx.layer_weights)
+    csv_path = results.append_rows(Path(options.results_dir), text)
+    summary = {"run_dir": str(run_dir), "metrics": metrics, "lr": ctx.lr, "steps": ctx.steps,
+               "wall_time_s": wall, "layer_weights": ctx.layer_weights, "skipped_audio": len(ctx.bad_audio),
+               "results_csv": str(csv_path)}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(run_dir / "DONE", "")
+    return summary

@@ -1,0 +1,91 @@
+"""Where a batch's hidden states come from: the feature cache, or the upstream run in the loop.
+
+Both sources return the same :class:`FeatureBatch`, so the training loop does not know which one it uses.
+A crop ``(start_s, duration_s)`` per utterance (relative to the utterance) supports random training crops (SID):
+the cached source cuts frames, the live source cuts samples.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from common.audio import load_audio
+from tasks.base import Utterance
+
+from .cache import FeatureCache
+
+Crop = tuple[float, float]
+
+
+@dataclass
+class FeatureBatch:
+    """hidden: ``[layer, batch, frame, feature]`` float32 (one layer with ``--layer``); lengths: ``[batch]`` frames."""
+
+    hidden: torch.Tensor
+    lengths: torch.Tensor
+    utts: list[Utterance]
+
+
+def load_utterance_audio(utt: Utterance) -> torch.Tensor:
+    """The utterance's slice as a 16 kHz mono float32 ``[time]`` tensor."""
+    whole = utt.start == 0.0 and utt.duration <= 0.0
+    return load_audio(utt.path, start=utt.start, duration=None if whole else utt.duration)
+
+
+def _pad(arrays: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``[layer, frame_i, feature]`` items into ``[layer, batch, frame, feature]`` with zero padding."""
+    lengths = torch.tensor([a.shape[1] for a in arrays], dtype=torch.long)
+    num_layers, _, dim = arrays[0].shape
+    out = torch.zeros(num_layers, len(arrays), int(lengths.max()), dim, dtype=torch.float32)
+    for b, a in enumerate(arrays):
+        out[:, b, : a.shape[1]] = a
+    return out, lengths
+
+
+class CachedFeatures:
+    """Reads the all-layer features of each utterance from a :class:`FeatureCache` (fp16 on disk, float32 out)."""
+
+    def __init__(self, cache: FeatureCache, downsample_rate: int, layer: int | None = None):
+        self.cache, self.downsample_rate, self.layer = cache, downsample_rate, layer
+
+    def batch(self, utts: Sequence[Utterance], crops: Sequence[Crop | None] | None = None) -> FeatureBatch:
+        items = []
+        for i, utt in enumerate(utts):
+            arr = self.cache.load(utt, self.layer)
+            crop = crops[i] if crops else None
+            if crop is not None:
+                first = int(crop[0] * 16000 / self.downsample_rate)
+                count = max(1, int(crop[1] * 16000 / self.downsample_rate))
+                arr = arr[:, first:first + count]
+            items.append(torch.from_numpy(np.array(arr, dtype=np.float32)))
+        hidden, lengths = _pad(items)
+        return FeatureBatch(hidden, lengths, list(utts))
+
+
+class LiveFeatures:
+    """Runs the upstream on each batch (``--no-cache``, or ``--upstream-trainable`` with gradients)."""
+
+    def __init__(self, upstream: torch.nn.Module, layer: int | None = None, trainable: bool = False):
+        self.upstream, self.layer, self.trainable = upstream, layer, trainable
+        self.device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+
+    def batch(self, utts: Sequence[Utterance], crops: Sequence[Crop | None] | None = None) -> FeatureBatch:
+        wavs = []
+        for i, utt in enumerate(utts):
+            wav = load_utterance_audio(utt)
+            crop = crops[i] if crops else None
+            if crop is not None:
+                wav = wav[int(crop[0] * 16000): int((crop[0] + crop[1]) * 16000)]
+            wavs.append(wav.to(self.device))
+        grad = self.trainable and torch.is_grad_enabled()
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            out = self.upstream(wavs)
+        states = out.hidden_states if self.layer is None else [out.hidden_states[self.layer]]
+        hidden = torch.stack(states).float()  # [layer, batch, frame, feature]
+        if not grad:
+            hidden = hidden.clone()  # leave inference mode tensors behind
+        return FeatureBatch(hidden, out.lengths.cpu().long(), list(utts))

@@ -1,0 +1,197 @@
+"""``run_benchmark.py report``: one table of upstreams x task metrics, costs and SUPERB scores, plus plots.
+
+Columns (also written at the top of REPORT.md):
+* ``params_M`` — upstream parameters (millions); ``GMACs_per_s`` — multiply-accumulates per second of 16 kHz audio
+  (torch FlopCounterMode on 1 s); ``RTF`` — forward time / audio time on the machine that ran the benchmark.
+* ``<task> <metric>`` — test-split value of the latest run (percent for accuracies and error rates); ER averages the
+  folds that were run (``er_folds`` says how many).
+* ``SUPERB_s`` — the leaderboard formula with the published anchors (FBANK -> 0, SOTA -> 1000), averaged over the
+  tasks in this table; comparable to the leaderboard only when all ten tasks are present and the data is the real
+  datasets.
+* ``SUPERB_local`` — zero anchor = this table's own ``fbank`` row, top anchor = the published SOTA.
+* ``SUPERB_rel`` — zero anchor = this table's ``fbank`` row, top anchor = the best upstream in this table per metric
+  (so the best upstream of every metric scores 1000); meaningful on the offline corpus, where the published SOTA
+  values are unreachable.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from common.io import atomic_path, atomic_write_text
+
+from .superb_score import Reference, load_reference, superb_score
+
+FBANK = "fbank"
+
+
+@dataclass
+class Report:
+    table: pd.DataFrame
+    markdown: str
+    files: list[Path] = field(default_factory=list)
+
+
+def load_results(results_dir: Path) -> pd.DataFrame:
+    path = Path(results_dir) / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results table at {path}: run `run_benchmark.py --upstream ... --task ...` first")
+    df = pd.read_csv(path, dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str})
+    df["fold"] = pd.to_numeric(df["fold"], errors="coerce")
+    df["layer_weights"] = df["layer_weights"].fillna("")
+    return df
+
+
+def latest_test_values(df: pd.DataFrame) -> pd.DataFrame:
+    """Test rows, the last appended per (upstream, task, metric, fold), then averaged over folds."""
+    test = df[df["split"] == "test"].copy()
+    test["fold_key"] = test["fold"].fillna(-1)
+    last = test.groupby(["upstream", "task", "metric", "fold_key"], sort=False).tail(1)
+    return (last.groupby(["upstream", "task", "metric"], sort=False)
+            .agg(value=("value", "mean"), folds=("fold_key", "nunique"), layer_weights=("layer_weights", "last"))
+            .reset_index())
+
+
+def _stats(results_dir: Path, upstream: str) -> dict:
+    path = Path(results_dir) / upstream / "upstream_stats.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataFrame:
+    values = latest_test_values(df)
+    upstreams = list(dict.fromkeys(values["upstream"]))
+    tasks = [t for t in ref.tasks if t in set(values["task"])]
+    by_column: dict[str, dict[str, float]] = {u: {} for u in upstreams}  # upstream -> leaderboard column -> value
+    rows = []
+    for up in upstreams:
+        stats = _stats(results_dir, up)
+        row: dict = {"upstream": up,
+                     "params_M": stats.get("params", math.nan) / 1e6 if stats else math.nan,
+                     "GMACs_per_s": stats.get("macs_per_second", math.nan) / 1e9 if stats else math.nan,
+                     "RTF": stats.get("rtf", math.nan)}
+        for task in tasks:
+            for m in ref.task_metrics(task):
+                hit = values[(values.upstream == up) & (values.task == task) & (values.metric == m.metric)]
+                v = float(hit["value"].iloc[0]) if len(hit) else math.nan
+                row[f"{task} {m.metric}"] = v
+                if not math.isnan(v):
+                    by_column[up][m.column] = v
+                if task == "er" and len(hit):
+                    row["er_folds"] = int(hit["folds"].iloc[0])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    best = {}
+    for t in tasks:
+        for m in ref.task_metrics(t):
+            vals = [by_column[u][m.column] for u in upstreams if m.column in by_column[u]]
+            if vals:
+                best[m.column] = max(vals) if m.higher_is_better else min(vals)
+    fbank_row = by_column.get(FBANK, {})
+    table["SUPERB_s"] = [superb_score(by_column[u], ref.fbank, ref.sota, ref, tasks) for u in upstreams]
+    table["SUPERB_local"] = [_safe_score(by_column[u], fbank_row, ref.sota, ref, tasks) for u in upstreams]
+    table["SUPERB_rel"] = [_safe_score(by_column[u], fbank_row, best, ref, tasks) for u in upstreams]
+    table["tasks_scored"] = [sum(all(c in by_column[u] for c in [m.column for m in ref.task_metrics(t)])
+                                 for t in tasks) for u in upstreams]
+    return table
+
+
+def _safe_score(values, zero, top, ref, tasks) -> float | None:
+    try:
+        return superb_score(values, zero, top, ref, tasks)
+    except ValueError:  # anchors coincide (e.g. fbank is the best upstream of a metric)
+        return None
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    def fmt(v) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1 else f"{v:.2f}"
+        return str(v)
+
+    header = "| " + " | ".join(table.columns) + " |"
+    sep = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, sep, *body])
+
+
+def _save_figure(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def plot_layer_weights(values: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One heatmap (task x layer) of the learnt softmax layer weights per upstream."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for up, group in values[values["layer_weights"] != ""].groupby("upstream", sort=False):
+        per_task = group.groupby("task", sort=False)["layer_weights"].last()
+        rows = {t: [float(x) for x in w.split()] for t, w in per_task.items()}
+        width = max(len(w) for w in rows.values())
+        if width < 2:
+            continue  # a single hidden state has nothing to weigh
+        matrix = [w + [math.nan] * (width - len(w)) for w in rows.values()]
+        fig, ax = plt.subplots(figsize=(1 + 0.5 * width, 1 + 0.45 * len(rows)))
+        im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0)
+        ax.set_yticks(range(len(rows)), list(rows))
+        ax.set_xticks(range(width))
+        ax.set_xlabel("hidden state (0 = encoder input)")
+        ax.set_title(f"{up}: learnt layer weights")
+        fig.colorbar(im, ax=ax)
+        files.append(_save_figure(fig, out_dir / f"layer_weights_{up}.png"))
+        plt.close(fig)
+    return files
+
+
+def plot_task_bars(table: pd.DataFrame, out_dir: Path) -> Path | None:
+    """Bar chart: one panel per task metric, one bar per upstream."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric_cols = [c for c in table.columns if " " in c]
+    if not metric_cols:
+        return None
+    fig, axes = plt.subplots(1, len(metric_cols), figsize=(2.6 * len(metric_cols), 3), squeeze=False)
+    for ax, col in zip(axes[0], metric_cols):
+        ax.bar(table["upstream"], table[col].astype(float), color="tab:blue")
+        ax.set_title(col)
+        ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    path = _save_figure(fig, out_dir / "tasks_by_upstream.png")
+    plt.close(fig)
+    return path
+
+
+def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path | None = None) -> Report:
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir or results_dir)
+    ref = load_reference(reference)
+    df = load_results(results_dir)
+    table = build_table(df, ref, results_dir)
+    markdown = to_markdown(table)
+    files = []
+    with atomic_path(out_dir / "report.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    files.append(out_dir / "report.csv")
+    doc = (__doc__ or "").split("Columns", 1)[-1]
+    atomic_write_text(out_dir / "REPORT.md", "# Benchmark report\n\nColumns" + doc + "\n" + markdown + "\n")
+    files.append(out_dir / "REPORT.md")
+    files += plot_layer_weights(latest_test_values(df), out_dir)
+    bars = plot_task_bars(table, out_dir)
+    if bars:
+        files.append(bars)
+    return Report(table, markdown, files)

@@ -1,0 +1,68 @@
+"""The SUPERB score: each metric mapped linearly so the zero anchor -> 0 and the top anchor -> 1000, averaged
+within a task (SF has two metrics), then across tasks. Reference anchors live in ``configs/superb_reference.yaml``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "configs" / "superb_reference.yaml"
+
+
+@dataclass(frozen=True)
+class MetricRef:
+    task: str
+    metric: str
+    column: str
+    higher_is_better: bool
+
+
+@dataclass
+class Reference:
+    fbank: dict[str, float]
+    sota: dict[str, float]
+    metrics: list[MetricRef]
+    published: dict[str, dict[str, float]]
+
+    def task_metrics(self, task: str) -> list[MetricRef]:
+        return [m for m in self.metrics if m.task == task]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(m.task for m in self.metrics))
+
+
+def load_reference(path: str | Path | None = None) -> Reference:
+    path = Path(path or DEFAULT_REFERENCE)
+    data = yaml.safe_load(path.read_text())
+    for key in ("anchors", "tasks"):
+        if key not in data:
+            raise ValueError(f"{path}: missing top-level key {key!r}")
+    metrics = [MetricRef(task, m["metric"], m["column"], bool(m["higher_is_better"]))
+               for task, items in data["tasks"].items() for m in items]
+    return Reference(data["anchors"]["fbank"], data["anchors"]["sota"], metrics, data.get("published", {}))
+
+
+def linear_score(value: float, zero: float, top: float) -> float:
+    """``value`` on the scale where ``zero`` -> 0 and ``top`` -> 1000 (works for lower- and higher-is-better)."""
+    if top == zero:
+        raise ValueError(f"score anchors coincide ({zero}); the scale is undefined")
+    return 1000.0 * (value - zero) / (top - zero)
+
+
+def superb_score(values: dict[str, float], zero: dict[str, float], top: dict[str, float], ref: Reference,
+                 tasks: list[str] | None = None) -> float | None:
+    """Mean over ``tasks`` (default: all of ``ref``) of the within-task mean of mapped metrics.
+
+    ``values``/``zero``/``top`` are keyed by leaderboard column (``PR``, ``SF_F1``, ...). A task with a missing
+    value makes the result None (a partial average would not be comparable).
+    """
+    per_task = []
+    for task in tasks or ref.tasks:
+        cols = [m.column for m in ref.task_metrics(task)]
+        if any(c not in values or c not in zero or c not in top for c in cols):
+            return None
+        per_task.append(sum(linear_score(values[c], zero[c], top[c]) for c in cols) / len(cols))
+    return sum(per_task) / len(per_task) if per_task else None

@@ -1,0 +1,52 @@
+"""Cost of an upstream: parameters, multiply-accumulates per second of audio, real-time factor on this machine."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from common.io import atomic_write_text
+
+
+def count_macs_per_second(upstream: torch.nn.Module) -> float:
+    """MACs for one second of 16 kHz audio, counted by torch's FlopCounterMode (FLOPs / 2).
+
+    Operations the counter does not know (e.g. FFTs in a filterbank) count as zero.
+    """
+    device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+    wav = torch.randn(16000, device=device) * 0.1
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        upstream([wav])
+    return counter.get_total_flops() / 2.0
+
+
+def real_time_factor(upstream: torch.nn.Module, seconds: float = 4.0, repeats: int = 3) -> float:
+    """Best-of-``repeats`` forward time divided by audio duration (batch of one ``seconds`` utterance)."""
+    device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+    wav = torch.randn(int(16000 * seconds), device=device) * 0.1
+    best = float("inf")
+    with torch.inference_mode():
+        upstream([wav])  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            upstream([wav])
+            best = min(best, time.perf_counter() - t0)
+    return best / seconds
+
+
+def write_upstream_stats(path: Path, upstream: torch.nn.Module, weights_hash: str) -> dict:
+    """Measure once per weights hash and store as JSON beside the upstream's runs; returns the stats."""
+    if path.is_file():
+        stats = json.loads(path.read_text())
+        if stats.get("checkpoint_hash") == weights_hash:
+            return stats
+    stats = {"checkpoint_hash": weights_hash,
+             "params": sum(p.numel() for p in upstream.parameters()),
+             "macs_per_second": count_macs_per_second(upstream),
+             "rtf": real_time_factor(upstream),
+             "threads": torch.get_num_threads()}
+    atomic_write_text(path, json.dumps(stats, indent=2))
+    return stats

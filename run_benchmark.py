@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Benchmark an upstream on a SUPERB task, or render the comparison report.
+
+    python run_benchmark.py --upstream fbank --task ks [--profile demo] [-o optimizer.lr=1e-3] ...
+    python run_benchmark.py report [--results-dir results]
+
+A run trains the task head on frozen (cached) upstream features, picks the best checkpoint on dev, evaluates
+dev and test, and appends one row per metric and split to ``<results-dir>/results.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_DATA_ROOT = Path("data/mini_superb")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train and evaluate one SUPERB task on an upstream "
+                                "(`run_benchmark.py report` renders the comparison table).")
+    p.add_argument("--upstream", required=True, help="registered upstream name or checkpoint path")
+    p.add_argument("--task", required=True, help="task name (pr, ks, ic, sid, er, asr, ...)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help=f"folder holding the datasets under their official names (default {DEFAULT_DATA_ROOT})")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run with the same config")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, e.g. -o optimizer.lr=1e-3 (repeatable; unknown keys are errors)")
+    p.add_argument("--profile", default=None, help="named override set from the task YAML (e.g. demo)")
+    p.add_argument("--layer", type=int, default=None, help="use hidden state K instead of the weighted sum")
+    p.add_argument("--upstream-trainable", action="store_true", help="fine-tune the upstream too (no cache)")
+    p.add_argument("--lr-sweep", action="store_true", help="choose the learning rate on dev over sweep.grid")
+    p.add_argument("--no-cache", action="store_true", help="run the upstream in the loop instead of the cache")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="feature cache (default $DISTILSUPERB_CACHE or ~/.cache/distilsuperb/features)")
+    p.add_argument("--fold", type=int, default=None, help="cross-validation fold (ER: test session 1..5)")
+    p.add_argument("--skip-bad-audio", action="store_true",
+                   help="skip unreadable audio files (listed in the run folder) instead of stopping")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_benchmark.py report",
+                                description="Table (markdown + CSV) and plots of every upstream x task result.")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--out-dir", type=Path, default=None, help="where to write report files (default: results dir)")
+    p.add_argument("--reference", type=Path, default=None, help="SUPERB reference YAML "
+                   "(default configs/superb_reference.yaml)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import upstream  # noqa: F401  (registers the built-in upstreams)
+
+    if argv[:1] == ["report"]:
+        from benchmark.report import build_report
+
+        args = _report_parser().parse_args(argv[1:])
+        report = build_report(args.results_dir, args.out_dir, args.reference)
+        print(report.markdown)
+        print(f"\nwritten: {', '.join(str(p) for p in report.files)}")
+        return 0
+
+    args = _run_parser().parse_args(argv)
+    from benchmark.engine import RunOptions, run_task
+    from common.config import ConfigError
+    from tasks.base import DatasetNotFoundError
+
+    data_root = args.data_root or DEFAULT_DATA_ROOT
+    if args.data_root is None and not DEFAULT_DATA_ROOT.is_dir():
+        print(f"error: no --data-root given and {DEFAULT_DATA_ROOT} does not exist; build the offline corpus with "
+              f"`python -m tasks.synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
+        return 2
+    options = RunOptions(upstream=args.upstream, task=args.task, data_root=data_root, results_dir=args.results_dir,
+                         seed=args.seed, max_steps=args.max_steps, resume=args.resume, layer=args.layer,
+                         upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
+                         use_cache=not args.no_cache, cache_dir=args.cache_dir, skip_bad_audio=args.skip_bad_audio,
+                         overrides=args.override, profile=args.profile, fold=args.fold)
+    if args.device:
+        options.device = args.device
+    try:
+        summary = run_task(options)
+    except (ConfigError, DatasetNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for split, metrics in summary["metrics"].items():
+        print(f"{args.task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    print(f"run folder: {summary['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

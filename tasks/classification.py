@@ -1,0 +1,52 @@
+"""Shared part of the utterance classification tasks (KS, SID, ER): mean-pooled linear head, cross-entropy,
+accuracy. Subclasses set ``classes`` (in ``load_split`` or ``__init__``) and put the class name in ``Utterance.label``.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from downstream.pooled_linear import PooledLinearHead
+
+from .base import Task, Utterance, accuracy_percent
+
+
+@dataclass
+class PooledHeadConfig:
+    proj_dim: int = 256
+
+
+class ClassificationTask(Task):
+    primary_metric = "accuracy"
+    higher_is_better = True
+    classes: list[str] = []
+
+    def _targets(self, utts: Sequence[Utterance]) -> torch.Tensor:
+        index = {c: i for i, c in enumerate(self.classes)}
+        try:
+            return torch.tensor([index[u.label] for u in utts], dtype=torch.long)
+        except KeyError as e:
+            raise ValueError(f"task {self.name!r}: label {e.args[0]!r} is not one of its {len(self.classes)} "
+                             "classes (seen in training)") from None
+
+    def build_head(self, input_dim: int) -> PooledLinearHead:
+        return PooledLinearHead(input_dim, [len(self.classes)], self.config.head.proj_dim)
+
+    def loss(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
+        return F.cross_entropy(output[0], self._targets(utts).to(output[0].device))
+
+    def predict(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
+        return [self.classes[i] for i in output[0].argmax(-1).tolist()]
+
+    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        return {"accuracy": accuracy_percent([u.label for u in utts], predictions)}
+
+
+def balanced_weights(labels: Sequence[str]) -> list[float]:
+    """Sampling weight 1 / (count of the label), so every class is drawn equally often."""
+    counts = Counter(labels)
+    return [1.0 / counts[label] for label in labels]

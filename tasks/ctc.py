@@ -1,0 +1,56 @@
+"""Shared part of the CTC tasks (PR, ASR): token vocabulary, CTC loss, greedy decoding, token error rate."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from downstream.ctc_heads import ctc_greedy_decode, ctc_loss
+
+from .base import Task, Utterance, error_rate_percent
+
+BLANK = "<blank>"
+
+
+class CTCTask(Task):
+    """Subclasses set ``vocab`` (index 0 is the CTC blank) and ``targets(utt)`` -> token list.
+
+    ``score`` computes the token error rate over ``error_unit`` tokens of the decoded sequence (words for WER,
+    phones for PER).
+    """
+
+    higher_is_better = False
+    vocab: list[str] = [BLANK]
+
+    def targets(self, utt: Utterance) -> list[str]:
+        raise KeyError(f"task {self.name!r} defines no targets")
+
+    def reference_units(self, utt: Utterance) -> list[str]:
+        """Units the error rate counts (default: the CTC targets themselves)."""
+        return self.targets(utt)
+
+    def hypothesis_units(self, tokens: list[str]) -> list[str]:
+        return tokens
+
+    def _ids(self, utt: Utterance) -> list[int]:
+        index = self._index()
+        try:
+            return [index[t] for t in self.targets(utt)]
+        except KeyError as e:
+            raise ValueError(f"utterance {utt.id}: token {e.args[0]!r} is not in the {self.name} vocabulary") from None
+
+    def _index(self) -> dict[str, int]:
+        if not hasattr(self, "_index_cache"):
+            self._index_cache = {t: i for i, t in enumerate(self.vocab)}
+        return self._index_cache
+
+    def loss(self, output: torch.Tensor, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
+        return ctc_loss(output, lengths, [self._ids(u) for u in utts])
+
+    def predict(self, output: torch.Tensor, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
+        return [" ".join(self.vocab[i] for i in ids) for ids in ctc_greedy_decode(output, lengths)]
+
+    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        refs = [self.reference_units(u) for u in utts]
+        hyps = [self.hypothesis_units(p.split()) for p in predictions]
+        return {self.primary_metric: error_rate_percent(refs, hyps)}

@@ -1,0 +1,92 @@
+"""IC — intent classification on Fluent Speech Commands (SUPERB protocol).
+
+Protocol: ``data/{train,valid,test}_data.csv`` give train/dev/test; an intent is three slots (action, object,
+location). Mean-pooled linear head with one linear output per slot (Linear(D -> 256), mean pool, 3 linears), loss =
+sum of the three cross-entropies; metric accuracy % where an utterance counts only if all three slots are right.
+
+Differences from SUPERB (s3prl ``fluent_commands``) and why:
+* The slot vocabularies are built from the union of the three CSVs (s3prl likewise enumerates every value), so a
+  value missing from train is a wrong prediction rather than a crash.
+* Batches are sized by seconds instead of 32 utterances.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from downstream.pooled_linear import PooledLinearHead
+
+from .base import Task, TaskConfig, Utterance, accuracy_percent, audio_duration, require_file
+from .classification import PooledHeadConfig
+from .registry import register_task
+
+FSC_DIR = "fluent_speech_commands_dataset"
+SLOTS = ("action", "object", "location")
+CSV = {"train": "train_data.csv", "dev": "valid_data.csv", "test": "test_data.csv"}
+
+
+@dataclass
+class ICConfig(TaskConfig):
+    head: PooledHeadConfig = field(default_factory=PooledHeadConfig)
+
+
+@register_task("ic")
+class IntentClassification(Task):
+    config_class = ICConfig
+    primary_metric = "accuracy"
+    dataset_dirs = (FSC_DIR,)
+    layout_help = (f"{FSC_DIR}/data/{{train,valid,test}}_data.csv (,path,speakerId,transcription,action,object,"
+                   f"location) + {FSC_DIR}/wavs/speakers/<speakerId>/<uttid>.wav")
+
+    def __init__(self, config: ICConfig, data_root):
+        super().__init__(config, data_root)
+        self._tables: dict[str, Any] = {}
+        self._slot_values: list[list[str]] | None = None
+
+    def _table(self, split: str):
+        import pandas as pd
+
+        if split not in self._tables:
+            path = require_file(self.data_root / FSC_DIR / "data" / CSV[split], self.name, f"{split} list")
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            missing = {"path", "speakerId", "transcription", *SLOTS} - set(table.columns)
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+            self._tables[split] = table
+        return self._tables[split]
+
+    def slot_values(self) -> list[list[str]]:
+        if self._slot_values is None:
+            self._slot_values = [sorted(set().union(*(set(self._table(s)[slot]) for s in CSV))) for slot in SLOTS]
+        return self._slot_values
+
+    def load_split(self, split: str) -> list[Utterance]:
+        root = self.data_root / FSC_DIR
+        utts = []
+        for row in self._table(split).itertuples(index=False):
+            wav = root / row.path
+            utts.append(Utterance(id=row.path, path=wav, duration=audio_duration(wav), speaker=row.speakerId,
+                                  transcript=row.transcription, label=(row.action, row.object, row.location)))
+        return utts
+
+    def build_head(self, input_dim: int) -> PooledLinearHead:
+        return PooledLinearHead(input_dim, [len(v) for v in self.slot_values()], self.config.head.proj_dim)
+
+    def loss(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
+        total = 0.0
+        for k, values in enumerate(self.slot_values()):
+            index = {v: i for i, v in enumerate(values)}
+            target = torch.tensor([index[u.label[k]] for u in utts], device=output[k].device)
+            total = total + F.cross_entropy(output[k], target)
+        return total
+
+    def predict(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
+        picks = [o.argmax(-1).tolist() for o in output]
+        values = self.slot_values()
+        return [tuple(values[k][picks[k][b]] for k in range(len(SLOTS))) for b in range(len(utts))]
+
+    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        return {"accuracy": accuracy_percent([tuple(u.label) for u in utts], [tuple(p) for p in predictions])}

@@ -1,0 +1,107 @@
+"""KS — keyword spotting on Speech Commands v0.01 (SUPERB protocol).
+
+Protocol: 12 classes — the 10 words yes/no/up/down/left/right/on/off/stop/go, ``_unknown_`` (every other word) and
+``_silence_``; train = the train root minus ``validation_list.txt`` and ``testing_list.txt``; dev =
+``validation_list.txt``; test = the separate official test archive (12 folders). Mean-pooled linear head
+(Linear(D -> 256), mean pool, linear), cross-entropy with class-balanced sampling; metric accuracy %.
+
+Differences from SUPERB (s3prl ``speech_commands``) and why:
+* ``_silence_`` for train/dev: s3prl draws a random 1 s crop of a background-noise file every time such an item is
+  loaded; we cut the noise files into fixed 1 s slices (every 10th slice to dev, the rest to train), so the data —
+  and hence the feature cache — is deterministic.
+* Batches are sized by seconds instead of 32 utterances.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .base import DatasetNotFoundError, TaskConfig, Utterance, audio_duration, require_file
+from .classification import ClassificationTask, PooledHeadConfig, balanced_weights
+from .registry import register_task
+
+WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+UNKNOWN, SILENCE = "_unknown_", "_silence_"
+CLASSES = WORDS + [UNKNOWN, SILENCE]
+TRAIN_DIR, TEST_DIR = "speech_commands_v0.01", "speech_commands_test_set_v0.01"
+NOISE_DIR = "_background_noise_"
+
+
+@dataclass
+class KSDataConfig:
+    silence_seconds: float = 1.0  # length of the _silence_ clips cut from background noise
+    silence_dev_every: int = 10  # every N-th silence clip goes to dev
+
+
+@dataclass
+class KSConfig(TaskConfig):
+    head: PooledHeadConfig = field(default_factory=PooledHeadConfig)
+    data: KSDataConfig = field(default_factory=KSDataConfig)
+
+
+def _word_label(word: str) -> str:
+    return word if word in WORDS else UNKNOWN
+
+
+def _read_list(path: Path) -> set[str]:
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+@register_task("ks")
+class KeywordSpotting(ClassificationTask):
+    config_class = KSConfig
+    dataset_dirs = (TRAIN_DIR, TEST_DIR)
+    layout_help = (f"{TRAIN_DIR}/<word>/<hash>_nohash_<n>.wav + validation_list.txt + testing_list.txt + "
+                   f"{NOISE_DIR}/*.wav, and {TEST_DIR}/<12 class folders>/*.wav")
+    classes = CLASSES
+
+    def load_split(self, split: str) -> list[Utterance]:
+        if split == "test":
+            return self._load_test()
+        root = self.data_root / TRAIN_DIR
+        held_out = {
+            "dev": _read_list(require_file(root / "validation_list.txt", self.name, "dev file list")),
+            "test": _read_list(require_file(root / "testing_list.txt", self.name, "test file list")),
+        }
+        utts = []
+        for wav in sorted(root.glob("*/*.wav")):
+            word = wav.parent.name
+            if word == NOISE_DIR:
+                continue
+            rel = f"{word}/{wav.name}"
+            in_split = rel in held_out["dev"] if split == "dev" else rel not in held_out["dev"] | held_out["test"]
+            if in_split:
+                utts.append(Utterance(id=rel, path=wav, duration=audio_duration(wav), speaker=wav.name.split("_")[0],
+                                      label=_word_label(word)))
+        return utts + self._silence_clips(split)
+
+    def _silence_clips(self, split: str) -> list[Utterance]:
+        noise = sorted((self.data_root / TRAIN_DIR / NOISE_DIR).glob("*.wav"))
+        if not noise:
+            raise DatasetNotFoundError(f"task 'ks': no {NOISE_DIR}/*.wav under {self.data_root / TRAIN_DIR} "
+                                       "(the _silence_ class is cut from them)")
+        clip, every = self.config.data.silence_seconds, self.config.data.silence_dev_every
+        utts, n = [], 0
+        for wav in noise:
+            total = audio_duration(wav)
+            for k in range(int(total // clip)):
+                if (n % every == 0) == (split == "dev"):
+                    utts.append(Utterance(id=f"{NOISE_DIR}/{wav.stem}@{k}", path=wav, start=k * clip,
+                                          duration=clip, label=SILENCE))
+                n += 1
+        return utts
+
+    def _load_test(self) -> list[Utterance]:
+        root = self.data_root / TEST_DIR
+        utts = []
+        for wav in sorted(root.glob("*/*.wav")):
+            label = wav.parent.name
+            if label not in CLASSES:
+                raise DatasetNotFoundError(f"task 'ks': unexpected test folder {wav.parent} (expected the 12 "
+                                           f"class folders {', '.join(CLASSES)})")
+            utts.append(Utterance(id=f"test/{label}/{wav.name}", path=wav, duration=audio_duration(wav), label=label))
+        return utts
+
+    def train_sampling_weights(self, utts: Sequence[Utterance]) -> list[float]:
+        return balanced_weights([u.label for u in utts])

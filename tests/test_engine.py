@@ -1,0 +1,158 @@
+"""Engine: feature cache correctness and reuse, resume after a crash, batching, results rows, CLI errors."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark import results
+from benchmark.batching import epoch_batches, eval_batches, pack_by_seconds
+from benchmark.cache import FeatureCache, weights_hash
+from benchmark.engine import RunOptions, run_task
+from benchmark.features import load_utterance_audio
+from benchmark.testing import TINY_UPSTREAM, TinyFrameUpstream, write_fsc, write_speech_commands
+from benchmark.trainer import SimulatedCrash
+from tasks.registry import build_task
+
+FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("engine_data")
+    write_fsc(root)
+    write_speech_commands(root)
+    return root
+
+
+def options(data_root: Path, tmp: Path, **kw) -> RunOptions:
+    base = dict(upstream=TINY_UPSTREAM, task="ic", data_root=data_root, results_dir=tmp / "results", max_steps=6,
+                cache_dir=tmp / "cache", overrides=list(FAST), device="cpu")
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
+    up = TinyFrameUpstream().eval()
+    utts = build_task("ic", data_root).load_split("train")
+    cache = FeatureCache(tmp_path, weights_hash(up))
+    assert cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    for u in utts:
+        with torch.inference_mode():
+            fresh = torch.stack(up([load_utterance_audio(u)]).hidden_states)[:, 0]  # [layer, frame, feature]
+        cached = cache.load(u)
+        assert isinstance(cached, np.memmap) and cached.dtype == np.float16
+        np.testing.assert_allclose(cached.astype(np.float32), fresh.numpy(), atol=2e-3, rtol=2e-3)
+        np.testing.assert_array_equal(cache.load(u, layer=1)[0], cached[1])
+    again = FeatureCache(tmp_path, weights_hash(up))
+    assert again.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == 0
+    # Other weights -> another hash -> a miss.
+    assert weights_hash(TinyFrameUpstream(seed=1)) != weights_hash(up)
+
+
+def test_second_run_extracts_nothing(data_root, tmp_path, monkeypatch):
+    first = run_task(options(data_root, tmp_path))
+    assert set(first["metrics"]) == {"dev", "test"}
+    calls = []
+    monkeypatch.setattr(FeatureCache, "save", lambda self, utt, feats: calls.append(utt.id))
+    run_task(options(data_root, tmp_path, seed=1))
+    assert calls == []
+
+
+def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path):
+    kw = dict(max_steps=10, overrides=FAST + ["optimizer.lr=1e-2"])
+    straight = run_task(options(data_root, tmp_path / "a", **kw))
+    with pytest.raises(SimulatedCrash):
+        run_task(options(data_root, tmp_path / "b", crash_after_step=7, **kw))
+    resumed = run_task(options(data_root, tmp_path / "b", resume=True, **kw))
+    assert resumed["metrics"] == straight["metrics"]
+    assert resumed["steps"] == straight["steps"] == 10
+    a = torch.load(Path(straight["run_dir"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(Path(resumed["run_dir"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # A finished run is not redone by --resume, and no second set of rows is appended.
+    rows = (tmp_path / "b" / "results" / "results.csv").read_text().splitlines()
+    run_task(options(data_root, tmp_path / "b", resume=True, **kw))
+    assert (tmp_path / "b" / "results" / "results.csv").read_text().splitlines() == rows
+
+
+def test_rows_layer_and_lr_sweep(data_root, tmp_path):
+    summary = run_task(options(data_root, tmp_path, layer=1, lr_sweep=True,
+                               overrides=FAST + ["sweep.grid=[0.0001, 0.01]", "sweep.steps=2"]))
+    sweep = json.loads((Path(summary["run_dir"]) / "lr_sweep.json").read_text())
+    assert sweep["chosen_lr"] in (1e-4, 1e-2)
+    with open(tmp_path / "results" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["split"], r["metric"]) for r in rows] == [("dev", "accuracy"), ("test", "accuracy")]
+    assert all(float(r["lr"]) == sweep["chosen_lr"] and r["layer"] == "1" for r in rows)
+    assert rows[0]["layer_weights"].split() == ["0.0000", "1.0000", "0.0000"]
+    assert rows[0]["upstream"] == TINY_UPSTREAM and int(rows[0]["params"]) > 0
+
+
+def test_skip_bad_audio(tmp_path):
+    root = tmp_path / "data"
+    write_fsc(root)
+    bad = root / "fluent_speech_commands_dataset" / "wavs" / "speakers" / "S1" / "train1.wav"
+    bad.write_bytes(b"RIFF not really audio")
+    with pytest.raises(ValueError, match="train1.wav"):
+        run_task(options(root, tmp_path))
+    summary = run_task(options(root, tmp_path, skip_bad_audio=True))
+    skipped = json.loads((Path(summary["run_dir"]) / "skipped_audio.json").read_text())
+    assert list(skipped) == ["wavs/speakers/S1/train1.wav"]
+
+
+def test_batches_are_sized_by_seconds():
+    assert pack_by_seconds([0, 1, 2, 3], [1.0, 2.0, 5.0, 1.0], 3.0) == [[0, 1], [2], [3]]
+    durations = [0.5 + 0.1 * (i % 7) for i in range(40)]
+    a, b = epoch_batches(durations, 2.0, seed=3, epoch=1), epoch_batches(durations, 2.0, seed=3, epoch=1)
+    assert a == b and a != epoch_batches(durations, 2.0, seed=3, epoch=2)
+    assert sorted(i for batch in a for i in batch) == list(range(40))
+    assert all(sum(durations[i] for i in batch) <= 2.0 for batch in a)
+    weights = [1.0 if i < 20 else 0.0 for i in range(40)]
+    drawn = [i for batch in epoch_batches(durations, 2.0, 0, 0, weights) for i in batch]
+    assert len(drawn) == 40 and max(drawn) < 20
+    assert eval_batches([1.0, 3.0, 2.0], 3.0) == [[1], [2, 0]]  # longest first
+
+
+APPEND_100_ROWS = """
+import sys
+from pathlib import Path
+from benchmark import results
+info = results.RunInfo(sys.argv[2], 1, "h", "ks", 0, "c", "r")
+for i in range(100):
+    results.append_rows(Path(sys.argv[1]), results.format_rows(info, {"test": {"accuracy": i}}, 1, 0.1, 1e-3, [0.5]))
+"""
+
+
+def test_concurrent_appends_keep_every_row(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    procs = [subprocess.Popen([sys.executable, "-c", APPEND_100_ROWS, str(tmp_path), f"up{k}"], cwd=root)
+             for k in range(2)]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 200
+    assert all(len(r) == len(results.COLUMNS) and None not in r.values() for r in rows)
+    for k in range(2):
+        assert sorted(int(float(r["value"])) for r in rows if r["upstream"] == f"up{k}") == list(range(100))
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys, data_root):
+    from run_benchmark import main
+
+    assert main(["--upstream", TINY_UPSTREAM, "--task", "nope", "--data-root", str(data_root)]) == 2
+    assert "valid tasks:" in capsys.readouterr().err
+    assert main(["--upstream", "nope", "--task", "ic", "--data-root", str(data_root)]) == 2
+    assert "Registered:" in capsys.readouterr().err
+    assert main(["--upstream", TINY_UPSTREAM, "--task", "ks", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "speech_commands_v0.01" in err and "DATA_LAYOUTS" in err
+    assert main(["--upstream", TINY_UPSTREAM, "--task", "ic", "--data-root", str(data_root), "-o", "optimizer.lrr=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
