@@ -1,0 +1,51 @@
+"""SUPERB score against the published leaderboard, and the report table/plots from a results CSV."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark import results
+from benchmark.report import build_report
+from benchmark.superb_score import load_reference, superb_score
+
+
+def test_superb_score_reproduces_the_leaderboard():
+    ref = load_reference()
+    assert superb_score(ref.published["hubert_base"], ref.fbank, ref.sota, ref) == pytest.approx(941, abs=1)
+    assert superb_score(ref.published["distilhubert"], ref.fbank, ref.sota, ref) == pytest.approx(717, abs=1)
+    assert superb_score(ref.fbank, ref.fbank, ref.sota, ref) == 0
+    partial = dict(ref.published["hubert_base"])
+    del partial["SD"]
+    assert superb_score(partial, ref.fbank, ref.sota, ref) is None  # a missing task is not silently skipped
+
+
+def _append(results_dir, upstream, task, metric, value, fold=None, weights=None):
+    info = results.RunInfo(upstream, 1_000_000, "h", task, 0, "c", "r", fold=fold)
+    results.append_rows(results_dir, results.format_rows(info, {"dev": {metric: value + 1}, "test": {metric: value}},
+                                                         10, 1.0, 1e-3, weights))
+
+
+def test_report_table_folds_latest_rows_and_plots(tmp_path):
+    for up, acc, per in [("fbank", 50.0, 80.0), ("student", 70.0, 20.0)]:
+        (tmp_path / up).mkdir()
+        (tmp_path / up / "upstream_stats.json").write_text(json.dumps(
+            {"params": 2_000_000, "macs_per_second": 3e9, "rtf": 0.05, "checkpoint_hash": "h"}))
+        _append(tmp_path, up, "ks", "accuracy", acc - 10)  # superseded by the next row
+        _append(tmp_path, up, "ks", "accuracy", acc, weights=[0.2, 0.3, 0.5])
+        _append(tmp_path, up, "pr", "per", per, weights=[0.6, 0.2, 0.2])
+        _append(tmp_path, up, "er", "accuracy", acc, fold=1)
+        _append(tmp_path, up, "er", "accuracy", acc + 10, fold=2)
+    report = build_report(tmp_path)
+    t = report.table.set_index("upstream")
+    assert t.loc["student", "ks accuracy"] == 70.0 and t.loc["student", "er accuracy"] == 75.0
+    assert t.loc["student", "er_folds"] == 2 and t.loc["fbank", "params_M"] == 2.0
+    assert t.loc["fbank", "SUPERB_local"] == pytest.approx(0.0) and t.loc["student", "SUPERB_rel"] == pytest.approx(1000)
+    ref = load_reference()
+    expected = sum(1000 * (v - ref.fbank[c]) / (ref.sota[c] - ref.fbank[c])
+                   for c, v in [("PR", 20.0), ("KS", 70.0), ("ER", 75.0)]) / 3
+    assert t.loc["student", "SUPERB_s"] == pytest.approx(expected)
+    assert "| student |" in report.markdown
+    names = {p.name for p in report.files}
+    assert {"report.csv", "REPORT.md", "layer_weights_student.png", "tasks_by_upstream.png"} <= names
+    assert all(p.stat().st_size > 0 for p in report.files)
