@@ -10,7 +10,7 @@ from typing import Callable
 
 from common.io import atomic_write_text, sha256_file
 
-from . import librispeech, unlabeled
+from . import fluent, iemocap, libri2mix, librispeech, quesst, snips, speech_commands, unlabeled, voxceleb
 from .card import render_card
 from .context import Context
 from .render import STATE_DIR, run_jobs
@@ -21,6 +21,13 @@ MANIFEST = "MANIFEST.sha256"
 # Task builders in build order; each has ``plan(ctx) -> (jobs, finish)``, ``finish(results) -> stats``.
 BUILDERS: dict[str, Callable] = {
     "librispeech": librispeech.plan,
+    "speech_commands": speech_commands.plan,
+    "fluent": fluent.plan,
+    "voxceleb": voxceleb.plan,
+    "iemocap": iemocap.plan,
+    "quesst": quesst.plan,
+    "snips": snips.plan,
+    "libri2mix": libri2mix.plan,
     "unlabeled": unlabeled.plan,
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 from pathlib import Path
@@ -36,6 +37,11 @@ def jittered(style: Style, rng: np.random.Generator) -> Style:
     return dataclasses.replace(style, rate=style.rate * float(rng.uniform(0.92, 1.08)),
                                pitch=style.pitch + int(rng.integers(-4, 5)),
                                volume=max(10, style.volume + int(rng.integers(-10, 11))))
+
+
+def _ms(seconds: float) -> float:
+    """Seconds rounded down to the millisecond, so a written end time never passes the end of the audio."""
+    return math.floor(seconds * 1000) / 1000
 
 
 def _pause(rng: np.random.Generator, low: float = 0.05, high: float = 0.25) -> np.ndarray:
@@ -70,7 +76,7 @@ class SpeechJob:
                 pieces.append(_pause(rng))
                 t += len(pieces[-1]) / SAMPLE_RATE
             pieces.append(audio)
-            spans.append([round(t, 3), round(t + len(audio) / SAMPLE_RATE, 3)])
+            spans.append([_ms(t), _ms(t + len(audio) / SAMPLE_RATE)])
             t += len(audio) / SAMPLE_RATE
             if self.phonemes and phonemes is not None:
                 phones += espeak_to_cmu(phonemes, where=self.path)
@@ -80,7 +86,7 @@ class SpeechJob:
             wav = wav[:n]
             offset = int(rng.integers(0, n - len(wav) + 1))
             wav = np.pad(wav, (offset, n - len(wav) - offset))
-            spans = [[round(offset / SAMPLE_RATE + a, 3), round(min(self.clip_seconds, offset / SAMPLE_RATE + b), 3)]
+            spans = [[_ms(offset / SAMPLE_RATE + a), _ms(min(self.clip_seconds, offset / SAMPLE_RATE + b))]
                      for a, b in spans]
         wav = normalise_peak(degrade(wav, rng, self.degradation), rng)
         result = {"duration": round(len(wav) / SAMPLE_RATE, 4), "chunks": spans}
@@ -139,8 +145,8 @@ class MixJob:
         for turn, audio, start in zip(self.turns, audios, starts):
             audio = audio / (np.sqrt(np.mean(audio ** 2)) + 1e-9) * gains[turn.speaker.name]
             wav[lead + start: lead + start + len(audio)] += audio
-            segments.append([turn.speaker.name, round((lead + start) / SAMPLE_RATE, 3),
-                             round((lead + start + len(audio)) / SAMPLE_RATE, 3)])
+            segments.append([turn.speaker.name, _ms((lead + start) / SAMPLE_RATE),
+                             _ms((lead + start + len(audio)) / SAMPLE_RATE)])
         wav = normalise_peak(degrade(wav, rng, self.degradation), rng)
         return wav, {"duration": round(len(wav) / SAMPLE_RATE, 4), "segments": segments}
 

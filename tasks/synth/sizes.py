@@ -26,6 +26,7 @@ class SpeechCommandsSize:
     validation_speakers: int = 6
     testing_speakers: int = 6
     test_set_speakers: int = 8
+    keyword_repeats: int = 2  # times each speaker says each of the 10 keywords
     auxiliary_words_per_speaker: int = 6  # of the 20 non-keyword words, each speaker says this many
     background_seconds: float = 30.0
     test_set_unknown_per_speaker: int = 3
