@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -18,46 +19,53 @@ Distance = Literal["cosine", "cosine_exp"]
 
 
 def frame_distances(query: torch.Tensor, docs: torch.Tensor, distance: Distance = "cosine_exp",
-                    minmax_norm: bool = True, doc_lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """Distance matrices ``[document, query_frame, doc_frame]`` for ``query`` ``[query_frame, feature]`` and
-    padded ``docs`` ``[document, doc_frame, feature]``; padded document frames get ``+inf``."""
-    q = F.normalize(query.double(), dim=-1)
-    d = F.normalize(docs.double(), dim=-1)
-    dist = (1.0 - torch.einsum("qf,ntf->nqt", q, d)).clamp(min=0.0)
+                    minmax_norm: bool = True, doc_lengths: torch.Tensor | None = None,
+                    docs_normalised: bool = False) -> torch.Tensor:
+    """Distance matrices ``[query_frame, document, doc_frame]`` (float32) for ``query`` ``[query_frame, feature]``
+    and padded ``docs`` ``[document, doc_frame, feature]``; padded document frames get ``+inf``. Query frames come
+    first so that the DTW recursion reads one contiguous ``[document, doc_frame]`` slab per step.
+    ``docs_normalised`` says the document frames already have unit L2 norm (saves redoing it per query)."""
+    q = F.normalize(query.float(), dim=-1)
+    d = docs.float() if docs_normalised else F.normalize(docs.float(), dim=-1)
+    dist = torch.einsum("qf,ntf->qnt", q, d).neg_().add_(1.0).clamp_(min=0.0)  # in place: these are large
     if distance == "cosine_exp":
-        dist = torch.expm1(dist)
+        dist = dist.expm1_()
     elif distance != "cosine":
         raise ValueError(f"unknown DTW distance {distance!r}; expected 'cosine' or 'cosine_exp'")
-    valid = None
+    padding = None
     if doc_lengths is not None:
-        valid = (torch.arange(docs.shape[1], device=docs.device)[None, :] < doc_lengths[:, None])[:, None, :]
+        padding = (torch.arange(docs.shape[1], device=docs.device)[None, :] >= doc_lengths[:, None])[None, :, :]
     if minmax_norm:
-        lo = dist.masked_fill(~valid, float("inf")) if valid is not None else dist
-        hi = dist.masked_fill(~valid, float("-inf")) if valid is not None else dist
-        lo = lo.amin(dim=2, keepdim=True)
-        hi = hi.amax(dim=2, keepdim=True)
-        dist = (dist - lo) / (hi - lo).clamp(min=1e-9)
-    if valid is not None:
-        dist = dist.masked_fill(~valid, float("inf"))
+        if padding is not None:  # distances are >= 0, so zeros on padding leave each row's maximum unchanged
+            dist.masked_fill_(padding, 0.0)
+        hi = dist.amax(dim=2, keepdim=True)
+    if padding is not None:
+        dist.masked_fill_(padding, float("inf"))
+    if minmax_norm:
+        lo = dist.amin(dim=2, keepdim=True)
+        dist.sub_(lo).div_((hi - lo).clamp_(min=1e-9))  # padding stays +inf
     return dist
 
 
 def subsequence_dtw_cost(dist: torch.Tensor) -> torch.Tensor:
-    """Best normalised subsequence-DTW cost per document, ``[document]``, from ``dist`` ``[document, q, t]``.
+    """Best normalised subsequence-DTW cost per document, ``[document]``, from ``dist`` ``[q, document, t]``.
 
     Recursion (asymmetric step pattern, open begin/end): ``g[0, t] = d[0, t]``;
     ``g[i, t] = d[i, t] + min(g[i-1, t], g[i-1, t-1], g[i-1, t-2])``; cost = ``min_t g[Q-1, t] / Q``.
+    The loop runs in NumPy: its many small element-wise steps are faster single-threaded than through torch's
+    thread pool on a busy machine.
     """
     if dist.dim() != 3:
-        raise ValueError(f"expected distances [document, query_frame, doc_frame], got {tuple(dist.shape)}")
-    inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
-    g = dist[:, 0, :]
-    for i in range(1, dist.shape[1]):
-        stay = g
-        one = F.pad(g[:, :-1], (1, 0), value=float("inf"))
-        two = F.pad(g[:, :-2], (2, 0), value=float("inf")) if g.shape[1] > 1 else torch.full_like(g, inf)
-        g = dist[:, i, :] + torch.minimum(torch.minimum(stay, one), two)
-    return g.amin(dim=1) / dist.shape[1]
+        raise ValueError(f"expected distances [query_frame, document, doc_frame], got {tuple(dist.shape)}")
+    d = np.ascontiguousarray(dist.detach().cpu().numpy())
+    g = d[0].copy()
+    best = np.empty_like(g)
+    for i in range(1, d.shape[0]):
+        best[:] = g  # predecessor cost: min over staying at t, or coming from t-1 or t-2
+        np.minimum(best[:, 1:], g[:, :-1], out=best[:, 1:])
+        np.minimum(best[:, 2:], g[:, :-2], out=best[:, 2:])
+        np.add(best, d[i], out=g)
+    return torch.from_numpy(g.min(axis=1) / d.shape[0])
 
 
 def match_scores(queries: list[torch.Tensor], docs: list[torch.Tensor], distance: Distance = "cosine_exp",
@@ -73,13 +81,13 @@ def match_scores(queries: list[torch.Tensor], docs: list[torch.Tensor], distance
         raise ValueError(f"document {int((lengths == 0).nonzero()[0])} has no frames")
     for start in range(0, len(docs), doc_batch):
         chunk = docs[start:start + doc_batch]
-        padded = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
+        padded = F.normalize(torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True).float(), dim=-1)
         chunk_lengths = lengths[start:start + doc_batch]
         for qi, query in enumerate(queries):
             if len(query) < min_query_frames:
                 continue
-            dist = frame_distances(query, padded, distance, minmax_norm, chunk_lengths)
-            scores[qi, start:start + len(chunk)] = -subsequence_dtw_cost(dist)
+            dist = frame_distances(query, padded, distance, minmax_norm, chunk_lengths, docs_normalised=True)
+            scores[qi, start:start + len(chunk)] = -subsequence_dtw_cost(dist).double()
     return scores
 
 

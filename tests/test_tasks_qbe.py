@@ -96,13 +96,13 @@ def test_subsequence_dtw_matches_loop_and_finds_embedded_query():
         dist = frame_distances(query, padded, distance, True, lengths)
         costs = subsequence_dtw_cost(dist)
         for k, doc in enumerate(docs):
-            ref = _reference_sdtw(dist[k, :, : len(doc)].numpy())
-            assert costs[k].item() == pytest.approx(ref, rel=1e-9)
+            ref = _reference_sdtw(dist[:, k, : len(doc)].numpy())
+            assert costs[k].item() == pytest.approx(ref, rel=1e-5)
     scores = match_scores([query], docs, doc_batch=2)
     assert scores.shape == (1, 3)
     assert int(scores[0].argmax()) == 0
     z = znorm_per_query(scores)
-    assert z.mean().item() == pytest.approx(0.0, abs=1e-9)
+    assert z.mean().item() == pytest.approx(0.0, abs=1e-6)
     # queries shorter than min_query_frames score 0 everywhere (s3prl)
     assert match_scores([query[:3]], docs).abs().max().item() == 0.0
 
