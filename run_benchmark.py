@@ -36,7 +36,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-sweep", action="store_true", help="choose the learning rate on dev over sweep.grid")
     p.add_argument("--no-cache", action="store_true", help="run the upstream in the loop instead of the cache")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="feature cache (default $DISTILSUPERB_CACHE or ~/.cache/distilsuperb/features)")
+                   help="feature cache (default $DISTILSUPERB_CACHE/features, i.e. ~/.cache/distilsuperb/features)")
     p.add_argument("--fold", type=int, default=None, help="cross-validation fold (ER: test session 1..5)")
     p.add_argument("--skip-bad-audio", action="store_true",
                    help="skip unreadable audio files (listed in the run folder) instead of stopping")

@@ -4,7 +4,7 @@ Layout: ``<cache_dir>/<weights-hash[:16]>/<key[:2]>/<key>.npy``, one fp16 array 
 utterance, read back memory-mapped (only the needed layer is touched with ``--layer``). ``key`` hashes the utterance
 id and the audio's identity (absolute path, size, mtime, slice), so an edited file or a different slice misses.
 The weights hash makes a retrained or different upstream miss too. Writes are atomic: a killed extraction leaves no
-half-written array behind. Default location: ``$DISTILSUPERB_CACHE`` or ``~/.cache/distilsuperb/features``.
+half-written array behind. Default location: ``$DISTILSUPERB_CACHE/features`` (``DISTILSUPERB_CACHE`` defaults to ``~/.cache/distilsuperb``).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def default_cache_dir() -> Path:
     env = os.environ.get("DISTILSUPERB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "distilsuperb" / "features"
+    return (Path(env) if env else Path.home() / ".cache" / "distilsuperb") / "features"
 
 
 def weights_hash(upstream: torch.nn.Module) -> str:

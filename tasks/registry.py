@@ -48,13 +48,22 @@ def _discover() -> None:
         importlib.import_module(f"tasks.{info.name}")
 
 
+def _is_module(name: str) -> bool:
+    package_dir = Path(__file__).resolve().parent
+    return name.isidentifier() and name not in _NOT_TASK_MODULES and (
+        (package_dir / f"{name}.py").is_file() or (package_dir / name / "__init__.py").is_file())
+
+
 def list_tasks() -> list[str]:
     _discover()
     return sorted(_TASKS)
 
 
 def get_task_class(name: str) -> type[Task]:
-    _discover()
+    if name not in _TASKS and _is_module(name):
+        importlib.import_module(f"tasks.{name}")  # the usual case: task "ks" lives in tasks/ks.py (or tasks/ks/)
+    if name not in _TASKS:
+        _discover()
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
     return _TASKS[name]

@@ -156,3 +156,14 @@ def test_cli_errors_name_the_problem(tmp_path, capsys, data_root):
     assert "speech_commands_v0.01" in err and "DATA_LAYOUTS" in err
     assert main(["--upstream", TINY_UPSTREAM, "--task", "ic", "--data-root", str(data_root), "-o", "optimizer.lrr=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_no_cache_and_trainable_upstream(data_root, tmp_path):
+    live = run_task(options(data_root, tmp_path, use_cache=False, max_steps=3))
+    assert not (tmp_path / "cache").exists() and "accuracy" in live["metrics"]["test"]
+    tuned = run_task(options(data_root, tmp_path, upstream_trainable=True, max_steps=3,
+                             overrides=FAST + ["optimizer.lr=0.05"]))
+    saved = torch.load(Path(tuned["run_dir"]) / "checkpoints" / "best.pt", weights_only=False)
+    start = TinyFrameUpstream().state_dict()
+    assert not (tmp_path / "cache").exists()
+    assert any(not torch.equal(saved["upstream"][k], start[k]) for k in start)  # the upstream was fine-tuned
