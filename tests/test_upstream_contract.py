@@ -19,7 +19,7 @@ INVARIANCE_CONFIGS = {
 @pytest.mark.parametrize("name", sorted(INVARIANCE_CONFIGS))
 def test_batch_invariance(name):
     """Each utterance's features alone == batched with longer and shorter ones (one padded batch, no buckets)."""
-    up = random_upstream(INVARIANCE_CONFIGS[name], include_pred_heads=name == "fbank_student", bucket_ratio=0.0)
+    up = random_upstream(INVARIANCE_CONFIGS[name], include_pred_heads=name == "fbank_student", bucket_fill=0.0)
     perturb_(up, seed=5)
     wavs = random_wavs([4000, 12000, 1500, 7777], seed=1)
     batched = up(wavs)
@@ -40,7 +40,7 @@ def test_bucketed_extraction_equals_single_batch():
     wavs = random_wavs([16000, 2000, 15000, 3000, 800, 9000], seed=2)
     assert len(up.buckets([w.numel() for w in wavs])) > 1
     bucketed = up(wavs)
-    up.bucket_ratio = 0.0
+    up.bucket_fill = 0.0
     single = up(wavs)
     assert torch.equal(bucketed.lengths, single.lengths)
     for a, b in zip(bucketed.hidden_states, single.hidden_states):

@@ -31,9 +31,9 @@ def conv_output_lengths(lengths: torch.Tensor, kernel: int, stride: int) -> torc
 class MaskedGroupNorm(nn.Module):
     """GroupNorm with one group per channel (HuBERT Base's first conv layer), statistics over valid frames only.
 
-    Input ``[batch, channel, time]`` and a ``[batch, time]`` valid mask. With no padding it equals
-    ``nn.GroupNorm(channels, channels)``; with padding, the padded zeros do not shift the mean and variance
-    (they do in fairseq/transformers, which is why their features change with the batch).
+    Input ``[batch, channel, time]`` and valid lengths ``[batch]``. With no padding it is ``nn.GroupNorm(C, C)``;
+    with padding, each utterance is normalised over its own valid frames (fairseq/transformers include the padded
+    zeros in the statistics, which is why their features change with the batch) and padded frames are zero.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -42,13 +42,15 @@ class MaskedGroupNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask[:, None, :].to(x.dtype)
-        count = m.sum(-1, keepdim=True).clamp(min=1)
-        mean = (x * m).sum(-1, keepdim=True) / count
-        var = (((x - mean) * m) ** 2).sum(-1, keepdim=True) / count  # biased, as GroupNorm
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        return x * self.weight[None, :, None] + self.bias[None, :, None]
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        if bool((lengths == x.shape[-1]).all()):
+            return F.group_norm(x, channels, self.weight, self.bias, self.eps)
+        out = torch.zeros_like(x)
+        for b, n in enumerate(lengths.tolist()):  # one fused kernel per utterance over its valid frames
+            if n > 0:
+                out[b, :, :n] = F.group_norm(x[b:b + 1, :, :n], channels, self.weight, self.bias, self.eps)[0]
+        return out
 
 
 class ConvLayerBlock(nn.Module):
@@ -74,13 +76,16 @@ class ConvLayerBlock(nn.Module):
         """x: ``[batch, in_channel, time]`` → ``[batch, out_channel, frame]``, and the new valid lengths."""
         x = self.conv(x)
         lengths = conv_output_lengths(lengths, self.kernel, self.stride)
-        mask = valid_mask(lengths, x.shape[-1])
+        padded = not bool((lengths == x.shape[-1]).all())
         if self.norm_kind == "group_norm":
-            x = self.layer_norm(x, mask)
+            x = self.layer_norm(x, lengths)  # zero past each length already, and GELU(0) = 0
+            padded = False
         elif self.norm_kind == "layer_norm":
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)  # LayerNorm wants channels last
         x = F.gelu(x)
-        return x * mask[:, None, :].to(x.dtype), lengths
+        if padded:
+            x = x * valid_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        return x, lengths
 
 
 class ConvFrontEnd(nn.Module):
@@ -109,7 +114,9 @@ class ConvFrontEnd(nn.Module):
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """wav ``[batch, sample]`` → features ``[batch, frame, channel]`` and frame lengths ``[batch]``."""
-        x = wav[:, None, :] * valid_mask(lengths, wav.shape[-1])[:, None, :].to(wav.dtype)
+        x = wav[:, None, :]
+        if not bool((lengths == wav.shape[-1]).all()):
+            x = x * valid_mask(lengths, wav.shape[-1])[:, None, :].to(wav.dtype)
         for block in self.conv_layers:
             x, lengths = block(x, lengths)
         return x.transpose(1, 2), lengths  # channels last for the projection

@@ -160,19 +160,19 @@ class HubertUpstream(Upstream):
 
     hidden_states: ``layers + 1`` entries (transformers' convention), plus one per prediction head when
     ``include_pred_heads``. ``extract`` sorts the batch by length and runs similar lengths together (less padding
-    to compute); since padding never leaks, the result equals running each utterance alone.
+    to compute; ``bucket_fill=0`` runs one padded batch); since padding never leaks, the result equals running
+    each utterance alone.
     Runs under ``torch.no_grad`` rather than ``inference_mode`` so trainable heads can consume the outputs.
     """
 
     downsample_rate = 320
 
-    def __init__(self, model: HubertModel, include_pred_heads: bool = False, bucket_ratio: float = 0.8,
-                 max_bucket_samples: int = 16000 * 240):
+    def __init__(self, model: HubertModel, include_pred_heads: bool = False, bucket_fill: float = 0.7,
+                 min_bucket_size: int = 4, max_bucket_samples: int = 16000 * 240):
         super().__init__()
         self.model = model.eval()
         self.include_pred_heads = include_pred_heads
-        self.bucket_ratio = bucket_ratio
-        self.max_bucket_samples = max_bucket_samples
+        self.bucket_fill, self.min_bucket_size, self.max_bucket_samples = bucket_fill, min_bucket_size, max_bucket_samples
         if include_pred_heads and model.pred_heads is None:
             raise ValueError("include_pred_heads=True but the model has no prediction heads")
 
@@ -211,17 +211,27 @@ class HubertUpstream(Upstream):
         return states, frames
 
     def buckets(self, lengths: list[int]) -> list[list[int]]:
-        """Indices grouped longest first; a bucket closes when an utterance is shorter than ``bucket_ratio`` × its
-        longest or the bucket's padded size would pass ``max_bucket_samples``."""
+        """Indices grouped longest first. An utterance joins the current group while the group stays at least
+        ``bucket_fill`` real audio (vs padding) and within ``max_bucket_samples`` padded samples; a trailing group
+        of fewer than ``min_bucket_size`` joins the one before it (on CPU, tiny batches run less efficiently than
+        a little padding costs)."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         groups: list[list[int]] = []
         for i in order:
             if groups:
-                head = lengths[groups[-1][0]]
-                if lengths[i] >= self.bucket_ratio * head and head * (len(groups[-1]) + 1) <= self.max_bucket_samples:
-                    groups[-1].append(i)
+                group = groups[-1]
+                padded = lengths[group[0]] * (len(group) + 1)
+                real = sum(lengths[j] for j in group) + lengths[i]
+                if real >= self.bucket_fill * padded and padded <= self.max_bucket_samples:
+                    group.append(i)
                     continue
             groups.append([i])
+        if len(groups) > 1 and len(groups[-1]) < self.min_bucket_size:
+            tail = groups.pop()
+            if lengths[groups[-1][0]] * (len(groups[-1]) + len(tail)) <= self.max_bucket_samples:
+                groups[-1] += tail
+            else:
+                groups.append(tail)
         return groups
 
     def extract(self, wavs: list[torch.Tensor]) -> UpstreamOutput:
