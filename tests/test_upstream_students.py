@@ -70,6 +70,7 @@ def test_fbank_student_and_width_change():
     copied = init_student_from_teacher(fbank, teacher)
     assert "front_end" not in copied and "feature_projection" in copied and "encoder.layers.1" in copied
     assert fbank.frame_lengths(torch.tensor([16000])).item() == 49  # 20 ms frames like the CNN
+    assert HubertUpstream(fbank).downsample_rate == 320 and HubertUpstream(fbank).min_samples() == 560
     narrow = HubertModel(student_config_from_teacher(teacher.cfg, 2, (1, 2, 4), width=32))
     copied = init_student_from_teacher(narrow, teacher)
     assert copied == ["front_end"]  # everything after the CNN has another width

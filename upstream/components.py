@@ -106,6 +106,7 @@ class ConvFrontEnd(nn.Module):
             in_channels = channels
         self.conv_layers = nn.ModuleList(blocks)
         self.output_dim = in_channels
+        self.downsample_rate = math.prod(stride for _, _, stride in layers)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for block in self.conv_layers:
@@ -138,6 +139,7 @@ class FbankFrontEnd(nn.Module):
             center=False, power=2.0)
         self.stack = nn.Conv1d(n_mels, output_dim, kernel_size=2, stride=2)
         self.output_dim = output_dim
+        self.downsample_rate = 2 * self.hop
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_lengths(conv_output_lengths(lengths, self.win, self.hop), 2, 2)
@@ -256,7 +258,9 @@ class Encoder(nn.Module):
     """Positional conv + transformer layers; returns every hidden state in transformers' convention.
 
     Post-LN: entry 0 = LayerNorm(x + pos_conv(x)); pre-LN: entry 0 = x + pos_conv(x) and the final LayerNorm is
-    applied to the last entry only. Frames past the valid lengths are zero in every entry.
+    applied to the last entry only (as fairseq/s3prl and transformers 4 do; transformers 5 records the last layer
+    before it in ``hidden_states`` and after it in ``last_hidden_state``). Frames past the valid lengths are zero
+    in every entry.
     """
 
     def __init__(self, dim: int, ffn_dim: int, heads: int, layers: int, layer_norm_first: bool, conv_pos: int,

@@ -99,6 +99,11 @@ class HubertModel(nn.Module):
             self.codeword_emb = nn.Parameter(torch.empty(cfg.num_codewords, cfg.final_dim).uniform_())
         self.apply(_init_weights)
 
+    @property
+    def downsample_rate(self) -> int:
+        """Samples per output frame: the product of the CNN strides (320 for HuBERT; the Fbank front end too)."""
+        return self.front_end.downsample_rate
+
     def frame_lengths(self, wav_lengths: torch.Tensor) -> torch.Tensor:
         """Output frames ``[batch]`` for waveforms of ``wav_lengths`` samples."""
         return self.front_end.output_lengths(wav_lengths)
@@ -158,7 +163,8 @@ def _init_weights(module: nn.Module) -> None:
 class HubertUpstream(Upstream):
     """A frozen :class:`HubertModel` behind the upstream contract.
 
-    hidden_states: ``layers + 1`` entries (transformers' convention), plus one per prediction head when
+    hidden_states: ``layers + 1`` entries (transformers' convention; for pre-LN models the last entry includes the
+    final LayerNorm, like transformers' ``last_hidden_state`` and s3prl), plus one per prediction head when
     ``include_pred_heads``. ``extract`` sorts the batch by length and runs similar lengths together (less padding
     to compute; ``bucket_fill=0`` runs one padded batch); since padding never leaks, the result equals running
     each utterance alone.
@@ -172,6 +178,7 @@ class HubertUpstream(Upstream):
         super().__init__()
         self.model = model.eval()
         self.include_pred_heads = include_pred_heads
+        self.downsample_rate = model.downsample_rate
         self.bucket_fill, self.min_bucket_size, self.max_bucket_samples = bucket_fill, min_bucket_size, max_bucket_samples
         if include_pred_heads and model.pred_heads is None:
             raise ValueError("include_pred_heads=True but the model has no prediction heads")
