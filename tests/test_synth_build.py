@@ -52,3 +52,9 @@ def test_different_seed_changes_the_audio(tmp_path):
     assert a["librispeech"]["train-clean-100"]["utterances"] > 0
     build_corpus(tmp_path / "b", size="tiny", seed=2, workers=2, verbose=False, tasks=["librispeech"])
     assert _manifest(tmp_path / "a") != _manifest(tmp_path / "b")
+
+
+def test_folder_refuses_a_second_size_or_seed(tmp_path):
+    build_corpus(tmp_path, size="tiny", seed=5, workers=1, verbose=False, tasks=["snips"])
+    with pytest.raises(ValueError, match="Use another --out folder"):
+        build_corpus(tmp_path, size="tiny", seed=6, workers=1, verbose=False, tasks=["snips"])

@@ -122,11 +122,15 @@ def test_iemocap_labels_match_files_and_sessions_have_own_speakers(tiny_corpus):
 
 def test_quesst_ground_truth_inside_documents(tiny_corpus):
     root = tiny_corpus / "quesst14Database"
-    docs = {line.split()[0] for line in _lines(root / "scoring" / "language_key_utterances.lst")}
+    keys = [line.split() for line in _lines(root / "scoring" / "language_key_utterances.lst")]
+    assert all(lang == "nnenglish" and (root / path.split("/", 1)[1]).is_file() for path, lang in keys)
+    docs = {Path(path).stem for path, _ in keys}
     durations = {d: _duration(root / "Audio" / f"{d}.wav") for d in docs}
     for split in ("dev", "eval"):
-        queries = {line.split()[0] for line in _lines(root / "scoring" / f"language_key_{split}.lst")}
-        assert len(queries) >= 2 and all((root / f"{split}_queries" / f"{q}.wav").is_file() for q in queries)
+        keys = [line.split()[0] for line in _lines(root / "scoring" / f"language_key_{split}.lst")]
+        assert all((root / path.split("/", 1)[1]).is_file() for path in keys)
+        queries = {Path(path).stem for path in keys}
+        assert len(queries) >= 2 and all(q.startswith(f"quesst14_{split}_") for q in queries)
         truth = root / "scoring" / f"groundtruth_quesst14_{split}"
         hits = [line.split() for line in _lines(truth / f"quesst14_{split}.rttm")]
         assert {h[5] for h in hits} == queries
@@ -183,4 +187,4 @@ def test_unlabeled_pool_and_card(tiny_corpus):
     files = sorted((tiny_corpus / "unlabeled").rglob("*.flac"))
     assert len(files) >= 20 and sum(_duration(f) for f in files) > 60
     card = (tiny_corpus / "CORPUS.md").read_text()
-    assert "| librispeech | train-clean-100 |" in card and "espeak-ng" in card
+    assert "| librispeech | train-clean-100 |" in card and "overlap of speech" in card and "espeak-ng" in card

@@ -2,6 +2,7 @@
 each dataset's label files, ``CORPUS.md`` and ``MANIFEST.sha256``."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -41,6 +42,18 @@ def write_manifest(root: Path) -> int:
     return len(lines)
 
 
+def _claim(root: Path, size: str, seed: int) -> None:
+    """Refuse to mix two corpora in one folder: a folder holds one (size, seed) build, resumed as often as needed."""
+    marker = root / STATE_DIR / "build.json"
+    wanted = {"size": size, "seed": seed}
+    if marker.exists():
+        found = json.loads(marker.read_text())
+        if found != wanted:
+            raise ValueError(f"{root} holds a corpus built with {found}; asked for {wanted}. Use another --out folder.")
+    else:
+        atomic_write_text(marker, json.dumps(wanted) + "\n")
+
+
 def _progress(count: int, total: int) -> None:
     if count == total or count % 500 == 0:
         print(f"  rendered {count}/{total}", file=sys.stderr, flush=True)
@@ -59,6 +72,7 @@ def build_corpus(out: str | Path, size: str = "small", seed: int = 0, workers: i
     if unknown:
         raise ValueError(f"unknown corpus parts {sorted(unknown)}; known: {', '.join(BUILDERS)}")
     started = time.time()
+    _claim(root, size, seed)
     plans = {name: plan(ctx) for name, plan in BUILDERS.items() if not tasks or name in tasks}
     jobs = [job for jobs, _ in plans.values() for job in jobs]
     if verbose:

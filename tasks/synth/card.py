@@ -11,11 +11,13 @@ TEMPLATE = Path(__file__).parent / "CORPUS.template.md"
 
 
 def _table(stats: dict[str, dict]) -> str:
-    rows = ["| part | split | utterances / files | hours | speakers |", "|---|---|---:|---:|---:|"]
+    rows = ["| part | split | utterances / files | hours | speakers | notes |", "|---|---|---:|---:|---:|---|"]
+    main = ("utterances", "hours", "speakers")
     for part, splits in stats.items():
         for split, st in splits.items():
+            notes = ", ".join(f"{k}: {v}" for k, v in st.items() if k not in main)
             rows.append(f"| {part} | {split} | {st.get('utterances', '')} | {st.get('hours', '')} "
-                        f"| {st.get('speakers', '')} |")
+                        f"| {st.get('speakers', '')} | {notes} |")
     return "\n".join(rows)
 
 

@@ -62,12 +62,15 @@ def plan(ctx: Context):
 
     def finish(results: dict[str, dict]) -> dict:
         scoring = ctx.root / ROOT / "scoring"
-        atomic_write_text(scoring / "language_key_utterances.lst", "".join(f"{d[0]} {LANGUAGE}\n" for d in docs))
+        # Official key lines hold the audio path behind one leading folder, which s3prl strips off.
+        atomic_write_text(scoring / "language_key_utterances.lst",
+                          "".join(f"{ROOT}/Audio/{d[0]}.wav {LANGUAGE}\n" for d in docs))
         total = sum(results[d[1]]["duration"] for d in docs)
         stats = {"documents": {"utterances": len(docs), "hours": round(total / 3600, 3),
                                "speakers": len(doc_speakers)}}
         for split, qs in queries.items():
-            atomic_write_text(scoring / f"language_key_{split}.lst", "".join(f"{q} {LANGUAGE}\n" for q, _ in qs))
+            atomic_write_text(scoring / f"language_key_{split}.lst",
+                              "".join(f"{ROOT}/{split}_queries/{q}.wav {LANGUAGE}\n" for q, _ in qs))
             truth = scoring / f"groundtruth_quesst14_{split}"
             ecf = [f'<ecf source_signal_duration="{total:.3f}" language="multiple" version="quesst14 {split}">']
             ecf += [f'  <excerpt audio_filename={quoteattr("Audio/" + d[0] + ".wav")} channel="1" tbeg="0.000" '

@@ -2,8 +2,8 @@
 
 A job names its output file (relative to the corpus root) and everything needed to render it; all randomness comes
 from a generator seeded by ``(seed, path)``, so a job renders to the same bytes in any process and any order. Each
-finished job's small JSON result (durations, phones, segment times) is appended to ``.synth/results.jsonl``; a
-re-run skips jobs whose file and result both exist.
+finished job's small JSON result (durations, phones, segment times) is appended to ``.synth/results.jsonl`` with
+the job's fingerprint; a re-run skips jobs whose file exists and whose recorded fingerprint still matches.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ class SpeechJob:
 
     Result: ``duration`` (s), ``chunks`` ([start, end] of each chunk in s), and ``phones`` (CMU phones, espeak-ng
     speakers only) when ``phonemes`` is set. With ``clip_seconds`` the trimmed speech is placed at a random offset in
-    a clip of exactly that length (cut if longer).
+    a clip of exactly that length (cut if longer). Speech shorter than ``min_seconds`` is padded with silence on
+    both sides (before noise is added, so the padding is not digital silence).
     """
 
     path: str
@@ -64,6 +65,7 @@ class SpeechJob:
     degradation: Degradation = Degradation()
     phonemes: bool = False
     clip_seconds: float | None = None
+    min_seconds: float = 0.0
 
     def render(self, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         style = jittered(self.style, rng)
@@ -88,6 +90,11 @@ class SpeechJob:
             wav = np.pad(wav, (offset, n - len(wav) - offset))
             spans = [[_ms(offset / SAMPLE_RATE + a), _ms(min(self.clip_seconds, offset / SAMPLE_RATE + b))]
                      for a, b in spans]
+        short = int(self.min_seconds * SAMPLE_RATE) - len(wav)
+        if short > 0:
+            before = int(rng.integers(0, short + 1))
+            wav = np.pad(wav, (before, short - before))
+            spans = [[_ms(a + before / SAMPLE_RATE), _ms(b + before / SAMPLE_RATE)] for a, b in spans]
         wav = normalise_peak(degrade(wav, rng, self.degradation), rng)
         result = {"duration": round(len(wav) / SAMPLE_RATE, 4), "chunks": spans}
         if self.phonemes and self.speaker.has_phonemes:
@@ -167,13 +174,19 @@ def _render_one(args: tuple[Job, str, int]) -> tuple[str, dict]:
     return job.path, result
 
 
-def _load_state(path: Path) -> dict[str, dict]:
-    done: dict[str, dict] = {}
+def fingerprint(job: Job) -> str:
+    """Identity of a job's content: a changed plan (other text, speaker, settings) renders the file again."""
+    return hashlib.sha256(repr(job).encode()).hexdigest()[:16]
+
+
+def _load_state(path: Path) -> dict[str, tuple[str, dict]]:
+    """``{path: (job fingerprint, result)}`` of the jobs finished so far."""
+    done: dict[str, tuple[str, dict]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)
-                done[record["path"]] = record["result"]
+                done[record["path"]] = (record["key"], record["result"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut short by an interrupted run; that job is simply rendered again
     return done
@@ -190,12 +203,13 @@ def run_jobs(jobs: Iterable[Job], root: Path, seed: int, workers: int,
     state_file = root / STATE_DIR / "results.jsonl"
     state_file.parent.mkdir(parents=True, exist_ok=True)
     done = _load_state(state_file)
-    todo = [j for j in jobs if not (j.path in done and (root / j.path).exists())]
+    keys = {j.path: fingerprint(j) for j in jobs}
+    todo = [j for j in jobs if not (done.get(j.path, ("",))[0] == keys[j.path] and (root / j.path).exists())]
     if todo:
         with open(state_file, "a", encoding="utf-8") as state:
             def record(path: str, result: dict, count: int) -> None:
-                done[path] = result
-                state.write(json.dumps({"path": path, "result": result}) + "\n")
+                done[path] = (keys[path], result)
+                state.write(json.dumps({"path": path, "key": keys[path], "result": result}) + "\n")
                 state.flush()
                 if progress:
                     progress(count, len(todo))
@@ -209,4 +223,4 @@ def run_jobs(jobs: Iterable[Job], root: Path, seed: int, workers: int,
                     for count, (path, result) in enumerate(pool.imap_unordered(_render_one, args, chunksize=4), 1):
                         record(path, result, count)
             os.fsync(state.fileno())
-    return {p: done[p] for p in paths}
+    return {p: done[p][1] for p in paths}

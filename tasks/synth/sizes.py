@@ -83,7 +83,7 @@ class Libri2MixSize:
 
 @dataclasses.dataclass
 class UnlabeledSize:
-    utterances: int = 2400
+    utterances: int = 1800
     min_words: int = 10
     max_words: int = 22
 

@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 from common.audio import SAMPLE_RATE
 
@@ -94,10 +94,17 @@ def build_speakers(seed: int) -> list[Speaker]:
     return [dataclasses.replace(s, name=f"s{i:03d}") for i, s in enumerate(speakers)]
 
 
+@functools.lru_cache(maxsize=None)
+def _resampler(sr: int) -> torchaudio.transforms.Resample:
+    """torchaudio's sinc resampler; the transform keeps its kernel (building it costs far more than applying it)."""
+    return torchaudio.transforms.Resample(sr, SAMPLE_RATE)
+
+
 def _resample(wav: np.ndarray, sr: int) -> np.ndarray:
     if sr == SAMPLE_RATE:
         return wav.astype(np.float32)
-    return AF.resample(torch.from_numpy(wav.astype(np.float32)), sr, SAMPLE_RATE).numpy()
+    with torch.no_grad():
+        return _resampler(sr)(torch.from_numpy(wav.astype(np.float32))).numpy()
 
 
 def _run(cmd: list[str], what: str) -> str:

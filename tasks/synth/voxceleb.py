@@ -38,12 +38,13 @@ def plan(ctx: Context):
                 video = video_id(ctx.seed, spk, v)
                 for u in range(cfg.utts_per_video):
                     rel = f"{spk}/{video}/{u + 1:05d}.wav"
-                    words = text.sentence(8, 20)
+                    words = text.sentence(10, 22)
+                    # s3prl's ASV drops utterances under 2 s; real VoxCeleb1 segments are at least 4 s.
                     jobs.append(SpeechJob(f"{ROOT}/{part}/wav/{rel}", speaker, (" ".join(words),),
-                                          degradation=DEGRADATION))
+                                          degradation=DEGRADATION, min_seconds=3.0))
                     rels.append(rel)
-            # The last quarter of a speaker's utterances (latest videos) is test, the quarter before it dev.
-            n_eval = max(1, len(rels) // 4)
+            # The last fifth of a speaker's utterances (latest videos) is test, the fifth before it dev.
+            n_eval = max(2, len(rels) // 5)
             for j, rel in enumerate(rels):
                 iden.append(f"{3 if j >= len(rels) - n_eval else 2 if j >= len(rels) - 2 * n_eval else 1} {rel}")
             utts_of[spk] = (part, rels)
