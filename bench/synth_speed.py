@@ -50,7 +50,8 @@ def main() -> None:
     print(f"wall time          {wall:7.1f} s   (target for small: <= 300 s on 2 cores)")
     print(f"CPU time           {cpu:7.1f} s   (this build's processes)")
     print(f"speed              {total * 3600 / wall:7.1f} x real time")
-    print(f"load average       before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute; other work slows the build)")
+    print(f"load average       before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+          "(1-minute; other work on the machine slows the build)")
     if not args.out and not args.keep:
         shutil.rmtree(out)
     else:

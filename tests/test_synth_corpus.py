@@ -176,7 +176,8 @@ def test_libri2mix_rttm_within_recordings_and_overlap(tiny_corpus):
         for reco, segs in turns.items():
             assert len({s for s, _, _ in segs}) == 2
             speech = sum(e - s for _, s, e in segs)
-            overlap = sum(max(0, min(e1, e2) - max(s1, s2)) for (_, s1, e1), (_, s2, e2) in itertools.combinations(segs, 2))
+            overlap = sum(max(0, min(e1, e2) - max(s1, s2))
+                          for (_, s1, e1), (_, s2, e2) in itertools.combinations(segs, 2))
             assert 0.05 <= overlap / speech <= 0.35, (reco, overlap / speech)
         assert len(_lines(d / "segments")) == len(_lines(d / "utt2spk")) == len(_lines(d / "rttm"))
         speakers[split] = {line.split()[1] for line in _lines(d / "utt2spk")}

@@ -2,8 +2,9 @@
 in ``Session{N}/dialog/EmoEvaluation/<dialog>.txt``.
 
 Each session has its own two speakers (one female, one male), so leave-one-session-out folds are speaker-disjoint.
-Emotions are acted through prosody: rate, pitch, pitch range and volume. As in the real data, happy utterances are
-labelled ``hap`` or ``exc`` and a few utterances carry labels SUPERB drops (``fru``, ``xxx``).
+Emotions are acted through prosody (rate, pitch, pitch range and volume as espeak-ng SSML) and recording level. As
+in the real data, happy utterances are labelled ``hap`` or ``exc`` and a few carry labels SUPERB drops (``fru``,
+``xxx``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ EMOTION_STYLES = {
     "ang": Style(rate=1.1, pitch=4, pitch_range=1.35, volume=170),
     "fru": Style(rate=1.0, pitch=2, pitch_range=1.2, volume=130),
 }
+# Recording level per emotion (random peak range): loud anger, quiet sadness, overlapping on purpose.
+EMOTION_LEVELS = {"neu": (0.3, 0.7), "hap": (0.4, 0.85), "exc": (0.4, 0.85), "sad": (0.15, 0.5), "ang": (0.55, 0.95),
+                  "fru": (0.4, 0.85)}
 _VAD = {"neu": (3.0, 2.5, 2.5), "hap": (4.0, 3.5, 3.0), "exc": (4.0, 4.0, 3.5), "sad": (2.0, 2.0, 2.0),
         "ang": (1.5, 4.0, 4.0), "fru": (2.0, 3.5, 3.0), "xxx": (2.5, 3.0, 3.0)}
 _DIALOGS = ("impro01", "impro02", "script01_1", "script02_1")
@@ -58,7 +62,7 @@ def plan(ctx: Context):
                     label = "exc"
                 path = f"{ROOT}/Session{session}/sentences/wav/{dialog}/{utt}.wav"
                 jobs.append(SpeechJob(path, speaker, (" ".join(text.sentence(4, 14)),), style=style,
-                                      degradation=DEGRADATION))
+                                      degradation=DEGRADATION, level=EMOTION_LEVELS.get(label, (0.3, 0.9))))
                 turns.append((utt, label, path))
 
     def finish(results: dict[str, dict]) -> dict:

@@ -66,6 +66,7 @@ class SpeechJob:
     phonemes: bool = False
     clip_seconds: float | None = None
     min_seconds: float = 0.0
+    level: tuple[float, float] = (0.3, 0.9)  # range of the random peak level
 
     def render(self, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         style = jittered(self.style, rng)
@@ -95,7 +96,7 @@ class SpeechJob:
             before = int(rng.integers(0, short + 1))
             wav = np.pad(wav, (before, short - before))
             spans = [[_ms(a + before / SAMPLE_RATE), _ms(b + before / SAMPLE_RATE)] for a, b in spans]
-        wav = normalise_peak(degrade(wav, rng, self.degradation), rng)
+        wav = normalise_peak(degrade(wav, rng, self.degradation), rng, *self.level)
         result = {"duration": round(len(wav) / SAMPLE_RATE, 4), "chunks": spans}
         if self.phonemes and self.speaker.has_phonemes:
             result["phones"] = phones

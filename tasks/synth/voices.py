@@ -89,7 +89,8 @@ def build_speakers(seed: int) -> list[Speaker]:
         for stretch in (0.9, 1.1):
             speakers.append(Speaker(
                 name="", engine="flite", voice=voice, gender="f" if voice in FEMALE_VOICES else "m",
-                rate=round(170 / stretch, 1), pitch=rng.randint(40, 60) if voice in FEMALE_VOICES else rng.randint(15, 40),
+                rate=round(170 / stretch, 1),
+                pitch=rng.randint(40, 60) if voice in FEMALE_VOICES else rng.randint(15, 40),
                 pitch_range=100))
     return [dataclasses.replace(s, name=f"s{i:03d}") for i, s in enumerate(speakers)]
 
@@ -118,7 +119,10 @@ def _run(cmd: list[str], what: str) -> str:
 
 
 def synthesize(speaker: Speaker, text: str, style: Style = Style()) -> tuple[np.ndarray, str | None]:
-    """Speak ``text`` (lower-case words). Returns (audio ``[samples]`` float32 at 16 kHz, espeak-ng phonemes or None)."""
+    """Speak ``text`` (lower-case words).
+
+    Returns (audio ``[samples]`` float32 at 16 kHz, the phonemes espeak-ng spoke or None for flite).
+    """
     fd, out_wav = tempfile.mkstemp(prefix="synth-", suffix=".wav")
     os.close(fd)
     try:
