@@ -41,7 +41,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-audio", action="store_true",
                    help="skip unreadable audio files (listed in the run folder) instead of stopping")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
     return p
 
 
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                          overrides=args.override, profile=args.profile, fold=args.fold)
     if args.device:
         options.device = args.device
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         summary = run_task(options)
     except (ConfigError, DatasetNotFoundError, ValueError) as e:

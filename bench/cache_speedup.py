@@ -49,7 +49,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2, help="epochs timed per mode (the best is reported)")
     p.add_argument("--profile", default="demo")
     p.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary folder")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for both modes")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     task = build_task(args.task, args.data_root, profile=args.profile)
     up = build_upstream(args.upstream).eval()
