@@ -10,6 +10,7 @@ import numpy as np
 from common.audio import SAMPLE_RATE
 
 NOISE_COLOURS = ("white", "pink", "brown", "blue", "hum")
+NOISE_FLOOR_SNR_DB = (35.0, 50.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,9 +21,6 @@ class Degradation:
     snr_db: tuple[float, float] = (5.0, 30.0)
     reverb_prob: float = 0.3
     rt60: tuple[float, float] = (0.15, 0.6)
-
-
-CLEAN = Degradation(noise_prob=0.0, reverb_prob=0.0)
 
 
 def coloured_noise(samples: int, rng: np.random.Generator, colour: str) -> np.ndarray:
@@ -62,13 +60,17 @@ def reverberate(wav: np.ndarray, rng: np.random.Generator, rt60: float) -> np.nd
 
 
 def degrade(wav: np.ndarray, rng: np.random.Generator, spec: Degradation) -> np.ndarray:
-    """Apply reverberation and/or noise as ``spec`` says (each drawn independently)."""
+    """Apply reverberation and/or noise as ``spec`` says (each drawn independently).
+
+    Utterances that draw no noise still get a faint noise floor (SNR 35-50 dB): TTS pauses are exact zeros, which
+    would make silence trivially detectable.
+    """
     if rng.random() < spec.reverb_prob:
         wav = reverberate(wav, rng, rng.uniform(*spec.rt60))
-    if rng.random() < spec.noise_prob:
-        colour = NOISE_COLOURS[rng.integers(len(NOISE_COLOURS))]
-        wav = add_noise(wav, coloured_noise(len(wav), rng, colour), rng.uniform(*spec.snr_db))
-    return wav
+    noisy = rng.random() < spec.noise_prob
+    colour = NOISE_COLOURS[rng.integers(len(NOISE_COLOURS))] if noisy else "white"
+    snr = rng.uniform(*spec.snr_db) if noisy else rng.uniform(*NOISE_FLOOR_SNR_DB)
+    return add_noise(wav, coloured_noise(len(wav), rng, colour), snr)
 
 
 def normalise_peak(wav: np.ndarray, rng: np.random.Generator, low: float = 0.3, high: float = 0.9) -> np.ndarray:

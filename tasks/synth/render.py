@@ -20,7 +20,7 @@ import numpy as np
 
 from common.audio import SAMPLE_RATE, write_audio
 
-from .augment import CLEAN, Degradation, coloured_noise, degrade, normalise_peak, trim_silence
+from .augment import Degradation, coloured_noise, degrade, normalise_peak, trim_silence
 from .phones import espeak_to_cmu
 from .voices import Speaker, Style, synthesize
 
