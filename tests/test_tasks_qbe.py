@@ -168,3 +168,12 @@ def test_qbe_run_sweeps_layers_on_dev_and_writes_rows(tmp_path):
     assert dev_mtwv[int(chosen)] == max(dev_mtwv.values())
     assert {(r["split"], r["metric"]) for r in rows} >= {("dev", "mtwv"), ("test", "mtwv"), ("test", "atwv")}
     assert (run_dir / "qbe_test_scores.tsv").read_text().count("\n") == 1 + 1 * 2  # 1 English query × 2 docs
+
+
+def test_qbe_on_tiny_offline_corpus(tiny_corpus, tmp_path):
+    from e2e_runs import run_and_read_rows
+
+    summary, rows = run_and_read_rows(tiny_corpus, "qbe", tmp_path, max_steps=2)
+    primary = {"qbe": "mtwv", "sf": "slot_type_f1", "asv": "eer", "sd": "der"}["qbe"]
+    assert {r["split"] for r in rows if r["metric"] == primary} == {"dev", "test"}
+    assert all(r["upstream"] == "tiny_frames" and r["value"] != "" for r in rows)

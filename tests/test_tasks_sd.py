@@ -141,3 +141,12 @@ def test_sd_run_writes_rttm_and_rows(tmp_path):
     assert metrics[("test", "threshold")] in (0.3, 0.4, 0.5, 0.6, 0.7)
     rttm = (Path(summary["run_dir"]) / "test.rttm").read_text()
     assert all(line.startswith("SPEAKER mix1 1 ") for line in rttm.splitlines())
+
+
+def test_sd_on_tiny_offline_corpus(tiny_corpus, tmp_path):
+    from e2e_runs import run_and_read_rows
+
+    summary, rows = run_and_read_rows(tiny_corpus, "sd", tmp_path, max_steps=2)
+    primary = {"qbe": "mtwv", "sf": "slot_type_f1", "asv": "eer", "sd": "der"}["sd"]
+    assert {r["split"] for r in rows if r["metric"] == primary} == {"dev", "test"}
+    assert all(r["upstream"] == "tiny_frames" and r["value"] != "" for r in rows)

@@ -6,9 +6,10 @@ character-slot tokenizer); greedy CTC decoding. Metrics as s3prl's ``downstream/
 (primary, used for dev selection) and slot-value CER, in percent. Splits: the ``train``/``valid``/``test`` folders,
 which SUPERB separates by TTS speaker.
 
-Differences from SUPERB: the character vocabulary is the set of characters of the transcript file (SUPERB ships a
-fixed list); the same spelling normalisation (accent folding, ``&`` → ``AND``, punctuation-only words dropped).
-Batches are sized by seconds rather than utterance count.
+Differences from SUPERB: no SpecAugment on the features (s3prl's snips.yaml applies it, as for ASR); the character
+vocabulary is the set of characters of the transcript file (SUPERB ships a fixed list), with the same spelling
+normalisation (accent folding, ``&`` → ``AND``, punctuation-only words dropped); batches are sized by seconds
+(100 s ≈ SUPERB's 32 utterances) rather than by utterance count.
 """
 from __future__ import annotations
 
