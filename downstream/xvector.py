@@ -53,17 +53,23 @@ class XVectorHead(nn.Module):
         var = (((x - mean.unsqueeze(1)) ** 2) * mask).sum(1) / (count - 1).clamp(min=1)
         return torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=-1)
 
+    def embeddings(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training embedding, verification embedding), both ``[batch, embed_dim]``.
+
+        Training uses the output of both utterance-level layers; verification the output of the first (as s3prl).
+        """
+        x, out_lengths = self.frame_level(features, lengths)
+        verify = F.relu(self.utterance1(self.statistics_pooling(x, out_lengths)))
+        return F.relu(self.utterance2(verify)), verify
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Training embedding ``[batch, embed_dim]`` (fed to the AM-Softmax loss)."""
-        x, out_lengths = self.frame_level(features, lengths)
-        pooled = self.statistics_pooling(x, out_lengths)
-        return F.relu(self.utterance2(F.relu(self.utterance1(pooled))))
+        return self.embeddings(features, lengths)[0]
 
     @torch.no_grad()
     def embed(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Verification embedding ``[batch, embed_dim]``: after the first utterance-level layer (as s3prl)."""
-        x, out_lengths = self.frame_level(features, lengths)
-        return F.relu(self.utterance1(self.statistics_pooling(x, out_lengths)))
+        """Verification embedding ``[batch, embed_dim]``."""
+        return self.embeddings(features, lengths)[1]
 
 
 class AMSoftmaxLoss(nn.Module):
@@ -75,11 +81,19 @@ class AMSoftmaxLoss(nn.Module):
         nn.init.xavier_normal_(self.weight)
         self.scale, self.margin = scale, margin
 
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Cosine between each embedding and each speaker's weight vector: ``[batch, num_speakers]``."""
+        return F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean loss for ``[batch, embed_dim]`` embeddings and ``[batch]`` speaker indices."""
-        if labels.min() < 0 or labels.max() >= self.weight.shape[0]:
-            raise ValueError(f"speaker labels must be in [0, {self.weight.shape[0]}), "
-                             f"got range [{int(labels.min())}, {int(labels.max())}]")
-        cosine = F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
-        logits = self.scale * (cosine - self.margin * F.one_hot(labels, cosine.shape[1]).to(cosine.dtype))
-        return F.cross_entropy(logits, labels)
+        return am_softmax_loss(self.cosine(embeddings), labels, self.scale, self.margin)
+
+
+def am_softmax_loss(cosine: torch.Tensor, labels: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
+    """AM-Softmax from cosines ``[batch, num_speakers]`` and labels ``[batch]``."""
+    if labels.min() < 0 or labels.max() >= cosine.shape[1]:
+        raise ValueError(f"speaker labels must be in [0, {cosine.shape[1]}), "
+                         f"got range [{int(labels.min())}, {int(labels.max())}]")
+    logits = scale * (cosine - margin * F.one_hot(labels, cosine.shape[1]).to(cosine.dtype))
+    return F.cross_entropy(logits, labels)

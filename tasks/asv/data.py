@@ -10,9 +10,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import soundfile as sf
-
-from tasks.base import DatasetNotFoundError, Utterance
+from tasks.base import DatasetNotFoundError, Utterance, audio_duration
 from tasks.listfile import ListFileError, read_fields
 
 VOX_DIR = "VoxCeleb1"
@@ -27,9 +25,8 @@ class Trial:
 
 def _utterance(wav_root: Path, rel: str) -> Utterance:
     path = wav_root / rel
-    info = sf.info(str(path))
-    return Utterance(id=rel[:-4] if rel.endswith(".wav") else rel, path=path,
-                     duration=info.frames / info.samplerate, speaker=rel.split("/")[0])
+    return Utterance(id=rel[:-4] if rel.endswith(".wav") else rel, path=path, duration=audio_duration(path),
+                     speaker=rel.split("/")[0])
 
 
 def scan_speakers(wav_root: Path) -> dict[str, list[Utterance]]:

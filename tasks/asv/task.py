@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from downstream.xvector import AMSoftmaxLoss, XVectorHead
+from downstream.xvector import AMSoftmaxLoss, XVectorHead, am_softmax_loss
 from tasks.base import BatchConfig, Task, TaskConfig, Utterance
 from tasks.registry import register_task
 
@@ -61,12 +61,8 @@ class SpeakerVerificationModel(nn.Module):
         self.classifier = AMSoftmaxLoss(cfg.embed_dim, num_speakers, cfg.scale, cfg.margin)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames, frame_lengths = self.xvector.frame_level(features, lengths)
-        pooled = self.xvector.statistics_pooling(frames, frame_lengths)
-        verify = F.relu(self.xvector.utterance1(pooled))
-        train_embedding = F.relu(self.xvector.utterance2(verify))
-        cosine = F.linear(F.normalize(train_embedding, dim=-1), F.normalize(self.classifier.weight, dim=-1))
-        return cosine, verify
+        train_embedding, verify = self.xvector.embeddings(features, lengths)
+        return self.classifier.cosine(train_embedding), verify
 
 
 @register_task("asv")
@@ -120,9 +116,7 @@ class SpeakerVerification(Task):
     def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
         cosine, _ = output
         labels = torch.tensor([u.label for u in utts], device=cosine.device)
-        h = self.config.head
-        logits = h.scale * (cosine - h.margin * F.one_hot(labels, cosine.shape[1]).to(cosine.dtype))
-        return F.cross_entropy(logits, labels)
+        return am_softmax_loss(cosine, labels, self.config.head.scale, self.config.head.margin)
 
     def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[list[float]]:
         return F.normalize(output[1].detach().float(), dim=-1).cpu().tolist()

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from tasks.base import DatasetNotFoundError, Utterance
+from tasks.base import DatasetNotFoundError, Utterance, audio_duration
 from tasks.listfile import ListFileError, read_fields
 
 QUESST_DIR = "quesst14Database"
@@ -27,11 +26,6 @@ class QbESet:
     queries: list[Utterance]
     documents: list[Utterance]
     targets: np.ndarray
-
-
-def _duration(path: Path) -> float:
-    info = sf.info(str(path))
-    return info.frames / info.samplerate
 
 
 def _resolve(root: Path, name: str, default_dir: str, list_path: Path, lineno: int) -> Path:
@@ -59,7 +53,7 @@ def read_language_key(root: Path, list_name: str, default_dir: str, languages: s
         if language.lower() not in languages:
             continue
         path = _resolve(root, name, default_dir, list_path, lineno)
-        utts.append(Utterance(id=path.stem, path=path, duration=_duration(path)))
+        utts.append(Utterance(id=path.stem, path=path, duration=audio_duration(path)))
     return utts
 
 

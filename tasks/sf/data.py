@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import soundfile as sf
-
-from tasks.base import DatasetNotFoundError, Utterance
+from tasks.base import DatasetNotFoundError, Utterance, audio_duration
 from tasks.listfile import ListFileError, read_fields
 
 SNIPS_DIR = "SNIPS"
@@ -147,8 +145,7 @@ def load_split(data_root: str | Path, split: str, sentences: dict[str, SlotSente
         if wav.stem not in sentences:
             continue  # audio without a transcript line (s3prl skips these too)
         text = target_string(sentences[wav.stem])
-        info = sf.info(str(wav))
-        utts.append(Utterance(id=wav.stem, path=wav, duration=info.frames / info.samplerate,
+        utts.append(Utterance(id=wav.stem, path=wav, duration=audio_duration(wav),
                               speaker=wav.stem.split("-")[0], label=tuple(vocab.encode(text, str(wav))),
                               transcript=text))
     if not utts:
