@@ -54,6 +54,7 @@ class RunConfig:
     log_every: int = 50
     device: str = "auto"   # "auto" = cuda when available (one GPU per rank), else cpu
     threads: int = 0       # torch CPU threads per process; 0 = leave torch's default
+    max_minutes: float = 0.0  # wall-clock cap (0 = none): stop early, checkpointed, e.g. to keep a demo on budget
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -213,12 +214,18 @@ class Trainer:
                     for k, v in record.items():
                         if k != "step":
                             writer.add_scalar(f"train/{k}", v, self.step)
-                if self.step % self.cfg.checkpoint_every == 0 or self.step >= self.cfg.max_steps:
+                out_of_time = self._out_of_time(started)
+                if out_of_time:
+                    log.warning("run.max_minutes=%g reached: stopping at step %d of %d", self.cfg.max_minutes,
+                                self.step, self.cfg.max_steps)
+                if self.step % self.cfg.checkpoint_every == 0 or self.step >= self.cfg.max_steps or out_of_time:
                     self.save_checkpoint()
-                if self.step >= self.cfg.max_steps:
+                if self.step >= self.cfg.max_steps or out_of_time:
                     break
             else:
                 self.epoch, self.batch_pos = self.epoch + 1, 0
+                continue
+            break
         bar.close()
         if writer is not None:
             writer.close()
@@ -226,6 +233,15 @@ class Trainer:
             self.skips.write(self.out)
             self._write_history(time.time() - started)
         return self.history
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether ``max_minutes`` has passed (decided on rank 0 and shared, so all ranks stop together)."""
+        if self.cfg.max_minutes <= 0:
+            return False
+        flag = torch.tensor(float(time.time() - started > 60 * self.cfg.max_minutes), device=self.env.device)
+        if self.env.world > 1:
+            dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _train_step(self, batch: dict, after_backward: Callable[[int], None] | None) -> dict | None:
         env = self.env

@@ -85,6 +85,13 @@ def test_loss_goes_down(setup):
     assert records[-1]["loss"] < 0.9 * records[0]["loss"]
 
 
+def test_max_minutes_stops_early_with_a_checkpoint(setup):
+    out = distil(setup, "distilhubert", "out_timed", 50, "run.max_minutes=1e-6")
+    assert len(history(out)) == 1
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 1
+    assert (out / "model.safetensors").is_file()
+
+
 def _cli(setup: Path, out: str, steps: int, *extra: str) -> list[str]:
     cmd = ["run_distill.py", "--config", "configs/distill/distilhubert.yaml", "--teacher", str(setup / "teacher"),
            "--data", str(setup / "audio"), "--output", str(setup / out), "--max-steps", str(steps)]

@@ -1,0 +1,238 @@
+"""The offline end-to-end demo (``make demo``; ``make demo QUICK=1`` for the smoke-test version).
+
+Stages, each skipped when its output exists from a run with the same settings (a ``.demo_stage.json`` marker beside
+the output records them; other settings rebuild the stage):
+  1. corpus     python -m tasks.synth --out data/mini_superb --size small|tiny
+  2. pretrain   run_pretrain.py → results/demo/hubert_mini (the teacher; the registered ``hubert_mini`` loads it)
+  3. distil     run_distill.py → results/demo/distilhubert_mini_cnn and results/demo/distilhubert_mini_fbank
+  4. benchmark  run_benchmark.py for fbank, the teacher and both students on every task tasks.list_tasks() returns
+  5. report     run_benchmark.py report (params, RTF, each task's metric, SUPERB score) + bench/student_speed.py
+Every stage runs as a subprocess (the demo only knows the command lines). A failing task is reported loudly, the
+demo goes on, and it exits non-zero at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Step counts sized for the 2-core machine: full ≤ 25 minutes, quick ≤ 4 minutes."""
+
+    corpus_size: str
+    pretrain_steps: int
+    distil_steps: int
+    benchmark_steps: int | None  # None: the task's demo profile decides
+    batch_seconds: float
+    # wall-clock caps (run.max_minutes): a busy machine stops training early instead of blowing the budget
+    pretrain_minutes: float
+    distil_minutes: float
+
+
+FULL = Budget(corpus_size="small", pretrain_steps=400, distil_steps=250, benchmark_steps=None, batch_seconds=32.0,
+              pretrain_minutes=7.0, distil_minutes=2.5)
+QUICK = Budget(corpus_size="tiny", pretrain_steps=20, distil_steps=10, benchmark_steps=5, batch_seconds=8.0,
+               pretrain_minutes=0.75, distil_minutes=0.3)
+
+
+def run(cmd: list[str], log: Path | None = None) -> int:
+    """Run ``cmd`` from the repository root; output to the terminal, or to ``log`` when given."""
+    print("  $ " + " ".join(cmd), flush=True)
+    if log is None:
+        return subprocess.run(cmd, cwd=ROOT).returncode
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        return subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+
+
+class Stages:
+    def __init__(self, args: argparse.Namespace):
+        self.budget = QUICK if args.quick else FULL
+        self.data = ROOT / args.data_root
+        self.out = ROOT / args.results
+        self.jobs = args.jobs
+        self.failures: list[str] = []
+        self.timings: list[tuple[str, float]] = []
+
+    # ------------------------------------------------------------ caching
+    def _settings(self, stage: str) -> dict:
+        return {"stage": stage, "budget": self.budget.__dict__}
+
+    def cached(self, output: Path, stage: str) -> bool:
+        marker = output / ".demo_stage.json"
+        if marker.is_file() and json.loads(marker.read_text()) == self._settings(stage):
+            print(f"  cached: {output}", flush=True)
+            return True
+        if output.exists():
+            print(f"  {output} was built with other settings (or not finished): rebuilding",
+                  flush=True)
+            shutil.rmtree(output)
+        return False
+
+    def mark_done(self, output: Path, stage: str) -> None:
+        (output / ".demo_stage.json").write_text(json.dumps(self._settings(stage)))
+
+    def timed(self, name: str, fn) -> None:
+        print(f"\n=== {name} ===", flush=True)
+        start = time.time()
+        try:
+            fn()
+        except StageFailed as e:
+            self.failures.append(f"{name}: {e}")
+            print(f"!!! {name} FAILED: {e}", flush=True)
+            if e.fatal:
+                raise
+        finally:
+            self.timings.append((name, time.time() - start))
+        print(f"=== {name}: {time.time() - start:.0f} s ===", flush=True)
+
+    # ------------------------------------------------------------ stages
+    def corpus(self) -> None:
+        if (self.data / "MANIFEST.sha256").is_file() and not (self.data / ".demo_stage.json").exists():
+            print(f"  using the existing corpus in {self.data} (not built by the demo)", flush=True)
+            return
+        if self.cached(self.data, "corpus"):
+            return
+        if run([PY, "-m", "tasks.synth", "--out", str(self.data), "--size", self.budget.corpus_size]) != 0:
+            raise StageFailed("corpus synthesis failed; later stages need it", fatal=True)
+        self.mark_done(self.data, "corpus")
+
+    @property
+    def teacher(self) -> Path:
+        return self.out / "hubert_mini"
+
+    def pretrain(self) -> None:
+        if self.cached(self.teacher, "pretrain"):
+            return
+        b = self.budget
+        cmd = [PY, "run_pretrain.py", "--config", "configs/pretrain/hubert_mini.yaml", "--data",
+               str(self.data / "unlabeled"), "--output", str(self.teacher), "--max-steps", str(b.pretrain_steps),
+               "-o", f"run.data.max_batch_seconds={b.batch_seconds}", "-o", f"run.max_minutes={b.pretrain_minutes}"]
+        if self.budget is QUICK:
+            cmd += ["-o", "labels.kmeans_init_runs=1"]
+        if run(cmd) != 0:
+            raise StageFailed("teacher pretraining failed; the students need it", fatal=True)
+        self.mark_done(self.teacher, "pretrain")
+
+    def students(self) -> dict[str, Path]:
+        return {"cnn": self.out / "distilhubert_mini_cnn", "fbank": self.out / "distilhubert_mini_fbank"}
+
+    def distil(self) -> None:
+        b = self.budget
+        for kind, out in self.students().items():
+            if self.cached(out, f"distil-{kind}"):
+                continue
+            config = "distilhubert_mini" if kind == "cnn" else "fbank_student_mini"
+            cmd = [PY, "run_distill.py", "--config", f"configs/distill/{config}.yaml", "--teacher", str(self.teacher),
+                   "--data", str(self.data / "unlabeled"), "--output", str(out), "--max-steps", str(b.distil_steps),
+                   "-o", f"run.data.max_batch_seconds={b.batch_seconds}", "-o", f"run.max_minutes={b.distil_minutes}"]
+            if run(cmd) != 0:
+                self.failures.append(f"distil {kind}")
+                print(f"!!! distilling the {kind} student FAILED", flush=True)
+                continue
+            self.mark_done(out, f"distil-{kind}")
+
+    def upstreams(self) -> list[str]:
+        found = [str(p) for p in [self.teacher, *self.students().values()] if (p / "upstream.yaml").is_file()]
+        return ["fbank"] + found
+
+    def list_tasks(self) -> list[str]:
+        out = subprocess.run([PY, "-c", "from tasks import list_tasks; print(' '.join(list_tasks()))"], cwd=ROOT,
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise StageFailed(f"cannot list tasks: {out.stderr.strip()[-500:]}")
+        return out.stdout.split()
+
+    def benchmark(self, tasks: list[str] | None) -> None:
+        tasks = tasks or self.list_tasks()
+        bench_dir = self.out / "benchmark"
+        done_dir = bench_dir / ".demo_done"
+        done_dir.mkdir(parents=True, exist_ok=True)
+        jobs = []
+        for upstream in self.upstreams():
+            weights = ROOT / upstream / "model.safetensors"
+            # a retrained upstream invalidates its results
+            settings = json.dumps({**self._settings("benchmark"),
+                                   "weights_mtime": weights.stat().st_mtime if weights.is_file() else None})
+            for task in tasks:
+                marker = done_dir / f"{Path(upstream).name}.{task}.json"
+                if marker.is_file() and marker.read_text() == settings:
+                    continue
+                jobs.append((upstream, task, marker, settings))
+        print(f"  {len(jobs)} runs ({len(self.upstreams())} upstreams x {len(tasks)} tasks, "
+              f"{self.jobs} in parallel; logs in {bench_dir}/logs)", flush=True)
+
+        def one(job: tuple[str, str, Path, str]) -> None:
+            upstream, task, marker, settings = job
+            cmd = [PY, "run_benchmark.py", "--upstream", upstream, "--task", task, "--data-root", str(self.data),
+                   "--results-dir", str(bench_dir), "--profile", "demo", "--skip-bad-audio"]
+            if self.budget.benchmark_steps:
+                cmd += ["--max-steps", str(self.budget.benchmark_steps)]
+            start = time.time()
+            code = run(cmd, bench_dir / "logs" / f"{Path(upstream).name}.{task}.log")
+            status = "ok" if code == 0 else f"FAILED (exit {code})"
+            print(f"  {Path(upstream).name:28s} {task:5s} {status} in {time.time() - start:.0f} s", flush=True)
+            if code == 0:
+                marker.write_text(settings)
+            else:
+                self.failures.append(f"benchmark {Path(upstream).name} {task}")
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            list(pool.map(one, jobs))
+
+    def report(self) -> None:
+        if run([PY, "run_benchmark.py", "report", "--results-dir", str(self.out / "benchmark")]) != 0:
+            raise StageFailed("report failed")
+        students = [str(p) for p in self.students().values() if p.is_dir()]
+        if self.teacher.is_dir() and students:
+            run([PY, "bench/student_speed.py", "--teacher", str(self.teacher), "--students", *students,
+                 "--repeats", "3" if self.budget is QUICK else "5"])
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, message: str, fatal: bool = False):
+        super().__init__(message)
+        self.fatal = fatal
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny corpus and step counts (≤ 4 minutes)")
+    p.add_argument("--data-root", default="data/mini_superb")
+    p.add_argument("--results", default="results/demo")
+    p.add_argument("--tasks", nargs="*", default=None, help="benchmark only these tasks (default: all registered)")
+    p.add_argument("--jobs", type=int, default=2, help="benchmark runs in parallel")
+    args = p.parse_args(argv)
+    stages = Stages(args)
+    started = time.time()
+    print(f"DistilSUPERB demo ({'quick' if args.quick else 'full'}): {stages.budget}", flush=True)
+    try:
+        stages.timed("1 corpus", stages.corpus)
+        stages.timed("2 pretrain teacher", stages.pretrain)
+    except StageFailed as e:  # only fatal failures escape timed()
+        print(f"!!! {e}", flush=True)
+        return 1
+    stages.timed("3 distil students", stages.distil)
+    stages.timed("4 benchmark", lambda: stages.benchmark(args.tasks))
+    stages.timed("5 report", stages.report)
+    print("\nstage times: " + ", ".join(f"{n} {s:.0f} s" for n, s in stages.timings) +
+          f"; total {time.time() - started:.0f} s")
+    if stages.failures:
+        print("\n!!! FAILED: " + "; ".join(stages.failures), flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
