@@ -167,3 +167,10 @@ def test_no_cache_and_trainable_upstream(data_root, tmp_path):
     start = TinyFrameUpstream().state_dict()
     assert not (tmp_path / "cache").exists()
     assert any(not torch.equal(saved["upstream"][k], start[k]) for k in start)  # the upstream was fine-tuned
+
+
+def test_early_stopping_when_dev_stops_improving(data_root, tmp_path):
+    # lr 0: the dev metric never improves after the first evaluation, so patience 1 stops at the second one.
+    summary = run_task(options(data_root, tmp_path, max_steps=30,
+                               overrides=FAST + ["optimizer.lr=0.0", "train.patience=1"]))
+    assert summary["steps"] == 6
