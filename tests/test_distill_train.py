@@ -137,3 +137,20 @@ def test_two_ddp_processes_follow_the_single_process_loss_curve(setup):
     for a, b in zip(single, ddp):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     assert json.loads((setup / "ddp" / "distill_summary.json").read_text())["steps"] == steps
+
+
+def test_a_file_that_breaks_mid_run_is_skipped_and_reported(tmp_path):
+    from common.config import load_config
+    from distill.config import DistillConfig
+    from distill.data import SkipReport, collect_audio_files, scan_audio
+    from distill.objectives import DistillObjective
+    from distill.trainer import DistEnv, Trainer
+
+    paths = write_tone_corpus(tmp_path / "audio", count=6)
+    cfg = load_config(DistillConfig, None, TINY + ["run.max_steps=6"])
+    report = SkipReport()
+    entries = scan_audio(collect_audio_files([tmp_path / "audio"]), cfg.run.data, report)
+    paths[2].write_bytes(b"corrupted after the scan")  # e.g. a network disk hiccup
+    trainer = Trainer(DistillObjective(cfg, tiny_teacher()), cfg.run, entries, tmp_path / "out", report, DistEnv())
+    assert len(trainer.fit()) == 6
+    assert f"{paths[2]}\tfailed while training" in (tmp_path / "out" / "skipped_audio.txt").read_text()
