@@ -29,7 +29,8 @@ class DiarizationHead(nn.Module):
         return self.linear(x)
 
 
-def pit_bce_loss(logits: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pit_bce_loss(logits: torch.Tensor, labels: torch.Tensor,
+                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Permutation-invariant binary cross-entropy.
 
     logits, labels: ``[batch, frame, speaker]``; lengths: ``[batch]`` valid frames. For each utterance the speaker

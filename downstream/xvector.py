@@ -73,7 +73,8 @@ class XVectorHead(nn.Module):
 
 
 class AMSoftmaxLoss(nn.Module):
-    """Additive-margin softmax: cross-entropy over ``s · (cos θ_j − m·[j = y])`` with unit-norm weights/embeddings."""
+    """Additive-margin softmax: cross-entropy over ``s · (cos θ_j − m·[j = y])``, weights and embeddings
+    L2-normalised."""
 
     def __init__(self, embed_dim: int, num_speakers: int, scale: float = 30.0, margin: float = 0.4):
         super().__init__()

@@ -69,7 +69,8 @@ def test_metrics_agree_with_s3prl_on_random_strings():
 def test_target_string_bare_and_bio_tags():
     bare = SlotSentence(("Add", "this", "track", "to", "my", "jazz", "playlist", "!"),
                         ("O", "O", "O", "O", "playlist_owner", "playlist", "playlist", "O"), "AddToPlaylist")
-    assert target_string(bare) == "ADD THIS TRACK TO B-playlist_owner MY E-playlist_owner B-playlist JAZZ PLAYLIST E-playlist"
+    assert target_string(bare) == ("ADD THIS TRACK TO B-playlist_owner MY E-playlist_owner "
+                                   "B-playlist JAZZ PLAYLIST E-playlist")
     bio = SlotSentence(("rock", "&", "roll", "pop"), ("B-genre", "I-genre", "I-genre", "B-genre"), "PlayMusic")
     assert target_string(bio) == "B-genre ROCK AND ROLL E-genre B-genre POP E-genre"
 

@@ -16,6 +16,7 @@ whose language is not in ``data.languages`` are left out, as s3prl keeps only ``
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -122,13 +123,15 @@ class QueryByExample(Task):
         return znorm_per_query(raw).numpy()
 
     def detection_metrics(self, split: str, scores: np.ndarray) -> dict[str, float]:
+        """MTWV, ATWV, the MTWV threshold (None: best with no detection at all) and how many queries counted."""
         t = self.config.twv
         beta = twv_beta(t.p_target, t.c_miss, t.c_fa)
         targets = self.qbe_set(split).targets
         best = maximum_twv(scores, targets, beta)
         # ATWV: s3prl marks YES when score > 2.0; twv_at uses >=, so nudge the threshold up by one ulp.
         atwv = twv_at(scores, targets, float(np.nextafter(t.decision_threshold, np.inf)), beta)
-        return {"mtwv": best.mtwv, "atwv": atwv, "mtwv_threshold": best.threshold,
+        threshold = best.threshold if np.isfinite(best.threshold) else None
+        return {"mtwv": best.mtwv, "atwv": atwv, "mtwv_threshold": threshold,
                 "queries_scored": float(best.num_queries)}
 
     def evaluate_layer(self, ctx, split: str, layer: int) -> tuple[dict[str, float], np.ndarray]:
@@ -155,12 +158,16 @@ class QueryByExample(Task):
         self._write_scores(ctx, "test", scores)
         sweep = "\n".join(f"{k}\t{dev_by_layer[k]['mtwv']:.6f}" for k in layers)
         atomic_write_text(ctx.run_dir / "qbe_dev_layers.tsv", "layer\tdev_mtwv\n" + sweep + "\n")
-        dev = dict(dev_by_layer[best], layer=float(best))
-        return {"dev": dev, "test": dict(test, layer=float(best))}
+        details = {"chosen_layer": best, "dev": dev_by_layer[best], "test": test}
+        atomic_write_text(ctx.run_dir / "qbe_twv.json", json.dumps(details, indent=2))
+        # results rows: the detection metrics and the chosen layer (threshold details stay in qbe_twv.json)
+        return {split: {"mtwv": m["mtwv"], "atwv": m["atwv"], "layer": float(best)}
+                for split, m in (("dev", dev_by_layer[best]), ("test", test))}
 
     def _write_scores(self, ctx, split: str, scores: np.ndarray) -> None:
         """``<run dir>/<split>_scores.tsv``: query, document, standardised score (what the detector output)."""
         s = self.qbe_set(split)
         rows = [f"{q.id}\t{d.id}\t{scores[i, j]:.4f}" for i, q in enumerate(s.queries)
                 for j, d in enumerate(s.documents)]
-        atomic_write_text(ctx.run_dir / f"qbe_{split}_scores.tsv", "query\tdocument\tscore\n" + "\n".join(rows) + "\n")
+        atomic_write_text(ctx.run_dir / f"qbe_{split}_scores.tsv",
+                          "query\tdocument\tscore\n" + "\n".join(rows) + "\n")

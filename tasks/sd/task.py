@@ -103,7 +103,8 @@ class SpeakerDiarization(Task):
         return out
 
     def frame_labels(self, utts: Sequence[Utterance], num_frames: int) -> torch.Tensor:
-        """``[batch, frame, speaker]`` 0/1 activity at the upstream frame rate (frame f covers [f·shift, (f+1)·shift))."""
+        """``[batch, frame, speaker]`` 0/1 activity at the upstream frame rate: a turn ``[t0, t1)`` marks frames
+        ``floor(t0 / shift)`` up to (not including) ``floor(t1 / shift)`` (shift = samples per frame / 16 kHz)."""
         if self.downsample_rate is None:
             raise RuntimeError("SD: setup(downsample_rate) must run before frame labels are built")
         shift = self.downsample_rate / 16000
@@ -139,8 +140,8 @@ class SpeakerDiarization(Task):
         shift = self.downsample_rate / 16000
         hyps, segments = {}, {}
         for u, post in zip(utts, posteriors):
-            segs = activity_to_segments(decide(np.asarray(post, dtype=np.float32).reshape(-1, self.config.data.num_speakers),
-                                               threshold, median), shift)
+            post = np.asarray(post, dtype=np.float32).reshape(-1, self.config.data.num_speakers)
+            segs = activity_to_segments(decide(post, threshold, median), shift)
             segments[u.id] = segs
             hyps[u.id] = to_annotation(segs, u.id)
         durations = {r.id: r.duration for r in self.recordings(split)}
