@@ -81,6 +81,8 @@ def test_kaldi_loader_and_frame_labels(tmp_path):
     chunks = task.load_split("train")
     assert [(u.id, u.start, u.duration) for u in chunks] == [("mix1-0000", 0.0, 2.0), ("mix1-0001", 2.0, 1.0)]
     assert chunks[1].label == ((1, 0.0, 1.0),)  # only speaker B is active after 2 s
+    task.config.data.chunk_seconds = 2.8  # a 0.2 s remainder is folded into the last chunk
+    assert [(u.start, u.duration) for u in task.load_split("train")] == [(0.0, 3.0)]
     task.setup(downsample_rate=16000)  # 1-s frames keep the arithmetic visible
     labels = task.frame_labels(chunks[:1], 2)
     assert labels[0].tolist() == [[1.0, 0.0], [1.0, 1.0]]

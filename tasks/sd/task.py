@@ -30,6 +30,7 @@ from .data import KALDI_DIR, Recording, load_kaldi_dir, read_rttm
 from .der import activity_to_segments, decide, diarization_error_rate, rttm_lines, to_annotation
 
 SPLIT_DIRS = {"train": "train", "dev": "dev", "test": "test"}
+MIN_TAIL_SECONDS = 0.5  # a training chunk never ends with a sliver shorter than this
 
 
 @dataclass
@@ -95,6 +96,8 @@ class SpeakerDiarization(Task):
             start, k = 0.0, 0
             while start < rec.duration - 1e-6:
                 dur = min(chunk, rec.duration - start)
+                if rec.duration - start - dur < MIN_TAIL_SECONDS:  # fold a short remainder into this chunk
+                    dur = rec.duration - start
                 turns = tuple((index[s], max(t0, start) - start, min(t1, start + dur) - start)
                               for s, t0, t1 in rec.turns if t1 > start and t0 < start + dur)
                 uid = rec.id if split != "train" else f"{rec.id}-{k:04d}"
