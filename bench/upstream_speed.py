@@ -5,8 +5,8 @@ map) this times, side by side in one process (best of ``--repeats``):
   * transformers: one padded batch with an attention mask (its correct batched use), under inference_mode;
   * ours, one padded batch (``bucket_fill=0``);
   * ours, default extraction (sorted by length, similar lengths batched together).
-the three taking turns, and prints seconds, ours/transformers speed-up and real-time factors (compute seconds / audio seconds). The demo
-pair (hubert_mini vs distilhubert_mini) is timed too, for the "student ≥ 2x faster" target.
+the three taking turns, and prints seconds, ours/transformers speed-up and real-time factors (compute seconds /
+audio seconds). The demo pair (hubert_mini vs distilhubert_mini) is timed too, for the "student ≥ 2x faster" target.
 
     .venv/bin/python bench/upstream_speed.py            # 16 utterances of 2-15 s
     .venv/bin/python bench/upstream_speed.py --quick    # 6 utterances of 1-4 s

@@ -156,7 +156,7 @@ class FbankFrontEnd(nn.Module):
 
 
 class FeatureProjection(nn.Module):
-    """Optional LayerNorm → Linear → dropout: front-end features ``[batch, frame, in_dim]`` → ``[..., embed_dim]``.
+    """Optional LayerNorm → Linear → dropout: features ``[batch, frame, in_dim]`` → ``[batch, frame, embed_dim]``.
 
     The LayerNorm is optional because ntu-spml/distilhubert (s3prl's distiller) has none, while HuBERT has one;
     torchaudio's stock FeatureProjection always applies it and so cannot represent DistilHuBERT exactly.

@@ -19,7 +19,8 @@ _HF_PREFIXES = (("feature_extractor.conv_layers.", "front_end.conv_layers."),
                 ("encoder.pos_conv_embed.conv.", "encoder.pos_conv.conv."),
                 ("masked_spec_embed", "mask_emb"))
 # Old-style weight norm (weight_g / weight_v) → torch.nn.utils.parametrizations names.
-_WEIGHT_NORM = ((".weight_g", ".parametrizations.weight.original0"), (".weight_v", ".parametrizations.weight.original1"))
+_WEIGHT_NORM = ((".weight_g", ".parametrizations.weight.original0"),
+                (".weight_v", ".parametrizations.weight.original1"))
 
 
 class ConversionError(ValueError):

@@ -179,7 +179,8 @@ class HubertUpstream(Upstream):
         self.model = model.eval()
         self.include_pred_heads = include_pred_heads
         self.downsample_rate = model.downsample_rate
-        self.bucket_fill, self.min_bucket_size, self.max_bucket_samples = bucket_fill, min_bucket_size, max_bucket_samples
+        self.bucket_fill, self.min_bucket_size = bucket_fill, min_bucket_size
+        self.max_bucket_samples = max_bucket_samples
         if include_pred_heads and model.pred_heads is None:
             raise ValueError("include_pred_heads=True but the model has no prediction heads")
 
@@ -260,8 +261,9 @@ class HubertUpstream(Upstream):
             return UpstreamOutput(outs, frames)
 
 
-def student_config_from_teacher(teacher_cfg: HubertConfig, layers: int = 2, pred_layer_ids: tuple[int, ...] = (4, 8, 12),
-                                front_end: str = "cnn", width: int | None = None) -> HubertConfig:
+def student_config_from_teacher(teacher_cfg: HubertConfig, layers: int = 2,
+                                pred_layer_ids: tuple[int, ...] = (4, 8, 12), front_end: str = "cnn",
+                                width: int | None = None) -> HubertConfig:
     """A DistilHuBERT-style student of ``teacher_cfg``: same front end width, ``layers`` transformer layers
     (``width`` dims, FFN 4x, 64-dim heads when the width changes), heads predicting ``pred_layer_ids`` in the
     teacher's width, no codeword head."""
