@@ -1,12 +1,28 @@
 """Registry of upstream builders, and ``build_upstream`` that accepts a registered name or a checkpoint path."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 from typing import Callable
 
 from .base import Upstream
 
 _BUILDERS: dict[str, Callable[..., Upstream]] = {}
+# Modules of the package that hold no builders; every other module is imported on first lookup, so a new
+# upstream is one file with a decorated builder and nothing else to edit.
+_NOT_UPSTREAM_MODULES = {"base", "registry", "testing"}
+_discovered = False
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for info in pkgutil.iter_modules([str(Path(__file__).resolve().parent)]):
+        if info.name not in _NOT_UPSTREAM_MODULES and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 def register_upstream(name: str) -> Callable[[Callable[..., Upstream]], Callable[..., Upstream]]:
@@ -21,6 +37,7 @@ def register_upstream(name: str) -> Callable[[Callable[..., Upstream]], Callable
 
 
 def list_upstreams() -> list[str]:
+    _discover()
     return sorted(_BUILDERS)
 
 
@@ -31,6 +48,7 @@ def build_upstream(name_or_path: str | Path, **kwargs) -> Upstream:
     (see ``upstream/checkpoints.py``).
     """
     key = str(name_or_path)
+    _discover()
     if key in _BUILDERS:
         return _BUILDERS[key](**kwargs)
     if Path(key).exists():
