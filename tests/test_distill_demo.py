@@ -1,0 +1,54 @@
+"""scripts/demo.py's stage caching and failure handling (no heavy stage runs here)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def demo():
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["demo_script"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def stages(demo, tmp_path, quick: bool):
+    args = argparse.Namespace(quick=quick, data_root=str(tmp_path / "data"), results=str(tmp_path / "res"), jobs=1)
+    return demo.Stages(args)
+
+
+def test_a_stage_is_cached_only_for_the_same_settings(demo, tmp_path):
+    full = stages(demo, tmp_path, quick=False)
+    out = tmp_path / "res" / "hubert_mini"
+    out.mkdir(parents=True)
+    (out / "partial.bin").write_text("from an interrupted run")
+    assert not full.cached(out, "pretrain") and not out.exists()  # unfinished output is rebuilt
+    out.mkdir()
+    full.mark_done(out, "pretrain")
+    assert full.cached(out, "pretrain")
+    assert not stages(demo, tmp_path, quick=True).cached(out, "pretrain")  # quick settings rebuild it
+
+
+def test_failures_are_collected_and_fatal_ones_stop(demo, tmp_path):
+    s = stages(demo, tmp_path, quick=True)
+
+    def broken():
+        raise demo.StageFailed("no tasks")
+
+    s.timed("4 benchmark", broken)
+    assert s.failures == ["4 benchmark: no tasks"] and s.timings[0][0] == "4 benchmark"
+
+    def fatal():
+        raise demo.StageFailed("no corpus", fatal=True)
+
+    with pytest.raises(demo.StageFailed):
+        s.timed("1 corpus", fatal)
+    assert s.upstreams() == ["fbank"]  # nothing trained yet: only the baseline is benchmarked
