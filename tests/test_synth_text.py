@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from tasks.synth.augment import add_noise, coloured_noise, reverberate
+from tasks.synth.augment import add_noise, coloured_noise, random_channel, reverberate
 from tasks.synth.phones import CMU_PHONES, PhoneError, cmudict_phones, espeak_to_cmu
 from tasks.synth.text import SentenceGenerator, lexicon, vocabulary
 from tasks.synth.voices import build_speakers
@@ -57,3 +57,5 @@ def test_noise_snr_and_reverb_keep_length():
     snr = 10 * np.log10(np.mean(speech ** 2) / np.mean((noisy - speech) ** 2))
     assert abs(snr - 10.0) < 0.01
     assert reverberate(speech, rng, 0.3).shape == speech.shape
+    coloured = random_channel(speech, rng)
+    assert coloured.shape == speech.shape and not np.allclose(coloured, speech)

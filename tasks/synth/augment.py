@@ -21,6 +21,7 @@ class Degradation:
     snr_db: tuple[float, float] = (5.0, 30.0)
     reverb_prob: float = 0.3
     rt60: tuple[float, float] = (0.15, 0.6)
+    channel_prob: float = 0.0  # chance of a random microphone/channel colouring (smooth EQ of up to ±8 dB)
 
 
 def coloured_noise(samples: int, rng: np.random.Generator, colour: str) -> np.ndarray:
@@ -59,12 +60,24 @@ def reverberate(wav: np.ndarray, rng: np.random.Generator, rt60: float) -> np.nd
     return (out * np.sqrt(np.mean(wav ** 2) / (np.mean(out ** 2) + 1e-12))).astype(np.float32)
 
 
+def random_channel(wav: np.ndarray, rng: np.random.Generator, max_db: float = 8.0) -> np.ndarray:
+    """Colour ``wav`` with a smooth random frequency response: gains drawn at 8 log-spaced frequencies, interpolated."""
+    size = 1 << (len(wav) - 1).bit_length()
+    freqs = np.fft.rfftfreq(size, 1.0 / SAMPLE_RATE)
+    anchors = np.geomspace(50.0, SAMPLE_RATE / 2, 8)
+    gain_db = np.interp(np.log(np.maximum(freqs, 50.0)), np.log(anchors), rng.uniform(-max_db, max_db, 8))
+    out = np.fft.irfft(np.fft.rfft(wav, size) * 10 ** (gain_db / 20), size)[: len(wav)]
+    return out.astype(np.float32)
+
+
 def degrade(wav: np.ndarray, rng: np.random.Generator, spec: Degradation) -> np.ndarray:
     """Apply reverberation and/or noise as ``spec`` says (each drawn independently).
 
     Utterances that draw no noise still get a faint noise floor (SNR 35-50 dB): TTS pauses are exact zeros, which
     would make silence trivially detectable.
     """
+    if rng.random() < spec.channel_prob:
+        wav = random_channel(wav, rng)
     if rng.random() < spec.reverb_prob:
         wav = reverberate(wav, rng, rng.uniform(*spec.rt60))
     noisy = rng.random() < spec.noise_prob

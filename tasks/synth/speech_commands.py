@@ -18,7 +18,7 @@ KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go
 AUXILIARY = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "bed", "bird", "cat",
              "dog", "happy", "house", "marvin", "sheila", "tree", "wow")
 TRAIN_ROOT, TEST_ROOT = "speech_commands_v0.01", "speech_commands_test_set_v0.01"
-DEGRADATION = Degradation(noise_prob=0.8, snr_db=(5.0, 30.0), reverb_prob=0.3)
+DEGRADATION = Degradation(noise_prob=0.8, snr_db=(5.0, 30.0), reverb_prob=0.3, channel_prob=0.6)
 
 
 def speaker_hash(seed: int, name: str) -> str:

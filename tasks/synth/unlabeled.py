@@ -8,7 +8,7 @@ from .augment import Degradation
 from .context import Context
 from .render import SpeechJob
 
-DEGRADATION = Degradation(noise_prob=0.6, reverb_prob=0.3)
+DEGRADATION = Degradation(noise_prob=0.6, reverb_prob=0.3, channel_prob=0.3)
 
 
 def plan(ctx: Context):

@@ -15,7 +15,7 @@ from .render import SpeechJob
 
 ROOT = "VoxCeleb1"
 # "In the wild": more noise and reverberation than the read-speech sets.
-DEGRADATION = Degradation(noise_prob=0.8, snr_db=(5.0, 30.0), reverb_prob=0.4)
+DEGRADATION = Degradation(noise_prob=0.8, snr_db=(5.0, 30.0), reverb_prob=0.4, channel_prob=0.8)
 _VIDEO_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 
