@@ -11,7 +11,8 @@ Columns (also written at the top of REPORT.md):
 * ``SUPERB_local`` — zero anchor = this table's own ``fbank`` row, top anchor = the published SOTA.
 * ``SUPERB_rel`` — zero anchor = this table's ``fbank`` row, top anchor = the best upstream in this table per metric
   (so the best upstream of every metric scores 1000); meaningful on the offline corpus, where the published SOTA
-  values are unreachable.
+  values are unreachable. Metrics on which ``fbank`` itself is the best (or tied best) have no scale and are left
+  out, so an upstream worse than ``fbank`` there is not penalised in this column — read the metric columns too.
 """
 from __future__ import annotations
 
@@ -94,18 +95,13 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
                 best[m.column] = max(vals) if m.higher_is_better else min(vals)
     fbank_row = by_column.get(FBANK, {})
     table["SUPERB_s"] = [superb_score(by_column[u], ref.fbank, ref.sota, ref, tasks) for u in upstreams]
-    table["SUPERB_local"] = [_safe_score(by_column[u], fbank_row, ref.sota, ref, tasks) for u in upstreams]
-    table["SUPERB_rel"] = [_safe_score(by_column[u], fbank_row, best, ref, tasks) for u in upstreams]
+    table["SUPERB_local"] = [superb_score(by_column[u], fbank_row, ref.sota, ref, tasks, skip_flat=True)
+                             for u in upstreams]
+    table["SUPERB_rel"] = [superb_score(by_column[u], fbank_row, best, ref, tasks, skip_flat=True)
+                           for u in upstreams]
     table["tasks_scored"] = [sum(all(c in by_column[u] for c in [m.column for m in ref.task_metrics(t)])
                                  for t in tasks) for u in upstreams]
     return table
-
-
-def _safe_score(values, zero, top, ref, tasks) -> float | None:
-    try:
-        return superb_score(values, zero, top, ref, tasks)
-    except ValueError:  # anchors coincide (e.g. fbank is the best upstream of a metric)
-        return None
 
 
 def to_markdown(table: pd.DataFrame) -> str:

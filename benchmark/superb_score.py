@@ -53,16 +53,21 @@ def linear_score(value: float, zero: float, top: float) -> float:
 
 
 def superb_score(values: dict[str, float], zero: dict[str, float], top: dict[str, float], ref: Reference,
-                 tasks: list[str] | None = None) -> float | None:
+                 tasks: list[str] | None = None, skip_flat: bool = False) -> float | None:
     """Mean over ``tasks`` (default: all of ``ref``) of the within-task mean of mapped metrics.
 
     ``values``/``zero``/``top`` are keyed by leaderboard column (``PR``, ``SF_F1``, ...). A task with a missing
-    value makes the result None (a partial average would not be comparable).
+    value makes the result None (a partial average would not be comparable). ``skip_flat`` leaves out metrics whose
+    two anchors coincide (no scale), and tasks left without metrics; otherwise such anchors raise ``ValueError``.
     """
     per_task = []
     for task in tasks or ref.tasks:
         cols = [m.column for m in ref.task_metrics(task)]
         if any(c not in values or c not in zero or c not in top for c in cols):
             return None
+        if skip_flat:
+            cols = [c for c in cols if top[c] != zero[c]]
+            if not cols:
+                continue
         per_task.append(sum(linear_score(values[c], zero[c], top[c]) for c in cols) / len(cols))
     return sum(per_task) / len(per_task) if per_task else None
