@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +176,31 @@ def test_early_stopping_when_dev_stops_improving(data_root, tmp_path):
     summary = run_task(options(data_root, tmp_path, max_steps=30,
                                overrides=FAST + ["optimizer.lr=0.0", "train.patience=1"]))
     assert summary["steps"] == 6
+
+
+KILLABLE_RUN = """
+import sys
+from pathlib import Path
+from benchmark.engine import RunOptions, run_task
+from benchmark.testing import TINY_UPSTREAM
+run_task(RunOptions(upstream=TINY_UPSTREAM, task="ic", data_root=Path(sys.argv[1]), results_dir=Path(sys.argv[2]),
+                    max_steps=120, cache_dir=Path(sys.argv[3]), overrides=sys.argv[4:], device="cpu", resume=True))
+"""
+
+
+def test_sigkill_during_training_then_resume(data_root, tmp_path):
+    kw = dict(max_steps=120, resume=True)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, str(data_root), str(tmp_path / "b" / "results"),
+                             str(tmp_path / "b" / "cache"), *FAST], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "b" / "results").glob("*/ic/*/checkpoints/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_early = not list((tmp_path / "b" / "results").glob("*/ic/*/DONE"))
+    resumed = run_task(options(data_root, tmp_path / "b", **kw))
+    straight = run_task(options(data_root, tmp_path / "a", **kw))
+    assert killed_early  # the kill landed mid-training, so the resume had work to do
+    assert resumed["metrics"] == straight["metrics"] and resumed["steps"] == 120
