@@ -49,7 +49,7 @@ class BiLSTMCTCHead(nn.Module):
 
 def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
     """Mean CTC loss per target token; ``log_probs [batch, frame, vocab]``, targets as id lists (no blanks)."""
-    flat = torch.tensor([t for seq in targets for t in seq], dtype=torch.long)
+    flat = torch.tensor([t for seq in targets for t in seq], dtype=torch.long, device=log_probs.device)
     target_lengths = torch.tensor([len(seq) for seq in targets], dtype=torch.long)
     return F.ctc_loss(log_probs.transpose(0, 1).float(), flat, lengths.cpu(), target_lengths, blank=0,
                       reduction="mean", zero_infinity=True)
