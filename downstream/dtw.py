@@ -34,7 +34,8 @@ def frame_distances(query: torch.Tensor, docs: torch.Tensor, distance: Distance 
         raise ValueError(f"unknown DTW distance {distance!r}; expected 'cosine' or 'cosine_exp'")
     padding = None
     if doc_lengths is not None:
-        padding = (torch.arange(docs.shape[1], device=docs.device)[None, :] >= doc_lengths[:, None])[None, :, :]
+        lengths = doc_lengths.to(docs.device)
+        padding = (torch.arange(docs.shape[1], device=docs.device)[None, :] >= lengths[:, None])[None, :, :]
     if minmax_norm:
         if padding is not None:  # distances are >= 0, so zeros on padding leave each row's maximum unchanged
             dist.masked_fill_(padding, 0.0)

@@ -170,6 +170,15 @@ def test_qbe_run_sweeps_layers_on_dev_and_writes_rows(tmp_path):
     assert (run_dir / "qbe_test_scores.tsv").read_text().count("\n") == 1 + 1 * 2  # 1 English query × 2 docs
 
 
+def test_qbe_fixed_layer_skips_the_sweep(tmp_path):
+    from e2e_runs import run_and_read_rows
+
+    summary, rows = run_and_read_rows(make_quesst(tmp_path / "data"), "qbe", tmp_path, layer=-1)
+    assert summary["metrics"]["test"]["layer"] == 2.0  # -1 = the last of the tiny upstream's 3 hidden states
+    assert (Path(summary["run_dir"]) / "qbe_dev_layers.tsv").read_text().splitlines()[1:] == [
+        f"2\t{summary['metrics']['dev']['mtwv']:.6f}"]
+
+
 def test_qbe_on_tiny_offline_corpus(tiny_corpus, tmp_path):
     from e2e_runs import run_and_read_rows
 
