@@ -35,15 +35,16 @@ class Budget:
     distil_steps: int
     benchmark_steps: int | None  # None: the task's demo profile decides
     batch_seconds: float
+    item_seconds: float          # longer files are cropped to this
     # wall-clock caps (run.max_minutes): a busy machine stops training early instead of blowing the budget
     pretrain_minutes: float
     distil_minutes: float
 
 
 FULL = Budget(corpus_size="small", pretrain_steps=400, distil_steps=250, benchmark_steps=None, batch_seconds=32.0,
-              pretrain_minutes=7.0, distil_minutes=2.5)
+              item_seconds=6.0, pretrain_minutes=7.0, distil_minutes=2.5)
 QUICK = Budget(corpus_size="tiny", pretrain_steps=20, distil_steps=10, benchmark_steps=5, batch_seconds=8.0,
-               pretrain_minutes=0.75, distil_minutes=0.3)
+               item_seconds=3.0, pretrain_minutes=0.75, distil_minutes=0.3)
 
 
 def run(cmd: list[str], log: Path | None = None) -> int:
@@ -118,7 +119,8 @@ class Stages:
         b = self.budget
         cmd = [PY, "run_pretrain.py", "--config", "configs/pretrain/hubert_mini.yaml", "--data",
                str(self.data / "unlabeled"), "--output", str(self.teacher), "--max-steps", str(b.pretrain_steps),
-               "-o", f"run.data.max_batch_seconds={b.batch_seconds}", "-o", f"run.max_minutes={b.pretrain_minutes}"]
+               "-o", f"run.data.max_batch_seconds={b.batch_seconds}", "-o", f"run.data.max_item_seconds={b.item_seconds}",
+               "-o", f"run.max_minutes={b.pretrain_minutes}"]
         if self.budget is QUICK:
             cmd += ["-o", "labels.kmeans_init_runs=1"]
         if run(cmd) != 0:
@@ -136,7 +138,8 @@ class Stages:
             config = "distilhubert_mini" if kind == "cnn" else "fbank_student_mini"
             cmd = [PY, "run_distill.py", "--config", f"configs/distill/{config}.yaml", "--teacher", str(self.teacher),
                    "--data", str(self.data / "unlabeled"), "--output", str(out), "--max-steps", str(b.distil_steps),
-                   "-o", f"run.data.max_batch_seconds={b.batch_seconds}", "-o", f"run.max_minutes={b.distil_minutes}"]
+                   "-o", f"run.data.max_batch_seconds={b.batch_seconds}", "-o", f"run.data.max_item_seconds={b.item_seconds}",
+                   "-o", f"run.max_minutes={b.distil_minutes}"]
             if run(cmd) != 0:
                 self.failures.append(f"distil {kind}")
                 print(f"!!! distilling the {kind} student FAILED", flush=True)
