@@ -1,8 +1,9 @@
 """The offline end-to-end demo (``make demo``; ``make demo QUICK=1`` for the smoke-test version).
 
+Outputs: data/mini_superb and results/demo (quick: data/mini_superb_tiny and results/demo_quick).
 Stages, each skipped when its output exists from a run with the same settings (a ``.demo_stage.json`` marker beside
 the output records them; other settings rebuild the stage):
-  1. corpus     python -m tasks.synth --out data/mini_superb --size small|tiny
+  1. corpus     python -m tasks.synth --out data/mini_superb --size small (quick: tiny)
   2. pretrain   run_pretrain.py → results/demo/hubert_mini (the teacher; the registered ``hubert_mini`` loads it)
   3. distil     run_distill.py → results/demo/distilhubert_mini_cnn and results/demo/distilhubert_mini_fbank
   4. benchmark  run_benchmark.py for fbank, the teacher and both students on every task tasks.list_tasks() returns
@@ -119,8 +120,8 @@ class Stages:
         b = self.budget
         cmd = [PY, "run_pretrain.py", "--config", "configs/pretrain/hubert_mini.yaml", "--data",
                str(self.data / "unlabeled"), "--output", str(self.teacher), "--max-steps", str(b.pretrain_steps),
-               "-o", f"run.data.max_batch_seconds={b.batch_seconds}", "-o", f"run.data.max_item_seconds={b.item_seconds}",
-               "-o", f"run.max_minutes={b.pretrain_minutes}"]
+               "-o", f"run.data.max_batch_seconds={b.batch_seconds}",
+               "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={b.pretrain_minutes}"]
         if self.budget is QUICK:
             cmd += ["-o", "labels.kmeans_init_runs=1"]
         if run(cmd) != 0:
@@ -138,8 +139,8 @@ class Stages:
             config = "distilhubert_mini" if kind == "cnn" else "fbank_student_mini"
             cmd = [PY, "run_distill.py", "--config", f"configs/distill/{config}.yaml", "--teacher", str(self.teacher),
                    "--data", str(self.data / "unlabeled"), "--output", str(out), "--max-steps", str(b.distil_steps),
-                   "-o", f"run.data.max_batch_seconds={b.batch_seconds}", "-o", f"run.data.max_item_seconds={b.item_seconds}",
-                   "-o", f"run.max_minutes={b.distil_minutes}"]
+                   "-o", f"run.data.max_batch_seconds={b.batch_seconds}",
+                   "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={b.distil_minutes}"]
             if run(cmd) != 0:
                 self.failures.append(f"distil {kind}")
                 print(f"!!! distilling the {kind} student FAILED", flush=True)
@@ -212,11 +213,14 @@ class StageFailed(RuntimeError):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny corpus and step counts (≤ 4 minutes)")
-    p.add_argument("--data-root", default="data/mini_superb")
-    p.add_argument("--results", default="results/demo")
+    # quick runs keep their own folders, so a smoke test never replaces the full demo's corpus or teacher
+    p.add_argument("--data-root", default=None, help="default data/mini_superb (quick: data/mini_superb_tiny)")
+    p.add_argument("--results", default=None, help="default results/demo (quick: results/demo_quick)")
     p.add_argument("--tasks", nargs="*", default=None, help="benchmark only these tasks (default: all registered)")
     p.add_argument("--jobs", type=int, default=2, help="benchmark runs in parallel")
     args = p.parse_args(argv)
+    args.data_root = args.data_root or ("data/mini_superb_tiny" if args.quick else "data/mini_superb")
+    args.results = args.results or ("results/demo_quick" if args.quick else "results/demo")
     stages = Stages(args)
     started = time.time()
     print(f"DistilSUPERB demo ({'quick' if args.quick else 'full'}): {stages.budget}", flush=True)

@@ -76,8 +76,11 @@ def test_fbank_front_end_adaptation_freezes_the_encoder_first(setup):
     teacher = build_upstream(setup / "teacher").model
     student = build_upstream(out).model
     # encoder layers were copied from the teacher and must not move during adaptation; the front end must
-    assert torch.equal(student.encoder.layers[0].final_layer_norm.weight, teacher.encoder.layers[0].final_layer_norm.weight)
-    assert torch.equal(student.encoder.layers[1].attention.q_proj.weight, teacher.encoder.layers[1].attention.q_proj.weight)
+    s_layers, t_layers = student.encoder.layers, teacher.encoder.layers
+    assert torch.equal(s_layers[0].final_layer_norm.weight, t_layers[0].final_layer_norm.weight)
+    assert torch.equal(s_layers[1].attention.q_proj.weight, t_layers[1].attention.q_proj.weight)
+    # the projection was copied from the teacher too, and does learn
+    assert not torch.equal(student.feature_projection.projection.weight, teacher.feature_projection.projection.weight)
 
 
 def test_loss_goes_down(setup):
