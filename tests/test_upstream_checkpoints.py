@@ -80,3 +80,13 @@ def test_demo_weights_are_found_by_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILSUPERB_HUBERT_MINI", str(tmp_path / "missing"))
     fresh = build_upstream("hubert_mini")  # no weights: random init with a warning
     assert fresh.cfg.embed_dim == 256 and fresh.cfg.layers == 12
+
+
+def test_demo_student_is_found_in_the_demo_dir(tmp_path, monkeypatch):
+    import upstream.builtin as builtin
+
+    saved = random_upstream(tiny_config(), seed=4)
+    save_upstream(saved, tmp_path / "results" / "demo" / "distilhubert_mini_cnn")
+    monkeypatch.setattr(builtin, "REPO_ROOT", tmp_path)
+    monkeypatch.delenv("DISTILSUPERB_DISTILHUBERT_MINI", raising=False)
+    assert build_upstream("distilhubert_mini").weights_hash() == saved.weights_hash()

@@ -56,14 +56,18 @@ def _build(cfg: HubertConfig, checkpoint: str | Path | None, seed: int, **kwargs
     return random_upstream(cfg, seed, **kwargs)
 
 
-def _demo_checkpoint(name: str, checkpoint: str | Path | None) -> Path | None:
-    """The demo's weights: ``checkpoint``, else ``$DISTILSUPERB_<NAME>``, else ``results/demo/<name>`` if saved."""
+def _demo_checkpoint(name: str, checkpoint: str | Path | None, *demo_dirs: str) -> Path | None:
+    """The demo's weights: ``checkpoint``, else ``$DISTILSUPERB_<NAME>``, else the first of ``results/demo/<dir>``
+    (``demo_dirs``, default ``name``) holding a saved upstream; None (random init, logged) when there is none."""
     if checkpoint is not None:
         return Path(checkpoint)
-    path = Path(os.environ.get(f"DISTILSUPERB_{name.upper()}", REPO_ROOT / "results" / "demo" / name))
-    if (path / CONFIG_FILE).is_file():
-        return path
-    log.warning("%s: no pretrained weights at %s (run the demo to create them); using random init", name, path)
+    env = os.environ.get(f"DISTILSUPERB_{name.upper()}")
+    candidates = [Path(env)] if env else [REPO_ROOT / "results" / "demo" / d for d in (demo_dirs or (name,))]
+    for path in candidates:
+        if (path / CONFIG_FILE).is_file():
+            return path
+    log.warning("%s: no pretrained weights at %s (run the demo to create them); using random init", name,
+                " or ".join(str(c) for c in candidates))
     return None
 
 
@@ -94,5 +98,7 @@ def hubert_mini(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -
 
 @register_upstream("distilhubert_mini")
 def distilhubert_mini(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
-    """The CPU demo's student of ``hubert_mini``; loads ``results/demo/distilhubert_mini`` when saved."""
-    return _build(DISTILHUBERT_MINI, _demo_checkpoint("distilhubert_mini", checkpoint), seed, **kwargs)
+    """The CPU demo's student of ``hubert_mini``; loads ``results/demo/distilhubert_mini`` (or the demo's
+    ``distilhubert_mini_cnn``) when saved."""
+    path = _demo_checkpoint("distilhubert_mini", checkpoint, "distilhubert_mini", "distilhubert_mini_cnn")
+    return _build(DISTILHUBERT_MINI, path, seed, **kwargs)
