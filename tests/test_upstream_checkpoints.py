@@ -78,8 +78,12 @@ def test_demo_weights_are_found_by_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILSUPERB_HUBERT_MINI", str(tmp_path / "demo"))
     assert build_upstream("hubert_mini").weights_hash() == saved.weights_hash()
     monkeypatch.setenv("DISTILSUPERB_HUBERT_MINI", str(tmp_path / "missing"))
-    fresh = build_upstream("hubert_mini")  # no weights: random init with a warning
-    assert fresh.cfg.embed_dim == 256 and fresh.cfg.layers == 12
+    fresh = build_upstream("hubert_mini")  # no weights: random init with a warning, the demo recipe's architecture
+    import upstream.builtin as builtin
+    from common.config import load_yaml
+
+    recipe = load_yaml(builtin.HUBERT_MINI_RECIPE)["model"]
+    assert fresh.cfg.embed_dim == recipe["embed_dim"] and fresh.cfg.layers == recipe["layers"]
 
 
 def test_demo_student_is_found_in_the_demo_dir(tmp_path, monkeypatch):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from common.config import load_config, load_yaml
+
 from .checkpoints import CONFIG_FILE, load_upstream_from_path
 from .hubert import HubertConfig, HubertModel, HubertUpstream, student_config_from_teacher
 from .registry import register_upstream
@@ -28,15 +30,13 @@ HUBERT_LARGE = HubertConfig(extractor_mode="layer_norm", conv_bias=True, embed_d
 DISTILHUBERT = dataclasses.replace(student_config_from_teacher(HUBERT_BASE, 2, (4, 8, 12)),
                                    feat_proj_layer_norm=False)
 
-# CPU demo teacher: 12 layers x 256 dims (4 heads, FFN 1024), a slim CNN (HuBERT's kernels and strides; 64
-# channels in the three high-rate layers, 128 after) and a light positional conv (kernel 64, 16 groups):
-# 9.94 M parameters. The student keeps the front end, projection, positional conv and 2 layers: 2.04 M (20.5% of
-# the teacher) + 0.39 M in its 3 heads, which predict teacher layers 4/8/12 as DistilHuBERT does. The CNN is slim
-# because it dominates a 2-layer student's compute: with 128 channels throughout the student was only ~1.7-2.1x
-# faster than the teacher here, with this CNN ~2.6x (bench/upstream_speed.py).
-HUBERT_MINI = HubertConfig(conv_layers=((64, 10, 5), (64, 3, 2), (64, 3, 2), (128, 3, 2), (128, 3, 2), (128, 2, 2),
-                                        (128, 2, 2)),
-                           embed_dim=256, ffn_dim=1024, heads=4, layers=12, conv_pos=64, conv_pos_groups=16)
+# CPU demo teacher: the architecture that run_pretrain.py trains for the demo, read from its recipe so the two never
+# disagree (12 layers x 192 dims, a 32-channel CNN with HuBERT's kernels and strides, a light positional conv;
+# about 5.5 M parameters). The student keeps the front end, projection, positional conv and 2 layers (~19% of the
+# teacher) + 3 heads predicting teacher layers 4/8/12 as DistilHuBERT does. The CNN is slim because it dominates a
+# 2-layer student's compute (see the recipe's comment and bench/student_speed.py).
+HUBERT_MINI_RECIPE = REPO_ROOT / "configs" / "pretrain" / "hubert_mini.yaml"
+HUBERT_MINI = load_config(HubertConfig, base=load_yaml(HUBERT_MINI_RECIPE)["model"])
 DISTILHUBERT_MINI = student_config_from_teacher(HUBERT_MINI, 2, (4, 8, 12))
 
 
