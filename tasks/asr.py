@@ -12,7 +12,7 @@ Differences from SUPERB (s3prl ``asr/config.yaml``) and why:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from downstream.ctc_heads import BiLSTMCTCHead
 
@@ -59,7 +59,9 @@ class SpeechRecognition(CTCTask):
     vocab = [BLANK] + CHARS
 
     def load_split(self, split: str) -> list[Utterance]:
-        return load_librispeech(self.data_root, getattr(self.config.data, split), self.name)
+        # ASR's target is the transcript; drop the phone labels the loader attaches for PR.
+        return [replace(u, label=None) for u in load_librispeech(self.data_root, getattr(self.config.data, split),
+                                                                 self.name)]
 
     def targets(self, utt: Utterance) -> list[str]:
         return text_to_chars(utt.transcript)

@@ -83,3 +83,13 @@ def test_missing_dataset_names_layout(tmp_path):
         build_task("er", tmp_path).check_data()
     with pytest.raises(DatasetNotFoundError, match="train-clean-100"):
         build_task("asr", tmp_path).load_split("train")
+
+
+def test_asr_records_carry_the_transcript_not_phones(root):
+    phn = root / "LibriSpeech" / "dev-clean" / "19" / "101" / "19-101.phn.txt"
+    phn.write_text("19-101-0000 y eh s\n")
+    try:
+        utt = build_task("asr", root).load_split("dev")[0]
+        assert utt.label is None and utt.transcript == "YES NO"
+    finally:
+        phn.unlink()
