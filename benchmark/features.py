@@ -36,14 +36,23 @@ def load_utterance_audio(utt: Utterance) -> torch.Tensor:
     return load_audio(utt.path, start=utt.start, duration=None if whole else utt.duration)
 
 
-def _pad(arrays: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``[layer, frame_i, feature]`` items into ``[layer, batch, frame, feature]`` with zero padding."""
+def _pad(arrays: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``[layer, frame_i, feature]`` items into ``[layer, batch, frame, feature]`` float32, zero-padded.
+
+    Items are copied in their own dtype (fp16 from the cache) and converted once, which is cheaper than
+    converting each item.
+    """
     lengths = torch.tensor([a.shape[1] for a in arrays], dtype=torch.long)
     num_layers, _, dim = arrays[0].shape
-    out = torch.zeros(num_layers, len(arrays), int(lengths.max()), dim, dtype=torch.float32)
+    dtype = torch.float16 if isinstance(arrays[0], np.ndarray) and arrays[0].dtype == np.float16 else torch.float32
+    out = torch.zeros(num_layers, len(arrays), int(lengths.max()), dim, dtype=dtype)
+    view = out.numpy()  # numpy view of the same buffer: memory-mapped items are copied without a torch wrapper
     for b, a in enumerate(arrays):
-        out[:, b, : a.shape[1]] = a
-    return out, lengths
+        if isinstance(a, np.ndarray):
+            view[:, b, : a.shape[1]] = a
+        else:
+            out[:, b, : a.shape[1]] = a
+    return out.float(), lengths
 
 
 class CachedFeatures:
@@ -61,7 +70,7 @@ class CachedFeatures:
                 first = int(crop[0] * 16000 / self.downsample_rate)
                 count = max(1, int(crop[1] * 16000 / self.downsample_rate))
                 arr = arr[:, first:first + count]
-            items.append(torch.from_numpy(np.array(arr, dtype=np.float32)))
+            items.append(arr)
         hidden, lengths = _pad(items)
         return FeatureBatch(hidden, lengths, list(utts))
 
