@@ -25,4 +25,4 @@ demo: install
 	$(PY) scripts/demo.py $(if $(QUICK),--quick,)
 
 clean-demo:
-	rm -rf data/mini_superb results/demo
+	rm -rf data/mini_superb data/mini_superb_tiny results/demo results/demo_quick

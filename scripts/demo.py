@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -180,7 +181,9 @@ class Stages:
         def one(job: tuple[str, str, Path, str]) -> None:
             upstream, task, marker, settings = job
             cmd = [PY, "run_benchmark.py", "--upstream", upstream, "--task", task, "--data-root", str(self.data),
-                   "--results-dir", str(bench_dir), "--profile", "demo", "--skip-bad-audio"]
+                   "--results-dir", str(bench_dir), "--profile", "demo", "--skip-bad-audio",
+                   # parallel runs share the cores: more threads than cores makes small ops crawl
+                   "--threads", str(max(1, (os.cpu_count() or 1) // self.jobs))]
             if self.budget.benchmark_steps:
                 cmd += ["--max-steps", str(self.budget.benchmark_steps)]
             start = time.time()
