@@ -1,6 +1,8 @@
 """Frame-level CTC heads (PR: linear; ASR: 2-layer BiLSTM) and greedy CTC decoding. Index 0 is the blank."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,16 @@ class LinearCTCHead(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.output(self.projector(features)), dim=-1)
+
+
+@dataclass
+class BiLSTMCTCHeadConfig:
+    """SUPERB's ASR/SF head sizes (s3prl downstream/asr): projector, BiLSTM layers, dropout."""
+
+    proj_dim: int = 1024
+    hidden_size: int = 1024
+    num_layers: int = 2
+    dropout: float = 0.2
 
 
 class BiLSTMCTCHead(nn.Module):

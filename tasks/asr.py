@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from downstream.ctc_heads import BiLSTMCTCHead
+from downstream.ctc_heads import BiLSTMCTCHead, BiLSTMCTCHeadConfig
 
 from .base import TaskConfig, Utterance
 from .ctc import BLANK, CTCTask
@@ -27,16 +27,8 @@ CHARS = [WORD_BOUNDARY, "'"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
 
 
 @dataclass
-class ASRHeadConfig:
-    proj_dim: int = 1024
-    hidden_size: int = 1024
-    num_layers: int = 2
-    dropout: float = 0.2
-
-
-@dataclass
 class ASRConfig(TaskConfig):
-    head: ASRHeadConfig = field(default_factory=ASRHeadConfig)
+    head: BiLSTMCTCHeadConfig = field(default_factory=BiLSTMCTCHeadConfig)
     data: LibriSpeechSplits = field(default_factory=LibriSpeechSplits)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from downstream.ctc_heads import BiLSTMCTCHead, ctc_greedy_decode, ctc_loss
+from downstream.ctc_heads import BiLSTMCTCHead, BiLSTMCTCHeadConfig, ctc_greedy_decode, ctc_loss
 from tasks.base import Task, TaskConfig, Utterance
 from tasks.registry import register_task
 
@@ -27,16 +27,8 @@ from .metrics import slot_type_f1, slot_value_cer
 
 
 @dataclass
-class SFHeadConfig:
-    proj_dim: int = 1024
-    hidden_size: int = 1024
-    num_layers: int = 2
-    dropout: float = 0.2
-
-
-@dataclass
 class SFConfig(TaskConfig):
-    head: SFHeadConfig = field(default_factory=SFHeadConfig)
+    head: BiLSTMCTCHeadConfig = field(default_factory=BiLSTMCTCHeadConfig)
 
 
 @register_task("sf")
