@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from common.config import load_config, to_dict
+from common.config import to_dict
 from common.io import atomic_write_text
 from distill.config import DistillConfig
 from distill.data import SkipReport, collect_audio_files, scan_audio
 from distill.objectives import DistillObjective
-from distill.trainer import Trainer, setup_distributed
+from distill.trainer import Trainer, start_run
 from upstream import build_upstream
 from upstream.base import count_parameters
 from upstream.checkpoints import save_upstream
@@ -59,12 +59,7 @@ def export_student(objective: DistillObjective) -> HubertUpstream:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
-    cfg = load_config(DistillConfig, args.config, overrides)
-    env = setup_distributed(cfg.run.device)
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
+    cfg, env = start_run(DistillConfig, args)
     out = Path(args.output)
     torch.manual_seed(cfg.run.seed)  # same student init on every rank (DDP also broadcasts rank 0's weights)
 

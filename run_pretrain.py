@@ -22,10 +22,10 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from common.config import load_config, to_dict
+from common.config import to_dict
 from common.io import atomic_write_text
 from distill.data import SkipReport, collect_audio_files, scan_audio
-from distill.trainer import DistEnv, Trainer, setup_distributed
+from distill.trainer import DistEnv, Trainer, start_run
 from pretrain.config import PretrainConfig
 from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
                              mfcc_features, save_labels)
@@ -76,12 +76,7 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
-    cfg = load_config(PretrainConfig, args.config, overrides)
-    env = setup_distributed(cfg.run.device)
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
+    cfg, env = start_run(PretrainConfig, args)
     out = Path(args.output)
     started = time.time()
     report = SkipReport()

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from common.config import load_config
 from common.io import atomic_path, atomic_write_text
 from .data import DataConfig, SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
 
@@ -84,6 +85,18 @@ def setup_distributed(device: str = "auto") -> DistEnv:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return DistEnv(rank, world, dev)
+
+
+def start_run(config_class: type, args) -> tuple:
+    """The common start of run_distill.py and run_pretrain.py: logging, the config (``--config`` + ``-o`` +
+    ``--max-steps``), the process group and the CPU thread count. Returns ``(config, DistEnv)``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
+    cfg = load_config(config_class, args.config, overrides)
+    env = setup_distributed(cfg.run.device)
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
+    return cfg, env
 
 
 def _all_reduce(t: torch.Tensor, env: DistEnv, op=None) -> torch.Tensor:
