@@ -43,8 +43,8 @@ class Budget:
     distil_minutes: float
 
 
-FULL = Budget(corpus_size="small", pretrain_steps=400, distil_steps=250, benchmark_steps=None, batch_seconds=32.0,
-              item_seconds=6.0, pretrain_minutes=7.0, distil_minutes=2.5)
+FULL = Budget(corpus_size="small", pretrain_steps=1000, distil_steps=250, benchmark_steps=None, batch_seconds=32.0,
+              item_seconds=6.0, pretrain_minutes=10.0, distil_minutes=2.5)
 QUICK = Budget(corpus_size="tiny", pretrain_steps=20, distil_steps=10, benchmark_steps=5, batch_seconds=8.0,
                item_seconds=3.0, pretrain_minutes=0.75, distil_minutes=0.3)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import run_pretrain
@@ -52,6 +53,33 @@ def test_masks_cover_about_half_the_frames_and_only_masked_frames_count():
     assert 0 < float(out["loss_sum"].detach() / out["frames"]) < 25  # CE of cosine/0.1 logits over 8 codewords
     out["loss_sum"].backward()
     assert model.mask_emb.grad is not None and model.mask_emb.grad.abs().sum() > 0
+
+
+def test_unmasked_frames_add_their_weighted_loss_over_the_masked_count():
+    model = HubertModel(tiny_teacher_config(codewords=8)).eval()  # eval: no dropout, same forward every call
+    labels = [torch.randint(0, 8, (400,), generator=torch.Generator().manual_seed(1))]
+    batch = {"wav": torch.randn(1, 32000, generator=torch.Generator().manual_seed(2)) * 0.1,
+             "wav_lengths": torch.tensor([32000]), "indices": torch.tensor([0]), "starts": torch.tensor([0])}
+    outs = []
+    for weight in (0.0, 1.0, 2.5):
+        torch.manual_seed(0)  # the same span masks each time
+        obj = MaskedPrediction(model, labels, 100, MaskingConfig(mask_prob=0.4, nomask_weight=weight))
+        with torch.no_grad():
+            outs.append(obj(batch))
+    (masked, one, heavy) = (float(o["loss_sum"]) for o in outs)
+    assert all(int(o["frames"]) == int(outs[0]["frames"]) for o in outs)  # still divided by the masked count
+    unmasked = one - masked
+    assert unmasked > 0 and abs(heavy - (masked + 2.5 * unmasked)) < 1e-3 * heavy
+    assert float(outs[0]["parts"]["masked_accuracy"]) == float(outs[1]["parts"]["masked_accuracy"])
+
+
+def test_mask_embedding_init_is_checked_and_applied():
+    model = HubertModel(tiny_teacher_config(codewords=8))
+    assert model.mask_emb.abs().sum() > 0
+    MaskedPrediction(model, [torch.zeros(10, dtype=torch.long)], 100, MaskingConfig(mask_emb_init="zeros"))
+    assert model.mask_emb.abs().sum() == 0
+    with pytest.raises(ValueError, match="mask_emb_init"):
+        MaskedPrediction(model, [torch.zeros(10, dtype=torch.long)], 100, MaskingConfig(mask_emb_init="normal"))
 
 
 def test_run_pretrain_end_to_end_with_iteration_2(tmp_path):

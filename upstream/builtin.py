@@ -31,8 +31,8 @@ DISTILHUBERT = dataclasses.replace(student_config_from_teacher(HUBERT_BASE, 2, (
                                    feat_proj_layer_norm=False)
 
 # CPU demo teacher: the architecture that run_pretrain.py trains for the demo, read from its recipe so the two never
-# disagree (12 layers x 192 dims, a 32-channel CNN with HuBERT's kernels and strides, a light positional conv;
-# about 5.5 M parameters). The student keeps the front end, projection, positional conv and 2 layers (~19% of the
+# disagree (12 layers x 192 dims, a 64-channel CNN with HuBERT's kernels and strides, a light positional conv;
+# about 5.6 M parameters). The student keeps the front end, projection, positional conv and 2 layers (~20% of the
 # teacher) + 3 heads predicting teacher layers 4/8/12 as DistilHuBERT does. The CNN is slim because it dominates a
 # 2-layer student's compute (see the recipe's comment and bench/student_speed.py).
 HUBERT_MINI_RECIPE = REPO_ROOT / "configs" / "pretrain" / "hubert_mini.yaml"
