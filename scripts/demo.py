@@ -204,7 +204,7 @@ class Stages:
         students = [str(p) for p in self.students().values() if p.is_dir()]
         if self.teacher.is_dir() and students:
             run([PY, "bench/student_speed.py", "--teacher", str(self.teacher), "--students", *students,
-                 "--repeats", "3" if self.budget is QUICK else "5"])
+                 "--repeats", "3" if self.budget is QUICK else "20"])
 
 
 class StageFailed(RuntimeError):
