@@ -4,7 +4,8 @@
         --output results/demo/hubert_mini [--max-steps N] [--resume] [-o key=value]
 
 Iteration 1 learns k-means clusters of MFCC+Δ+ΔΔ (100 Hz labels); with ``iteration2.enabled`` a fresh model learns
-clusters of a middle layer of the iteration-1 model. The last iteration's model is saved in our format in
+clusters of a middle layer of the iteration-1 model. With ``front_end_warmup.steps`` each iteration's CNN first
+learns log-mel features (``OUTPUT/iter{1,2}_front_end``; see pretrain/front_end_warmup.py). The last iteration's model is saved in our format in
 ``--output`` (``build_upstream(DIR)`` loads it); each iteration's logs and checkpoints are in ``OUTPUT/iter{1,2}``.
 Multi-process: ``torchrun --nproc_per_node N run_pretrain.py ...``.
 """
@@ -27,6 +28,7 @@ from common.io import atomic_write_text
 from distill.data import SkipReport, collect_audio_files, scan_audio
 from distill.trainer import DistEnv, Trainer, start_run
 from pretrain.config import PretrainConfig
+from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
                              mfcc_features, save_labels)
 from pretrain.objective import MaskedPrediction
@@ -66,6 +68,13 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
                     report: SkipReport, env: DistEnv, resume: bool, max_steps: int) -> HubertModel:
     torch.manual_seed(cfg.run.seed)
     model = HubertModel(model_cfg)
+    warm = cfg.front_end_warmup
+    if warm.steps > 0:
+        # the front end first learns log-mel (pretrain/front_end_warmup.py); its run sits beside the iteration's
+        warm_run = dataclasses.replace(cfg.run, max_steps=warm.steps,
+                                       optim=dataclasses.replace(cfg.run.optim, lr=warm.lr))
+        Trainer(FrontEndRegression(model, warm.mel_bins), warm_run, entries, out / f"{name}_front_end", report, env,
+                {"config": to_dict(cfg)}).fit(resume=resume)
     objective = MaskedPrediction(model, labels, rate, cfg.masking)
     run = dataclasses.replace(cfg.run, max_steps=max_steps)
     if env.is_main:

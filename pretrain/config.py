@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from distill.trainer import RunConfig
 from upstream.hubert import HubertConfig
 
+from .front_end_warmup import FrontEndWarmupConfig
 from .labels import LabelConfig
 from .objective import MaskingConfig
 
@@ -26,5 +27,6 @@ class PretrainConfig:
     model: HubertConfig = field(default_factory=HubertConfig)  # num_codewords is set from labels.clusters
     labels: LabelConfig = field(default_factory=LabelConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    front_end_warmup: FrontEndWarmupConfig = field(default_factory=FrontEndWarmupConfig)
     iteration2: Iteration2Config = field(default_factory=Iteration2Config)
     run: RunConfig = field(default_factory=RunConfig)

@@ -1,6 +1,7 @@
 """HuBERT-style pretraining: MFCC k-means labels, label/frame alignment, span masking, the CLI end to end."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -8,9 +9,11 @@ import torch
 
 import run_pretrain
 from distill.testing import tiny_teacher_config, write_tone_corpus
+from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import LabelConfig, fit_kmeans_labels, mfcc_features
 from pretrain.objective import MaskedPrediction, MaskingConfig
 from upstream import build_upstream
+from upstream.fbank import FbankUpstream
 from upstream.hubert import HubertModel
 
 
@@ -82,6 +85,35 @@ def test_mask_embedding_init_is_checked_and_applied():
         MaskedPrediction(model, [torch.zeros(10, dtype=torch.long)], 100, MaskingConfig(mask_emb_init="normal"))
 
 
+def test_front_end_warmup_regresses_the_fbank_frame_under_each_cnn_frame():
+    torch.manual_seed(0)
+    model = HubertModel(tiny_teacher_config(codewords=8))
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    objective = FrontEndRegression(model, mel_bins=40)
+    g = torch.Generator().manual_seed(3)
+    wav = torch.randn(2, 24000, generator=g) * torch.linspace(0.01, 0.3, 24000)
+    lengths = torch.tensor([24000, 17000])
+    targets, exists = objective.targets(wav, lengths, num_frames=80)
+    fbank = FbankUpstream(num_mel_bins=40, delta_order=0).features(wav[1, :17000])
+    frames = model.frame_lengths(lengths).tolist()
+    assert exists.sum(1).tolist() == frames  # one target per CNN frame, none on padding
+    assert torch.equal(targets[1, :frames[1]], fbank[0::2])  # frame t reads samples [320t, 320t+400): fbank 2t
+    optimizer = torch.optim.Adam(objective.parameters(), lr=3e-3)
+    batch = {"wav": wav, "wav_lengths": lengths}
+    losses = []
+    for _ in range(30):
+        out = objective(batch)
+        loss = out["loss_sum"] / out["frames"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+    assert all(torch.equal(v, before[k]) for k, v in model.encoder.state_dict().items())  # front end only
+    with pytest.raises(ValueError, match="waveform CNN"):
+        FrontEndRegression(HubertModel(dataclasses.replace(tiny_teacher_config(), front_end="fbank")))
+
+
 def test_run_pretrain_end_to_end_with_iteration_2(tmp_path):
     write_tone_corpus(tmp_path / "audio", count=6)
     cfg = tiny_teacher_config(codewords=0)
@@ -93,12 +125,15 @@ def test_run_pretrain_end_to_end_with_iteration_2(tmp_path):
     for o in model_args + ["labels.clusters=6", "labels.kmeans_init_runs=1", "iteration2.enabled=true",
                            "iteration2.layer=2", "iteration2.clusters=4", "iteration2.max_steps=2",
                            "run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1",
-                           "run.optim.lr=3e-3", "run.optim.warmup_ratio=0.1"]:
+                           "run.optim.lr=3e-3", "run.optim.warmup_ratio=0.1", "front_end_warmup.steps=3"]:
         args += ["-o", o]
     assert run_pretrain.main(args) == 0
     it1 = [json.loads(l) for l in (tmp_path / "teacher" / "iter1" / "loss_history.jsonl").read_text().splitlines()]
     assert len(it1) == 25 and sum(r["loss"] for r in it1[-5:]) < sum(r["loss"] for r in it1[:5])
     assert (tmp_path / "teacher" / "iter2" / "labels.pt").is_file()
+    for name in ("iter1_front_end", "iter2_front_end"):  # each fresh model's CNN first learned log-mel
+        warm = (tmp_path / "teacher" / name / "loss_history.jsonl").read_text().splitlines()
+        assert len(warm) == 3 and "l1" in json.loads(warm[0])
     teacher = build_upstream(tmp_path / "teacher")
     assert teacher.cfg.num_codewords == 4 and teacher.cfg.layers == 3  # the iteration-2 model, with codewords
     out = teacher([torch.randn(16000) * 0.1])
