@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,6 +100,10 @@ class RunContext:
             utts = task.load_split(split)
             if not utts:
                 raise ValueError(f"task {task.name!r}: split {split!r} is empty under {task.data_root}")
+            limit = task.config.train.max_utterances
+            if split == "train" and 0 < limit < len(utts):
+                keep = set(random.Random(0).sample(range(len(utts)), limit))  # fixed seed: same subset everywhere
+                utts = [u for i, u in enumerate(utts) if i in keep]
             self._splits[split] = self.ensure_cached(utts)
         return self._splits[split]
 

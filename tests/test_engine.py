@@ -67,6 +67,24 @@ def test_second_run_extracts_nothing(data_root, tmp_path, monkeypatch):
     assert calls == []
 
 
+def test_max_utterances_trains_on_the_same_seeded_subset(data_root, tmp_path, monkeypatch):
+    saved: dict[str, list[str]] = {}
+    original = FeatureCache.save
+
+    def record(self, utt, feats):
+        saved[self._run].append(utt.id)
+        return original(self, utt, feats)
+    monkeypatch.setattr(FeatureCache, "save", record)
+    for run, extra in (("all", []), ("two", ["train.max_utterances=2"]), ("again", ["train.max_utterances=2"])):
+        saved[run] = []
+        monkeypatch.setattr(FeatureCache, "_run", run, raising=False)
+        run_task(options(data_root, tmp_path / run, max_steps=2, overrides=FAST + extra))
+    train = {u.id for u in build_task("ic", data_root).load_split("train")}
+    assert len(train & set(saved["all"])) == len(train) > 2
+    subset = train & set(saved["two"])
+    assert len(subset) == 2 and subset == train & set(saved["again"])
+
+
 def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path):
     kw = dict(max_steps=10, overrides=FAST + ["optimizer.lr=1e-2"])
     straight = run_task(options(data_root, tmp_path / "a", **kw))
