@@ -52,17 +52,10 @@ def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by _save
 
 
-def build_optimizer(params: list[nn.Parameter], task: Task, lr: float,
-                    layer_weights: nn.Parameter | None = None) -> tuple[torch.optim.Optimizer, object]:
-    """Adam(W) over ``params`` at ``lr``; ``layer_weights`` (one of ``params``) gets ``optimizer.layer_weights_lr``
-    when that is set."""
+def build_optimizer(params: list[nn.Parameter], task: Task, lr: float) -> tuple[torch.optim.Optimizer, object]:
     cfg = task.config.optimizer
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    groups: list[dict] = [{"params": params}]
-    if layer_weights is not None and cfg.layer_weights_lr > 0:
-        groups = [{"params": [p for p in params if p is not layer_weights]},
-                  {"params": [layer_weights], "lr": cfg.layer_weights_lr}]
-    opt = cls(groups, lr=lr, weight_decay=cfg.weight_decay)
+    opt = cls(params, lr=lr, weight_decay=cfg.weight_decay)
     warmup = max(0, cfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     return opt, sched
@@ -82,7 +75,7 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     seed = ctx.options.seed
     mods = _trainable_modules(ctx, model)
     params = [p for m in mods.values() for p in m.parameters() if p.requires_grad]
-    opt, sched = build_optimizer(params, task, lr, getattr(getattr(model, "weighted_sum", None), "weights", None))
+    opt, sched = build_optimizer(params, task, lr)
     crop_rng = torch.Generator().manual_seed(seed + 17)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": 0, "bad_evals": 0, "dev": {}}
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"

@@ -33,7 +33,6 @@ class Budget:
     """Step counts sized for the 2-core machine: full ≤ 25 minutes, quick ≤ 4 minutes."""
 
     corpus_size: str
-    front_end_warmup_steps: int  # the teacher's CNN learns log-mel first (pretrain/front_end_warmup.py)
     pretrain_steps: int
     distil_steps: int
     benchmark_steps: int | None  # None: the task's demo profile decides
@@ -44,10 +43,10 @@ class Budget:
     distil_minutes: float
 
 
-FULL = Budget(corpus_size="small", front_end_warmup_steps=200, pretrain_steps=900, distil_steps=250,
-              benchmark_steps=None, batch_seconds=32.0, item_seconds=6.0, pretrain_minutes=10.0, distil_minutes=2.5)
-QUICK = Budget(corpus_size="tiny", front_end_warmup_steps=5, pretrain_steps=20, distil_steps=10,
-               benchmark_steps=5, batch_seconds=8.0, item_seconds=3.0, pretrain_minutes=0.75, distil_minutes=0.3)
+FULL = Budget(corpus_size="small", pretrain_steps=1000, distil_steps=250, benchmark_steps=None, batch_seconds=32.0,
+              item_seconds=6.0, pretrain_minutes=10.0, distil_minutes=2.5)
+QUICK = Budget(corpus_size="tiny", pretrain_steps=20, distil_steps=10, benchmark_steps=5, batch_seconds=8.0,
+               item_seconds=3.0, pretrain_minutes=0.75, distil_minutes=0.3)
 
 
 def run(cmd: list[str], log: Path | None = None) -> int:
@@ -123,8 +122,7 @@ class Stages:
         cmd = [PY, "run_pretrain.py", "--config", "configs/pretrain/hubert_mini.yaml", "--data",
                str(self.data / "unlabeled"), "--output", str(self.teacher), "--max-steps", str(b.pretrain_steps),
                "-o", f"run.data.max_batch_seconds={b.batch_seconds}",
-               "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={b.pretrain_minutes}",
-               "-o", f"front_end_warmup.steps={b.front_end_warmup_steps}"]
+               "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={b.pretrain_minutes}"]
         if self.budget is QUICK:
             cmd += ["-o", "labels.kmeans_init_runs=1"]
         if run(cmd) != 0:

@@ -105,9 +105,6 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     warmup_steps: int = 0  # linear warm-up, then constant (SUPERB uses a constant lr for most tasks)
-    # lr of the weighted sum's layer logits; 0 = ``lr`` (SUPERB). Adam moves each logit by about ``lr`` per update,
-    # so a run of a few hundred updates at 1e-3 cannot leave the uniform average: short profiles raise it.
-    layer_weights_lr: float = 0.0
 
 
 @dataclass

@@ -55,21 +55,6 @@ def test_weighted_sum_starts_uniform_and_selects_layers():
         WeightedSum(3, layer=3)
 
 
-def test_layer_weights_get_their_own_lr_when_configured():
-    from types import SimpleNamespace
-
-    from benchmark.trainer import build_optimizer
-    from tasks.base import OptimizerConfig
-
-    ws, head = WeightedSum(3), torch.nn.Linear(2, 2)
-    params = [ws.weights, *head.parameters()]
-    for layer_lr, expected in ((0.0, 1e-3), (1e-2, 1e-2)):
-        task = SimpleNamespace(config=SimpleNamespace(optimizer=OptimizerConfig(lr=1e-3, layer_weights_lr=layer_lr)))
-        opt, _ = build_optimizer(params, task, 1e-3, ws.weights)
-        lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
-        assert len(lrs) == 3 and lrs[id(ws.weights)] == expected and lrs[id(head.weight)] == 1e-3
-
-
 def test_mean_pool_ignores_padding():
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
     assert mean_pool(x, torch.tensor([2])).item() == 2.0
