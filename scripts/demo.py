@@ -7,6 +7,7 @@ the output records them; other settings rebuild the stage):
   2. pretrain   run_pretrain.py → results/demo/hubert_mini (the teacher; the registered ``hubert_mini`` loads it)
   3. distil     run_distill.py → results/demo/distilhubert_mini_cnn and results/demo/distilhubert_mini_fbank
   4. benchmark  run_benchmark.py for fbank, the teacher and both students on every task tasks.list_tasks() returns
+                (features cached in results/demo/benchmark/feature_cache)
   5. report     run_benchmark.py report (params, RTF, each task's metric, SUPERB score) + bench/student_speed.py
 Every stage runs as a subprocess (the demo only knows the command lines). A failing task is reported loudly, the
 demo goes on, and it exits non-zero at the end.
@@ -182,6 +183,9 @@ class Stages:
             upstream, task, marker, settings = job
             cmd = [PY, "run_benchmark.py", "--upstream", upstream, "--task", task, "--data-root", str(self.data),
                    "--results-dir", str(bench_dir), "--profile", "demo", "--skip-bad-audio",
+                   # features of every retrained upstream stay until deleted (~7 GB per from-scratch demo): keep
+                   # them with the demo's results, so `make clean-demo` reclaims them
+                   "--cache-dir", str(bench_dir / "feature_cache"),
                    # parallel runs share the cores: more threads than cores makes small ops crawl
                    "--threads", str(max(1, (os.cpu_count() or 1) // self.jobs))]
             if self.budget.benchmark_steps:
