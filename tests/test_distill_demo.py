@@ -52,3 +52,13 @@ def test_failures_are_collected_and_fatal_ones_stop(demo, tmp_path):
     with pytest.raises(demo.StageFailed):
         s.timed("1 corpus", fatal)
     assert s.upstreams() == ["fbank"]  # nothing trained yet: only the baseline is benchmarked
+
+
+def test_benchmark_keeps_its_feature_cache_inside_the_demo_results(demo, tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(demo, "run", lambda cmd, log=None: commands.append(cmd) or 0)
+    s = stages(demo, tmp_path, quick=True)
+    s.benchmark(["ks"])
+    (cmd,) = commands  # fbank only: nothing trained yet
+    cache = Path(cmd[cmd.index("--cache-dir") + 1])
+    assert cache.is_relative_to(tmp_path / "res")  # so `make clean-demo` deletes it with the results
