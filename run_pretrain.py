@@ -5,8 +5,9 @@
 
 Iteration 1 learns k-means clusters of MFCC+Δ+ΔΔ (100 Hz labels); with ``iteration2.enabled`` a fresh model learns
 clusters of a middle layer of the iteration-1 model. With ``front_end_warmup.steps`` each iteration's CNN first
-learns log-mel features (``OUTPUT/iter{1,2}_front_end``; see pretrain/front_end_warmup.py). The last iteration's model is saved in our format in
-``--output`` (``build_upstream(DIR)`` loads it); each iteration's logs and checkpoints are in ``OUTPUT/iter{1,2}``.
+learns log-mel features (``OUTPUT/iter{1,2}_front_end``; see pretrain/front_end_warmup.py). The last iteration's
+model is saved in our format in ``--output`` (``build_upstream(DIR)`` loads it); each iteration's logs and
+checkpoints are in ``OUTPUT/iter{1,2}``.
 Multi-process: ``torchrun --nproc_per_node N run_pretrain.py ...``.
 """
 from __future__ import annotations

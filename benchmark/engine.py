@@ -102,8 +102,8 @@ class RunContext:
                 raise ValueError(f"task {task.name!r}: split {split!r} is empty under {task.data_root}")
             limit = task.config.train.max_utterances
             if split == "train" and 0 < limit < len(utts):
-                keep = set(random.Random(0).sample(range(len(utts)), limit))  # fixed seed: same subset everywhere
-                utts = [u for i, u in enumerate(utts) if i in keep]
+                # a fixed seed, so every upstream trains on the same subset (kept in the split's order)
+                utts = [utts[i] for i in sorted(random.Random(0).sample(range(len(utts)), limit))]
             self._splits[split] = self.ensure_cached(utts)
         return self._splits[split]
 
