@@ -3,6 +3,7 @@
 
     python run_benchmark.py --upstream fbank --task ks [--profile demo] [-o optimizer.lr=1e-3] ...
     python run_benchmark.py report [--results-dir results]
+    python run_benchmark.py cache [--cache-dir DIR] [--remove HASH ...] [--unused-days N]
 
 A run trains the task head on frozen (cached) upstream features, picks the best checkpoint on dev, evaluates
 dev and test, and appends one row per metric and split to ``<results-dir>/results.csv``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_DATA_ROOT = Path("data/mini_superb")
@@ -56,11 +58,47 @@ def _report_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cache_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_benchmark.py cache",
+                                description="List the feature cache's upstream folders (size, last use), or delete "
+                                "some. Nothing is evicted automatically: every retrained upstream adds a folder.")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="default $DISTILSUPERB_CACHE/features, i.e. ~/.cache/distilsuperb/features")
+    p.add_argument("--remove", nargs="+", default=[], metavar="HASH", help="delete these folders (hash prefixes)")
+    p.add_argument("--unused-days", type=float, default=None, help="delete folders no run used for N days (folders without a recorded use count as unused)")
+    return p
+
+
+def cache_command(argv: list[str]) -> int:
+    from benchmark.cache import default_cache_dir, list_cache, remove_cache_entries
+
+    args = _cache_parser().parse_args(argv)
+    root = args.cache_dir or default_cache_dir()
+    if args.remove or args.unused_days is not None:
+        try:
+            removed = remove_cache_entries(root, args.remove, args.unused_days)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for e in removed:
+            print(f"removed {e.path.name}  {e.bytes / 1e9:.2f} GB  {e.upstream}")
+        print(f"freed {sum(e.bytes for e in removed) / 1e9:.2f} GB")
+        return 0
+    entries = list_cache(root)
+    print(f"{root}: {len(entries)} upstreams, {sum(e.bytes for e in entries) / 1e9:.2f} GB")
+    for e in entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "unknown"
+        print(f"  {e.path.name}  {e.bytes / 1e9:7.2f} GB  {e.files:6d} files  last used {used}  {e.upstream}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import upstream  # noqa: F401  (registers the built-in upstreams)
 
+    if argv[:1] == ["cache"]:
+        return cache_command(argv[1:])
     if argv[:1] == ["report"]:
         from benchmark.report import build_report
 

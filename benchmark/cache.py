@@ -12,6 +12,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -64,8 +67,9 @@ def audio_key(utt: Utterance) -> str:
 class FeatureCache:
     """Features of one upstream (one weights hash) under ``root``."""
 
-    def __init__(self, root: str | Path, upstream_hash: str):
+    def __init__(self, root: str | Path, upstream_hash: str, source: str | None = None):
         self.dir = Path(root) / upstream_hash[:16]
+        self.source = source  # what the user asked for (name or path), recorded for `run_benchmark.py cache`
         self._keys: dict[tuple, str] = {}
         self.extracted = 0  # utterances extracted by this object (tests assert a second run extracts none)
 
@@ -100,14 +104,11 @@ class FeatureCache:
         ``on_bad_audio`` (``--skip-bad-audio``) receives unreadable utterances instead of raising. Returns the
         number of utterances extracted.
         """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._record_use(upstream)
         missing = [u for u in utts if not self.has(u)]
         if not missing:
             return 0
-        self.dir.mkdir(parents=True, exist_ok=True)
-        meta = self.dir / "upstream.json"
-        if not meta.exists():
-            atomic_write_text(meta, json.dumps({"class": type(upstream).__name__,
-                                                "downsample_rate": getattr(upstream, "downsample_rate", None)}))
         device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
         done = 0
         batches = eval_batches([u.duration for u in missing], max_seconds)
@@ -133,3 +134,60 @@ class FeatureCache:
                 bar.update(len(idx))
         self.extracted += done
         return done
+
+    def _record_use(self, upstream: torch.nn.Module) -> None:
+        """``upstream.json``: what the features are of, and when a run last used them (``run_benchmark.py cache``
+        lists and prunes by it; file times cannot tell, reads do not update them)."""
+        meta = self.dir / META
+        info = json.loads(meta.read_text()) if meta.is_file() else {}
+        info.update({"class": type(upstream).__name__, "downsample_rate": getattr(upstream, "downsample_rate", None),
+                     "last_used": time.time()})
+        if self.source:
+            info["upstream"] = self.source
+        atomic_write_text(meta, json.dumps(info))
+
+
+META = "upstream.json"
+
+
+@dataclass
+class CacheEntry:
+    """One upstream's folder of cached features."""
+
+    path: Path
+    upstream: str      # the name or path it was run as ("?" when not recorded)
+    bytes: int
+    files: int
+    last_used: float   # unix time (0 when not recorded)
+
+
+def list_cache(root: str | Path) -> list[CacheEntry]:
+    """Every upstream folder under ``root``, most recently used first."""
+    entries = []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []:
+        meta = folder / META
+        info = json.loads(meta.read_text()) if meta.is_file() else {}
+        arrays = list(folder.rglob("*.npy"))
+        entries.append(CacheEntry(folder, info.get("upstream", info.get("class", "?")),
+                                  sum(a.stat().st_size for a in arrays), len(arrays), float(info.get("last_used", 0))))
+    return sorted(entries, key=lambda e: -e.last_used)
+
+
+def remove_cache_entries(root: str | Path, prefixes: Sequence[str] = (), unused_days: float | None = None
+                         ) -> list[CacheEntry]:
+    """Delete the folders whose hash starts with one of ``prefixes`` or that no run used for ``unused_days``.
+    A prefix that matches no folder, or several, is an error (nothing is deleted then)."""
+    entries = list_cache(root)
+    chosen: dict[Path, CacheEntry] = {}
+    for prefix in prefixes:
+        hits = [e for e in entries if e.path.name.startswith(prefix)]
+        if len(hits) != 1:
+            raise ValueError(f"cache hash prefix {prefix!r} matches {len(hits)} folders under {root} "
+                             f"({', '.join(e.path.name for e in hits) or 'none'}); give one that matches exactly one")
+        chosen[hits[0].path] = hits[0]
+    if unused_days is not None:
+        cutoff = time.time() - unused_days * 86400
+        chosen.update({e.path: e for e in entries if e.last_used < cutoff})
+    for entry in chosen.values():
+        shutil.rmtree(entry.path)
+    return list(chosen.values())

@@ -86,7 +86,8 @@ class RunContext:
         self._splits: dict[str, list[Utterance]] = {}
         self._writer = None
         use_cache = options.use_cache and not options.upstream_trainable
-        self.cache = FeatureCache(options.cache_dir or default_cache_dir(), upstream_hash) if use_cache else None
+        self.cache = (FeatureCache(options.cache_dir or default_cache_dir(), upstream_hash, str(options.upstream))
+                      if use_cache else None)
         with torch.inference_mode():
             probe = upstream([torch.zeros(16000, device=_device_of(upstream))])
         self.num_layers = len(probe.hidden_states)

@@ -15,7 +15,7 @@ import torch
 
 from benchmark import results
 from benchmark.batching import epoch_batches, eval_batches, pack_by_seconds
-from benchmark.cache import FeatureCache, weights_hash
+from benchmark.cache import FeatureCache, list_cache, remove_cache_entries, weights_hash
 from benchmark.engine import RunOptions, run_task
 from benchmark.features import load_utterance_audio
 from benchmark.testing import TINY_UPSTREAM, TinyFrameUpstream, write_fsc, write_speech_commands
@@ -56,6 +56,31 @@ def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
     assert again.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == 0
     # Other weights -> another hash -> a miss.
     assert weights_hash(TinyFrameUpstream(seed=1)) != weights_hash(up)
+
+
+def test_cache_is_listed_with_its_upstreams_and_pruned_on_request(data_root, tmp_path, capsys):
+    import run_benchmark
+
+    utts = build_task("ic", data_root).load_split("train")
+    for seed, source in ((0, "teacher_v1"), (1, "teacher_v2")):
+        up = TinyFrameUpstream(seed=seed).eval()
+        FeatureCache(tmp_path, weights_hash(up), source).ensure(utts, up, load_utterance_audio, max_seconds=10.0)
+    entries = list_cache(tmp_path)
+    assert sorted(e.upstream for e in entries) == ["teacher_v1", "teacher_v2"]
+    assert all(e.files == len(utts) and e.bytes > 0 and e.last_used > 0 for e in entries)
+    assert run_benchmark.main(["cache", "--cache-dir", str(tmp_path)]) == 0
+    assert "teacher_v1" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="matches 2 folders"):
+        remove_cache_entries(tmp_path, [""])  # ambiguous: nothing is deleted
+    assert len(list_cache(tmp_path)) == 2
+    old = next(e for e in entries if e.upstream == "teacher_v1")
+    meta = old.path / "upstream.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "last_used": time.time() - 3 * 86400}))
+    removed = remove_cache_entries(tmp_path, unused_days=2)
+    assert [e.upstream for e in removed] == ["teacher_v1"] and not old.path.exists()
+    (kept,) = list_cache(tmp_path)
+    assert run_benchmark.main(["cache", "--cache-dir", str(tmp_path), "--remove", kept.path.name[:6]]) == 0
+    assert list_cache(tmp_path) == []
 
 
 def test_second_run_extracts_nothing(data_root, tmp_path, monkeypatch):
