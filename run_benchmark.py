@@ -65,7 +65,8 @@ def _cache_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="default $DISTILSUPERB_CACHE/features, i.e. ~/.cache/distilsuperb/features")
     p.add_argument("--remove", nargs="+", default=[], metavar="HASH", help="delete these folders (hash prefixes)")
-    p.add_argument("--unused-days", type=float, default=None, help="delete folders no run used for N days (folders without a recorded use count as unused)")
+    p.add_argument("--unused-days", type=float, default=None,
+                   help="delete folders no run used for N days (folders without a recorded use count as unused)")
     return p
 
 
