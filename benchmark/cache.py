@@ -71,6 +71,7 @@ class FeatureCache:
         self.dir = Path(root) / upstream_hash[:16]
         self.source = source  # what the user asked for (name or path), recorded for `run_benchmark.py cache`
         self._keys: dict[tuple, str] = {}
+        self._use_recorded = False  # upstream.json is written once per run, not once per split
         self.extracted = 0  # utterances extracted by this object (tests assert a second run extracts none)
 
     def _key(self, utt: Utterance) -> str:
@@ -104,8 +105,9 @@ class FeatureCache:
         ``on_bad_audio`` (``--skip-bad-audio``) receives unreadable utterances instead of raising. Returns the
         number of utterances extracted.
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._record_use(upstream)
+        if not self._use_recorded:
+            self._record_use(upstream)
+            self._use_recorded = True
         missing = [u for u in utts if not self.has(u)]
         if not missing:
             return 0
@@ -139,6 +141,7 @@ class FeatureCache:
         """``upstream.json``: what the features are of, and when a run last used them (``run_benchmark.py cache``
         lists and prunes by it; file times cannot tell, reads do not update them)."""
         meta = self.dir / META
+        self.dir.mkdir(parents=True, exist_ok=True)
         info = json.loads(meta.read_text()) if meta.is_file() else {}
         info.update({"class": type(upstream).__name__, "downsample_rate": getattr(upstream, "downsample_rate", None),
                      "last_used": time.time()})
@@ -163,8 +166,10 @@ class CacheEntry:
 
 def list_cache(root: str | Path) -> list[CacheEntry]:
     """Every upstream folder under ``root``, most recently used first."""
+    if not Path(root).is_dir():
+        return []
     entries = []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []:
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         meta = folder / META
         info = json.loads(meta.read_text()) if meta.is_file() else {}
         arrays = list(folder.rglob("*.npy"))
