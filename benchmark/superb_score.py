@@ -53,21 +53,33 @@ def linear_score(value: float, zero: float, top: float) -> float:
 
 
 def superb_score(values: dict[str, float], zero: dict[str, float], top: dict[str, float], ref: Reference,
-                 tasks: list[str] | None = None, skip_flat: bool = False) -> float | None:
+                 tasks: list[str] | None = None, skip_unscaled: bool = False) -> float | None:
     """Mean over ``tasks`` (default: all of ``ref``) of the within-task mean of mapped metrics.
 
     ``values``/``zero``/``top`` are keyed by leaderboard column (``PR``, ``SF_F1``, ...). A task with a missing
-    value makes the result None (a partial average would not be comparable). ``skip_flat`` leaves out metrics whose
-    two anchors coincide (no scale), and tasks left without metrics; otherwise such anchors raise ``ValueError``.
+    value makes the result None (a partial average would not be comparable). ``skip_unscaled`` leaves out metrics
+    whose top anchor is not strictly better than the zero anchor, and tasks left without metrics. Equal anchors
+    have no scale; a top anchor on the wrong side would turn the scale round (on the offline corpus FBANK's QbE
+    MTWV is above the published SOTA, and a row worse than FBANK would score positive). Without the flag such
+    anchors raise ``ValueError``.
     """
     per_task = []
     for task in tasks or ref.tasks:
-        cols = [m.column for m in ref.task_metrics(task)]
-        if any(c not in values or c not in zero or c not in top for c in cols):
+        metrics = ref.task_metrics(task)
+        if any(m.column not in values or m.column not in zero or m.column not in top for m in metrics):
             return None
-        if skip_flat:
-            cols = [c for c in cols if top[c] != zero[c]]
-            if not cols:
+        scaled = [m for m in metrics if _top_is_better(m, zero[m.column], top[m.column])]
+        if skip_unscaled:
+            metrics = scaled
+            if not metrics:
                 continue
-        per_task.append(sum(linear_score(values[c], zero[c], top[c]) for c in cols) / len(cols))
+        elif len(scaled) < len(metrics):
+            bad = [m.column for m in metrics if m not in scaled]
+            raise ValueError(f"top anchor is not better than the zero anchor for {bad}; the scale is undefined")
+        per_task.append(sum(linear_score(values[m.column], zero[m.column], top[m.column]) for m in metrics)
+                        / len(metrics))
     return sum(per_task) / len(per_task) if per_task else None
+
+
+def _top_is_better(metric: MetricRef, zero: float, top: float) -> bool:
+    return top > zero if metric.higher_is_better else top < zero

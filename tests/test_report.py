@@ -49,3 +49,16 @@ def test_report_table_folds_latest_rows_and_plots(tmp_path):
     names = {p.name for p in report.files}
     assert {"report.csv", "REPORT.md", "layer_weights_student.png", "tasks_by_upstream.png"} <= names
     assert all(p.stat().st_size > 0 for p in report.files)
+
+
+def test_local_score_leaves_out_metrics_where_fbank_already_beats_the_published_sota():
+    ref = load_reference()
+    fbank = dict(ref.sota)
+    fbank["QbE"] = ref.sota["QbE"] + 0.3  # the offline corpus: FBANK's MTWV is above the leaderboard's best
+    fbank["KS"] = ref.sota["KS"] - 40.0
+    worse = dict(fbank, QbE=fbank["QbE"] - 0.1, KS=fbank["KS"] + 20.0)
+    tasks = ["ks", "qbe"]
+    # Only KS has a scale: halfway from FBANK to SOTA. QbE would have scored +1000*0.1/0.3 for being worse.
+    assert superb_score(worse, fbank, ref.sota, ref, tasks, skip_unscaled=True) == pytest.approx(500.0)
+    with pytest.raises(ValueError, match="QbE"):
+        superb_score(worse, fbank, ref.sota, ref, tasks)
