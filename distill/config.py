@@ -19,6 +19,9 @@ class StudentConfig:
     init_from_teacher: bool = True      # copy front end, projection, positional conv, first layers where shapes fit
     dropout: float | None = None        # None = the teacher's dropout settings
     frontend_warmup_steps: int = 0      # train only front end + projection first (Fbank front-end adaptation)
+    # keep the front end at its initial weights (fairseq's feature_grad_mult = 0). With the teacher's CNN copied in,
+    # teacher and student then share one front-end pass per batch and the CNN needs no backward.
+    freeze_front_end: bool = False
 
 
 @dataclass

@@ -54,8 +54,9 @@ def layer_to_layer_map(obj: ObjectiveConfig, student_layers: int, teacher_layers
     return mapping
 
 
-def build_student(cfg: DistillConfig, teacher: Upstream) -> tuple[HubertModel, list[int]]:
-    """The student model and the teacher layers it learns (heads' targets or the layer-to-layer map)."""
+def build_student(cfg: DistillConfig, teacher: Upstream) -> tuple[HubertModel, list[int], bool]:
+    """The student model, the teacher layers it learns (heads' targets or the layer-to-layer map) and whether its
+    front end was copied from the teacher's."""
     t_model = hubert_model_of(teacher)
     t_cfg = t_model.cfg
     s, obj = cfg.student, cfg.objective
@@ -75,9 +76,13 @@ def build_student(cfg: DistillConfig, teacher: Upstream) -> tuple[HubertModel, l
         raise ConfigMismatch(f"student width {s_cfg.embed_dim} is not divisible by its {s_cfg.heads} heads "
                              "(set student.heads)")
     student = HubertModel(s_cfg)
-    if s.init_from_teacher:
-        init_student_from_teacher(student, t_model)
-    return student, targets
+    copied = init_student_from_teacher(student, t_model) if s.init_from_teacher else []
+    if s.freeze_front_end:
+        if s.frontend_warmup_steps > 0:
+            raise ConfigMismatch("student.freeze_front_end and student.frontend_warmup_steps > 0 contradict each "
+                                 "other: the warm-up trains only the front end")
+        student.front_end.requires_grad_(False)
+    return student, targets, "front_end" in copied
 
 
 class DistillObjective(nn.Module):
@@ -87,8 +92,10 @@ class DistillObjective(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.teacher = teacher.eval().requires_grad_(False)
-        self.student, self.targets = build_student(cfg, teacher)
+        self.student, self.targets, same_front_end = build_student(cfg, teacher)
         self.student.mask_emb.requires_grad_(False)  # only masked pretraining uses it (DDP needs every param used)
+        # a frozen copy of the teacher's front end computes the same features: run it once for both
+        self.share_front_end = cfg.student.freeze_front_end and same_front_end
         obj = cfg.objective
         self.teacher_dim = self._teacher_dim()
         self.projections = nn.ModuleList()
@@ -114,6 +121,8 @@ class DistillObjective(nn.Module):
     def train(self, mode: bool = True) -> "DistillObjective":
         super().train(mode)
         self.teacher.eval()  # the teacher never trains (no dropout in its targets)
+        if self.cfg.student.freeze_front_end:
+            self.student.front_end.eval()
         return self
 
     @torch.no_grad()
@@ -145,16 +154,31 @@ class DistillObjective(nn.Module):
                              ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One ``[batch, frame, teacher_dim]`` prediction per target layer, and the student's frame lengths."""
         states, s_len = self.student.encode(wav, lengths, None)
+        return self._predictions_from(states), s_len
+
+    def _predictions_from(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.cfg.objective.kind == "prediction_heads":
-            heads = self.student.predict(states[-1])  # [batch, head, frame, dim]
-            return list(heads.unbind(1)), s_len
-        return [proj(states[i + 1]) for i, proj in enumerate(self.projections)], s_len
+            return list(self.student.predict(states[-1]).unbind(1))  # heads: [batch, head, frame, dim]
+        return [proj(states[i + 1]) for i, proj in enumerate(self.projections)]
+
+    def _shared_front_end_states(self, wav: torch.Tensor, lengths: torch.Tensor
+                                 ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Teacher states and student predictions from one pass of the (identical, frozen) front end."""
+        t_model = hubert_model_of(self.teacher)
+        with torch.no_grad():
+            features, frames = t_model.front_end_features(wav, lengths)
+            t_states, t_len = t_model.encode_features(features, frames)
+        states, s_len = self.student.encode_features(features, frames)
+        return t_states, t_len, self._predictions_from(states), s_len
 
     def forward(self, batch: dict) -> dict:
         """batch: ``wav [batch, sample]``, ``wav_lengths [batch]`` → summed losses over valid frames."""
         wav, lengths = batch["wav"], batch["wav_lengths"]
-        t_states, t_len = self._teacher_states(wav, lengths)
-        preds, s_len = self._student_predictions(wav, lengths)
+        if self.share_front_end:
+            t_states, t_len, preds, s_len = self._shared_front_end_states(wav, lengths)
+        else:
+            t_states, t_len = self._teacher_states(wav, lengths)
+            preds, s_len = self._student_predictions(wav, lengths)
         frames = min(t_states[0].shape[1], preds[0].shape[1])
         valid = valid_frames(torch.minimum(t_len, s_len), frames)
         obj = self.cfg.objective

@@ -94,3 +94,27 @@ def test_batches_bounded_by_seconds_and_shared_between_ranks(tmp_path):
         assert sorted(i for i, _ in share0 + share1) == sorted(full) and share0 and share1
     resumed = [b for b, _ in one.iterate(0, start_batch=2)]
     assert resumed[0] == 2
+
+
+def test_frozen_front_end_is_shared_with_the_teacher_and_gives_the_same_loss():
+    teacher = tiny_teacher()
+    cfg = load_config(DistillConfig, None, ["student.freeze_front_end=true"])
+    objective = DistillObjective(cfg, teacher).train()
+    assert objective.share_front_end
+    assert not any(p.requires_grad for p in objective.student.front_end.parameters())
+    g = torch.Generator().manual_seed(1)
+    wav = torch.randn(3, 16000, generator=g) * 0.1
+    batch = {"wav": wav, "wav_lengths": torch.tensor([16000, 12000, 7000])}  # padding must not leak either way
+    torch.manual_seed(0)
+    shared = objective(batch)
+    shared["loss_sum"].backward()
+    assert all(p.grad is None for p in objective.student.front_end.parameters())
+    assert all(p.grad is not None for p in objective.student.encoder.layers.parameters())
+    objective.share_front_end = False  # the two-pass path: teacher via the upstream contract, student on its own
+    torch.manual_seed(0)
+    separate = objective(batch)
+    torch.testing.assert_close(shared["loss_sum"], separate["loss_sum"], rtol=1e-5, atol=1e-5)
+    assert shared["frames"] == separate["frames"]
+    with pytest.raises(ConfigMismatch, match="contradict"):
+        DistillObjective(load_config(DistillConfig, None, ["student.freeze_front_end=true",
+                                                           "student.frontend_warmup_steps=5"]), teacher)

@@ -124,6 +124,12 @@ class HubertModel(nn.Module):
             raise ValueError(f"expected wav [batch, sample] and wav_lengths [batch], got {tuple(wav.shape)} "
                              f"and {tuple(wav_lengths.shape)}")
         features, lengths = self.front_end(wav, wav_lengths)
+        return self.encode_features(features, lengths, frame_mask)
+
+    def encode_features(self, features: torch.Tensor, lengths: torch.Tensor, frame_mask: torch.Tensor | None = None
+                        ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``encode`` from front-end features ``[batch, frame, front_end_dim]`` (what ``front_end_features``
+        returns) and their frame lengths: lets two models with the same front end share one front-end pass."""
         x = self.feature_projection(features)
         if frame_mask is not None:
             if frame_mask.shape != x.shape[:2]:
