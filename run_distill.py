@@ -47,10 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def export_student(objective: DistillObjective) -> HubertUpstream:
-    """The trained student as an upstream; DistilHuBERT drops its prediction heads (``objective.export_heads``)."""
+    """The trained student as an upstream. The DistilHuBERT paper drops the prediction heads; s3prl's distiller
+    upstream (what SUPERB ran) appends their outputs to hidden_states. ``objective.export_heads`` does the latter."""
     student = objective.student
-    if objective.cfg.objective.export_heads or student.pred_heads is None:
+    if student.pred_heads is None:
         return HubertUpstream(student)
+    if objective.cfg.objective.export_heads:
+        return HubertUpstream(student, include_pred_heads=True)
     bare = HubertModel(dataclasses.replace(student.cfg, pred_layer_ids=()))
     state = {k: v for k, v in student.state_dict().items() if not k.startswith("pred_heads.")}
     bare.load_state_dict(state)

@@ -40,7 +40,9 @@ class ObjectiveConfig:
     layer_map: list[int] = field(default_factory=list)
     cosine_weight: float = 1.0          # λ of −log σ(cos)
     discriminative_weight: float = 0.0  # > 0 adds KL(teacher ‖ student) over the teacher's codewords
-    export_heads: bool = False          # DistilHuBERT drops its prediction heads after training
+    # False: drop the prediction heads after training (the DistilHuBERT paper). True: keep them and append their
+    # outputs to hidden_states, as s3prl's distiller upstream does when SUPERB benchmarks DistilHuBERT.
+    export_heads: bool = False
 
 
 @dataclass

@@ -71,6 +71,17 @@ def test_each_recipe_trains_and_exports_a_loadable_student(setup, config, extra,
         assert (export_hf(student, setup / "hf") / "config.json").is_file()
 
 
+def test_export_heads_appends_the_prediction_heads_outputs_like_s3prl(setup):
+    out = distil(setup, "distilhubert", "out_heads", 2, "objective.export_heads=true")
+    student = build_upstream(out)
+    assert student.include_pred_heads and len(student.model.pred_heads) == 3
+    states = student([torch.randn(12000) * 0.1]).hidden_states
+    assert len(states) == student.cfg.layers + 1 + 3
+    predicted = student.model.predict(states[student.cfg.layers]).unbind(1)
+    for head_state, expected in zip(states[-3:], predicted):
+        torch.testing.assert_close(head_state, expected)
+
+
 def test_fbank_front_end_adaptation_freezes_the_encoder_first(setup):
     out = distil(setup, "fbank_student", "out_fbank_adapt", 2, "student.frontend_warmup_steps=5")
     teacher = build_upstream(setup / "teacher").model
