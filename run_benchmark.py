@@ -2,6 +2,7 @@
 """Benchmark an upstream on a SUPERB task, or render the comparison report.
 
     python run_benchmark.py --upstream fbank --task ks [--profile demo] [-o optimizer.lr=1e-3] ...
+    python run_benchmark.py --upstream fbank --task ks ic sid     # several tasks (or `all`) in one process
     python run_benchmark.py report [--results-dir results]
     python run_benchmark.py cache [--cache-dir DIR] [--remove HASH ...] [--unused-days N]
 
@@ -20,10 +21,11 @@ DEFAULT_DATA_ROOT = Path("data/mini_superb")
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train and evaluate one SUPERB task on an upstream "
+    p = argparse.ArgumentParser(description="Train and evaluate SUPERB tasks on an upstream "
                                 "(`run_benchmark.py report` renders the comparison table).")
     p.add_argument("--upstream", required=True, help="registered upstream name or checkpoint path")
-    p.add_argument("--task", required=True, help="task name (pr, ks, ic, sid, er, asr, ...)")
+    p.add_argument("--task", required=True, nargs="+",
+                   help="task names (pr, ks, ic, sid, er, asr, ...) run one after another, or `all`")
     p.add_argument("--data-root", type=Path, default=None,
                    help=f"folder holding the datasets under their official names (default {DEFAULT_DATA_ROOT})")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -113,32 +115,43 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.engine import RunOptions, run_task
     from common.config import ConfigError
     from tasks.base import DatasetNotFoundError
+    from tasks.registry import list_tasks
 
     data_root = args.data_root or DEFAULT_DATA_ROOT
     if args.data_root is None and not DEFAULT_DATA_ROOT.is_dir():
         print(f"error: no --data-root given and {DEFAULT_DATA_ROOT} does not exist; build the offline corpus with "
               f"`python -m tasks.synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
         return 2
-    options = RunOptions(upstream=args.upstream, task=args.task, data_root=data_root, results_dir=args.results_dir,
-                         seed=args.seed, max_steps=args.max_steps, resume=args.resume, layer=args.layer,
-                         upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
-                         use_cache=not args.no_cache, cache_dir=args.cache_dir, skip_bad_audio=args.skip_bad_audio,
-                         overrides=args.override, profile=args.profile, fold=args.fold)
-    if args.device:
-        options.device = args.device
+    tasks = list_tasks() if args.task == ["all"] else args.task
+    if args.fold is not None and len(tasks) > 1:
+        print(f"error: --fold selects a fold of one task (er); got --task {' '.join(args.task)}", file=sys.stderr)
+        return 2
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        summary = run_task(options)
-    except (ConfigError, DatasetNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for split, metrics in summary["metrics"].items():
-        print(f"{args.task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    print(f"run folder: {summary['run_dir']}")
-    return 0
+    failed = []
+    for task in tasks:  # one process for several tasks: torch is imported once, and one bad task stops no other
+        options = RunOptions(upstream=args.upstream, task=task, data_root=data_root, results_dir=args.results_dir,
+                             seed=args.seed, max_steps=args.max_steps, resume=args.resume, layer=args.layer,
+                             upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
+                             use_cache=not args.no_cache, cache_dir=args.cache_dir,
+                             skip_bad_audio=args.skip_bad_audio, overrides=args.override, profile=args.profile,
+                             fold=args.fold)
+        if args.device:
+            options.device = args.device
+        try:
+            summary = run_task(options)
+        except (ConfigError, DatasetNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed.append(task)
+            continue
+        for split, metrics in summary["metrics"].items():
+            print(f"{task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        print(f"run folder: {summary['run_dir']}")
+    if failed and len(tasks) > 1:
+        print(f"error: {len(failed)} of {len(tasks)} tasks failed: {' '.join(failed)}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

@@ -203,6 +203,22 @@ def test_cli_errors_name_the_problem(tmp_path, capsys, data_root):
     assert "unknown key" in capsys.readouterr().err
 
 
+def test_cli_runs_several_tasks_and_a_bad_one_stops_no_other(tmp_path, capsys, data_root):
+    from run_benchmark import main
+
+    common = ["--upstream", TINY_UPSTREAM, "--data-root", str(data_root), "--results-dir", str(tmp_path / "r"),
+              "--cache-dir", str(tmp_path / "c"), "--max-steps", "3", "--device", "cpu"]
+    for o in FAST:
+        common += ["-o", o]
+    assert main(common + ["--task", "ic", "nope", "ks"]) == 2
+    out, err = capsys.readouterr()
+    assert "ic test:" in out and "ks test:" in out and "1 of 3 tasks failed: nope" in err
+    with open(tmp_path / "r" / "results.csv") as f:
+        assert {r["task"] for r in csv.DictReader(f)} == {"ic", "ks"}
+    assert main(common + ["--task", "ic", "er", "--fold", "1"]) == 2
+    assert "--fold selects a fold of one task" in capsys.readouterr().err
+
+
 def test_no_cache_and_trainable_upstream(data_root, tmp_path):
     live = run_task(options(data_root, tmp_path, use_cache=False, max_steps=3))
     assert not (tmp_path / "cache").exists() and "accuracy" in live["metrics"]["test"]
