@@ -4,7 +4,10 @@ Columns (also written at the top of REPORT.md):
 * ``params_M`` — upstream parameters (millions); ``GMACs_per_s`` — multiply-accumulates per second of 16 kHz audio
   (torch FlopCounterMode on 1 s); ``RTF`` — forward time / audio time on the machine that ran the benchmark.
 * ``<task> <metric>`` — test-split value of the latest run (percent for accuracies and error rates); ER averages the
-  folds that were run (``er_folds`` says how many).
+  folds that were run (``er_folds`` says how many); runs with several ``--seed`` values are averaged too.
+* ``seeds`` — how many seeds every task of the row has; ``SUPERB_local_sd`` — the standard deviation of
+  ``SUPERB_local`` over those seeds (each seed's values against the mean ``fbank`` row): the noise to read
+  differences against. Empty for a single seed.
 * ``SUPERB_s`` — the leaderboard formula with the published anchors (FBANK -> 0, SOTA -> 1000), averaged over the
   tasks in this table; comparable to the leaderboard only when all ten tasks are present and the data is the real
   datasets.
@@ -49,14 +52,27 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     return df
 
 
-def latest_test_values(df: pd.DataFrame) -> pd.DataFrame:
-    """Test rows, the last appended per (upstream, task, metric, fold), then averaged over folds."""
+def _latest_test_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Test rows, the last appended per (upstream, task, metric, fold, seed)."""
     test = df[df["split"] == "test"].copy()
     test["fold_key"] = test["fold"].fillna(-1)
-    last = test.groupby(["upstream", "task", "metric", "fold_key"], sort=False).tail(1)
-    return (last.groupby(["upstream", "task", "metric"], sort=False)
-            .agg(value=("value", "mean"), folds=("fold_key", "nunique"), layer_weights=("layer_weights", "last"))
+    test["seed"] = pd.to_numeric(test["seed"], errors="coerce").fillna(0).astype(int)
+    return test.groupby(["upstream", "task", "metric", "fold_key", "seed"], sort=False).tail(1)
+
+
+def latest_test_values(df: pd.DataFrame) -> pd.DataFrame:
+    """The latest test value per (upstream, task, metric), averaged over folds and seeds."""
+    return (_latest_test_rows(df).groupby(["upstream", "task", "metric"], sort=False)
+            .agg(value=("value", "mean"), folds=("fold_key", "nunique"), seeds=("seed", "nunique"),
+                 layer_weights=("layer_weights", "last"))
             .reset_index())
+
+
+def _values_per_seed(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """seed -> the latest test value per (upstream, task, metric) of that seed, averaged over folds."""
+    rows = _latest_test_rows(df)
+    return {int(seed): group.groupby(["upstream", "task", "metric"], sort=False)["value"].mean().reset_index()
+            for seed, group in rows.groupby("seed")}
 
 
 def _stats(results_dir: Path, upstream: str) -> dict:
@@ -64,11 +80,35 @@ def _stats(results_dir: Path, upstream: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _columns(values: pd.DataFrame, upstream: str, tasks: list[str], ref: Reference) -> dict[str, float]:
+    """One upstream's values by leaderboard column (``PR``, ``KS``, ...)."""
+    out = {}
+    for task in tasks:
+        for m in ref.task_metrics(task):
+            hit = values[(values.upstream == upstream) & (values.task == task) & (values.metric == m.metric)]
+            if len(hit):
+                out[m.column] = float(hit["value"].iloc[0])
+    return out
+
+
+def _local_score_sd(df: pd.DataFrame, upstream: str, columns: set[str], fbank_row: dict, ref: Reference,
+                    tasks: list[str]) -> float:
+    """Standard deviation over seeds of ``SUPERB_local``, counting the seeds that have every column of the row."""
+    scores = []
+    for values in _values_per_seed(df).values():
+        row = _columns(values, upstream, tasks, ref)
+        if set(row) == columns:
+            scores.append(superb_score(row, fbank_row, ref.sota, ref, tasks, skip_unscaled=True))
+    scores = [x for x in scores if x is not None]
+    return float(pd.Series(scores).std()) if len(scores) > 1 else math.nan
+
+
 def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataFrame:
     values = latest_test_values(df)
     upstreams = list(dict.fromkeys(values["upstream"]))
     tasks = [t for t in ref.tasks if t in set(values["task"])]
-    by_column: dict[str, dict[str, float]] = {u: {} for u in upstreams}  # upstream -> leaderboard column -> value
+    by_column: dict[str, dict[str, float]] = {}  # upstream -> leaderboard column -> value
+    seeds = {u: int(values.loc[values.upstream == u, "seeds"].min()) for u in upstreams}
     rows = []
     for up in upstreams:
         stats = _stats(results_dir, up)
@@ -76,15 +116,13 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
                      "params_M": stats.get("params", math.nan) / 1e6 if stats else math.nan,
                      "GMACs_per_s": stats.get("macs_per_second", math.nan) / 1e9 if stats else math.nan,
                      "RTF": stats.get("rtf", math.nan)}
+        by_column[up] = _columns(values, up, tasks, ref)
         for task in tasks:
             for m in ref.task_metrics(task):
-                hit = values[(values.upstream == up) & (values.task == task) & (values.metric == m.metric)]
-                v = float(hit["value"].iloc[0]) if len(hit) else math.nan
-                row[f"{task} {m.metric}"] = v
-                if not math.isnan(v):
-                    by_column[up][m.column] = v
-                if task == "er" and len(hit):
-                    row["er_folds"] = int(hit["folds"].iloc[0])
+                row[f"{task} {m.metric}"] = by_column[up].get(m.column, math.nan)
+            folds = values.loc[(values.upstream == up) & (values.task == task), "folds"]
+            if task == "er" and len(folds):
+                row["er_folds"] = int(folds.iloc[0])
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -103,6 +141,9 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
                            for u in upstreams]
     table["tasks_scored"] = [sum(all(c in by_column[u] for c in [m.column for m in ref.task_metrics(t)])
                                  for t in tasks) for u in upstreams]
+    table["seeds"] = [seeds[u] for u in upstreams]
+    table["SUPERB_local_sd"] = [_local_score_sd(df, u, set(by_column[u]), fbank_row, ref, tasks) if seeds[u] > 1
+                                else math.nan for u in upstreams]
     return table
 
 

@@ -20,8 +20,8 @@ def test_superb_score_reproduces_the_leaderboard():
     assert superb_score(partial, ref.fbank, ref.sota, ref) is None  # a missing task is not silently skipped
 
 
-def _append(results_dir, upstream, task, metric, value, fold=None, weights=None):
-    info = results.RunInfo(upstream, 1_000_000, "h", task, 0, "c", "r", fold=fold)
+def _append(results_dir, upstream, task, metric, value, fold=None, weights=None, seed=0):
+    info = results.RunInfo(upstream, 1_000_000, "h", task, seed, "c", "r", fold=fold)
     results.append_rows(results_dir, results.format_rows(info, {"dev": {metric: value + 1}, "test": {metric: value}},
                                                          10, 1.0, 1e-3, weights))
 
@@ -62,3 +62,19 @@ def test_local_score_leaves_out_metrics_where_fbank_already_beats_the_published_
     assert superb_score(worse, fbank, ref.sota, ref, tasks, skip_unscaled=True) == pytest.approx(500.0)
     with pytest.raises(ValueError, match="QbE"):
         superb_score(worse, fbank, ref.sota, ref, tasks)
+
+
+def test_report_averages_seeds_and_gives_the_spread_of_the_local_score(tmp_path):
+    ref = load_reference()
+    for seed, ks_student in [(0, 70.0), (1, 80.0)]:
+        _append(tmp_path, "fbank", "ks", "accuracy", 50.0 + seed, seed=seed)
+        _append(tmp_path, "student", "ks", "accuracy", ks_student, seed=seed)
+    _append(tmp_path, "single", "ks", "accuracy", 75.0)
+    t = build_report(tmp_path).table.set_index("upstream")
+    assert t.loc["student", "ks accuracy"] == 75.0 and t.loc["fbank", "ks accuracy"] == 50.5
+    assert t.loc["student", "seeds"] == 2 and t.loc["single", "seeds"] == 1
+    # each seed against the mean FBANK row (50.5): KS scores 1000 * (v - 50.5) / (SOTA - 50.5), sd over the two
+    per_seed = [1000 * (v - 50.5) / (ref.sota["KS"] - 50.5) for v in (70.0, 80.0)]
+    assert t.loc["student", "SUPERB_local_sd"] == pytest.approx(abs(per_seed[1] - per_seed[0]) / 2 ** 0.5)
+    assert t.loc["student", "SUPERB_local"] == pytest.approx(sum(per_seed) / 2)
+    assert t.loc["single", "SUPERB_local_sd"] != t.loc["single", "SUPERB_local_sd"]  # NaN: one seed has no spread
