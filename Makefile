@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 QUICK  ?=
+SEEDS  ?=
 
 .PHONY: demo test install system-deps clean-demo
 
@@ -22,7 +23,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) scripts/demo.py $(if $(QUICK),--quick,)
+	$(PY) scripts/demo.py $(if $(QUICK),--quick,) $(if $(SEEDS),--seeds $(SEEDS),)
 
 clean-demo:
 	rm -rf data/mini_superb data/mini_superb_tiny results/demo results/demo_quick

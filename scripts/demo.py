@@ -67,6 +67,7 @@ class Stages:
         self.data = ROOT / args.data_root
         self.out = ROOT / args.results
         self.jobs = args.jobs
+        self.seeds = args.seeds
         self.failures: list[str] = []
         self.timings: list[tuple[str, float]] = []
 
@@ -184,17 +185,19 @@ class Stages:
             settings = json.dumps({**self._settings("benchmark"),
                                    "weights_mtime": weights.stat().st_mtime if weights.is_file() else None})
             for task in tasks:
-                marker = done_dir / f"{Path(upstream).name}.{task}.json"
-                if marker.is_file() and marker.read_text() == settings:
-                    continue
-                jobs.append((upstream, task, marker, settings))
-        print(f"  {len(jobs)} runs ({len(self.upstreams())} upstreams x {len(tasks)} tasks, "
+                for seed in range(self.seeds):
+                    name = f"{Path(upstream).name}.{task}" + (f".s{seed}" if seed else "")
+                    marker = done_dir / f"{name}.json"
+                    if marker.is_file() and marker.read_text() == settings:
+                        continue
+                    jobs.append((upstream, task, seed, name, marker, settings))
+        print(f"  {len(jobs)} runs ({len(self.upstreams())} upstreams x {len(tasks)} tasks x {self.seeds} seeds, "
               f"{self.jobs} in parallel; logs in {bench_dir}/logs)", flush=True)
 
-        def one(job: tuple[str, str, Path, str]) -> None:
-            upstream, task, marker, settings = job
+        def one(job: tuple[str, str, int, str, Path, str]) -> None:
+            upstream, task, seed, name, marker, settings = job
             cmd = [PY, "run_benchmark.py", "--upstream", upstream, "--task", task, "--data-root", str(self.data),
-                   "--results-dir", str(bench_dir), "--profile", "demo", "--skip-bad-audio",
+                   "--results-dir", str(bench_dir), "--profile", "demo", "--skip-bad-audio", "--seed", str(seed),
                    # features of every retrained upstream stay until deleted (~7 GB per from-scratch demo): keep
                    # them with the demo's results, so `make clean-demo` reclaims them
                    "--cache-dir", str(bench_dir / "feature_cache"),
@@ -203,13 +206,14 @@ class Stages:
             if self.budget.benchmark_steps:
                 cmd += ["--max-steps", str(self.budget.benchmark_steps)]
             start = time.time()
-            code = run(cmd, bench_dir / "logs" / f"{Path(upstream).name}.{task}.log")
+            code = run(cmd, bench_dir / "logs" / f"{name}.log")
             status = "ok" if code == 0 else f"FAILED (exit {code})"
-            print(f"  {Path(upstream).name:28s} {task:5s} {status} in {time.time() - start:.0f} s", flush=True)
+            print(f"  {Path(upstream).name:28s} {task:5s} seed {seed} {status} in {time.time() - start:.0f} s",
+                  flush=True)
             if code == 0:
                 marker.write_text(settings)
             else:
-                self.failures.append(f"benchmark {Path(upstream).name} {task}")
+                self.failures.append(f"benchmark {name}")
 
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             list(pool.map(one, jobs))
@@ -249,7 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, help="default results/demo (quick: results/demo_quick)")
     p.add_argument("--tasks", nargs="*", default=None, help="benchmark only these tasks (default: all registered)")
     p.add_argument("--jobs", type=int, default=2, help="benchmark runs in parallel")
+    p.add_argument("--seeds", type=int, default=1, help="benchmark every (upstream, task) with this many seeds; the "
+                   "report averages them and gives SUPERB_local's spread (each seed adds about the benchmark's "
+                   "head-training time; features are cached)")
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {args.seeds}")
     args.data_root = args.data_root or ("data/mini_superb_tiny" if args.quick else "data/mini_superb")
     args.results = args.results or ("results/demo_quick" if args.quick else "results/demo")
     stages = Stages(args)

@@ -20,8 +20,9 @@ def demo():
     return module
 
 
-def stages(demo, tmp_path, quick: bool):
-    args = argparse.Namespace(quick=quick, data_root=str(tmp_path / "data"), results=str(tmp_path / "res"), jobs=1)
+def stages(demo, tmp_path, quick: bool, seeds: int = 1):
+    args = argparse.Namespace(quick=quick, data_root=str(tmp_path / "data"), results=str(tmp_path / "res"), jobs=1,
+                              seeds=seeds)
     return demo.Stages(args)
 
 
@@ -62,3 +63,13 @@ def test_benchmark_keeps_its_feature_cache_inside_the_demo_results(demo, tmp_pat
     (cmd,) = commands  # fbank only: nothing trained yet
     cache = Path(cmd[cmd.index("--cache-dir") + 1])
     assert cache.is_relative_to(tmp_path / "res")  # so `make clean-demo` deletes it with the results
+
+
+def test_benchmark_runs_every_seed_once(demo, tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(demo, "run", lambda cmd, log=None: commands.append(cmd) or 0)
+    s = stages(demo, tmp_path, quick=True, seeds=2)
+    s.benchmark(["ks"])
+    assert sorted(cmd[cmd.index("--seed") + 1] for cmd in commands) == ["0", "1"]
+    s.benchmark(["ks"])
+    assert len(commands) == 2  # both seeds are marked done and skipped
