@@ -91,11 +91,11 @@ def _columns(values: pd.DataFrame, upstream: str, tasks: list[str], ref: Referen
     return out
 
 
-def _local_score_sd(df: pd.DataFrame, upstream: str, columns: set[str], fbank_row: dict, ref: Reference,
-                    tasks: list[str]) -> float:
+def _local_score_sd(per_seed: dict[int, pd.DataFrame], upstream: str, columns: set[str], fbank_row: dict,
+                    ref: Reference, tasks: list[str]) -> float:
     """Standard deviation over seeds of ``SUPERB_local``, counting the seeds that have every column of the row."""
     scores = []
-    for values in _values_per_seed(df).values():
+    for values in per_seed.values():
         row = _columns(values, upstream, tasks, ref)
         if set(row) == columns:
             scores.append(superb_score(row, fbank_row, ref.sota, ref, tasks, skip_unscaled=True))
@@ -120,9 +120,10 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
         for task in tasks:
             for m in ref.task_metrics(task):
                 row[f"{task} {m.metric}"] = by_column[up].get(m.column, math.nan)
-            folds = values.loc[(values.upstream == up) & (values.task == task), "folds"]
-            if task == "er" and len(folds):
-                row["er_folds"] = int(folds.iloc[0])
+            if task == "er":
+                folds = values.loc[(values.upstream == up) & (values.task == task), "folds"]
+                if len(folds):
+                    row["er_folds"] = int(folds.iloc[0])
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -142,8 +143,9 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
     table["tasks_scored"] = [sum(all(c in by_column[u] for c in [m.column for m in ref.task_metrics(t)])
                                  for t in tasks) for u in upstreams]
     table["seeds"] = [seeds[u] for u in upstreams]
-    table["SUPERB_local_sd"] = [_local_score_sd(df, u, set(by_column[u]), fbank_row, ref, tasks) if seeds[u] > 1
-                                else math.nan for u in upstreams]
+    per_seed = _values_per_seed(df) if max(seeds.values()) > 1 else {}
+    table["SUPERB_local_sd"] = [_local_score_sd(per_seed, u, set(by_column[u]), fbank_row, ref, tasks)
+                                if seeds[u] > 1 else math.nan for u in upstreams]
     return table
 
 
