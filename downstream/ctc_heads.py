@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .masking import frame_mask
+from .rnn import MaskedBiLSTM
 
 
 class LinearCTCHead(nn.Module):
@@ -38,24 +39,19 @@ class BiLSTMCTCHeadConfig:
 class BiLSTMCTCHead(nn.Module):
     """ASR head: projector, a stack of bidirectional LSTMs, linear to the vocabulary.
 
-    ``features [batch, frame, input_dim] -> log-probabilities [batch, frame, vocab]``; padding is packed away so the
-    backward direction never reads padded frames.
+    ``features [batch, frame, input_dim] -> log-probabilities [batch, frame, vocab]``; the backward direction never
+    reads padded frames (see :class:`~downstream.rnn.MaskedBiLSTM`).
     """
 
     def __init__(self, input_dim: int, vocab_size: int, proj_dim: int = 1024, hidden_size: int = 1024,
                  num_layers: int = 2, dropout: float = 0.2):
         super().__init__()
         self.projector = nn.Linear(input_dim, proj_dim)
-        self.lstm = nn.LSTM(proj_dim, hidden_size, num_layers=num_layers, bidirectional=True, batch_first=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = MaskedBiLSTM(proj_dim, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0)
         self.output = nn.Linear(2 * hidden_size, vocab_size)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = self.projector(features)
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True,
-                                                   enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        out = self.lstm(self.projector(features), lengths)
         return F.log_softmax(self.output(out), dim=-1)
 
 

@@ -22,10 +22,10 @@ class DiarizationHead(nn.Module):
             raise ValueError(f"expected features [batch, frame, feature], got shape {tuple(features.shape)}")
         x = features
         if self.rnn is not None:
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True,
-                                                       enforce_sorted=False)
-            x, _ = self.rnn(packed)
-            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=features.shape[1])
+            # Unidirectional, so the valid frames never see the padding that follows them: padded input gives
+            # them exactly the packed result, on CPU several times faster (packed input skips the oneDNN kernel).
+            # The padded frames' outputs are masked by the loss and the scoring.
+            x, _ = self.rnn(x)
         return self.linear(x)
 
 
