@@ -41,6 +41,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="run the upstream in the loop instead of the cache")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="feature cache (default $DISTILSUPERB_CACHE/features, i.e. ~/.cache/distilsuperb/features)")
+    p.add_argument("--feature-ram-gb", type=float, default=2.0,
+                   help="cached features kept in RAM during a run, so each file is read once (default 2; 0: none)")
     p.add_argument("--fold", type=int, default=None, help="cross-validation fold (ER: test session 1..5)")
     p.add_argument("--skip-bad-audio", action="store_true",
                    help="skip unreadable audio files (listed in the run folder) instead of stopping")
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                              upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
                              use_cache=not args.no_cache, cache_dir=args.cache_dir,
                              skip_bad_audio=args.skip_bad_audio, overrides=args.override, profile=args.profile,
-                             fold=args.fold)
+                             fold=args.fold, feature_ram_gb=args.feature_ram_gb)
         if args.device:
             options.device = args.device
         try:

@@ -1,7 +1,7 @@
 """On-disk cache of every utterance's all-layer upstream features.
 
 Layout: ``<cache_dir>/<weights-hash[:16]>/<key[:2]>/<key>.npy``, one fp16 array ``[layer, frame, feature]`` per
-utterance, read back memory-mapped (only the needed layer is touched with ``--layer``). ``key`` hashes the utterance
+utterance (with ``--layer``, read back memory-mapped, so only that layer is touched). ``key`` hashes the utterance
 id and the audio's identity (absolute path, size, mtime, slice), so an edited file or a different slice misses.
 The weights hash makes a retrained or different upstream miss too. Writes are atomic: a killed extraction leaves no
 half-written array behind. Default location: ``$DISTILSUPERB_CACHE/features`` (``DISTILSUPERB_CACHE`` defaults to ``~/.cache/distilsuperb``).
@@ -88,9 +88,11 @@ class FeatureCache:
         return self.path(utt).is_file()
 
     def load(self, utt: Utterance, layer: int | None = None) -> np.ndarray:
-        """``[layer, frame, feature]`` fp16 (memory-mapped); with ``layer`` only that one, as ``[1, frame, feature]``."""
-        arr = np.load(self.path(utt), mmap_mode="r")
-        return arr if layer is None else arr[layer:layer + 1]
+        """``[layer, frame, feature]`` fp16; with ``layer`` only that one, as ``[1, frame, feature]``, memory-mapped
+        so the other layers are not read (a whole array is read plainly: about 2x faster than through a map)."""
+        if layer is None:
+            return np.load(self.path(utt))
+        return np.load(self.path(utt), mmap_mode="r")[layer:layer + 1]
 
     def save(self, utt: Utterance, features: np.ndarray) -> None:
         path = self.path(utt)

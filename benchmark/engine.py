@@ -30,7 +30,7 @@ from upstream import build_upstream
 from . import results
 from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, weights_hash
-from .features import CachedFeatures, FeatureBatch, LiveFeatures, load_utterance_audio
+from .features import CachedFeatures, FeatureBatch, HeldArrays, LiveFeatures, load_utterance_audio
 from .trainer import train
 from .upstream_stats import write_upstream_stats
 
@@ -58,6 +58,7 @@ class RunOptions:
     profile: str | None = None
     fold: int | None = None
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    feature_ram_gb: float = 2.0  # cached features kept in RAM during the run (see benchmark.features.HeldArrays)
     crash_after_step: int | None = None  # test hook: raise after this update to mimic a killed run
 
 
@@ -88,6 +89,7 @@ class RunContext:
         use_cache = options.use_cache and not options.upstream_trainable
         self.cache = (FeatureCache(options.cache_dir or default_cache_dir(), upstream_hash, str(options.upstream))
                       if use_cache else None)
+        self.held = HeldArrays(int(options.feature_ram_gb * 2**30))
         with torch.inference_mode():
             probe = upstream([torch.zeros(16000, device=_device_of(upstream))])
         self.num_layers = len(probe.hidden_states)
@@ -130,7 +132,7 @@ class RunContext:
 
     def _source(self, trainable: bool = False) -> CachedFeatures | LiveFeatures:
         if self.cache is not None:
-            return CachedFeatures(self.cache, self.upstream.downsample_rate, self.layer)
+            return CachedFeatures(self.cache, self.upstream.downsample_rate, self.layer, self.held)
         return LiveFeatures(self.upstream, self.layer, trainable)
 
     def train_source(self) -> CachedFeatures | LiveFeatures:
@@ -142,7 +144,7 @@ class RunContext:
         utts = self.ensure_cached(utts)
         if self.cache is not None:
             source = CachedFeatures(self.cache, self.upstream.downsample_rate,
-                                    None if layer is None else layer % self.num_layers)
+                                    None if layer is None else layer % self.num_layers, self.held)
         else:
             source = LiveFeatures(self.upstream, None if layer is None else layer % self.num_layers)
         for idx in eval_batches([u.duration for u in utts], max_seconds or self.task.config.batch.eval_max_seconds):

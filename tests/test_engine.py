@@ -17,7 +17,7 @@ from benchmark import results
 from benchmark.batching import epoch_batches, eval_batches, pack_by_seconds
 from benchmark.cache import FeatureCache, list_cache, remove_cache_entries, weights_hash
 from benchmark.engine import RunOptions, run_task
-from benchmark.features import load_utterance_audio
+from benchmark.features import CachedFeatures, HeldArrays, load_utterance_audio
 from benchmark.testing import TINY_UPSTREAM, TinyFrameUpstream, write_fsc, write_speech_commands
 from benchmark.trainer import SimulatedCrash
 from tasks.registry import build_task
@@ -49,13 +49,40 @@ def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
         with torch.inference_mode():
             fresh = torch.stack(up([load_utterance_audio(u)]).hidden_states)[:, 0]  # [layer, frame, feature]
         cached = cache.load(u)
-        assert isinstance(cached, np.memmap) and cached.dtype == np.float16
+        assert cached.dtype == np.float16
         np.testing.assert_allclose(cached.astype(np.float32), fresh.numpy(), atol=2e-3, rtol=2e-3)
-        np.testing.assert_array_equal(cache.load(u, layer=1)[0], cached[1])
+        one_layer = cache.load(u, layer=1)
+        assert isinstance(one_layer, np.memmap)  # only that layer is read from disk
+        np.testing.assert_array_equal(one_layer[0], cached[1])
     again = FeatureCache(tmp_path, weights_hash(up))
     assert again.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == 0
     # Other weights -> another hash -> a miss.
     assert weights_hash(TinyFrameUpstream(seed=1)) != weights_hash(up)
+
+
+def test_features_held_in_ram_are_read_once_up_to_the_limit(data_root, tmp_path, monkeypatch):
+    up = TinyFrameUpstream().eval()
+    utts = build_task("ic", data_root).load_split("train")
+    cache = FeatureCache(tmp_path, weights_hash(up))
+    cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0)
+    reads = []
+    original = FeatureCache.load
+    monkeypatch.setattr(FeatureCache, "load", lambda self, u, layer=None: reads.append(u.id) or original(self, u, layer))
+    one = cache.load(utts[0]).nbytes
+    reads.clear()
+
+    held = HeldArrays(limit_bytes=int(1.5 * one))  # room for one of the three
+    source = CachedFeatures(cache, up.downsample_rate, held=held)
+    first = source.batch(utts)
+    assert len(reads) == len(utts)
+    assert 0 < len(held._arrays) < len(utts) and held.bytes <= held.limit_bytes
+    reads.clear()
+    second = source.batch(utts)
+    assert torch.equal(first.hidden, second.hidden)
+    assert len(reads) == len(utts) - len(held._arrays)  # only what did not fit is read again
+    reads.clear()
+    CachedFeatures(cache, up.downsample_rate, held=HeldArrays(0)).batch(utts)
+    assert len(reads) == len(utts)
 
 
 def test_cache_is_listed_with_its_upstreams_and_pruned_on_request(data_root, tmp_path, capsys):
