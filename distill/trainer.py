@@ -56,6 +56,10 @@ class RunConfig:
     device: str = "auto"   # "auto" = cuda when available (one GPU per rank), else cpu
     threads: int = 0       # torch CPU threads per process; 0 = leave torch's default
     max_minutes: float = 0.0  # wall-clock cap (0 = none): stop early, checkpointed, e.g. to keep a demo on budget
+    # with max_minutes: shorten the LR schedule to the steps that fit in the cap (re-estimated every
+    # SCHEDULE_EVERY steps from the measured step time), so a run cut by its cap still decays its LR to zero
+    # instead of stopping at a high LR mid-schedule
+    fit_schedule_to_time: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -103,6 +107,9 @@ def _all_reduce(t: torch.Tensor, env: DistEnv, op=None) -> torch.Tensor:
     if env.world > 1:
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t
+
+
+SCHEDULE_EVERY = 20  # steps between re-estimates of the step time (fit_schedule_to_time)
 
 
 def _seed_step(seed: int, step: int, rank: int) -> None:
@@ -160,6 +167,7 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         self.step, self.epoch, self.batch_pos = 0, 0, 0
+        self.horizon = cfg.max_steps  # the step the LR schedule ends at (fewer with fit_schedule_to_time)
         self.history: list[dict] = []
         self.run_config_dict = run_config_dict or {}
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
@@ -170,7 +178,8 @@ class Trainer:
             return
         state = {"step": self.step, "epoch": self.epoch, "batch": self.batch_pos,
                  "model": trainable_state(self.objective), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "history": self.history,
+                 "scheduler": self.scheduler.state_dict(), "horizon": self.horizon, "rng": _rng_state(),
+                 "history": self.history,
                  "config": self.run_config_dict}
         with atomic_path(self.ckpt_path) as tmp:
             torch.save(state, tmp)
@@ -186,6 +195,7 @@ class Trainer:
             raise ValueError(f"{self.ckpt_path}: checkpoint does not match this config (keys {bad[:5]}...)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._set_horizon(int(state.get("horizon", self.cfg.max_steps)))
         _set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch"]
         self.history = list(state["history"])
@@ -211,7 +221,8 @@ class Trainer:
                    dynamic_ncols=True)
         self.objective.train()
         started = time.time()
-        while self.step < self.cfg.max_steps:
+        timing = None  # (step, time) after this session's first step, which is slower than the rest
+        while self.step < self.horizon:
             loader = epoch_loader(self.dataset, self.sampler, self.epoch, self.batch_pos, self.cfg.data.num_workers)
             for batch in loader:
                 self.batch_pos += 1
@@ -230,10 +241,17 @@ class Trainer:
                 out_of_time = self._out_of_time(started)
                 if out_of_time:
                     log.warning("run.max_minutes=%g reached: stopping at step %d of %d", self.cfg.max_minutes,
-                                self.step, self.cfg.max_steps)
-                if self.step % self.cfg.checkpoint_every == 0 or self.step >= self.cfg.max_steps or out_of_time:
+                                self.step, self.horizon)
+                if timing is None:
+                    timing = (self.step, time.time())
+                elif self.cfg.fit_schedule_to_time and self.cfg.max_minutes > 0 and \
+                        (self.step - timing[0]) % SCHEDULE_EVERY == 0:
+                    self._fit_schedule(started, timing)
+                    bar.total = self.horizon
+                done = self.step >= self.horizon
+                if self.step % self.cfg.checkpoint_every == 0 or done or out_of_time:
                     self.save_checkpoint()
-                if self.step >= self.cfg.max_steps or out_of_time:
+                if done or out_of_time:
                     break
             else:
                 self.epoch, self.batch_pos = self.epoch + 1, 0
@@ -246,6 +264,29 @@ class Trainer:
             self.skips.write(self.out)
             self._write_history(time.time() - started)
         return self.history
+
+    def _fit_schedule(self, started: float, timing: tuple[int, float]) -> None:
+        """Move the schedule's end to the last step that fits before ``max_minutes`` at the measured pace (never
+        past ``max_steps``); decided on rank 0 and shared."""
+        first_step, first_time = timing
+        now = time.time()
+        per_step = max(1e-6, (now - first_time) / max(1, self.step - first_step))
+        left = 60 * self.cfg.max_minutes - (now - started)
+        horizon = torch.tensor(float(min(self.cfg.max_steps, self.step + max(1, int(left / per_step)))),
+                               device=self.env.device)
+        if self.env.world > 1:
+            dist.broadcast(horizon, src=0)
+        if int(horizon.item()) != self.horizon:
+            log.info("schedule fitted to run.max_minutes=%g: LR reaches zero at step %d (%.2f s per step)",
+                     self.cfg.max_minutes, int(horizon.item()), per_step)
+        self._set_horizon(int(horizon.item()))
+
+    def _set_horizon(self, horizon: int) -> None:
+        self.horizon = horizon
+        self.scheduler.lr_lambdas = [_lr_lambda(horizon, self.cfg.optim.warmup_ratio)] * len(self.optimizer.param_groups)
+        # LambdaLR applies a new lambda from the next step(): set this step's LR now, so it follows the new curve
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
 
     def _out_of_time(self, started: float) -> bool:
         """Whether ``max_minutes`` has passed (decided on rank 0 and shared, so all ranks stop together)."""

@@ -57,7 +57,7 @@ def test_failures_are_collected_and_fatal_ones_stop(demo, tmp_path):
 
 def test_benchmark_keeps_its_feature_cache_inside_the_demo_results(demo, tmp_path, monkeypatch):
     commands = []
-    monkeypatch.setattr(demo, "run", lambda cmd, log=None: commands.append(cmd) or 0)
+    monkeypatch.setattr(demo, "run_benchmark", lambda cmd, log, workers: commands.append(cmd) or 0)
     s = stages(demo, tmp_path, quick=True)
     s.benchmark(["ks"])
     (cmd,) = commands  # fbank only: nothing trained yet
@@ -67,9 +67,33 @@ def test_benchmark_keeps_its_feature_cache_inside_the_demo_results(demo, tmp_pat
 
 def test_benchmark_runs_every_seed_once(demo, tmp_path, monkeypatch):
     commands = []
-    monkeypatch.setattr(demo, "run", lambda cmd, log=None: commands.append(cmd) or 0)
+    monkeypatch.setattr(demo, "run_benchmark", lambda cmd, log, workers: commands.append(cmd) or 0)
     s = stages(demo, tmp_path, quick=True, seeds=2)
     s.benchmark(["ks"])
     assert sorted(cmd[cmd.index("--seed") + 1] for cmd in commands) == ["0", "1"]
     s.benchmark(["ks"])
     assert len(commands) == 2  # both seeds are marked done and skipped
+
+
+def test_benchmark_workers_run_each_command_line_into_its_own_log(demo, tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from benchmark.testing import write_speech_commands
+
+    data = tmp_path / "data"
+    write_speech_commands(data)
+    base = [demo.PY, "run_benchmark.py", "--upstream", "fbank", "--data-root", str(data), "--results-dir",
+            str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "2", "--threads", "1",
+            "-o", "batch.max_seconds=0.5"]
+    logs = [tmp_path / "logs" / f"{i}.log" for i in range(3)]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=demo.setup_worker) as workers:
+        assert demo.run_benchmark(base + ["--task", "ks"], logs[0], workers) == 0
+        assert demo.run_benchmark(base + ["--task", "nosuchtask"], logs[1], workers) == 2
+        assert demo.run_benchmark(base + ["--task", "ks", "--seed", "1"], logs[2], workers) == 0
+    first, bad, second = (log.read_text() for log in logs)
+    assert "ks test: accuracy=" in first and "nosuchtask" not in first
+    assert "nosuchtask" in bad and "ks test:" not in bad
+    # the same worker ran the third job: its output, log records included, went to the third log only
+    assert "ks test: accuracy=" in second and "--seed 1" in second and "--seed 1" not in first

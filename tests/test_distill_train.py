@@ -106,6 +106,32 @@ def test_max_minutes_stops_early_with_a_checkpoint(setup):
     assert (out / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("fit", [False, True])
+def test_a_schedule_fitted_to_the_time_cap_ends_at_zero_lr(setup, monkeypatch, fit):
+    import types
+
+    import distill.trainer as trainer
+
+    clock = [1000.0]  # fake seconds: every training step takes exactly one
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    step = trainer.Trainer._train_step
+
+    def one_second_step(self, *args, **kwargs):
+        clock[0] += 1.0
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "_train_step", one_second_step)
+    out = distil(setup, "distilhubert", f"out_fit_{fit}", 500, "run.max_minutes=0.5",
+                 f"run.fit_schedule_to_time={str(fit).lower()}")
+    records = history(out)
+    assert 29 <= len(records) <= 31  # 30 one-second steps fit in the cap either way
+    peak = 2e-3
+    if fit:  # the LR decayed to (almost) zero by the cap: the schedule ended where the time did
+        assert records[-1]["lr"] < 0.1 * peak and max(r["lr"] for r in records) > 0.5 * peak
+    else:  # cut mid-schedule: 30 steps into a 500-step schedule, still near the peak
+        assert records[-1]["lr"] > 0.9 * peak
+
+
 def _cli(setup: Path, out: str, steps: int, *extra: str) -> list[str]:
     cmd = ["run_distill.py", "--config", "configs/distill/distilhubert.yaml", "--teacher", str(setup / "teacher"),
            "--data", str(setup / "audio"), "--output", str(setup / out), "--max-steps", str(steps)]
