@@ -276,7 +276,7 @@ class Trainer:
                                device=self.env.device)
         if self.env.world > 1:
             dist.broadcast(horizon, src=0)
-        if int(horizon.item()) != self.horizon:
+        if abs(int(horizon.item()) - self.horizon) > 0.02 * self.horizon:  # not every small drift of the pace
             log.info("schedule fitted to run.max_minutes=%g: LR reaches zero at step %d (%.2f s per step)",
                      self.cfg.max_minutes, int(horizon.item()), per_step)
         self._set_horizon(int(horizon.item()))
