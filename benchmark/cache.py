@@ -1,8 +1,9 @@
 """On-disk cache of every utterance's all-layer upstream features.
 
 Layout: ``<cache_dir>/<weights-hash[:16]>/<key[:2]>/<key>.npy``, one fp16 array ``[layer, frame, feature]`` per
-utterance (with ``--layer``, read back memory-mapped, so only that layer is touched). ``key`` hashes the utterance
-id and the audio's identity (absolute path, size, mtime, slice), so an edited file or a different slice misses.
+utterance (with ``--layer``, read back memory-mapped, so only that layer is touched). ``key`` hashes the audio's
+identity (absolute path, size, mtime, slice), so an edited file or a different slice misses, and tasks that read
+the same audio share its features.
 The weights hash makes a retrained or different upstream miss too. Writes are atomic: a killed extraction leaves no
 half-written array behind. Default location: ``$DISTILSUPERB_CACHE/features`` (``DISTILSUPERB_CACHE`` defaults to ``~/.cache/distilsuperb``).
 """
@@ -55,12 +56,13 @@ def weights_hash(upstream: torch.nn.Module) -> str:
 
 
 def audio_key(utt: Utterance) -> str:
-    """Cache key of one utterance: its id plus the identity of the audio slice it reads."""
+    """Cache key of one utterance: the identity of the audio slice it reads. Not its id: tasks name the same file
+    differently (SID and ASV share every VoxCeleb1 file), and the features depend on the audio alone."""
     try:
         st = os.stat(utt.path)
     except OSError as e:
         raise AudioError(f"utterance {utt.id}: cannot stat audio file {utt.path}: {e}") from None
-    ident = f"{utt.id}|{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
+    ident = f"{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 

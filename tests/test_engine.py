@@ -60,6 +60,19 @@ def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
     assert weights_hash(TinyFrameUpstream(seed=1)) != weights_hash(up)
 
 
+def test_tasks_naming_the_same_audio_differently_share_its_features(data_root, tmp_path):
+    import dataclasses
+
+    up = TinyFrameUpstream().eval()
+    utts = build_task("ic", data_root).load_split("train")
+    cache = FeatureCache(tmp_path, weights_hash(up))
+    assert cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    renamed = [dataclasses.replace(u, id=f"other-task/{u.id}") for u in utts]  # as SID and ASV name VoxCeleb files
+    assert cache.ensure(renamed, up, load_utterance_audio, max_seconds=10.0) == 0
+    sliced = [dataclasses.replace(u, duration=u.duration / 2) for u in utts]  # another slice is other audio
+    assert cache.ensure(sliced, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+
+
 def test_features_held_in_ram_are_read_once_up_to_the_limit(data_root, tmp_path, monkeypatch):
     up = TinyFrameUpstream().eval()
     utts = build_task("ic", data_root).load_split("train")
