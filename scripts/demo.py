@@ -17,6 +17,7 @@ demo goes on, and it exits non-zero at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -86,6 +87,9 @@ def run_benchmark(cmd: list[str], log: Path, workers: ProcessPoolExecutor | None
 class Stages:
     def __init__(self, args: argparse.Namespace):
         self.budget = QUICK if args.quick else FULL
+        caps = {k: v for k, v in (("pretrain_minutes", args.pretrain_minutes), ("distil_minutes", args.distil_minutes))
+                if v is not None}
+        self.budget = dataclasses.replace(self.budget, **caps)
         self.data = ROOT / args.data_root
         self.out = ROOT / args.results
         self.jobs = args.jobs
@@ -95,7 +99,18 @@ class Stages:
 
     # ------------------------------------------------------------ caching
     def _settings(self, stage: str) -> dict:
-        return {"stage": stage, "budget": self.budget.__dict__}
+        """What a stage's output depends on: its own budget fields, and the outputs it is built from (by mtime), so
+        another pretraining cap keeps the corpus, and a retrained teacher retrains the students."""
+        b = self.budget.__dict__
+        fields = {"corpus": ["corpus_size"],
+                  "pretrain": ["pretrain_steps", "batch_seconds", "item_seconds", "pretrain_minutes"],
+                  "distil": ["distil_steps", "batch_seconds", "item_seconds", "distil_minutes"],
+                  "benchmark": ["benchmark_steps"]}[stage.split("-")[0]]
+        inputs = {"pretrain": [self.data / "MANIFEST.sha256"],
+                  "distil": [self.data / "MANIFEST.sha256", self.teacher / "model.safetensors"],
+                  "benchmark": [self.data / "MANIFEST.sha256"]}.get(stage.split("-")[0], [])
+        return {"stage": stage, "budget": {k: b[k] for k in fields},
+                "inputs": {str(p): p.stat().st_mtime if p.is_file() else None for p in inputs}}
 
     def cached(self, output: Path, stage: str) -> bool:
         marker = output / ".demo_stage.json"
@@ -283,7 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1, help="benchmark every (upstream, task) with this many seeds; the "
                    "report averages them and gives SUPERB_local's spread (each seed adds about the benchmark's "
                    "head-training time; features are cached)")
+    p.add_argument("--pretrain-minutes", type=float, default=None,
+                   help=f"teacher pretraining cap (default {FULL.pretrain_minutes}; quick {QUICK.pretrain_minutes}). "
+                   "More minutes, more updates: a better teacher on a slow CPU, a longer demo")
+    p.add_argument("--distil-minutes", type=float, default=None,
+                   help=f"distillation cap per student (default {FULL.distil_minutes}; quick {QUICK.distil_minutes})")
     args = p.parse_args(argv)
+    for name in ("pretrain_minutes", "distil_minutes"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.seeds < 1:
         p.error(f"--seeds must be at least 1, got {args.seeds}")
     args.data_root = args.data_root or ("data/mini_superb_tiny" if args.quick else "data/mini_superb")

@@ -20,9 +20,9 @@ def demo():
     return module
 
 
-def stages(demo, tmp_path, quick: bool, seeds: int = 1):
+def stages(demo, tmp_path, quick: bool, seeds: int = 1, pretrain_minutes=None):
     args = argparse.Namespace(quick=quick, data_root=str(tmp_path / "data"), results=str(tmp_path / "res"), jobs=1,
-                              seeds=seeds)
+                              seeds=seeds, pretrain_minutes=pretrain_minutes, distil_minutes=None)
     return demo.Stages(args)
 
 
@@ -36,6 +36,29 @@ def test_a_stage_is_cached_only_for_the_same_settings(demo, tmp_path):
     full.mark_done(out, "pretrain")
     assert full.cached(out, "pretrain")
     assert not stages(demo, tmp_path, quick=True).cached(out, "pretrain")  # quick settings rebuild it
+
+
+def test_a_stage_is_rebuilt_for_its_own_settings_and_inputs_only(demo, tmp_path):
+    import os
+
+    full = stages(demo, tmp_path, quick=False)
+    data, teacher, student = tmp_path / "data", tmp_path / "res" / "hubert_mini", tmp_path / "res" / "student"
+    for path in (data, teacher, student):
+        path.mkdir(parents=True)
+    (data / "MANIFEST.sha256").write_text("corpus\n")
+    (teacher / "model.safetensors").write_text("weights")
+    full.mark_done(data, "corpus")
+    full.mark_done(teacher, "pretrain")
+    full.mark_done(student, "distil-cnn")
+    longer = stages(demo, tmp_path, quick=False, pretrain_minutes=12.0)
+    assert longer.budget.pretrain_minutes == 12.0
+    assert longer.cached(data, "corpus")                 # another pretraining cap keeps the corpus
+    assert longer.cached(student, "distil-cnn")           # ... and, until the teacher is retrained, the students
+    assert not longer.cached(teacher, "pretrain")          # but retrains the teacher
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_text("new weights")
+    os.utime(teacher / "model.safetensors", (1e9, 1e9))  # a different mtime, whatever the clock's resolution
+    assert not full.cached(student, "distil-cnn")            # a retrained teacher retrains the students
 
 
 def test_failures_are_collected_and_fatal_ones_stop(demo, tmp_path):
