@@ -195,7 +195,10 @@ class Trainer:
             raise ValueError(f"{self.ckpt_path}: checkpoint does not match this config (keys {bad[:5]}...)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self._set_horizon(int(state.get("horizon", self.cfg.max_steps)))
+        # a fitted horizon carries over (this session re-fits it to its own minutes); otherwise, as for a resume
+        # with a larger --max-steps, the schedule runs to this config's max_steps
+        saved = int(state.get("horizon", self.cfg.max_steps))
+        self._set_horizon(min(saved, self.cfg.max_steps) if self.cfg.fit_schedule_to_time else self.cfg.max_steps)
         _set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch"]
         self.history = list(state["history"])

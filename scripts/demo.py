@@ -69,11 +69,9 @@ def run(cmd: list[str], log: Path | None = None) -> int:
         return subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
 
 
-def run_benchmark(cmd: list[str], log: Path, workers: ProcessPoolExecutor | None) -> int:
+def run_benchmark(cmd: list[str], log: Path, workers: ProcessPoolExecutor) -> int:
     """Run a ``[PY, "run_benchmark.py", ...]`` command line in one of ``workers`` (see benchmark/workers.py for
-    why), or as a subprocess when there are none."""
-    if workers is None:
-        return run(cmd, log)
+    why); its output goes to ``log``."""
     print("  $ " + " ".join(cmd), flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     try:

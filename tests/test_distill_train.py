@@ -132,6 +132,16 @@ def test_a_schedule_fitted_to_the_time_cap_ends_at_zero_lr(setup, monkeypatch, f
         assert records[-1]["lr"] > 0.9 * peak
 
 
+def test_resume_with_more_steps_trains_to_the_new_max(setup):
+    out = distil(setup, "distilhubert", "out_more", 3)
+    args = ["--config", "configs/distill/distilhubert.yaml", "--teacher", str(setup / "teacher"), "--data",
+            str(setup / "audio"), "--output", str(out), "--max-steps", "5", "--resume"]
+    for o in TINY:
+        args += ["-o", o]
+    assert run_distill.main(args) == 0
+    assert [r["step"] for r in history(out)] == [1, 2, 3, 4, 5]
+
+
 def _cli(setup: Path, out: str, steps: int, *extra: str) -> list[str]:
     cmd = ["run_distill.py", "--config", "configs/distill/distilhubert.yaml", "--teacher", str(setup / "teacher"),
            "--data", str(setup / "audio"), "--output", str(setup / out), "--max-steps", str(steps)]
