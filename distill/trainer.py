@@ -286,10 +286,11 @@ class Trainer:
 
     def _set_horizon(self, horizon: int) -> None:
         self.horizon = horizon
-        self.scheduler.lr_lambdas = [_lr_lambda(horizon, self.cfg.optim.warmup_ratio)] * len(self.optimizer.param_groups)
+        factor = _lr_lambda(horizon, self.cfg.optim.warmup_ratio)
+        self.scheduler.lr_lambdas = [factor] * len(self.optimizer.param_groups)
         # LambdaLR applies a new lambda from the next step(): set this step's LR now, so it follows the new curve
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-            group["lr"] = base * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+            group["lr"] = base * factor(self.scheduler.last_epoch)
 
     def _out_of_time(self, started: float) -> bool:
         """Whether ``max_minutes`` has passed (decided on rank 0 and shared, so all ranks stop together)."""

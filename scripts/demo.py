@@ -84,10 +84,10 @@ def run_benchmark(cmd: list[str], log: Path, workers: ProcessPoolExecutor) -> in
 
 class Stages:
     def __init__(self, args: argparse.Namespace):
-        self.budget = QUICK if args.quick else FULL
+        self.quick = args.quick
         caps = {k: v for k, v in (("pretrain_minutes", args.pretrain_minutes), ("distil_minutes", args.distil_minutes))
                 if v is not None}
-        self.budget = dataclasses.replace(self.budget, **caps)
+        self.budget = dataclasses.replace(QUICK if args.quick else FULL, **caps)
         self.data = ROOT / args.data_root
         self.out = ROOT / args.results
         self.jobs = args.jobs
@@ -162,7 +162,7 @@ class Stages:
                "-o", f"run.data.max_batch_seconds={b.batch_seconds}",
                "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={b.pretrain_minutes}",
                "-o", "run.fit_schedule_to_time=true"]
-        if self.budget is QUICK:
+        if self.quick:
             cmd += ["-o", "labels.kmeans_init_runs=1"]
         if run(cmd) != 0:
             raise StageFailed("teacher pretraining failed; the students need it", fatal=True)
@@ -264,7 +264,7 @@ class Stages:
         students = [str(p) for p in self.students().values() if p.is_dir()]
         if self.teacher.is_dir() and students:
             run([PY, "bench/student_speed.py", "--teacher", str(self.teacher), "--students", *students,
-                 "--repeats", "3" if self.budget is QUICK else "20"])
+                 "--repeats", "3" if self.quick else "20"])
 
 
 class StageFailed(RuntimeError):

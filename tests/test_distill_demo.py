@@ -120,3 +120,18 @@ def test_benchmark_workers_run_each_command_line_into_its_own_log(demo, tmp_path
     assert "nosuchtask" in bad and "ks test:" not in bad
     # the same worker ran the third job: its output, log records included, went to the third log only
     assert "ks test: accuracy=" in second and "--seed 1" in second and "--seed 1" not in first
+
+
+def test_quick_settings_survive_a_changed_cap(demo, tmp_path, monkeypatch):
+    commands = []
+
+    def fake_run(cmd, log=None):
+        commands.append(cmd)
+        Path(cmd[cmd.index("--output") + 1]).mkdir(parents=True, exist_ok=True)
+        return 0
+
+    monkeypatch.setattr(demo, "run", fake_run)
+    s = stages(demo, tmp_path, quick=True, pretrain_minutes=0.5)
+    s.pretrain()
+    (cmd,) = commands
+    assert "run.max_minutes=0.5" in cmd and "labels.kmeans_init_runs=1" in cmd  # still the quick recipe
