@@ -70,6 +70,7 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
     torch.manual_seed(cfg.run.seed)
     model = HubertModel(model_cfg)
     warm = cfg.front_end_warmup
+    started = time.time()
     if warm.steps > 0:
         # the front end first learns log-mel (pretrain/front_end_warmup.py); its run sits beside the iteration's
         warm_run = dataclasses.replace(cfg.run, max_steps=warm.steps,
@@ -78,6 +79,10 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
                 {"config": to_dict(cfg)}).fit(resume=resume)
     objective = MaskedPrediction(model, labels, rate, cfg.masking)
     run = dataclasses.replace(cfg.run, max_steps=max_steps)
+    if run.max_minutes > 0 and warm.steps > 0:
+        # run.max_minutes caps the whole iteration: the warm-up's minutes come out of masked prediction's
+        spent = (time.time() - started) / 60
+        run = dataclasses.replace(run, max_minutes=max(run.max_minutes - spent, 0.01))
     if env.is_main:
         log.info("%s: %.2fM params, %d steps", name, count_parameters(model) / 1e6, max_steps)
     Trainer(objective, run, entries, out / name, report, env, {"config": to_dict(cfg)}).fit(resume=resume)

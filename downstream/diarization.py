@@ -8,11 +8,28 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class DiarizationHead(nn.Module):
-    """``[batch, frame, feature]`` → ``[batch, frame, num_speakers]`` speaker-activity logits."""
+def utterance_cmvn(features: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each utterance's features minus their mean over its valid frames, divided by their standard deviation there
+    (per dimension, as FBANK's CMVN); padded frames stay zero. ``[batch, frame, feature]``, lengths ``[batch]``."""
+    mask = (torch.arange(features.shape[1], device=features.device)[None, :] < lengths.to(features.device)[:, None])
+    mask = mask.unsqueeze(-1).to(features.dtype)
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (features * mask).sum(dim=1, keepdim=True) / count
+    var = ((features - mean) ** 2 * mask).sum(dim=1, keepdim=True) / count
+    return (features - mean) / torch.sqrt(var + eps) * mask
 
-    def __init__(self, input_dim: int, num_speakers: int = 2, hidden_size: int = 512, rnn_layers: int = 1):
+
+class DiarizationHead(nn.Module):
+    """``[batch, frame, feature]`` → ``[batch, frame, num_speakers]`` speaker-activity logits.
+
+    ``input_cmvn``: normalise each utterance's input over its own frames first (:func:`utterance_cmvn`). Not in
+    SUPERB's head; the demo profile turns it on (why: configs/tasks/sd.yaml).
+    """
+
+    def __init__(self, input_dim: int, num_speakers: int = 2, hidden_size: int = 512, rnn_layers: int = 1,
+                 input_cmvn: bool = False):
         super().__init__()
+        self.input_cmvn = input_cmvn
         self.rnn = nn.LSTM(input_dim, hidden_size, num_layers=rnn_layers, batch_first=True) if rnn_layers else None
         self.linear = nn.Linear(hidden_size if rnn_layers else input_dim, num_speakers)
         self.num_speakers = num_speakers
@@ -20,7 +37,7 @@ class DiarizationHead(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if features.dim() != 3:
             raise ValueError(f"expected features [batch, frame, feature], got shape {tuple(features.shape)}")
-        x = features
+        x = utterance_cmvn(features, lengths) if self.input_cmvn else features
         if self.rnn is not None:
             # Unidirectional, so the valid frames never see the padding that follows them: padded input gives
             # them exactly the packed result, on CPU several times faster (packed input skips the oneDNN kernel).

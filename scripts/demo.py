@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -31,6 +32,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+# recipes relative to ROOT (the commands run there)
+PRETRAIN_RECIPE = Path("configs/pretrain/hubert_mini.yaml")
+DISTIL_RECIPES = {"cnn": Path("configs/distill/distilhubert_mini.yaml"),
+                  "fbank": Path("configs/distill/fbank_student_mini.yaml")}
 sys.path.insert(0, str(ROOT))
 from benchmark.workers import run_in_worker, setup_worker  # noqa: E402  (light: torch loads in the workers only)
 
@@ -107,8 +112,12 @@ class Stages:
         inputs = {"pretrain": [self.data / "MANIFEST.sha256"],
                   "distil": [self.data / "MANIFEST.sha256", self.teacher / "model.safetensors"],
                   "benchmark": [self.data / "MANIFEST.sha256"]}.get(stage.split("-")[0], [])
+        recipes = {"pretrain": [PRETRAIN_RECIPE], "distil-cnn": [DISTIL_RECIPES["cnn"]],
+                   "distil-fbank": [DISTIL_RECIPES["fbank"]]}.get(stage, [])
         return {"stage": stage, "budget": {k: b[k] for k in fields},
-                "inputs": {str(p): p.stat().st_mtime if p.is_file() else None for p in inputs}}
+                "inputs": {str(p): p.stat().st_mtime if p.is_file() else None for p in inputs},
+                # an edited recipe retrains (by content: a fresh checkout changes every mtime)
+                "recipes": {str(p): hashlib.sha256((ROOT / p).read_bytes()).hexdigest() for p in recipes}}
 
     def cached(self, output: Path, stage: str) -> bool:
         marker = output / ".demo_stage.json"
@@ -157,13 +166,13 @@ class Stages:
         if self.cached(self.teacher, "pretrain"):
             return
         b = self.budget
-        cmd = [PY, "run_pretrain.py", "--config", "configs/pretrain/hubert_mini.yaml", "--data",
+        cmd = [PY, "run_pretrain.py", "--config", str(PRETRAIN_RECIPE), "--data",
                str(self.data / "unlabeled"), "--output", str(self.teacher), "--max-steps", str(b.pretrain_steps),
                "-o", f"run.data.max_batch_seconds={b.batch_seconds}",
                "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={b.pretrain_minutes}",
                "-o", "run.fit_schedule_to_time=true"]
-        if self.quick:
-            cmd += ["-o", "labels.kmeans_init_runs=1"]
+        if self.quick:  # a pipeline check: one k-means init, and a few warm-up updates instead of the recipe's 200
+            cmd += ["-o", "labels.kmeans_init_runs=1", "-o", "front_end_warmup.steps=5"]
         if run(cmd) != 0:
             raise StageFailed("teacher pretraining failed; the students need it", fatal=True)
         self.mark_done(self.teacher, "pretrain")
@@ -179,8 +188,7 @@ class Stages:
         threads = max(1, (os.cpu_count() or 1) // max(1, len(todo)))
 
         def one(kind: str, out: Path) -> None:
-            config = "distilhubert_mini" if kind == "cnn" else "fbank_student_mini"
-            cmd = [PY, "run_distill.py", "--config", f"configs/distill/{config}.yaml", "--teacher", str(self.teacher),
+            cmd = [PY, "run_distill.py", "--config", str(DISTIL_RECIPES[kind]), "--teacher", str(self.teacher),
                    "--data", str(self.data / "unlabeled"), "--output", str(out), "--max-steps", str(b.distil_steps),
                    "-o", f"run.data.max_batch_seconds={b.batch_seconds}",
                    "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={b.distil_minutes}",

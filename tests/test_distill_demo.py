@@ -61,6 +61,22 @@ def test_a_stage_is_rebuilt_for_its_own_settings_and_inputs_only(demo, tmp_path)
     assert not full.cached(student, "distil-cnn")            # a retrained teacher retrains the students
 
 
+def test_an_edited_recipe_retrains_its_stage_only(demo, tmp_path, monkeypatch):
+    recipe = tmp_path / "hubert_mini.yaml"
+    recipe.write_text("front_end_warmup: {steps: 200}\n")
+    monkeypatch.setattr(demo, "PRETRAIN_RECIPE", recipe)  # absolute: ROOT / recipe is recipe
+    full = stages(demo, tmp_path, quick=False)
+    teacher, student = tmp_path / "res" / "hubert_mini", tmp_path / "res" / "student"
+    teacher.mkdir(parents=True)
+    student.mkdir(parents=True)
+    full.mark_done(teacher, "pretrain")
+    full.mark_done(student, "distil-cnn")
+    assert full.cached(teacher, "pretrain")
+    recipe.write_text("front_end_warmup: {steps: 0}\n")
+    assert full.cached(student, "distil-cnn")   # the students' own recipes did not change
+    assert not full.cached(teacher, "pretrain")
+
+
 def test_failures_are_collected_and_fatal_ones_stop(demo, tmp_path):
     s = stages(demo, tmp_path, quick=True)
 

@@ -138,3 +138,29 @@ def test_run_pretrain_end_to_end_with_iteration_2(tmp_path):
     assert teacher.cfg.num_codewords == 4 and teacher.cfg.layers == 3  # the iteration-2 model, with codewords
     out = teacher([torch.randn(16000) * 0.1])
     assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape[-1] == cfg.embed_dim
+
+
+def test_the_front_end_warmup_is_paid_from_the_iterations_time_cap(tmp_path, monkeypatch):
+    """With run.max_minutes, warm-up + masked prediction fit in the cap: the warm-up's minutes come off the second."""
+    from types import SimpleNamespace
+
+    from common.config import load_config
+    from pretrain.config import PretrainConfig
+
+    clock, runs = SimpleNamespace(now=1000.0), []
+
+    class FakeTrainer:  # records what each phase was asked to do; a fit takes 90 s of the fake clock
+        def __init__(self, objective, run, *args):
+            runs.append((type(objective).__name__, run))
+
+        def fit(self, resume=False):
+            clock.now += 90.0
+
+    monkeypatch.setattr(run_pretrain, "Trainer", FakeTrainer)
+    monkeypatch.setattr(run_pretrain.time, "time", lambda: clock.now)
+    cfg = load_config(PretrainConfig, None, ["front_end_warmup.steps=5", "run.max_minutes=7.0"])
+    run_pretrain.train_iteration("iter1", cfg, tiny_teacher_config(codewords=6), [torch.arange(6)], 100, [],
+                                 tmp_path, None, SimpleNamespace(is_main=False), False, 40)
+    assert [(name, run.max_minutes) for name, run in runs] == [("FrontEndRegression", 7.0),
+                                                                ("MaskedPrediction", 5.5)]
+    assert runs[0][1].max_steps == 5 and runs[1][1].max_steps == 40

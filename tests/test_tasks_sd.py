@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common.audio import write_audio
-from downstream.diarization import DiarizationHead, pit_bce_loss
+from downstream.diarization import DiarizationHead, pit_bce_loss, utterance_cmvn
 from tasks.listfile import ListFileError
 from tasks.sd.data import load_kaldi_dir, read_rttm
 from tasks.sd.der import activity_to_segments, decide, diarization_error_rate, rttm_lines, to_annotation
@@ -55,6 +55,23 @@ def test_pit_loss_is_permutation_invariant_and_masks_padding():
     assert pit_bce_loss(perfect, labels, lengths)[0].item() < 1e-6
     head = DiarizationHead(5, hidden_size=8)
     assert head(torch.randn(2, 6, 5), lengths).shape == (2, 6, 2)
+
+
+def test_input_cmvn_normalises_each_utterance_over_its_own_frames():
+    g = torch.Generator().manual_seed(0)
+    x, lengths = torch.randn(2, 7, 3, generator=g) * 5 + 3, torch.tensor([7, 4])
+    out = utterance_cmvn(x, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.allclose(out[b, :n].mean(0), torch.zeros(3), atol=1e-5)
+        assert torch.allclose(out[b, :n].var(0, unbiased=False), torch.ones(3), atol=1e-3)
+        assert not out[b, n:].any()
+    head = DiarizationHead(3, hidden_size=4, input_cmvn=True)
+    # an utterance's own offset and scale no longer reach the LSTM: the gain/channel of each recording cancels
+    scaled = x.clone()
+    scaled[1] = x[1] * 4 - 2
+    assert torch.allclose(head(x, lengths)[1, :4], head(scaled, lengths)[1, :4], atol=1e-4)
+    head.input_cmvn = False
+    assert not torch.allclose(head(x, lengths)[1, :4], head(scaled, lengths)[1, :4], atol=1e-4)
 
 
 def make_libri2mix(root, split="dev", segments=None, rttm=None):

@@ -37,6 +37,7 @@ MIN_TAIL_SECONDS = 0.5  # a training chunk never ends with a sliver shorter than
 class SDHeadConfig:
     hidden_size: int = 512
     rnn_layers: int = 1
+    input_cmvn: bool = False  # per-utterance mean/variance normalisation of the weighted sum (not in SUPERB)
 
 
 @dataclass
@@ -120,7 +121,8 @@ class SpeakerDiarization(Task):
     # -- model
     def build_head(self, input_dim: int) -> nn.Module:
         h = self.config.head
-        return DiarizationHead(input_dim, self.config.data.num_speakers, h.hidden_size, h.rnn_layers)
+        return DiarizationHead(input_dim, self.config.data.num_speakers, h.hidden_size, h.rnn_layers,
+                               input_cmvn=h.input_cmvn)
 
     def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
         labels = self.frame_labels(utts, output.shape[1]).to(output.device)
