@@ -169,3 +169,23 @@ def test_sd_on_tiny_offline_corpus(tiny_corpus, tmp_path):
     primary = {"qbe": "mtwv", "sf": "slot_type_f1", "asv": "eer", "sd": "der"}["sd"]
     assert {r["split"] for r in rows if r["metric"] == primary} == {"dev", "test"}
     assert all(r["upstream"] == "tiny_frames" and r["value"] != "" for r in rows)
+
+
+def test_speaker_probe_reads_speakers_off_frames_that_carry_them():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speaker_probe", Path(__file__).parents[1] / "bench" /
+                                                  "speaker_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    from tasks.sd.data import Recording
+
+    rec = Recording("r", Path("r.wav"), 4.0, [("a", 0.0, 1.0), ("b", 1.0, 2.0), ("a", 1.8, 3.0), ("b", 3.0, 4.0)])
+    speaker = probe.speaker_of_frames(rec, 40, 0.1)  # 100 ms frames: overlap [1.8, 2.0) is neither speaker
+    assert speaker[:10].tolist() == [0] * 10 and speaker[18:20].tolist() == [-1, -1] and speaker[35] == 1
+    g = np.random.default_rng(0)
+    labels = np.tile(np.repeat([0, 1], 20), 10)
+    noise = g.standard_normal((len(labels), 4))
+    assert probe.probe_accuracy(noise + 3 * labels[:, None], labels) > 0.95  # the speaker is in the frames
+    assert abs(probe.probe_accuracy(noise, labels) - 0.5) < 0.15            # pure noise: chance
+    assert probe.probe_accuracy(noise, np.zeros(len(labels), dtype=int)) is None
