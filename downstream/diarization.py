@@ -7,23 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def utterance_cmvn(features: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Each utterance's features minus their mean over its valid frames, divided by their standard deviation there
-    (per dimension, as FBANK's CMVN); padded frames stay zero. ``[batch, frame, feature]``, lengths ``[batch]``."""
-    mask = (torch.arange(features.shape[1], device=features.device)[None, :] < lengths.to(features.device)[:, None])
-    mask = mask.unsqueeze(-1).to(features.dtype)
-    count = mask.sum(dim=1, keepdim=True).clamp(min=1)
-    mean = (features * mask).sum(dim=1, keepdim=True) / count
-    var = ((features - mean) ** 2 * mask).sum(dim=1, keepdim=True) / count
-    return (features - mean) / torch.sqrt(var + eps) * mask
+from .masking import utterance_cmvn
 
 
 class DiarizationHead(nn.Module):
     """``[batch, frame, feature]`` → ``[batch, frame, num_speakers]`` speaker-activity logits.
 
     ``input_cmvn``: normalise each utterance's input over its own frames first (:func:`utterance_cmvn`). Not in
-    SUPERB's head; the demo profile turns it on (why: configs/tasks/sd.yaml).
+    SUPERB's head, and off in the demo too (measurements in configs/tasks/sd.yaml).
     """
 
     def __init__(self, input_dim: int, num_speakers: int = 2, hidden_size: int = 512, rnn_layers: int = 1,

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from common.audio import write_audio
-from downstream.diarization import DiarizationHead, pit_bce_loss, utterance_cmvn
+from downstream.diarization import DiarizationHead, pit_bce_loss
+from downstream.masking import utterance_cmvn
 from tasks.listfile import ListFileError
 from tasks.sd.data import load_kaldi_dir, read_rttm
 from tasks.sd.der import activity_to_segments, decide, diarization_error_rate, rttm_lines, to_annotation
