@@ -26,6 +26,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", required=True, help="registered upstream name or checkpoint path")
     p.add_argument("--task", required=True, nargs="+",
                    help="task names (pr, ks, ic, sid, er, asr, ...) run one after another, or `all`")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="--task custom: a labelled .csv/.jsonl manifest or lhotse CutSet (see docs/MANIFEST.md)")
     p.add_argument("--data-root", type=Path, default=None,
                    help=f"folder holding the datasets under their official names (default {DEFAULT_DATA_ROOT})")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -119,12 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.base import DatasetNotFoundError
     from tasks.registry import list_tasks
 
+    tasks = [t for t in list_tasks() if t != "custom"] if args.task == ["all"] else args.task
+    manifest_override = []
+    if args.manifest is not None:
+        if "custom" not in tasks:
+            print("error: --manifest is for --task custom", file=sys.stderr)
+            return 2
+        manifest_override = [f"data.manifest={args.manifest.resolve()}"]
     data_root = args.data_root or DEFAULT_DATA_ROOT
-    if args.data_root is None and not DEFAULT_DATA_ROOT.is_dir():
+    if args.data_root is None and not DEFAULT_DATA_ROOT.is_dir() and tasks != ["custom"]:
         print(f"error: no --data-root given and {DEFAULT_DATA_ROOT} does not exist; build the offline corpus with "
               f"`python -m tasks.synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
         return 2
-    tasks = list_tasks() if args.task == ["all"] else args.task
     if args.fold is not None and len(tasks) > 1:
         print(f"error: --fold selects a fold of one task (er); got --task {' '.join(args.task)}", file=sys.stderr)
         return 2
@@ -138,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                              seed=args.seed, max_steps=args.max_steps, resume=args.resume, layer=args.layer,
                              upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
                              use_cache=not args.no_cache, cache_dir=args.cache_dir,
-                             skip_bad_audio=args.skip_bad_audio, overrides=args.override, profile=args.profile,
+                             skip_bad_audio=args.skip_bad_audio, profile=args.profile,
+                             overrides=args.override + (manifest_override if task == "custom" else []),
                              fold=args.fold, feature_ram_gb=args.feature_ram_gb)
         if args.device:
             options.device = args.device

@@ -239,6 +239,7 @@ def run_task(options: RunOptions) -> dict:
     if options.max_steps is not None:
         overrides.append(f"train.max_steps={options.max_steps}")
     task = build_task(options.task, options.data_root, overrides, options.profile)
+    task.skip_bad_audio = options.skip_bad_audio
     task.check_data()
     upstream = build_upstream(options.upstream).to(options.device)
     upstream.eval()
@@ -248,10 +249,14 @@ def run_task(options: RunOptions) -> dict:
     identity = {"task": options.task, "task_config": to_dict(task.config), "upstream_hash": up_hash,
                 "layer": options.layer, "upstream_trainable": options.upstream_trainable,
                 "lr_sweep": options.lr_sweep, "data_root": str(Path(options.data_root).resolve())}
+    fingerprint = task.data_fingerprint()
+    if fingerprint is not None:  # a manifest's content: an edited manifest is another run
+        identity["data_fingerprint"] = fingerprint
+    task_label = task.row_label()
     chash = results.config_hash(identity)
     fold = task.fold()
     run_id = f"{chash[:8]}-s{options.seed}" + (f"-fold{fold}" if fold is not None else "")
-    run_dir = results.run_dir_for(Path(options.results_dir), label, options.task, run_id, options.resume)
+    run_dir = results.run_dir_for(Path(options.results_dir), label, task_label, run_id, options.resume)
     if (run_dir / "DONE").exists():
         log.warning("run %s already finished; nothing to resume", run_dir)
         return json.loads((run_dir / "summary.json").read_text())
@@ -273,7 +278,7 @@ def run_task(options: RunOptions) -> dict:
     if unknown:
         raise ValueError(f"task {task.name!r}: run() returned unknown split(s) {sorted(unknown)}")
     wall = time.time() - t0
-    info = results.RunInfo(label, stats["params"], up_hash[:16], options.task, options.seed, chash,
+    info = results.RunInfo(label, stats["params"], up_hash[:16], task_label, options.seed, chash,
                            run_dir.name, fold, ctx.layer)
     text = results.format_rows(info, metrics, ctx.steps, wall, ctx.lr, ctx.layer_weights)
     csv_path = results.append_rows(Path(options.results_dir), text)

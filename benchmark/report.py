@@ -5,6 +5,7 @@ Columns (also written at the top of REPORT.md):
   (torch FlopCounterMode on 1 s); ``RTF`` — forward time / audio time on the machine that ran the benchmark.
 * ``<task> <metric>`` — test-split value of the latest run (percent for accuracies and error rates); ER averages the
   folds that were run (``er_folds`` says how many); runs with several ``--seed`` values are averaged too.
+* Manifest tasks (``--task custom``) get ``<manifest name> <metric>`` columns; they are not part of any SUPERB score.
 * ``seeds`` — how many seeds every task of the row has; ``SUPERB_local_sd`` — the standard deviation of
   ``SUPERB_local`` over those seeds (each seed's values against the mean ``fbank`` row): the noise to read
   differences against. Empty for a single seed.
@@ -107,6 +108,9 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
     values = latest_test_values(df)
     upstreams = list(dict.fromkeys(values["upstream"]))
     tasks = [t for t in ref.tasks if t in set(values["task"])]
+    # tasks outside the SUPERB reference (manifest tasks: --task custom) get metric columns but no SUPERB score
+    extra = values[~values["task"].isin(ref.tasks)]
+    extra_columns = list(dict.fromkeys(f"{t} {m}" for t, m in zip(extra["task"], extra["metric"])))
     by_column: dict[str, dict[str, float]] = {}  # upstream -> leaderboard column -> value
     seeds = {u: int(values.loc[values.upstream == u, "seeds"].min()) for u in upstreams}
     rows = []
@@ -124,6 +128,10 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
                 folds = values.loc[(values.upstream == up) & (values.task == task), "folds"]
                 if len(folds):
                     row["er_folds"] = int(folds.iloc[0])
+        for col in extra_columns:
+            task, metric = col.rsplit(" ", 1)
+            hit = extra[(extra.upstream == up) & (extra.task == task) & (extra.metric == metric)]
+            row[col] = float(hit["value"].iloc[0]) if len(hit) else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:

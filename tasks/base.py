@@ -159,6 +159,7 @@ class Task(abc.ABC):
         self.config = config
         self.data_root = Path(data_root)
         self.downsample_rate: int | None = None
+        self.skip_bad_audio = False  # set by the engine from --skip-bad-audio before check_data()
 
     # -- data
     def check_data(self) -> None:
@@ -174,6 +175,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def load_split(self, split: str) -> list[Utterance]:
         """Records of ``split`` (one of ``SPLITS``) in a deterministic order."""
+
+    def row_label(self) -> str:
+        """The task's name in results rows and run folders (a manifest task: the manifest's name)."""
+        return self.name
+
+    def data_fingerprint(self) -> str | None:
+        """A hash of data definitions that live outside the config (a manifest's content), or None."""
+        return None
 
     def fold(self) -> int | None:
         """The cross-validation fold this instance runs (None for tasks without folds)."""
@@ -199,6 +208,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
         """One JSON-serialisable prediction per utterance."""
+
+    def prediction_details(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[dict]:
+        """Extra JSON-serialisable detail per utterance for ``run_benchmark.py predict`` (class probabilities, ...);
+        default: nothing."""
+        return [{} for _ in utts]
 
     @abc.abstractmethod
     def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
