@@ -5,6 +5,9 @@
     python run_benchmark.py --upstream fbank --task ks ic sid     # several tasks (or `all`) in one process
     python run_benchmark.py report [--results-dir results]
     python run_benchmark.py cache [--cache-dir DIR] [--remove HASH ...] [--unused-days N]
+    python run_benchmark.py --upstream fbank --task custom --manifest data.csv   # your own labelled data
+    python run_benchmark.py predict --run RUN_DIR audio1.wav audio2.flac [--list files.txt] [--out preds.jsonl]
+    python run_benchmark.py evaluate --run RUN_DIR [--split test]   # re-score the best checkpoint, no training
 
 A run trains the task head on frozen (cached) upstream features, picks the best checkpoint on dev, evaluates
 dev and test, and appends one row per metric and split to ``<results-dir>/results.csv``.
@@ -76,6 +79,82 @@ def _cache_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_benchmark.py predict",
+                                description="Apply a finished run's upstream (hash-checked) and best head to audio "
+                                "files: class + probabilities, transcript, slots, ASV embedding, SD RTTM.")
+    p.add_argument("--run", type=Path, required=True, help="run folder results/<upstream>/<task>/<run-id>")
+    p.add_argument("audio", nargs="*", type=Path, help="audio files (any format soundfile reads; resampled to 16 kHz)")
+    p.add_argument("--list", type=Path, default=None, help="text file with one audio path per line")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write one JSON line per file here (default: print a summary line per file only)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    return p
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_benchmark.py evaluate",
+                                description="Re-score a finished run's best checkpoint on a split without training; "
+                                "appends results rows whose run_id ends in ':reeval-<time>'.")
+    p.add_argument("--run", type=Path, required=True, help="run folder results/<upstream>/<task>/<run-id>")
+    p.add_argument("--split", nargs="+", default=["test"], choices=["dev", "test"])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    return p
+
+
+def predict_command(argv: list[str]) -> int:
+    import json
+
+    from benchmark.apply import format_prediction, load_run, predict_files
+    from common.cli import print_error, user_error
+    from common.io import atomic_write_text
+
+    args = _predict_parser().parse_args(argv)
+    paths = list(args.audio)
+    try:
+        if args.list is not None:
+            if not args.list.is_file():
+                raise FileNotFoundError(f"--list {args.list}: file not found")
+            base = args.list.parent
+            paths += [Path(x.strip()) if Path(x.strip()).is_absolute() else base / x.strip()
+                      for x in args.list.read_text().splitlines() if x.strip()]
+        if not paths:
+            raise ValueError("predict: no audio files (give paths, or --list files.txt)")
+        run = load_run(args.run, args.device)
+        records = predict_files(run, paths)
+    except Exception as e:  # noqa: BLE001 — user_error lets bugs through with their traceback
+        line = user_error(e)
+        if line is None:
+            raise
+        print_error(line)
+        return 2
+    for rec in records:
+        print(format_prediction(rec))
+    if args.out is not None:
+        atomic_write_text(args.out, "".join(json.dumps(r, default=str) + "\n" for r in records))
+        print(f"written: {args.out}")
+    return 0
+
+
+def evaluate_command(argv: list[str]) -> int:
+    from benchmark.apply import evaluate_run
+    from common.cli import print_error, user_error
+
+    args = _evaluate_parser().parse_args(argv)
+    try:
+        out = evaluate_run(args.run, args.split, args.device)
+    except Exception as e:  # noqa: BLE001 — user_error lets bugs through with their traceback
+        line = user_error(e)
+        if line is None:
+            raise
+        print_error(line)
+        return 2
+    for split, metrics in out["metrics"].items():
+        print(f"re-evaluation {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    print(f"rows appended to {out['results_csv']}; predictions in {out['folder']}")
+    return 0
+
+
 def cache_command(argv: list[str]) -> int:
     from benchmark.cache import default_cache_dir, list_cache, remove_cache_entries
 
@@ -106,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv[:1] == ["cache"]:
         return cache_command(argv[1:])
+    if argv[:1] == ["predict"]:
+        return predict_command(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        return evaluate_command(argv[1:])
     if argv[:1] == ["report"]:
         from benchmark.report import build_report
 

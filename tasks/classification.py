@@ -42,6 +42,11 @@ class ClassificationTask(Task):
     def predict(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
         return [self.classes[i] for i in output[0].argmax(-1).tolist()]
 
+    def prediction_details(self, output: list[torch.Tensor], lengths: torch.Tensor,
+                           utts: Sequence[Utterance]) -> list[dict]:
+        probs = torch.softmax(output[0].float(), -1).tolist()
+        return [{"probabilities": {str(c): round(p, 6) for c, p in zip(self.classes, row)}} for row in probs]
+
     def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         return {"accuracy": accuracy_percent([u.label for u in utts], predictions)}
 

@@ -171,6 +171,16 @@ class SpeakerDiarization(Task):
         atomic_write_text(ctx.run_dir / f"{split}.rttm", "\n".join(lines) + ("\n" if lines else ""))
         return {"der": der, "threshold": self.threshold, "median_frames": float(self.median)}
 
+    def rttm(self, utts: Sequence[Utterance], posteriors: Sequence[Any]) -> list[str]:
+        """RTTM lines of ``posteriors`` (one ``[frame, speaker]`` list per utterance) at the tuned threshold and
+        median filter; speakers are named by output index (``run_benchmark.py predict``)."""
+        shift = self.downsample_rate / 16000
+        lines = []
+        for u, post in zip(utts, posteriors):
+            post = np.asarray(post, dtype=np.float32).reshape(-1, self.config.data.num_speakers)
+            lines += rttm_lines(activity_to_segments(decide(post, self.threshold, self.median), shift), u.id)
+        return lines
+
     def tune_on_dev(self, ctx, model: nn.Module) -> None:
         """Pick threshold and median-filter width on dev (lowest DER; ties keep the earlier grid point)."""
         utts = ctx.load_split(self, "dev")
