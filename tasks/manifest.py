@@ -150,12 +150,14 @@ def _read_lhotse(path: Path) -> list[ManifestRow]:
         raise ManifestError(f"manifest {path} is a lhotse manifest, but lhotse is not installed "
                             "(pip install lhotse==1.33.0)") from None
     parts: list[tuple[str | None, Any]] = []  # (split from the file name, CutSet)
+    prefixes: list[str] = []  # folder: ids are "<file part>/<cut id>" (recipes number supervisions per part)
     try:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))
             cuts = [p for p in files if "cuts" in p.name]
             if cuts:
                 parts = [(_split_aliases(p.name.split("cuts", 1)[1]), load_manifest(p)) for p in cuts]
+                prefixes = [_part_name(p.name, "cuts") for p in cuts]
             else:
                 recs = [p for p in files if "recordings" in p.name]
                 for rec in recs:
@@ -169,6 +171,7 @@ def _read_lhotse(path: Path) -> list[ManifestRow]:
                     cutset = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
                         keep_overlapping=False)
                     parts.append((_split_aliases(rec.name.split("recordings", 1)[1]), cutset))
+                    prefixes.append(_part_name(rec.name, "recordings"))
             if not parts:
                 raise ManifestError(f"manifest folder {path}: no lhotse cuts (*cuts*.jsonl.gz) or "
                                     "recordings/supervisions manifests in it")
@@ -183,10 +186,19 @@ def _read_lhotse(path: Path) -> list[ManifestRow]:
     except Exception as e:  # lhotse raises plain exceptions of several types for a malformed manifest
         raise ManifestError(f"manifest {path}: lhotse cannot read it ({type(e).__name__}: {e})") from None
     rows = []
-    for file_split, cutset in parts:
+    for k, (file_split, cutset) in enumerate(parts):
         for cut in cutset:
-            rows.append(ManifestRow(len(rows) + 1, _cut_fields(cut, file_split)))
+            fields = _cut_fields(cut, file_split)
+            if prefixes:
+                fields["id"] = f"{prefixes[k]}/{fields['id']}"
+            rows.append(ManifestRow(len(rows) + 1, fields))
     return rows
+
+
+def _part_name(file_name: str, kind: str) -> str:
+    """``slu_recordings_train.jsonl.gz`` -> ``train``."""
+    tail = file_name.split(kind, 1)[1].lstrip("_-.")
+    return tail.split(".", 1)[0] or kind
 
 
 def _cut_fields(cut: Any, file_split: str | None) -> dict[str, Any]:

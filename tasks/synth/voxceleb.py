@@ -1,6 +1,8 @@
 """SID and ASV data in the VoxCeleb1 layout: ``VoxCeleb1/{dev,test}/wav/<spk>/<video>/<NNNNN>.wav``,
 ``iden_split.txt`` (1 train / 2 dev / 3 test, over the speakers of both parts) and ``veri_test.txt`` (trials between
-test-part speakers only, half of them target trials; ASV trains on the dev part, so test speakers are unseen).
+test-part speakers only, half of them target trials; ASV trains on the dev part, so test speakers are unseen), and
+``vox1_meta.csv`` as the real dataset ships it (tab-separated ``VoxCeleb1 ID, VGGFace1 ID, Gender, Nationality, Set``;
+lhotse's ``prepare_voxceleb`` reads the gender and the dev/test set of each speaker from it).
 """
 from __future__ import annotations
 
@@ -24,15 +26,31 @@ def video_id(seed: int, speaker: str, k: int) -> str:
     return "".join(_VIDEO_CHARS[b % len(_VIDEO_CHARS)] for b in digest[:11])
 
 
+_ACCENTS = {"en-us": "USA", "en-us-nyc": "USA", "en-gb": "UK", "en-gb-scotland": "UK", "en-gb-x-rp": "UK",
+            "en-gb-x-gbclan": "UK", "en-gb-x-gbcwmd": "UK", "en-029": "Jamaica"}
+_FLITE_NATIONALITY = {"awb": "UK", "rms": "USA", "slt": "USA", "kal": "USA", "kal16": "USA"}
+
+
+def _nationality(voice: str) -> str:
+    """A nationality for ``vox1_meta.csv`` from the voice's accent (``en-gb-scotland+f3`` -> UK; flite ``awb`` is a
+    Scottish voice)."""
+    if "+" in voice:
+        return _ACCENTS.get(voice.split("+")[0], "unknown")
+    return _FLITE_NATIONALITY.get(voice, "unknown")
+
+
 def plan(ctx: Context):
     cfg = ctx.size.voxceleb
     rng = ctx.rng("voxceleb")
     text = ctx.sentences("voxceleb")
     dev, test = ctx.speaker_groups("voxceleb", [cfg.dev_speakers, cfg.test_speakers])
-    jobs, iden, utts_of = [], [], {}
+    jobs, iden, utts_of, meta = [], [], {}, []
     for part, speakers, first_id in (("dev", dev, 10001), ("test", test, 10270)):
         for i, speaker in enumerate(speakers):
             spk = f"id{first_id + i}"
+            # the real file names a celebrity; ours names the synthetic voice (its nationality: the voice's accent)
+            meta.append(f"{spk}\tsynthetic_{speaker.name}\t{speaker.gender}\t"
+                        f"{_nationality(speaker.voice)}\t{part}")
             rels = []
             for v in range(cfg.videos_per_speaker):
                 video = video_id(ctx.seed, spk, v)
@@ -59,6 +77,8 @@ def plan(ctx: Context):
 
     def finish(results: dict[str, dict]) -> dict:
         atomic_write_text(ctx.root / ROOT / "iden_split.txt", "\n".join(iden) + "\n")
+        atomic_write_text(ctx.root / ROOT / "vox1_meta.csv",
+                          "VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\n" + "\n".join(meta) + "\n")
         atomic_write_text(ctx.root / ROOT / "veri_test.txt", "\n".join(f"{lab} {a} {b}" for lab, a, b in trials) + "\n")
         stats = {}
         for part in ("dev", "test"):
