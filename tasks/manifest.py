@@ -382,3 +382,75 @@ def _unseen_labels(entries: list[Entry], task_type: str) -> list[str]:
     seen = {t for e in entries if e.split == "train" for t in labels(e)}
     return [f"line {e.line}: {e.split} label {t!r} never occurs in train (a head cannot predict it)"
             for e in entries if e.split != "train" for t in labels(e) if t not in seen]
+
+
+# ---------------------------------------------------------------- a manifest from a folder of class folders
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def manifest_from_folder(folder: str | Path, dev_every: int = 10, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """Rows ``{path, split, label}`` for ``folder/<label>/**/<audio>``: the label is the first-level folder name.
+
+    Within each label the files (sorted) go every ``dev_every``-th to dev, the next one to test, the rest to train;
+    labels with fewer than 3 files go to train only (a dev/test label must occur in train). Paths are relative to
+    ``folder``. Raises :class:`ManifestError` when no audio is found.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: not a folder (expected <folder>/<label>/<audio files>)")
+    rows = []
+    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in exclude):
+        files = sorted(p for p in label_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        for k, path in enumerate(files):
+            split = "train"
+            if len(files) >= 3:
+                split = "dev" if k % dev_every == 1 else "test" if k % dev_every == 2 else "train"
+            rows.append({"path": path.relative_to(folder).as_posix(), "split": split, "label": label_dir.name})
+    if not rows:
+        raise ManifestError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in label folders")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tasks.manifest FOLDER --out FILE.csv``: a classification manifest from class folders."""
+    import argparse
+    import csv
+    import io
+    import sys
+
+    from common.io import atomic_write_text
+
+    p = argparse.ArgumentParser(prog="python -m tasks.manifest",
+                                description="Write a classification manifest (path, split, label) for "
+                                "FOLDER/<label>/<audio>; see docs/MANIFEST.md.")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the .csv to write (paths relative to its folder)")
+    p.add_argument("--exclude", nargs="*", default=[], help="label folders to leave out (e.g. _background_noise_)")
+    p.add_argument("--dev-every", type=int, default=10, help="every N-th file of a label to dev, the next to test")
+    args = p.parse_args(argv)
+    try:
+        rows = manifest_from_folder(args.folder, args.dev_every, tuple(args.exclude))
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    base = args.out.resolve().parent
+    folder = args.folder.resolve()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["path", "split", "label"], lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        path = folder / r["path"]
+        try:
+            r["path"] = path.relative_to(base).as_posix()
+        except ValueError:
+            r["path"] = str(path)
+        writer.writerow(r)
+    atomic_write_text(args.out, buf.getvalue())
+    counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
+    print(f"wrote {args.out}: {len(rows)} files, {len({r['label'] for r in rows})} labels "
+          f"(train {counts['train']}, dev {counts['dev']}, test {counts['test']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -254,3 +254,19 @@ def test_lhotse_cutset_is_read_with_lhotse_and_trains(tiny_corpus, tmp_path):
     assert first.speaker == f"spk{(len(rows) - 1) % 3}"
     summary = run(path, tmp_path, steps=20)
     assert Path(summary["run_dir"]).parent.name == "speech_noise_cuts"
+
+
+def test_manifest_from_a_folder_of_class_folders(tiny_corpus, tmp_path, capsys):
+    from tasks.manifest import main as manifest_main
+
+    out = tmp_path / "words.csv"
+    folder = tiny_corpus / "speech_commands_v0.01"
+    assert manifest_main([str(folder), "--exclude", "_background_noise_", "--out", str(out)]) == 0
+    m = load_manifest(out)  # passes every check: no dev/test label is missing from train
+    words = {p.name for p in folder.iterdir() if p.is_dir() and p.name != "_background_noise_"}
+    assert m.task_type == "classification" and {e.target for e in m.entries} == words
+    assert len(m.entries) == sum(1 for _ in folder.glob("*/*.wav")) - sum(1 for _ in folder.glob("_background_noise_/*"))
+    assert m.split("dev") and m.split("test")
+    assert "wrote" in capsys.readouterr().out
+    assert manifest_main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "not a folder" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
