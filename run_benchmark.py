@@ -106,28 +106,20 @@ def predict_command(argv: list[str]) -> int:
     import json
 
     from benchmark.apply import format_prediction, load_run, predict_files
-    from common.cli import print_error, user_error
     from common.io import atomic_write_text
 
     args = _predict_parser().parse_args(argv)
     paths = list(args.audio)
-    try:
-        if args.list is not None:
-            if not args.list.is_file():
-                raise FileNotFoundError(f"--list {args.list}: file not found")
-            base = args.list.parent
-            paths += [Path(x.strip()) if Path(x.strip()).is_absolute() else base / x.strip()
-                      for x in args.list.read_text().splitlines() if x.strip()]
-        if not paths:
-            raise ValueError("predict: no audio files (give paths, or --list files.txt)")
-        run = load_run(args.run, args.device)
-        records = predict_files(run, paths)
-    except Exception as e:  # noqa: BLE001 — user_error lets bugs through with their traceback
-        line = user_error(e)
-        if line is None:
-            raise
-        print_error(line)
-        return 2
+    if args.list is not None:
+        if not args.list.is_file():
+            raise FileNotFoundError(f"--list {args.list}: file not found")
+        base = args.list.parent
+        paths += [Path(x.strip()) if Path(x.strip()).is_absolute() else base / x.strip()
+                  for x in args.list.read_text().splitlines() if x.strip()]
+    if not paths:
+        raise ValueError("predict: no audio files (give paths, or --list files.txt)")
+    run = load_run(args.run, args.device)
+    records = predict_files(run, paths)
     for rec in records:
         print(format_prediction(rec))
     if args.out is not None:
@@ -138,17 +130,9 @@ def predict_command(argv: list[str]) -> int:
 
 def evaluate_command(argv: list[str]) -> int:
     from benchmark.apply import evaluate_run
-    from common.cli import print_error, user_error
 
     args = _evaluate_parser().parse_args(argv)
-    try:
-        out = evaluate_run(args.run, args.split, args.device)
-    except Exception as e:  # noqa: BLE001 — user_error lets bugs through with their traceback
-        line = user_error(e)
-        if line is None:
-            raise
-        print_error(line)
-        return 2
+    out = evaluate_run(args.run, args.split, args.device)
     for split, metrics in out["metrics"].items():
         print(f"re-evaluation {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     print(f"rows appended to {out['results_csv']}; predictions in {out['folder']}")
@@ -178,25 +162,31 @@ def cache_command(argv: list[str]) -> int:
     return 0
 
 
+def report_command(argv: list[str]) -> int:
+    from benchmark.report import build_report
+
+    args = _report_parser().parse_args(argv)
+    report = build_report(args.results_dir, args.out_dir, args.reference)
+    print(report.markdown)
+    print(f"\nwritten: {', '.join(str(p) for p in report.files)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import upstream  # noqa: F401  (registers the built-in upstreams)
 
-    if argv[:1] == ["cache"]:
-        return cache_command(argv[1:])
-    if argv[:1] == ["predict"]:
-        return predict_command(argv[1:])
-    if argv[:1] == ["evaluate"]:
-        return evaluate_command(argv[1:])
-    if argv[:1] == ["report"]:
-        from benchmark.report import build_report
+    from common.cli import run_main
 
-        args = _report_parser().parse_args(argv[1:])
-        report = build_report(args.results_dir, args.out_dir, args.reference)
-        print(report.markdown)
-        print(f"\nwritten: {', '.join(str(p) for p in report.files)}")
-        return 0
+    if argv[:1] == ["cache"]:
+        return run_main(lambda: cache_command(argv[1:]))
+    if argv[:1] == ["report"]:
+        return run_main(lambda: report_command(argv[1:]))
+    if argv[:1] == ["predict"]:
+        return run_main(lambda: predict_command(argv[1:]))
+    if argv[:1] == ["evaluate"]:
+        return run_main(lambda: evaluate_command(argv[1:]))
 
     args = _run_parser().parse_args(argv)
     from benchmark.engine import RunOptions, run_task
