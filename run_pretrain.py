@@ -26,6 +26,7 @@ import torch.distributed as dist
 import yaml
 
 from common.audio import SAMPLE_RATE
+from common.cli import run_main
 from common.config import to_dict
 from common.io import atomic_write_text
 from common.machine import machine_summary
@@ -93,9 +94,14 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
     args = parse_args(argv)
     # provenance for scripts/ship_teacher.py (under torchrun, each rank's own command line)
     command = shlex.join(["python", "run_pretrain.py", *(sys.argv[1:] if argv is None else argv)])
+    return run_main(lambda: _run(args, command))
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
     cfg, env = start_run(PretrainConfig, args)
     out = Path(args.output)
     started = time.time()
