@@ -112,7 +112,15 @@ class FeatureCache:
         if not self._use_recorded:
             self._record_use(upstream)
             self._use_recorded = True
-        missing = [u for u in utts if not self.has(u)]
+        missing = []
+        for u in utts:
+            try:
+                if not self.has(u):
+                    missing.append(u)
+            except AudioError as e:  # the key stats the file: a missing file fails here, before loading
+                if on_bad_audio is None:
+                    raise
+                on_bad_audio(u, e)
         if not missing:
             return 0
         device = next((p.device for p in upstream.parameters()), torch.device("cpu"))

@@ -55,6 +55,10 @@ Hooks for tasks that do not fit the per-utterance mould (all optional):
 * Folds: put the fold in the task's data config (ER: ``data.fold``) and return it from ``fold()`` so results rows
   and run ids carry it; ``run_benchmark.py --fold K`` sets ``data.fold``.
 * Class-balanced sampling: return per-utterance weights from ``train_sampling_weights``.
+* ``prediction_details(output, lengths, utts)`` — extra per-utterance detail that ``run_benchmark.py predict``
+  prints next to the prediction (classification: class probabilities).
+* ``row_label()`` / ``data_fingerprint()`` — the task's name in results rows and run folders, and a hash of data
+  definitions outside the config that makes another run (manifest tasks: the manifest's name and content).
 
 Metrics are reported in the units of the SUPERB leaderboard: percentages for accuracies and error rates.
 """

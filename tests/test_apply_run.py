@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -99,3 +100,36 @@ def test_bad_run_folders_and_changed_upstreams_exit_2(custom_run, tmp_path, caps
     (copy / "checkpoints" / "best.pt").unlink()
     assert run_benchmark.main(["evaluate", "--run", str(copy)]) == 2
     assert "no trained head" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["asv", "sd", "asr", "sf", "ic", "er", "pr", "sid"])
+def test_predict_reproduces_test_predictions_of_builtin_tasks(task, tiny_corpus, tmp_path):
+    """Every built-in task with a head: predict on the test split's audio files gives the run's test predictions
+    (floats to 1e-3: embeddings and SD posteriors are written rounded); SD adds RTTM lines."""
+    from benchmark.apply import load_run, predict_files
+    from tasks.registry import build_task
+
+    overrides = ["train.eval_every=5"] + (["data.fold=1"] if task == "er" else [])
+    summary = run_task(RunOptions(upstream=TINY_UPSTREAM, task=task, data_root=tiny_corpus, profile="demo",
+                                  results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", max_steps=5,
+                                  device="cpu", overrides=overrides))
+    run_dir = Path(summary["run_dir"])
+    utts = {u.id: u for u in build_task(task, tiny_corpus, overrides, "demo").load_split("test")}
+    if task == "sd":  # SD's test predictions are its RTTM: compare turns per recording (names differ: id vs stem)
+        records = predict_files(load_run(run_dir, "cpu"), [u.path for u in utts.values()])
+        run_rttm = (run_dir / "test.rttm").read_text().splitlines()
+        for u, rec in zip(utts.values(), records):
+            ours = [line.split()[3:] for line in rec["rttm"]]
+            assert ours == [line.split()[3:] for line in run_rttm if line.split()[1] == u.id]
+        assert any(rec["rttm"] for rec in records)
+        return
+    test = jsonl(run_dir / "predictions" / "test.jsonl")
+    assert all(utts[t["id"]].start == 0 for t in test)  # whole files, so a file list can name them
+    records = predict_files(load_run(run_dir, "cpu"), [utts[t["id"]].path for t in test])
+    for rec, ref in zip(records, test):
+        if isinstance(ref["prediction"], (str, tuple)) or (isinstance(ref["prediction"], list) and ref["prediction"]
+                                                          and isinstance(ref["prediction"][0], str)):
+            assert json.loads(json.dumps(rec["prediction"])) == ref["prediction"]  # IC: tuple -> JSON list
+        else:
+            assert np.allclose(np.asarray(rec["prediction"], dtype=float), np.asarray(ref["prediction"], dtype=float),
+                               atol=1e-3)

@@ -270,3 +270,14 @@ def test_manifest_from_a_folder_of_class_folders(tiny_corpus, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert manifest_main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x.csv")]) == 2
     assert "not a folder" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+def test_skip_bad_audio_run_skips_and_lists_missing_files(tiny_corpus, tmp_path):
+    rows = speech_commands_rows(tiny_corpus, noise=False)
+    body = [[r["path"], r["split"], r["word"]] for r in rows] + [[str(tmp_path / "gone.wav"), "train", "yes"]]
+    manifest = write_csv(tmp_path / "kw.csv", ["path", "split", "label"], body)
+    summary = run_task(RunOptions(upstream=TINY_UPSTREAM, task="custom", data_root=tmp_path, skip_bad_audio=True,
+                                  results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", max_steps=5,
+                                  device="cpu", overrides=[f"data.manifest={manifest}", "train.eval_every=5"]))
+    skipped = json.loads((Path(summary["run_dir"]) / "skipped_audio.json").read_text())
+    assert list(skipped) == [str(tmp_path / "gone.wav")] and summary["skipped_audio"] == 1

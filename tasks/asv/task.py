@@ -133,6 +133,7 @@ class SpeakerVerification(Task):
     def evaluate(self, ctx, model: nn.Module, split: str) -> dict[str, float]:
         utts = ctx.load_split(self, split)
         embeddings = ctx.predict(model, utts)
+        ctx.write_predictions(split, utts, embeddings)  # unit-norm embeddings, as `run_benchmark.py predict` gives
         return self.score_trials(self.trials(split), utts, embeddings)
 
     @staticmethod
