@@ -47,6 +47,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-audio", action="store_true",
                    help="skip unreadable audio files (listed in the run folder) instead of stopping")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast dtype of the training steps: bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
     return p
@@ -125,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
               f"`python -m tasks.synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
         return 2
     tasks = list_tasks() if args.task == ["all"] else args.task
+    from common.precision import PrecisionError, check_precision
+
+    try:
+        import torch
+
+        check_precision(args.precision, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except PrecisionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.fold is not None and len(tasks) > 1:
         print(f"error: --fold selects a fold of one task (er); got --task {' '.join(args.task)}", file=sys.stderr)
         return 2
@@ -139,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                              upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
                              use_cache=not args.no_cache, cache_dir=args.cache_dir,
                              skip_bad_audio=args.skip_bad_audio, overrides=args.override, profile=args.profile,
-                             fold=args.fold, feature_ram_gb=args.feature_ram_gb)
+                             fold=args.fold, feature_ram_gb=args.feature_ram_gb, precision=args.precision)
         if args.device:
             options.device = args.device
         try:

@@ -19,15 +19,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from common.config import to_dict
+from common.config import ConfigError, to_dict
 from common.io import atomic_write_text
+from common.precision import PrecisionError
 from distill.config import DistillConfig
 from distill.data import SkipReport, collect_audio_files, scan_audio
-from distill.objectives import DistillObjective
+from distill.objectives import ConfigMismatch, DistillObjective
 from distill.trainer import Trainer, start_run
 from upstream import build_upstream
 from upstream.base import count_parameters
 from upstream.checkpoints import save_upstream
+from upstream.convert import ConversionError
 from upstream.hubert import HubertModel, HubertUpstream
 
 log = logging.getLogger("run_distill")
@@ -40,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
     p.add_argument("--output", required=True, help="output directory (student checkpoint, logs, plots)")
     p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="autocast dtype (sets run.precision): bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, e.g. -o run.optim.lr=1e-4 (repeatable)")
@@ -61,6 +65,15 @@ def export_student(objective: DistillObjective) -> HubertUpstream:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 2 with one line on stderr for bad input found before training (config, teacher, precision)."""
+    try:
+        return run(argv)
+    except (ConfigError, PrecisionError, ConversionError, ConfigMismatch) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg, env = start_run(DistillConfig, args)
     out = Path(args.output)

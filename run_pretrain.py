@@ -24,8 +24,9 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from common.config import to_dict
+from common.config import ConfigError, to_dict
 from common.io import atomic_write_text
+from common.precision import PrecisionError
 from distill.data import SkipReport, collect_audio_files, scan_audio
 from distill.trainer import DistEnv, Trainer, start_run
 from pretrain.config import PretrainConfig
@@ -35,6 +36,7 @@ from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, lay
 from pretrain.objective import MaskedPrediction
 from upstream.base import count_parameters
 from upstream.checkpoints import save_upstream
+from upstream.convert import ConversionError
 from upstream.hubert import HubertModel, HubertUpstream
 
 log = logging.getLogger("run_pretrain")
@@ -46,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
     p.add_argument("--output", required=True, help="output directory (the pretrained teacher)")
     p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="autocast dtype (sets run.precision): bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
     p.add_argument("--resume", action="store_true", help="continue interrupted iterations")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     return p.parse_args(argv)
@@ -90,6 +94,15 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 2 with one line on stderr for bad input found before training (config, teacher, precision)."""
+    try:
+        return run(argv)
+    except (ConfigError, PrecisionError, ConversionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg, env = start_run(PretrainConfig, args)
     out = Path(args.output)

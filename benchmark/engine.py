@@ -22,6 +22,7 @@ from torch import nn
 from common.audio import AudioError
 from common.config import to_dict
 from common.io import atomic_write_text
+from common.precision import check_precision
 from downstream.weighted_sum import WeightedSum
 from tasks.base import SPLITS, Task, Utterance
 from tasks.registry import build_task
@@ -59,6 +60,7 @@ class RunOptions:
     fold: int | None = None
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     feature_ram_gb: float = 2.0  # cached features kept in RAM during the run (see benchmark.features.HeldArrays)
+    precision: str = "fp32"  # autocast of training steps (common/precision.py); extraction and evaluation stay fp32
     crash_after_step: int | None = None  # test hook: raise after this update to mimic a killed run
 
 
@@ -238,6 +240,7 @@ def run_task(options: RunOptions) -> dict:
         overrides.append(f"data.fold={options.fold}")
     if options.max_steps is not None:
         overrides.append(f"train.max_steps={options.max_steps}")
+    check_precision(options.precision, options.device)
     task = build_task(options.task, options.data_root, overrides, options.profile)
     task.check_data()
     upstream = build_upstream(options.upstream).to(options.device)
@@ -248,6 +251,8 @@ def run_task(options: RunOptions) -> dict:
     identity = {"task": options.task, "task_config": to_dict(task.config), "upstream_hash": up_hash,
                 "layer": options.layer, "upstream_trainable": options.upstream_trainable,
                 "lr_sweep": options.lr_sweep, "data_root": str(Path(options.data_root).resolve())}
+    if options.precision != "fp32":  # only then, so fp32 runs keep the identity (and run folders) they had
+        identity["precision"] = options.precision
     chash = results.config_hash(identity)
     fold = task.fold()
     run_id = f"{chash[:8]}-s{options.seed}" + (f"-fold{fold}" if fold is not None else "")

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.io import atomic_write_bytes
+from common.precision import autocast, grad_scaler
 from tasks.base import Task
 
 from .batching import epoch_batches
@@ -59,6 +60,18 @@ def build_optimizer(params: list[nn.Parameter], task: Task, lr: float) -> tuple[
     warmup = max(0, cfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     return opt, sched
+
+
+def _as_float(out):
+    """Floating tensors of a head's output (a tensor, or tuples/lists/dicts of them) in fp32, so task losses (CTC,
+    softmax cross-entropy, PIT BCE) run in full precision after a bf16/fp16 forward."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(_as_float(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _as_float(v) for k, v in out.items()}
+    return out
 
 
 def _trainable_modules(ctx: RunContext, model: nn.Module) -> dict[str, nn.Module]:
@@ -101,6 +114,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     weights = task.train_sampling_weights(train_utts)
     source = ctx.train_source()
     accum = max(1, cfg.batch.grad_accum)
+    precision, device = ctx.options.precision, ctx.options.device
+    scaler = grad_scaler(precision, device)  # enabled for fp16 on GPU only
 
     def checkpoint() -> None:
         rng = {"crop": crop_rng.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
@@ -126,14 +141,17 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 if crop_s > 0:
                     crops = [(float(torch.rand(1, generator=crop_rng)) * (u.duration - crop_s), crop_s)
                              if u.duration > crop_s else None for u in utts]
-                fb = source.batch(utts, crops)
-                out = model(fb.hidden, fb.lengths)
-                loss = task.loss(out, fb.lengths, fb.utts) / accum
-                loss.backward()
+                with autocast(precision, device):
+                    fb = source.batch(utts, crops)
+                    out = model(fb.hidden, fb.lengths)
+                loss = task.loss(_as_float(out), fb.lengths, fb.utts) / accum
+                scaler.scale(loss).backward()
                 loss_sum += loss.detach().item()
+            scaler.unscale_(opt)  # clip the true gradients
             if cfg.optimizer.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             state["step"] += 1
             step = state["step"]
