@@ -19,17 +19,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from common.config import ConfigError, to_dict
+from common.cli import run_main
+from common.config import to_dict
 from common.io import atomic_write_text
-from common.precision import PrecisionError
 from distill.config import DistillConfig
 from distill.data import SkipReport, collect_audio_files, scan_audio
-from distill.objectives import ConfigMismatch, DistillObjective
+from distill.objectives import DistillObjective
 from distill.trainer import Trainer, start_run
 from upstream import build_upstream
 from upstream.base import count_parameters
 from upstream.checkpoints import save_upstream
-from upstream.convert import ConversionError
 from upstream.hubert import HubertModel, HubertUpstream
 
 log = logging.getLogger("run_distill")
@@ -65,16 +64,12 @@ def export_student(objective: DistillObjective) -> HubertUpstream:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit code 2 with one line on stderr for bad input found before training (config, teacher, precision)."""
-    try:
-        return run(argv)
-    except (ConfigError, PrecisionError, ConversionError, ConfigMismatch) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def run(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
     args = parse_args(argv)
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg, env = start_run(DistillConfig, args)
     out = Path(args.output)
     torch.manual_seed(cfg.run.seed)  # same student init on every rank (DDP also broadcasts rank 0's weights)

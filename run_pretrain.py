@@ -24,9 +24,9 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from common.config import ConfigError, to_dict
+from common.cli import run_main
+from common.config import to_dict
 from common.io import atomic_write_text
-from common.precision import PrecisionError
 from distill.data import SkipReport, collect_audio_files, scan_audio
 from distill.trainer import DistEnv, Trainer, start_run
 from pretrain.config import PretrainConfig
@@ -36,7 +36,6 @@ from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, lay
 from pretrain.objective import MaskedPrediction
 from upstream.base import count_parameters
 from upstream.checkpoints import save_upstream
-from upstream.convert import ConversionError
 from upstream.hubert import HubertModel, HubertUpstream
 
 log = logging.getLogger("run_pretrain")
@@ -94,16 +93,12 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit code 2 with one line on stderr for bad input found before training (config, teacher, precision)."""
-    try:
-        return run(argv)
-    except (ConfigError, PrecisionError, ConversionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def run(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
     args = parse_args(argv)
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg, env = start_run(PretrainConfig, args)
     out = Path(args.output)
     started = time.time()
