@@ -36,7 +36,11 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="dotted config override, e.g. -o optimizer.lr=1e-3 (repeatable; unknown keys are errors)")
     p.add_argument("--profile", default=None, help="named override set from the task YAML (e.g. demo)")
     p.add_argument("--layer", type=int, default=None, help="use hidden state K instead of the weighted sum")
-    p.add_argument("--upstream-trainable", action="store_true", help="fine-tune the upstream too (no cache)")
+    p.add_argument("--upstream-trainable", action="store_true",
+                   help="fine-tune the upstream too (no cache; its own lr and warm-up: -o upstream_optimizer.lr=...; "
+                   "CNN front end frozen; saved to the run folder)")
+    p.add_argument("--unfreeze-front-end", action="store_true",
+                   help="with --upstream-trainable: train the CNN front end too (upstream_optimizer.freeze_front_end)")
     p.add_argument("--lr-sweep", action="store_true", help="choose the learning rate on dev over sweep.grid")
     p.add_argument("--no-cache", action="store_true", help="run the upstream in the loop instead of the cache")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -126,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
               f"`python -m tasks.synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
         return 2
     tasks = list_tasks() if args.task == ["all"] else args.task
+    if args.unfreeze_front_end:
+        if not args.upstream_trainable:
+            print("error: --unfreeze-front-end only applies with --upstream-trainable", file=sys.stderr)
+            return 2
+        args.override.append("upstream_optimizer.freeze_front_end=false")
     from common.precision import PrecisionError, check_precision
 
     try:

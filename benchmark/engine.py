@@ -84,6 +84,7 @@ class RunContext:
         self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
         self.lr = task.config.optimizer.lr
         self.layer_weights: list[float] | None = None
+        self.model: nn.Module | None = None  # the trained downstream model (train_and_test sets it)
         self.steps = 0
         self.bad_audio: dict[str, str] = {}
         self._splits: dict[str, list[Utterance]] = {}
@@ -162,6 +163,7 @@ class RunContext:
     def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:
         """``task.predict`` output per utterance, in the order of ``utts``."""
         model.eval()
+        self.upstream.eval()
         source = self._source()
         out: list[Any] = [None] * len(utts)
         with torch.no_grad():
@@ -174,6 +176,7 @@ class RunContext:
 
     def evaluate_split(self, task: Task, model: nn.Module, split: str) -> dict[str, float]:
         model.eval()
+        self.upstream.eval()
         with torch.no_grad():
             metrics = task.evaluate(self, model, split)
         if task.primary_metric not in metrics:
@@ -204,6 +207,7 @@ class RunContext:
         outcome = train(self, task, model, self.lr, task.config.train.max_steps, self.run_dir / "checkpoints",
                         resume=self.options.resume, crash_after_step=self.options.crash_after_step)
         self.steps = outcome.steps
+        self.model = model
         task.tune_on_dev(self, model)
         metrics = {split: self.evaluate_split(task, model, split) for split in ("dev", "test")}
         self.layer_weights = model.weighted_sum.layer_weights()
@@ -232,6 +236,32 @@ def _device_of(module: nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
+def prepare_fine_tuning(upstream: nn.Module, freeze_front_end: bool) -> None:
+    """``--upstream-trainable``: gradients flow through the upstream and ``train()`` enables its dropout; the CNN
+    front end stays frozen unless ``upstream_optimizer.freeze_front_end=false`` (``--unfreeze-front-end``).
+
+    Raises ValueError for an upstream without parameters or without a fine-tuning mode."""
+    if not any(True for _ in upstream.parameters()) or not hasattr(upstream, "fine_tune"):
+        raise ValueError(f"--upstream-trainable: upstream {type(upstream).__name__} has no trainable weights or no "
+                         "fine-tuning mode (HuBERT-family and transformers upstreams have)")
+    upstream.fine_tune = True
+    upstream.requires_grad_(True)
+    if freeze_front_end:
+        upstream.freeze_front_end(True)
+
+
+def save_fine_tuned(task: Task, ctx: RunContext, run_dir: Path) -> None:
+    """Write the fine-tuned upstream (best-on-dev weights) in our format to ``run_dir/upstream``, and let the task
+    export a self-contained transformers model when it can (ASR: ``HubertForCTC`` in ``run_dir/transformers_ctc``)."""
+    from upstream.checkpoints import save_upstream
+
+    save_upstream(ctx.upstream, run_dir / "upstream")
+    log.info("fine-tuned upstream written to %s (build_upstream loads it)", run_dir / "upstream")
+    export = getattr(task, "export_fine_tuned", None)
+    if export is not None and ctx.model is not None:
+        export(ctx, ctx.model, run_dir / "transformers_ctc")
+
+
 def run_task(options: RunOptions) -> dict:
     """Run one (upstream, task[, fold]) and append its rows; returns a summary dict (also saved as summary.json)."""
     t0 = time.time()
@@ -246,9 +276,14 @@ def run_task(options: RunOptions) -> dict:
     upstream = build_upstream(options.upstream).to(options.device)
     upstream.eval()
     upstream.requires_grad_(options.upstream_trainable)
+    task_config = to_dict(task.config)
+    if options.upstream_trainable:
+        prepare_fine_tuning(upstream, task.config.upstream_optimizer.freeze_front_end)
+    else:  # unused when frozen: left out of the identity, so frozen runs keep the run folders they had
+        task_config.pop("upstream_optimizer", None)
     up_hash = weights_hash(upstream)
     label = results.safe_name(options.upstream)
-    identity = {"task": options.task, "task_config": to_dict(task.config), "upstream_hash": up_hash,
+    identity = {"task": options.task, "task_config": task_config, "upstream_hash": up_hash,
                 "layer": options.layer, "upstream_trainable": options.upstream_trainable,
                 "lr_sweep": options.lr_sweep, "data_root": str(Path(options.data_root).resolve())}
     if options.precision != "fp32":  # only then, so fp32 runs keep the identity (and run folders) they had
@@ -274,6 +309,8 @@ def run_task(options: RunOptions) -> dict:
         metrics = task.run(ctx)
     finally:
         ctx.close()
+    if options.upstream_trainable:
+        save_fine_tuned(task, ctx, run_dir)
     unknown = set(metrics) - set(SPLITS)
     if unknown:
         raise ValueError(f"task {task.name!r}: run() returned unknown split(s) {sorted(unknown)}")

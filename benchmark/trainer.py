@@ -40,12 +40,25 @@ class TrainOutcome:
     dev_metrics: dict[str, float]
 
 
-def build_optimizer(params: list[nn.Parameter], task: Task, lr: float) -> tuple[torch.optim.Optimizer, object]:
+def _warmup(steps: int):
+    steps = max(0, steps)
+    return lambda s: min(1.0, (s + 1) / steps) if steps else 1.0
+
+
+def build_optimizer(params: list[nn.Parameter], task: Task, lr: float,
+                    upstream_params: list[nn.Parameter] | None = None) -> tuple[torch.optim.Optimizer, object]:
+    """The head's optimizer (``optimizer``: lr, linear warm-up then constant); with ``upstream_params`` (fine-tuning)
+    a second parameter group with the upstream's own lr, weight decay and warm-up (``upstream_optimizer``)."""
     cfg = task.config.optimizer
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    opt = cls(params, lr=lr, weight_decay=cfg.weight_decay)
-    warmup = max(0, cfg.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    groups = [{"params": params}]
+    lambdas = [_warmup(cfg.warmup_steps)]
+    if upstream_params:
+        up = task.config.upstream_optimizer
+        groups.append({"params": upstream_params, "lr": up.lr, "weight_decay": up.weight_decay})
+        lambdas.append(_warmup(up.warmup_steps))
+    opt = cls(groups, lr=lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas if len(lambdas) > 1 else lambdas[0])
     return opt, sched
 
 
@@ -75,7 +88,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     seed = ctx.options.seed
     mods = _trainable_modules(ctx, model)
     params = [p for m in mods.values() for p in m.parameters() if p.requires_grad]
-    opt, sched = build_optimizer(params, task, lr)
+    upstream_params = [p for p in mods["upstream"].parameters() if p.requires_grad] if "upstream" in mods else []
+    opt, sched = build_optimizer([p for p in model.parameters() if p.requires_grad], task, lr, upstream_params)
     crop_rng = torch.Generator().manual_seed(seed + 17)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": 0, "bad_evals": 0, "dev": {}}
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
@@ -107,7 +121,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
         save_checkpoint({**{k: m.state_dict() for k, m in mods.items()}, "optimizer": opt.state_dict(),
                "scheduler": sched.state_dict(), "state": state, "rng": rng, "lr": lr}, last)
 
-    model.train()
+    for m in mods.values():  # a fine-tuned upstream trains too (its dropout active)
+        m.train()
     bar = tqdm(total=max_steps, initial=state["step"], desc=f"{task.name} train", unit="step", leave=False)
     stop = state["step"] >= max_steps
     while not stop:
@@ -145,7 +160,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 bar.set_postfix(loss=f"{loss_sum:.3f}")
             if step % cfg.train.eval_every == 0 or step >= max_steps:
                 dev = ctx.evaluate_split(task, model, "dev")
-                model.train()
+                for m in mods.values():
+                    m.train()
                 for name, value in dev.items():
                     ctx.log_scalar(f"dev/{name}", value, step)
                 value = dev[task.primary_metric]
@@ -169,5 +185,6 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
         saved = load_checkpoint(best)
         for k, m in mods.items():
             m.load_state_dict(saved[k])
-    model.eval()
+    for m in mods.values():
+        m.eval()
     return TrainOutcome(state["best"], state["best_step"], state["step"], state["dev"])

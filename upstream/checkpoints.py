@@ -268,5 +268,50 @@ def export_hf(upstream_or_model: HubertUpstream | HubertModel, directory: str | 
     return directory
 
 
-__all__ = ["ConversionError", "UnsafeCheckpointError", "export_hf", "load_model_state", "load_upstream_from_path",
+def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: torch.nn.Linear, vocab: list[str],
+                      directory: str | Path, word_delimiter: str = "|") -> Path:
+    """Write a transformers ``HubertForCTC`` dir: our encoder, ``lm_head`` (``Linear(embed_dim, len(vocab))`` on the
+    last hidden state), a ``Wav2Vec2CTCTokenizer`` over ``vocab`` (index 0, the CTC blank, is its pad token, as
+    transformers' CTC decoding expects) and a ``Wav2Vec2FeatureExtractor`` that passes raw 16 kHz audio through
+    (``do_normalize=False``, as our upstreams read it). Greedy decoding of ``from_pretrained``'s logits then gives
+    the same tokens as the run's own. Built beside the target and renamed into place.
+
+    Raises ConversionError when ``lm_head``'s shape does not fit the encoder and vocabulary.
+    """
+    import transformers
+
+    model, _ = _as_model(upstream_or_model)
+    if tuple(lm_head.weight.shape) != (len(vocab), model.cfg.embed_dim):
+        raise ConversionError(f"export_hubert_ctc: lm_head is {tuple(lm_head.weight.shape)}, expected "
+                              f"({len(vocab)}, {model.cfg.embed_dim})")
+    config = transformers.HubertConfig(**config_to_hf(model.cfg), vocab_size=len(vocab), pad_token_id=0,
+                                       ctc_loss_reduction="mean", final_dropout=0.0)
+    hf_model = transformers.HubertForCTC(config)
+    state = {f"hubert.{k}": v for k, v in state_to_hf(model.state_dict()).items()}
+    state["lm_head.weight"], state["lm_head.bias"] = lm_head.weight.detach(), lm_head.bias.detach()
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"export_hubert_ctc: key mismatch, missing {missing}, unexpected {unexpected}")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        hf_model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+        tokenizer = transformers.Wav2Vec2CTCTokenizer(str(tmp / "vocab.json"), pad_token=vocab[0],
+                                                      unk_token=vocab[0], bos_token=None, eos_token=None,
+                                                      word_delimiter_token=word_delimiter)
+        tokenizer.save_pretrained(tmp)
+        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                              do_normalize=False, return_attention_mask=True).save_pretrained(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+__all__ = ["ConversionError", "export_hubert_ctc", "UnsafeCheckpointError", "export_hf", "load_model_state", "load_upstream_from_path",
            "safe_torch_load", "save_upstream"]
