@@ -228,3 +228,28 @@ def transformers_upstream_from_state(model_type: str, config: Mapping[str, Any],
         raise ConversionError(f"{where}: weights do not match the architecture; missing {sorted(missing)[:8]}, "
                               f"unexpected {sorted(unexpected)[:8]}")
     return TransformersUpstream(model)
+
+
+# ---- as a distillation teacher: the HuBERT-shaped parts a student can be initialised from --------------------------
+
+def hubert_equivalent(upstream: TransformersUpstream) -> tuple[Any, dict[str, torch.Tensor], list[str]]:
+    """(a :class:`~upstream.hubert.HubertConfig` of the same sizes, the teacher's weights under our names, the parts
+    whose architecture is HuBERT's and can initialise a student).
+
+    WavLM: CNN, feature projection, positional conv and the encoder's LayerNorm match; its transformer layers do
+    not (gated relative position bias). data2vec-audio: CNN (layer-norm mode), feature projection, the encoder's
+    LayerNorm and every post-LN transformer layer match; its stacked positional convs do not.
+    """
+    from .convert import config_from_hf, state_from_hf
+
+    hf = upstream.model.config.to_dict()
+    if upstream.model_type == "data2vec-audio":
+        hf.update(feat_extract_norm="layer", num_conv_pos_embeddings=hf["conv_pos_kernel_size"])
+    cfg = config_from_hf({**hf, "model_type": "hubert"}, f"{upstream.model_type} teacher config")
+    state = state_from_hf(upstream.model.state_dict())
+    parts = ["front_end", "feature_projection", "encoder.layer_norm"]
+    if upstream.model_type == "wavlm":
+        parts.append("encoder.pos_conv")
+    else:
+        parts += [f"encoder.layers.{i}" for i in range(cfg.layers)]
+    return cfg, state, parts
