@@ -5,6 +5,7 @@
     python run_benchmark.py --upstream fbank --task ks ic sid     # several tasks (or `all`) in one process
     python run_benchmark.py report [--results-dir results]
     python run_benchmark.py cache [--cache-dir DIR] [--remove HASH ...] [--unused-days N]
+    torchrun --nproc_per_node N run_benchmark.py --upstream ... --task ks   # one head, DDP over N processes
 
 A run trains the task head on frozen (cached) upstream features, picks the best checkpoint on dev, evaluates
 dev and test, and appends one row per metric and split to ``<results-dir>/results.csv``.
@@ -161,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from benchmark import distributed
+
+    import torch
+
+    # under torchrun: join the process group (gloo on CPU, nccl on GPUs); one device per rank
+    device = distributed.setup(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     failed = []
     for task in tasks:  # one process for several tasks: torch is imported once, and one bad task stops no other
         options = RunOptions(upstream=args.upstream, task=task, data_root=data_root, results_dir=args.results_dir,
@@ -169,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                              use_cache=not args.no_cache, cache_dir=args.cache_dir,
                              skip_bad_audio=args.skip_bad_audio, overrides=args.override, profile=args.profile,
                              fold=args.fold, feature_ram_gb=args.feature_ram_gb, precision=args.precision)
-        if args.device:
-            options.device = args.device
+        options.device = device
         try:
             summary = run_task(options)
         except Exception as e:  # noqa: BLE001 — user_error lets bugs through with their traceback
@@ -180,11 +186,14 @@ def main(argv: list[str] | None = None) -> int:
             print_error(line)
             failed.append(task)
             continue
+        if not distributed.is_main():
+            continue
         for split, metrics in summary["metrics"].items():
             print(f"{task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         print(f"run folder: {summary['run_dir']}")
     if failed and len(tasks) > 1:
         print(f"error: {len(failed)} of {len(tasks)} tasks failed: {' '.join(failed)}", file=sys.stderr)
+    distributed.teardown()
     return 2 if failed else 0
 
 

@@ -28,7 +28,7 @@ from tasks.base import SPLITS, Task, Utterance
 from tasks.registry import build_task
 from upstream import build_upstream
 
-from . import results
+from . import distributed, results
 from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, weights_hash
 from .features import CachedFeatures, FeatureBatch, HeldArrays, LiveFeatures, load_utterance_audio
@@ -82,6 +82,7 @@ class RunContext:
 
     def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str):
         self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
+        self.is_main = distributed.is_main()  # under torchrun, rank 0 alone writes files (benchmark/distributed.py)
         self.lr = task.config.optimizer.lr
         self.layer_weights: list[float] | None = None
         self.model: nn.Module | None = None  # the trained downstream model (train_and_test sets it)
@@ -116,7 +117,16 @@ class RunContext:
     def ensure_cached(self, utts: Sequence[Utterance]) -> list[Utterance]:
         """Extract missing features into the cache; returns ``utts`` minus skipped bad audio."""
         on_bad = self._record_bad if self.options.skip_bad_audio else None
-        if self.cache is not None:
+        if self.cache is not None and distributed.world() > 1:
+            # each rank extracts its share of the missing utterances; then every rank knows every skipped file
+            missing = [u for u in utts if not self.cache.has(u)]
+            distributed.barrier()  # every rank lists the same missing utterances before any rank extracts
+            done = self.cache.ensure(distributed.shard(missing), self.upstream, load_utterance_audio,
+                                     self.task.config.batch.eval_max_seconds, on_bad)
+            log.info("rank %d of %d: extracted %d features", distributed.rank(), distributed.world(), done)
+            for bad in distributed.all_gather(dict(self.bad_audio)):
+                self.bad_audio.update(bad)
+        elif self.cache is not None:
             self.cache.ensure(utts, self.upstream, load_utterance_audio, self.task.config.batch.eval_max_seconds,
                               on_bad)
         elif on_bad is not None:
@@ -131,7 +141,8 @@ class RunContext:
     def _record_bad(self, utt: Utterance, error: Exception) -> None:
         self.bad_audio[utt.id] = str(error)
         log.warning("skipping %s: %s", utt.id, error)
-        atomic_write_text(self.run_dir / "skipped_audio.json", json.dumps(self.bad_audio, indent=2))
+        if self.is_main:
+            atomic_write_text(self.run_dir / "skipped_audio.json", json.dumps(self.bad_audio, indent=2))
 
     def _source(self, trainable: bool = False) -> CachedFeatures | LiveFeatures:
         if self.cache is not None:
@@ -185,11 +196,15 @@ class RunContext:
         return metrics
 
     def write_predictions(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> None:
+        if not self.is_main:
+            return
         lines = [json.dumps({"id": u.id, "prediction": p, "reference": u.label if u.label is not None else
                              u.transcript}, default=str) for u, p in zip(utts, predictions)]
         atomic_write_text(self.run_dir / "predictions" / f"{split}.jsonl", "\n".join(lines) + "\n")
 
     def log_scalar(self, name: str, value: float, step: int) -> None:
+        if not self.is_main:
+            return
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -226,9 +241,10 @@ class RunContext:
             log.info("lr %g: dev %s = %s", lr, task.primary_metric, outcome.best_dev)
         valid = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
         best = max(valid, key=lambda lr: valid[lr] if task.higher_is_better else -valid[lr])
-        atomic_write_text(self.run_dir / "lr_sweep.json", json.dumps(
-            {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
-             "chosen_lr": best}, indent=2))
+        if self.is_main:
+            atomic_write_text(self.run_dir / "lr_sweep.json", json.dumps(
+                {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
+                 "chosen_lr": best}, indent=2))
         return best
 
 
@@ -237,16 +253,16 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 def prepare_fine_tuning(upstream: nn.Module, freeze_front_end: bool) -> None:
-    """``--upstream-trainable``: gradients flow through the upstream and ``train()`` enables its dropout; the CNN
-    front end stays frozen unless ``upstream_optimizer.freeze_front_end=false`` (``--unfreeze-front-end``).
-
-    Raises ValueError for an upstream without parameters or without a fine-tuning mode."""
-    if not any(True for _ in upstream.parameters()) or not hasattr(upstream, "fine_tune"):
-        raise ValueError(f"--upstream-trainable: upstream {type(upstream).__name__} has no trainable weights or no "
-                         "fine-tuning mode (HuBERT-family and transformers upstreams have)")
-    upstream.fine_tune = True
+    """``--upstream-trainable``: gradients flow through the upstream and, for upstreams with a fine-tuning mode
+    (HuBERT-family, transformers), ``train()`` enables their dropout and the CNN front end stays frozen unless
+    ``upstream_optimizer.freeze_front_end=false`` (``--unfreeze-front-end``). Other upstreams with weights (plug-ins)
+    train every weight. Raises ValueError for an upstream without weights."""
+    if not any(True for _ in upstream.parameters()):
+        raise ValueError(f"--upstream-trainable: upstream {type(upstream).__name__} has no weights to train")
     upstream.requires_grad_(True)
-    if freeze_front_end:
+    if hasattr(upstream, "fine_tune"):
+        upstream.fine_tune = True
+    if freeze_front_end and hasattr(upstream, "freeze_front_end"):
         upstream.freeze_front_end(True)
 
 
@@ -254,7 +270,13 @@ def save_fine_tuned(task: Task, ctx: RunContext, run_dir: Path) -> None:
     """Write the fine-tuned upstream (best-on-dev weights) in our format to ``run_dir/upstream``, and let the task
     export a self-contained transformers model when it can (ASR: ``HubertForCTC`` in ``run_dir/transformers_ctc``)."""
     from upstream.checkpoints import save_upstream
+    from upstream.hf_families import TransformersUpstream
+    from upstream.hubert import HubertUpstream
 
+    if not isinstance(ctx.upstream, (HubertUpstream, TransformersUpstream)):
+        log.info("fine-tuned %s not saved: our format holds HuBERT-family and transformers upstreams",
+                 type(ctx.upstream).__name__)
+        return
     save_upstream(ctx.upstream, run_dir / "upstream")
     log.info("fine-tuned upstream written to %s (build_upstream loads it)", run_dir / "upstream")
     export = getattr(task, "export_fine_tuned", None)
@@ -291,15 +313,25 @@ def run_task(options: RunOptions) -> dict:
     chash = results.config_hash(identity)
     fold = task.fold()
     run_id = f"{chash[:8]}-s{options.seed}" + (f"-fold{fold}" if fold is not None else "")
-    run_dir = results.run_dir_for(Path(options.results_dir), label, options.task, run_id, options.resume)
-    if (run_dir / "DONE").exists():
+    if options.upstream_trainable and distributed.world() > 1:
+        raise ValueError("--upstream-trainable under torchrun is not supported (DDP trains the task head only); "
+                         "fine-tune in one process")
+    main = distributed.is_main()
+    # rank 0 picks the run folder (it depends on what exists) and tells the others
+    run_dir = distributed.broadcast(results.run_dir_for(Path(options.results_dir), label, options.task, run_id,
+                                                        options.resume))
+    if distributed.broadcast((run_dir / "DONE").exists()):
         log.warning("run %s already finished; nothing to resume", run_dir)
         return json.loads((run_dir / "summary.json").read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
-        {"options": opts, "config_hash": chash, **identity}, sort_keys=False))
-    stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
+    stats = {"params": sum(p.numel() for p in upstream.parameters())}
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
+            {"options": opts, "config_hash": chash, **identity,
+             **({"world_size": distributed.world()} if distributed.world() > 1 else {})}, sort_keys=False))
+        stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
+    distributed.barrier()
 
     ctx = RunContext(task, upstream, options, run_dir, up_hash)
     task.setup(upstream.downsample_rate)
@@ -315,6 +347,10 @@ def run_task(options: RunOptions) -> dict:
     if unknown:
         raise ValueError(f"task {task.name!r}: run() returned unknown split(s) {sorted(unknown)}")
     wall = time.time() - t0
+    if not main:  # rank 0 writes the rows, summary and DONE marker
+        distributed.barrier()
+        return {"run_dir": str(run_dir), "metrics": metrics, "lr": ctx.lr, "steps": ctx.steps, "wall_time_s": wall,
+                "layer_weights": ctx.layer_weights, "skipped_audio": len(ctx.bad_audio), "rank": distributed.rank()}
     info = results.RunInfo(label, stats["params"], up_hash[:16], options.task, options.seed, chash,
                            run_dir.name, fold, ctx.layer)
     text = results.format_rows(info, metrics, ctx.steps, wall, ctx.lr, ctx.layer_weights)
@@ -324,4 +360,5 @@ def run_task(options: RunOptions) -> dict:
                "results_csv": str(csv_path)}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(run_dir / "DONE", "")
+    distributed.barrier()
     return summary

@@ -20,6 +20,7 @@ from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_r
 from common.precision import autocast, grad_scaler
 from tasks.base import Task
 
+from . import distributed
 from .batching import epoch_batches
 
 if TYPE_CHECKING:
@@ -115,15 +116,23 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     accum = max(1, cfg.batch.grad_accum)
     precision, device = ctx.options.precision, ctx.options.device
     scaler = grad_scaler(precision, device)  # enabled for fp16 on GPU only
+    world, main = distributed.world(), distributed.is_main()
+    # under torchrun: DDP averages the gradients of the ranks' shares of each global batch (benchmark/distributed.py)
+    step_model = model if world == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+        find_unused_parameters=True)
 
     def checkpoint() -> None:
+        if not main:
+            return
         rng = {"crop": crop_rng.get_state(), **rng_state()}  # tensors and ints: loads with weights_only=True
         save_checkpoint({**{k: m.state_dict() for k, m in mods.items()}, "optimizer": opt.state_dict(),
                "scheduler": sched.state_dict(), "state": state, "rng": rng, "lr": lr}, last)
 
     for m in mods.values():  # a fine-tuned upstream trains too (its dropout active)
         m.train()
-    bar = tqdm(total=max_steps, initial=state["step"], desc=f"{task.name} train", unit="step", leave=False)
+    bar = tqdm(total=max_steps, initial=state["step"], desc=f"{task.name} train", unit="step", leave=False,
+               disable=not main)
     stop = state["step"] >= max_steps
     while not stop:
         batches = epoch_batches(eff_durations, cfg.batch.max_seconds, seed, state["epoch"], weights)
@@ -137,15 +146,25 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 state["batch"] += 1
                 utts = [train_utts[i] for i in idx]
                 crops = None
-                if crop_s > 0:
+                if crop_s > 0:  # drawn for the whole global batch on every rank: the same crops as 1 process
                     crops = [(float(torch.rand(1, generator=crop_rng)) * (u.duration - crop_s), crop_s)
                              if u.duration > crop_s else None for u in utts]
+                share = 1.0
+                if world > 1:
+                    # this rank's utterances; its loss (a mean over them) weighs by its share of the batch, so DDP's
+                    # average over ranks is the mean over the whole batch. A rank left without any runs one
+                    # utterance at weight 0 (DDP needs every rank in every backward).
+                    mine = list(range(distributed.rank(), len(utts), world))
+                    share = len(mine) * world / len(utts)
+                    mine = mine or [0]
+                    utts = [utts[i] for i in mine]
+                    crops = [crops[i] for i in mine] if crops else None
                 with autocast(precision, device):
                     fb = source.batch(utts, crops)
-                    out = model(fb.hidden, fb.lengths)
-                loss = task.loss(_as_float(out), fb.lengths, fb.utts) / accum
+                    out = step_model(fb.hidden, fb.lengths)
+                loss = task.loss(_as_float(out), fb.lengths, fb.utts) * (share / accum)
                 scaler.scale(loss).backward()
-                loss_sum += loss.detach().item()
+                loss_sum += float(distributed.all_reduce_sum(loss.detach().float().clone())) / world
             scaler.unscale_(opt)  # clip the true gradients
             if cfg.optimizer.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip)
@@ -167,7 +186,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 value = dev[task.primary_metric]
                 if task.better(value, state["best"]):
                     state.update(best=value, best_step=step, bad_evals=0, dev=dev)
-                    save_checkpoint({k: m.state_dict() for k, m in mods.items()}, best)
+                    if main:
+                        save_checkpoint({k: m.state_dict() for k, m in mods.items()}, best)
                 else:
                     state["bad_evals"] += 1
                 if step >= max_steps or (cfg.train.patience and state["bad_evals"] >= cfg.train.patience):
@@ -181,6 +201,7 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
             state["epoch"] += 1
             state["batch"] = 0
     bar.close()
+    distributed.barrier()  # rank 0 has written best.pt
     if best.is_file():
         saved = load_checkpoint(best)
         for k, m in mods.items():
