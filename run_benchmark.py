@@ -8,6 +8,7 @@
     python run_benchmark.py --upstream fbank --task custom --manifest data.csv   # your own labelled data
     python run_benchmark.py predict --run RUN_DIR audio1.wav audio2.flac [--list files.txt] [--out preds.jsonl]
     python run_benchmark.py evaluate --run RUN_DIR [--split test]   # re-score the best checkpoint, no training
+    torchrun --nproc_per_node N run_benchmark.py --upstream ... --task ks   # one head, DDP over N processes
 
 A run trains the task head on frozen (cached) upstream features, picks the best checkpoint on dev, evaluates
 dev and test, and appends one row per metric and split to ``<results-dir>/results.csv``.
@@ -41,7 +42,11 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="dotted config override, e.g. -o optimizer.lr=1e-3 (repeatable; unknown keys are errors)")
     p.add_argument("--profile", default=None, help="named override set from the task YAML (e.g. demo)")
     p.add_argument("--layer", type=int, default=None, help="use hidden state K instead of the weighted sum")
-    p.add_argument("--upstream-trainable", action="store_true", help="fine-tune the upstream too (no cache)")
+    p.add_argument("--upstream-trainable", action="store_true",
+                   help="fine-tune the upstream too (no cache; its own lr and warm-up: -o upstream_optimizer.lr=...; "
+                   "CNN front end frozen; saved to the run folder)")
+    p.add_argument("--unfreeze-front-end", action="store_true",
+                   help="with --upstream-trainable: train the CNN front end too (upstream_optimizer.freeze_front_end)")
     p.add_argument("--lr-sweep", action="store_true", help="choose the learning rate on dev over sweep.grid")
     p.add_argument("--no-cache", action="store_true", help="run the upstream in the loop instead of the cache")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -52,6 +57,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-audio", action="store_true",
                    help="skip unreadable audio files (listed in the run folder) instead of stopping")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast dtype of the training steps: bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
     return p
@@ -209,6 +216,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no --data-root given and {DEFAULT_DATA_ROOT} does not exist; build the offline corpus with "
               f"`python -m tasks.synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
         return 2
+    if args.unfreeze_front_end:
+        if not args.upstream_trainable:
+            print("error: --unfreeze-front-end only applies with --upstream-trainable", file=sys.stderr)
+            return 2
+        args.override.append("upstream_optimizer.freeze_front_end=false")
+    from common.precision import PrecisionError, check_precision
+
+    try:
+        import torch
+
+        check_precision(args.precision, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except PrecisionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.fold is not None and len(tasks) > 1:
         print(f"error: --fold selects a fold of one task (er); got --task {' '.join(args.task)}", file=sys.stderr)
         return 2
@@ -216,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from benchmark import distributed
+
+    import torch
+
+    # under torchrun: join the process group (gloo on CPU, nccl on GPUs); one device per rank
+    device = distributed.setup(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     failed = []
     for task in tasks:  # one process for several tasks: torch is imported once, and one bad task stops no other
         options = RunOptions(upstream=args.upstream, task=task, data_root=data_root, results_dir=args.results_dir,
@@ -224,9 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                              use_cache=not args.no_cache, cache_dir=args.cache_dir,
                              skip_bad_audio=args.skip_bad_audio, profile=args.profile,
                              overrides=args.override + (manifest_override if task == "custom" else []),
-                             fold=args.fold, feature_ram_gb=args.feature_ram_gb)
-        if args.device:
-            options.device = args.device
+                             fold=args.fold, feature_ram_gb=args.feature_ram_gb, precision=args.precision)
+        options.device = device
         try:
             summary = run_task(options)
         except Exception as e:  # noqa: BLE001 — user_error lets bugs through with their traceback
@@ -236,11 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             print_error(line)
             failed.append(task)
             continue
+        if not distributed.is_main():
+            continue
         for split, metrics in summary["metrics"].items():
             print(f"{task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         print(f"run folder: {summary['run_dir']}")
     if failed and len(tasks) > 1:
         print(f"error: {len(failed)} of {len(tasks)} tasks failed: {' '.join(failed)}", file=sys.stderr)
+    distributed.teardown()
     return 2 if failed else 0
 
 
