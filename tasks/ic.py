@@ -88,5 +88,12 @@ class IntentClassification(Task):
         values = self.slot_values()
         return [tuple(values[k][picks[k][b]] for k in range(len(SLOTS))) for b in range(len(utts))]
 
+    def prediction_details(self, output: list[torch.Tensor], lengths: torch.Tensor,
+                           utts: Sequence[Utterance]) -> list[dict]:
+        values = self.slot_values()
+        probs = [torch.softmax(o.float(), -1).tolist() for o in output]
+        return [{"probabilities": {slot: {v: round(p, 6) for v, p in zip(values[k], probs[k][b])}
+                                   for k, slot in enumerate(SLOTS)}} for b in range(len(utts))]
+
     def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         return {"accuracy": accuracy_percent([tuple(u.label) for u in utts], [tuple(p) for p in predictions])}

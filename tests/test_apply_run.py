@@ -126,6 +126,11 @@ def test_predict_reproduces_test_predictions_of_builtin_tasks(task, tiny_corpus,
     test = jsonl(run_dir / "predictions" / "test.jsonl")
     assert all(utts[t["id"]].start == 0 for t in test)  # whole files, so a file list can name them
     records = predict_files(load_run(run_dir, "cpu"), [utts[t["id"]].path for t in test])
+    if task in ("ic", "sid", "er"):  # class probabilities (IC: per slot) that pick the predicted class
+        for rec in records:
+            probs = [rec["probabilities"]] if task != "ic" else list(rec["probabilities"].values())
+            picked = [rec["prediction"]] if task != "ic" else list(rec["prediction"])
+            assert [max(p, key=p.get) for p in probs] == picked
     for rec, ref in zip(records, test):
         if isinstance(ref["prediction"], (str, tuple)) or (isinstance(ref["prediction"], list) and ref["prediction"]
                                                           and isinstance(ref["prediction"][0], str)):

@@ -281,3 +281,24 @@ def test_skip_bad_audio_run_skips_and_lists_missing_files(tiny_corpus, tmp_path)
                                   device="cpu", overrides=[f"data.manifest={manifest}", "train.eval_every=5"]))
     skipped = json.loads((Path(summary["run_dir"]) / "skipped_audio.json").read_text())
     assert list(skipped) == [str(tmp_path / "gone.wav")] and summary["skipped_audio"] == 1
+
+
+def test_manifest_run_resumes_and_an_edited_manifest_is_another_run(tiny_corpus, tmp_path):
+    from benchmark.trainer import SimulatedCrash
+
+    rows = speech_commands_rows(tiny_corpus, noise=False)
+    manifest = write_csv(tmp_path / "kw.csv", ["path", "split", "label"],
+                         [[r["path"], r["split"], r["word"]] for r in rows])
+
+    def opts(**kw) -> RunOptions:
+        return RunOptions(upstream=TINY_UPSTREAM, task="custom", data_root=tmp_path, results_dir=tmp_path / "results",
+                          cache_dir=tmp_path / "cache", max_steps=10, device="cpu",
+                          overrides=[f"data.manifest={manifest}", "train.eval_every=5"], **kw)
+
+    with pytest.raises(SimulatedCrash):
+        run_task(opts(crash_after_step=6))
+    resumed = run_task(opts(resume=True))
+    assert resumed["steps"] == 10 and len(list((tmp_path / "results" / "tiny_frames" / "kw").iterdir())) == 1
+    write_csv(manifest, ["path", "split", "label"], [[r["path"], r["split"], r["word"]] for r in rows[:-1]])
+    edited = run_task(opts(resume=True))
+    assert Path(edited["run_dir"]).name != Path(resumed["run_dir"]).name
