@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.cli import print_error, user_error
     from tasks.registry import list_tasks
 
-    tasks = [t for t in list_tasks() if t != "custom"] if args.task == ["all"] else args.task
+    tasks = list_tasks() if args.task == ["all"] else args.task
     manifest_override = []
     if args.manifest is not None:
         if "custom" not in tasks:

@@ -171,6 +171,7 @@ class Task(abc.ABC):
     higher_is_better: ClassVar[bool] = True
     dataset_dirs: ClassVar[tuple[str, ...]] = ()  # folders expected under the data root
     layout_help: ClassVar[str] = ""  # one line: the expected layout (full spec: docs/DATA_LAYOUTS.md)
+    in_suite: ClassVar[bool] = True  # run by `--task all` and the demo (False: needs user data, as `custom`)
 
     def __init__(self, config: TaskConfig, data_root: str | Path):
         if not isinstance(config, self.config_class):

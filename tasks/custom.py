@@ -65,6 +65,7 @@ class ManifestTask(Task):
     """A task defined by a manifest; ``task_type``, metrics and classes are known after :meth:`check_data`."""
 
     config_class = CustomConfig
+    in_suite = False  # needs the user's manifest: not part of `--task all` or the demo
     layout_help = "a .csv/.jsonl manifest (path, split, one of label | labels | text | value) or a lhotse CutSet"
 
     def __init__(self, config: CustomConfig, data_root):
@@ -87,7 +88,7 @@ class ManifestTask(Task):
         for suffix in (".gz", ".jsonl", ".json", ".csv"):
             stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
         stem = "".join(c if c.isalnum() or c in "_.+-" else "_" for c in stem) or "manifest"
-        return f"custom_{stem}" if stem in list_tasks() else stem
+        return f"custom_{stem}" if stem in list_tasks(suite_only=False) else stem
 
     def data_fingerprint(self) -> str:
         """sha256 of the manifest file(s), so a run of an edited manifest is another run."""

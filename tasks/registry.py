@@ -54,9 +54,11 @@ def _is_module(name: str) -> bool:
         (package_dir / f"{name}.py").is_file() or (package_dir / name / "__init__.py").is_file())
 
 
-def list_tasks() -> list[str]:
+def list_tasks(suite_only: bool = True) -> list[str]:
+    """Registered task names; by default only those of the benchmark suite (``--task all``, the demo), not the
+    ones that need user data (``custom``: a manifest)."""
     _discover()
-    return sorted(_TASKS)
+    return sorted(n for n, cls in _TASKS.items() if cls.in_suite or not suite_only)
 
 
 def get_task_class(name: str) -> type[Task]:

@@ -302,3 +302,10 @@ def test_manifest_run_resumes_and_an_edited_manifest_is_another_run(tiny_corpus,
     write_csv(manifest, ["path", "split", "label"], [[r["path"], r["split"], r["word"]] for r in rows[:-1]])
     edited = run_task(opts(resume=True))
     assert Path(edited["run_dir"]).name != Path(resumed["run_dir"]).name
+
+
+def test_custom_is_not_part_of_the_suite():
+    from tasks.registry import get_task_class, list_tasks
+
+    assert "custom" not in list_tasks() and "custom" in list_tasks(suite_only=False)  # --task all / the demo skip it
+    assert get_task_class("custom").name == "custom"
