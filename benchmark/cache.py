@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.audio import AudioError
+from common.audio import AudioError, check_audio_file, require_samples
 from common.io import atomic_write_bytes, atomic_write_text
 from tasks.base import Utterance
 
@@ -66,11 +66,18 @@ def audio_key(utt: Utterance) -> str:
     """Cache key of one utterance: the identity of the audio slice it reads. Not its id: tasks name the same file
     differently (SID and ASV share every VoxCeleb1 file), and the features depend on the audio alone."""
     try:
+        check_audio_file(utt.path)
         st = os.stat(utt.path)
-    except OSError as e:
-        raise AudioError(f"utterance {utt.id}: cannot stat audio file {utt.path}: {e}") from None
+    except AudioError as e:
+        raise AudioError(f"utterance {utt.id}: {e}") from None
     ident = f"{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+def upstream_min_samples(upstream: torch.nn.Module) -> int:
+    """The shortest waveform giving one frame (``Upstream.min_samples``; 1 for upstreams that do not say)."""
+    own = getattr(upstream, "min_samples", None)
+    return int(own()) if callable(own) else 1
 
 
 class FeatureCache:
@@ -142,15 +149,24 @@ class FeatureCache:
                max_seconds: float, on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
         """Extract the utterances not cached yet, batched by length under ``torch.inference_mode``.
 
-        ``on_bad_audio`` (``--skip-bad-audio``) receives unreadable utterances instead of raising. Returns the
-        number of utterances extracted.
+        ``on_bad_audio`` (``--skip-bad-audio``) receives the bad utterances (missing, not a regular file, unreadable,
+        shorter than one frame) instead of raising. Returns the number of utterances extracted.
         """
         if not self._use_recorded:
             self._record_use(upstream)
             self._use_recorded = True
-        missing = [u for u in utts if not self.has(u)]
+        missing = []
+        for u in utts:
+            try:  # the key stats the audio file: a missing file, broken link or loop fails here
+                if not self.has(u):
+                    missing.append(u)
+            except AudioError as e:
+                if on_bad_audio is None:
+                    raise
+                on_bad_audio(u, e)
         if not missing:
             return 0
+        min_samples = upstream_min_samples(upstream)
         device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
         done = 0
         batches = eval_batches([u.duration for u in missing], max_seconds)
@@ -159,7 +175,8 @@ class FeatureCache:
                 batch, wavs = [], []
                 for i in idx:
                     try:
-                        wavs.append(load_audio(missing[i]).to(device))
+                        wav = require_samples(load_audio(missing[i]), min_samples, missing[i].path, missing[i].id)
+                        wavs.append(wav.to(device))
                         batch.append(missing[i])
                     except AudioError as e:
                         if on_bad_audio is None:

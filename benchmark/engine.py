@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-from common.audio import AudioError
+from common.audio import SAMPLE_RATE, AudioError, check_audio_file, require_samples
 from common.config import to_dict
 from common.io import atomic_write_text
 from downstream.weighted_sum import WeightedSum
@@ -29,7 +29,7 @@ from upstream import build_upstream
 
 from . import results
 from .batching import eval_batches
-from .cache import FeatureCache, default_cache_dir, weights_hash
+from .cache import FeatureCache, default_cache_dir, upstream_min_samples, weights_hash
 from .features import CachedFeatures, FeatureBatch, HeldArrays, LiveFeatures, load_utterance_audio
 from .trainer import train
 from .upstream_stats import write_upstream_stats
@@ -117,12 +117,19 @@ class RunContext:
             self.cache.ensure(utts, self.upstream, load_utterance_audio, self.task.config.batch.eval_max_seconds,
                               on_bad)
         elif on_bad is not None:
+            min_samples = upstream_min_samples(self.upstream)
             for u in utts:
                 if u.id not in self.bad_audio:
                     try:
-                        load_utterance_audio(u)
+                        require_samples(load_utterance_audio(u), min_samples, u.path, u.id)
                     except AudioError as e:
                         on_bad(u, e)
+        else:  # no cache, nothing skipped: at least the cheap checks (file type, header length) before training
+            min_samples = upstream_min_samples(self.upstream)
+            for u in utts:
+                check_audio_file(u.path)
+                if 0 < u.duration * SAMPLE_RATE < min_samples:
+                    require_samples(torch.zeros(int(u.duration * SAMPLE_RATE)), min_samples, u.path, u.id)
         return [u for u in utts if u.id not in self.bad_audio]
 
     def _record_bad(self, utt: Utterance, error: Exception) -> None:

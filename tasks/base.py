@@ -234,8 +234,13 @@ def audio_duration(path: str | Path) -> float:
     """
     import soundfile as sf
 
+    from common.audio import AudioError, check_audio_file
+
     try:
+        check_audio_file(path)  # before opening: sf.info on a FIFO would block forever
         info = sf.info(str(path))
+    except AudioError:
+        return 0.0
     except Exception:  # soundfile raises several types for the same problem; the engine reports it later
         return 0.0
     return info.frames / info.samplerate
