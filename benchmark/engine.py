@@ -23,7 +23,7 @@ from common.audio import SAMPLE_RATE, AudioError, check_audio_file, require_samp
 from common.config import to_dict
 from common.io import atomic_write_text
 from downstream.weighted_sum import WeightedSum
-from tasks.base import SPLITS, Task, Utterance
+from tasks.base import SPLITS, DatasetAudit, DatasetError, Task, Utterance
 from tasks.registry import build_task
 from upstream import build_upstream
 
@@ -78,8 +78,10 @@ class DownstreamModel(nn.Module):
 class RunContext:
     """The engine as tasks see it during one run."""
 
-    def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str):
+    def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str,
+                 loaded: dict[str, list[Utterance]] | None = None):
         self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
+        self._loaded = dict(loaded or {})  # splits the dataset audit already read
         self.lr = task.config.optimizer.lr
         self.layer_weights: list[float] | None = None
         self.steps = 0
@@ -100,7 +102,7 @@ class RunContext:
     def load_split(self, task: Task, split: str) -> list[Utterance]:
         """The split's utterances (cached per run); unreadable audio raises, or is skipped with --skip-bad-audio."""
         if split not in self._splits:
-            utts = task.load_split(split)
+            utts = self._loaded.pop(split) if split in self._loaded else task.load_split(split)
             if not utts:
                 raise ValueError(f"task {task.name!r}: split {split!r} is empty under {task.data_root}")
             limit = task.config.train.max_utterances
@@ -237,6 +239,18 @@ def _device_of(module: nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
+def audit_dataset(task: Task) -> DatasetAudit:
+    """``task.audit()`` before anything else happens: every problem found is raised at once as a
+    :class:`DatasetError` (one line each); the records the protocol drops on purpose are logged per split."""
+    audit = task.audit()
+    for line in audit.dropped_lines():
+        log.info("task %s: %s", task.name, line)
+    if audit.problems:
+        raise DatasetError(f"task {task.name!r}: {len(audit.problems)} problem(s) in the dataset under "
+                           f"{task.data_root}:\n  " + "\n  ".join(audit.problems))
+    return audit
+
+
 def run_task(options: RunOptions) -> dict:
     """Run one (upstream, task[, fold]) and append its rows; returns a summary dict (also saved as summary.json)."""
     t0 = time.time()
@@ -247,6 +261,7 @@ def run_task(options: RunOptions) -> dict:
         overrides.append(f"train.max_steps={options.max_steps}")
     task = build_task(options.task, options.data_root, overrides, options.profile)
     task.check_data()
+    audit = audit_dataset(task)
     upstream = build_upstream(options.upstream).to(options.device)
     upstream.eval()
     upstream.requires_grad_(options.upstream_trainable)
@@ -268,7 +283,7 @@ def run_task(options: RunOptions) -> dict:
         {"options": opts, "config_hash": chash, **identity}, sort_keys=False))
     stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
 
-    ctx = RunContext(task, upstream, options, run_dir, up_hash)
+    ctx = RunContext(task, upstream, options, run_dir, up_hash, audit.splits)
     task.setup(upstream.downsample_rate)
     try:
         if options.lr_sweep:
