@@ -245,6 +245,8 @@ def audit_dataset(task: Task) -> DatasetAudit:
     audit = task.audit()
     for line in audit.dropped_lines():
         log.info("task %s: %s", task.name, line)
+    for line in audit.warnings:
+        log.warning("task %s: %s", task.name, line)
     if audit.problems:
         raise DatasetError(f"task {task.name!r}: {len(audit.problems)} problem(s) in the dataset under "
                            f"{task.data_root}:\n  " + "\n  ".join(audit.problems))

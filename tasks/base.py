@@ -61,6 +61,7 @@ Metrics are reported in the units of the SUPERB leaderboard: percentages for acc
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
@@ -109,6 +110,7 @@ class DatasetAudit:
     splits: dict[str, list[Utterance]]
     problems: list[str]
     dropped: dict[str, dict[str, int]]
+    warnings: list[str] = field(default_factory=list)  # worth saying, not wrong (e.g. a class without train data)
 
     def dropped_lines(self) -> list[str]:
         return [f"{split}: dropped {n} {reason}" for split, reasons in self.dropped.items()
@@ -221,7 +223,8 @@ class Task(abc.ABC):
         shared: dict[tuple[str, str], list[Utterance]] = {}
         for split, utts in splits.items():
             for u in utts:
-                key = (str(Path(u.path).resolve()), round(u.start, 3), round(u.duration, 3))
+                # realpath, not Path.resolve: a symlink loop is bad audio (named later), not a crash here
+                key = (os.path.realpath(u.path), round(u.start, 3), round(u.duration, 3))
                 first = where.setdefault(key, split)
                 if first != split and (first, split) not in self.shared_audio_splits \
                         and (split, first) not in self.shared_audio_splits:
@@ -229,12 +232,14 @@ class Task(abc.ABC):
         for (a, b), utts in shared.items():
             problems.append(f"{a} and {b} share {len(utts)} audio file(s), which leaks between the splits "
                             f"(e.g. {utts[0].path}, id {utts[0].id})")
-        if len(splits) == len(SPLITS):
-            problems += self.audit_splits(splits)
-        return DatasetAudit(splits, problems, dict(self.__dict__.get("_dropped", {})))
+        warnings: list[str] = []
+        problems += self.audit_splits(splits, warnings)  # the splits that loaded
+        return DatasetAudit(splits, problems, dict(self.__dict__.get("_dropped", {})), warnings)
 
-    def audit_splits(self, splits: dict[str, list[Utterance]]) -> list[str]:
-        """The task's own checks of its loaded splits (unknown labels, ...): one line per problem. Default: none."""
+    def audit_splits(self, splits: dict[str, list[Utterance]], warnings: list[str]) -> list[str]:
+        """The task's own checks of its loaded splits (unknown labels, ...; a split that failed to load is absent
+        from ``splits``): returns one line per problem and may append lines to ``warnings`` (said, not fatal).
+        Default: none."""
         return []
 
     def check_data(self) -> None:

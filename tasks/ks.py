@@ -98,11 +98,11 @@ class KeywordSpotting(ClassificationTask):
                 n += 1
         return utts
 
-    def audit_splits(self, splits: dict[str, list[Utterance]]) -> list[str]:
+    def audit_splits(self, splits: dict[str, list[Utterance]], warnings: list[str]) -> list[str]:
         """Every line of validation_list.txt / testing_list.txt names an existing file; the dev list is not empty
         (else dev would silently be the silence clips and the listed files would train); no file is on both."""
         root = self.data_root / TRAIN_DIR
-        problems = []
+        problems = super().audit_splits(splits, warnings)
         lists = {name: _read_list(root / name) for name in ("validation_list.txt", "testing_list.txt")}
         if not lists["validation_list.txt"]:
             problems.append(f"{root / 'validation_list.txt'} is empty: the dev split would hold only _silence_ "
