@@ -27,7 +27,7 @@ import yaml
 
 from common.audio import SAMPLE_RATE
 from common.cli import run_main
-from common.config import to_dict
+from common.config import ConfigError, to_dict
 from common.io import atomic_write_text
 from common.machine import machine_summary
 from common.run_record import check_run_folder
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, command: str) -> int:
     cfg, env = start_run(PretrainConfig, args)
+    if cfg.iteration2.max_steps < 0:
+        raise ConfigError(f"iteration2.max_steps must be >= 0 (0: run.max_steps), got {cfg.iteration2.max_steps}")
     out = Path(args.output)
     record = {"config": to_dict(cfg), "data": [str(d) for d in args.data]}
     # compared with the folder's run before anything is written: a refused command changes nothing there

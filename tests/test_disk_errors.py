@@ -142,3 +142,24 @@ def test_distillation_output_that_is_a_file(distill_setup, tmp_path, capsys):
     out.write_text("x")
     assert run_distill.main(distil_args(distill_setup, out)) == 2
     assert f"{out} is a file, but a folder is expected there" in one_error_line(capsys.readouterr().err)
+
+
+def test_disk_full_while_pretraining_writes_its_labels(distill_setup, tmp_path, monkeypatch, capsys):
+    """labels.pt went through torch.save straight into the file: a full disk was a C++ 'enforce fail'."""
+    import run_pretrain
+    from distill.testing import tiny_teacher_config
+
+    cfg = tiny_teacher_config(codewords=0)
+    out = tmp_path / "teacher"
+    args = ["--config", "configs/pretrain/hubert_mini.yaml", "--data", str(distill_setup / "audio"),
+            "--output", str(out), "--max-steps", "2"]
+    for o in [f"model.conv_layers={[list(c) for c in cfg.conv_layers]}", f"model.embed_dim={cfg.embed_dim}",
+              f"model.ffn_dim={cfg.ffn_dim}", f"model.heads={cfg.heads}", "model.layers=2", "model.conv_pos=8",
+              "model.conv_pos_groups=4", "model.final_dim=8", "labels.clusters=4", "labels.kmeans_init_runs=1",
+              "front_end_warmup.steps=0", "iteration2.enabled=false", "run.threads=1"]:
+        args += ["-o", o]
+    disk_full_under(monkeypatch, out / "iter1")
+    assert run_pretrain.main(args) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{out / 'iter1' / 'labels.pt'}: No space left on device" in line
+    assert tmp_files(out) == [] and not (out / "iter1" / "labels.pt").exists()

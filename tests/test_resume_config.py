@@ -118,4 +118,6 @@ def test_pretraining_follows_the_same_rules(setup, tmp_path, capsys):
     assert f"{out} already holds a pretraining run" in capsys.readouterr().err
     assert run_pretrain.main(pretrain_args(setup, out, steps=0) + ["--resume"]) == 2
     assert "run.max_steps (--max-steps) must be >= 1" in capsys.readouterr().err
+    assert run_pretrain.main(pretrain_args(setup, out, "iteration2.max_steps=-1") + ["--resume"]) == 2
+    assert "iteration2.max_steps must be >= 0 (0: run.max_steps), got -1" in capsys.readouterr().err
     assert snapshot(out) == before
