@@ -158,3 +158,14 @@ def test_the_cli_reports_every_problem_before_training(root, tmp_path, capsys):
     assert "task 'ks': 2 problem(s) in the dataset" in err
     assert "validation_list.txt is empty" in err and "testing_list.txt:1: yes/gone_nohash_0.wav does not exist" in err
     assert not results.exists()  # nothing was trained or written
+
+
+def test_pr_counts_utterances_dropped_for_words_outside_cmudict(root):
+    trans = next((root / "LibriSpeech" / "dev-clean").rglob("*.trans.txt"))
+    lines = trans.read_text().splitlines()
+    utt = lines[0].split()[0]
+    trans.write_text("\n".join([f"{utt} YES QWXZKJ"] + lines[1:]) + "\n")
+    result = audit("pr", root)
+    assert result.problems == []
+    assert result.dropped_lines() == ["dev: dropped 1 utterances with words missing from CMUdict (no phone targets)"]
+    assert utt not in ids(result.splits["dev"])
