@@ -6,9 +6,11 @@ identity (absolute path, size, mtime, slice), so an edited file or a different s
 the same audio share its features.
 The weights hash makes a retrained or different upstream miss too. Writes are atomic: a killed extraction leaves no
 half-written array behind (at most an orphan ``.tmp`` file, removed later: see :func:`clean_orphans`).
-Each array has a sidecar ``<key>.sum`` with its size and CRC-32; every entry a run uses is verified against it
-once per run (:meth:`FeatureCache.ensure`), and an entry that does not match (truncated, overwritten, or written
-before sidecars existed) is reported once by path and extracted again. Default location: ``$DISTILSUPERB_CACHE/features`` (``DISTILSUPERB_CACHE`` defaults to ``~/.cache/distilsuperb``).
+Each array has a sidecar ``<key>.sum`` with its size and xxh3-64 hash (xxhash rather than zlib's CRC-32: the check
+then costs about one more plain read of the entry instead of 2.5-2.8, bench/cache_verify_cost.py). Every entry a run
+uses is verified against it once per run (:meth:`FeatureCache.ensure`), and an entry that does not match
+(truncated, overwritten, or written before sidecars existed) is reported once by path and extracted again.
+Default location: ``$DISTILSUPERB_CACHE/features`` (``DISTILSUPERB_CACHE`` defaults to ``~/.cache/distilsuperb``).
 """
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ import math
 import os
 import shutil
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import xxhash
 from tqdm import tqdm
 
 from common.audio import AudioError, check_audio_file, require_samples
@@ -103,7 +105,7 @@ class FeatureCache:
         return self.dir / key[:2] / f"{key}.npy"
 
     def has(self, utt: Utterance) -> bool:
-        """Whether a verified entry exists: the array matches its sidecar's size and CRC-32 (checked once per
+        """Whether a verified entry exists: the array matches its sidecar's size and xxh3 hash (checked once per
         object; a mismatch is logged with the path, and the entry is deleted so that it is extracted again)."""
         path = self.path(utt)
         if path in self._verified:
@@ -135,14 +137,14 @@ class FeatureCache:
                              f"extract it again") from None
 
     def save(self, utt: Utterance, features: np.ndarray) -> None:
-        """Write the array, then its sidecar (size + CRC-32); both atomically, so a kill between the two leaves an
+        """Write the array, then its sidecar (size + xxh3-64 hash); both atomically, so a kill between the two leaves an
         entry without a sidecar, which counts as missing."""
         path = self.path(utt)
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(features, dtype=np.float16))
         data = buf.getvalue()
         atomic_write_bytes(path, data)
-        atomic_write_text(_sum_path(path), json.dumps({"bytes": len(data), "crc32": zlib.crc32(data)}))
+        atomic_write_text(_sum_path(path), json.dumps({"bytes": len(data), "xxh3_64": xxhash.xxh3_64_intdigest(data)}))
         self._verified.add(path)
 
     def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, load_audio: Callable[[Utterance], torch.Tensor],
@@ -234,7 +236,7 @@ def _verify(path: Path) -> str | None:
         return f"unreadable: {e}"
     if not isinstance(expected, dict) or len(data) != expected.get("bytes"):
         return f"{len(data)} bytes, expected {expected.get('bytes') if isinstance(expected, dict) else '?'}"
-    if zlib.crc32(data) != expected.get("crc32"):
+    if xxhash.xxh3_64_intdigest(data) != expected.get("xxh3_64"):
         return "checksum mismatch (the file was changed after it was written)"
     return None
 
