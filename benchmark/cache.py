@@ -92,6 +92,7 @@ class FeatureCache:
         self._use_recorded = False  # upstream.json is written once per run, not once per split
         self.extracted = 0  # utterances extracted by this object (tests assert a second run extracts none)
         self.corrupt = 0  # entries found corrupt (and extracted again) by this object
+        self.unchecked = 0  # entries without a checksum (older version, or killed between array and sidecar)
         self._verified: set[Path] = set()  # entries checked against their sidecar by this object
 
     def _key(self, utt: Utterance) -> str:
@@ -114,9 +115,12 @@ class FeatureCache:
         if problem is None:
             self._verified.add(path)
             return True
-        if problem != "missing":
+        if problem == NO_SIDECAR:  # many at once after an upgrade: said once per ensure(), not per entry
+            self.unchecked += 1
+        elif problem != "missing":
             log.warning("feature cache entry %s is corrupt (%s): extracting it again", path, problem)
             self.corrupt += 1
+        if problem != "missing":
             for p in (path, _sum_path(path)):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
@@ -157,7 +161,7 @@ class FeatureCache:
         if not self._use_recorded:
             self._record_use(upstream)
             self._use_recorded = True
-        missing = []
+        missing, unchecked_before = [], self.unchecked
         for u in utts:
             try:  # the key stats the audio file: a missing file, broken link or loop fails here
                 if not self.has(u):
@@ -166,6 +170,10 @@ class FeatureCache:
                 if on_bad_audio is None:
                     raise
                 on_bad_audio(u, e)
+        if self.unchecked > unchecked_before:
+            log.warning("feature cache %s: %d entries have no checksum (written by an older version, or a run was "
+                        "killed between an array and its checksum): extracting them again", self.dir,
+                        self.unchecked - unchecked_before)
         if not missing:
             return 0
         min_samples = upstream_min_samples(upstream)
@@ -213,6 +221,7 @@ class FeatureCache:
 
 
 META = "upstream.json"
+NO_SIDECAR = "no checksum sidecar"
 ORPHAN_AGE_S = 3600.0  # a .tmp file this old is no write in progress (an array is written in well under a second)
 
 
@@ -225,7 +234,7 @@ def _verify(path: Path) -> str | None:
     try:
         expected = json.loads(_sum_path(path).read_text())
     except FileNotFoundError:
-        return "missing" if not path.exists() else "no checksum sidecar (written by an older version or killed)"
+        return "missing" if not path.exists() else NO_SIDECAR
     except (OSError, ValueError) as e:
         return f"unreadable checksum sidecar: {e}"
     try:

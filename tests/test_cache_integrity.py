@@ -97,3 +97,13 @@ def test_unused_days_zero_still_prunes(tmp_path, utts, capsys):
     (tmp_path / list_cache(tmp_path)[0].path.name / "upstream.json").write_text('{"last_used": 1}')
     assert run_benchmark.main(["cache", "--cache-dir", str(tmp_path), "--unused-days", "0"]) == 0
     assert list_cache(tmp_path) == []
+
+
+def test_entries_without_checksums_are_said_once_not_per_entry(tmp_path, utts, caplog):
+    up, cache = filled(tmp_path, utts)
+    for u in utts:
+        cache.path(u).with_suffix(".sum").unlink()  # a cache written before checksums existed
+    with caplog.at_level(logging.WARNING):
+        assert reopen(tmp_path, up).ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    said = [r.getMessage() for r in caplog.records if "checksum" in r.getMessage()]
+    assert len(said) == 1 and f"{len(utts)} entries have no checksum" in said[0]
