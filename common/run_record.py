@@ -29,15 +29,19 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def changed_keys(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
-    """Dotted keys whose values differ (a key on one side only counts as changed): key -> (old, new)."""
+    """Dotted keys whose values differ (a key on one side only counts as changed, unless its value is None):
+    key -> (old, new)."""
     a, b = flatten(old), flatten(new)
-    missing = object()
-    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
-            if a.get(k, missing) != b.get(k, missing)}
+    # a key a newer version added with the value None matches a record written before it existed
+    return {k: (a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)}
+
+
+_ABSENT = object()
 
 
 def _show(value: Any) -> str:
-    return "(absent)" if value.__class__ is object else repr(value)
+    return "(absent)" if value is _ABSENT else repr(value)
 
 
 def check_run_folder(record_path: Path, record: dict, resume: bool, has_progress: bool,
