@@ -1,8 +1,10 @@
 """Building blocks of HuBERT-like models, each a small module with one job (torchaudio-style).
 
-Valid lengths travel beside the tensors through every module, and padding never leaks: the CNN's group norm uses
-valid samples only, padded frames are zeroed after every conv layer and before the positional convolution, and
-attention masks padded keys. So an utterance's features do not depend on what else is in its batch.
+Utterances of different lengths run *packed*: the CNN and the positional conv see each utterance unpadded (equal
+lengths together), the linear layers and norms run on the frames of all utterances stacked as ``[sum(frames),
+feature]`` (:func:`pack`), and attention runs per utterance. No work is spent on padding and nothing of one
+utterance reaches another, so an utterance's features do not depend on what else is in its batch; padded
+``[batch, frame, feature]`` tensors appear only at the model's edges (:func:`unpack`). See ``docs/SPEED.md``.
 
 State-dict names follow transformers' ``HubertModel`` (``conv_layers.{i}.conv``, ``attention.q_proj``,
 ``feed_forward.intermediate_dense``, ``final_layer_norm``, ...) so checkpoint conversion is a few prefix renames.
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -28,12 +31,37 @@ def conv_output_lengths(lengths: torch.Tensor, kernel: int, stride: int) -> torc
     return torch.clamp(torch.div(lengths - kernel, stride, rounding_mode="floor") + 1, min=0)
 
 
+def pack(padded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[batch, frame, ...]`` → the valid frames of every utterance, one after another: ``[sum(lengths), ...]``."""
+    return padded[valid_mask(lengths, padded.shape[1])]
+
+
+def unpack(packed: torch.Tensor, lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """Inverse of :func:`pack`: ``[sum(lengths), ...]`` → ``[batch, max_len, ...]`` with zeros past each length
+    (``max_len`` defaults to the longest). Differentiable."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    out = packed.new_zeros(len(lengths), max_len, *packed.shape[1:])
+    out[valid_mask(lengths, max_len)] = packed
+    return out
+
+
+def per_utterance(fn, packed: torch.Tensor, lengths: list[int], out_dim: int) -> torch.Tensor:
+    """Apply ``fn`` (``[b, frame, feature]`` → ``[b, frame, out_dim]``, utterances unpadded) to each utterance of
+    ``packed`` ``[sum(lengths), feature]``: once for the whole batch when all lengths are equal, else once per
+    utterance (no padding, so nothing computed on it and nothing leaking). Returns ``[sum(lengths), out_dim]``."""
+    if lengths and min(lengths) == max(lengths) > 0:
+        return fn(packed.view(len(lengths), lengths[0], *packed.shape[1:])).flatten(0, 1)
+    outs = [fn(seg[None])[0] for seg in packed.split(lengths) if seg.shape[0] > 0]
+    return torch.cat(outs) if outs else packed.new_zeros(0, out_dim)
+
+
 class MaskedGroupNorm(nn.Module):
     """GroupNorm with one group per channel (HuBERT Base's first conv layer), statistics over valid frames only.
 
-    Input ``[batch, channel, time]`` and valid lengths ``[batch]``. With no padding it is ``nn.GroupNorm(C, C)``;
-    with padding, each utterance is normalised over its own valid frames (fairseq/transformers include the padded
-    zeros in the statistics, which is why their features change with the batch) and padded frames are zero.
+    Holds the affine parameters; :meth:`ConvLayerBlock.forward` applies it to one utterance (or equal-length
+    utterances) at a time, so the statistics never include padding (fairseq/transformers include the padded
+    zeros, which is why their features change with the batch). ``forward`` is the plain reference:
+    ``[batch, channel, time]`` (no padding) → the same shape, ``nn.GroupNorm(C, C)``.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -42,21 +70,19 @@ class MaskedGroupNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[1]
-        if bool((lengths == x.shape[-1]).all()):
-            return F.group_norm(x, channels, self.weight, self.bias, self.eps)
-        out = torch.zeros_like(x)
-        for b, n in enumerate(lengths.tolist()):  # one fused kernel per utterance over its valid frames
-            if n > 0:
-                out[b, :, :n] = F.group_norm(x[b:b + 1, :, :n], channels, self.weight, self.bias, self.eps)[0]
-        return out
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 
 class ConvLayerBlock(nn.Module):
-    """Conv1d (no padding) → optional norm → GELU, then padded frames set to zero.
+    """Conv1d (no padding) → optional norm → GELU on unpadded utterances.
 
     ``norm``: None, "group_norm" (:class:`MaskedGroupNorm`) or "layer_norm" (over channels, per frame).
+    The per-channel group norm is folded into the convolution (exact up to float rounding): each output channel
+    ``y_c = w_c · a + b_c`` is linear in the input windows ``a``, so its mean and variance over the utterance are
+    ``w_c · mean(a) + b_c`` and ``w_cᵀ cov(a) w_c``, computed (in float64) from the small window covariance; the
+    normalisation then becomes the conv's weight scale and bias, and the ``[channel, time]`` output of the widest
+    layer is written once instead of three times (conv, norm, GELU).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool,
@@ -72,27 +98,51 @@ class ConvLayerBlock(nn.Module):
         elif norm is not None:
             raise ValueError(f"unknown conv norm {norm!r}; expected None, 'group_norm' or 'layer_norm'")
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: ``[batch, in_channel, time]`` → ``[batch, out_channel, frame]``, and the new valid lengths."""
-        x = self.conv(x)
-        lengths = conv_output_lengths(lengths, self.kernel, self.stride)
-        padded = not bool((lengths == x.shape[-1]).all())
+    def _folded_group_norm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv weight ``[out, in, kernel]`` and bias ``[batch, out]`` that compute conv → group norm for ``x``
+        ``[batch, in, time]``; the batch dim of the weight is folded in by the caller."""
+        windows = x.unfold(-1, self.kernel, self.stride).transpose(1, 2).flatten(2).double()  # [b, frame, in*k]
+        mean = windows.mean(1)                                                                  # [b, in*k]
+        centred = windows - mean[:, None]
+        cov = centred.transpose(1, 2) @ centred / windows.shape[1]                              # [b, in*k, in*k]
+        w = self.conv.weight.double().flatten(1)                                                # [out, in*k]
+        y_mean = mean @ w.t() + (0.0 if self.conv.bias is None else self.conv.bias.double())
+        y_var = ((w @ cov) * w).sum(-1)                                                         # [b, out]
+        norm = self.layer_norm
+        scale = norm.weight.double() * torch.rsqrt(y_var + norm.eps)                            # [b, out]
+        shift = norm.bias.double() - y_mean * scale
+        if self.conv.bias is not None:
+            shift = shift + self.conv.bias.double() * scale
+        return scale.to(x.dtype), shift.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``[batch, in_channel, time]``, no padding (each row one whole utterance) → ``[batch, out_channel,
+        frame]`` with ``frame = (time - kernel) // stride + 1`` (no frame, ``[batch, out_channel, 0]``, when the
+        input is shorter than the kernel)."""
+        if x.shape[-1] < self.kernel:
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
         if self.norm_kind == "group_norm":
-            x = self.layer_norm(x, lengths)  # zero past each length already, and GELU(0) = 0
-            padded = False
-        elif self.norm_kind == "layer_norm":
-            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)  # LayerNorm wants channels last
-        x = F.gelu(x)
-        if padded:
-            x = x * valid_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
-        return x, lengths
+            scale, shift = self._folded_group_norm(x)
+            batch = x.shape[0]
+            if batch == 1:
+                y = F.conv1d(x, self.conv.weight * scale[0][:, None, None], shift[0], stride=self.stride)
+            else:  # one conv per utterance via groups: the weight differs per utterance
+                weight = (self.conv.weight[None] * scale[:, :, None, None]).flatten(0, 1)
+                y = F.conv1d(x.reshape(1, -1, x.shape[-1]), weight, shift.flatten(), stride=self.stride,
+                             groups=batch).view(batch, self.conv.out_channels, -1)
+            return F.gelu(y)
+        y = self.conv(x)
+        if self.norm_kind == "layer_norm":
+            y = self.layer_norm(y.transpose(1, 2)).transpose(1, 2)  # LayerNorm wants channels last
+        return F.gelu(y)
 
 
 class ConvFrontEnd(nn.Module):
     """HuBERT's waveform CNN. ``layers``: (channels, kernel, stride) per conv layer.
 
     mode "group_norm" (Base): a per-channel group norm after the first conv only; "layer_norm" (Large): a layer
-    norm after every conv.
+    norm after every conv. Utterances run unpadded (equal lengths together, else one at a time): no work on
+    padding, and nothing of one utterance reaches another.
     """
 
     def __init__(self, layers: Sequence[tuple[int, int, int]], mode: str = "group_norm", bias: bool = False):
@@ -113,14 +163,29 @@ class ConvFrontEnd(nn.Module):
             lengths = conv_output_lengths(lengths, block.kernel, block.stride)
         return lengths
 
-    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """wav ``[batch, sample]`` → features ``[batch, frame, channel]`` and frame lengths ``[batch]``."""
+    def _run(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[b, sample]`` unpadded → ``[b, frame, channel]``."""
         x = wav[:, None, :]
-        if not bool((lengths == wav.shape[-1]).all()):
-            x = x * valid_mask(lengths, wav.shape[-1])[:, None, :].to(wav.dtype)
         for block in self.conv_layers:
-            x, lengths = block(x, lengths)
-        return x.transpose(1, 2), lengths  # channels last for the projection
+            x = block(x)
+        return x.transpose(1, 2)
+
+    def forward_packed(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav ``[batch, sample]`` (padded), lengths ``[batch]`` → packed features ``[sum(frames), channel]``
+        (see :func:`pack`) and frame lengths ``[batch]``."""
+        frames = self.output_lengths(lengths)
+        n_samples, n_frames = lengths.tolist(), frames.tolist()
+        if min(n_samples) == max(n_samples) and n_frames[0] > 0:
+            return self._run(wav[:, : n_samples[0]]).flatten(0, 1), frames
+        outs = [self._run(w[None, :n])[0] for w, n, f in zip(wav, n_samples, n_frames) if f > 0]
+        return (torch.cat(outs) if outs else wav.new_zeros(0, self.output_dim)), frames
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav ``[batch, sample]`` → features ``[batch, frame, channel]`` (zeros past each length; ``frame`` is
+        what the padded width yields) and frame lengths ``[batch]``."""
+        packed, frames = self.forward_packed(wav, lengths)
+        width = int(self.output_lengths(torch.tensor([wav.shape[-1]]))[0])
+        return unpack(packed, frames, width), frames
 
 
 class FbankFrontEnd(nn.Module):
@@ -154,6 +219,11 @@ class FbankFrontEnd(nn.Module):
         x = x * valid_mask(lengths, x.shape[-1])[:, None, :]
         return x.transpose(1, 2), lengths
 
+    def forward_packed(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`ConvFrontEnd.forward_packed`: packed ``[sum(frames), output_dim]`` and frame lengths."""
+        features, frames = self(wav, lengths)
+        return pack(features, frames), frames
+
 
 class FeatureProjection(nn.Module):
     """Optional LayerNorm → Linear → dropout: features ``[batch, frame, in_dim]`` → ``[batch, frame, embed_dim]``.
@@ -177,8 +247,8 @@ class FeatureProjection(nn.Module):
 class ConvPositionalEmbedding(nn.Module):
     """Weight-normalised grouped conv over time → GELU: ``[batch, frame, dim]`` → ``[batch, frame, dim]``.
 
-    Padded frames must be zero on input (the caller zeroes them), so an utterance sees the same zeros past its
-    end whether it is alone or padded in a batch. An even kernel yields one extra frame, trimmed at the end.
+    Give it unpadded utterances (the encoder does): the conv's own zero padding is what an utterance sees past its
+    ends. An even kernel yields one extra frame, trimmed at the end.
     """
 
     def __init__(self, dim: int, kernel: int, groups: int):
@@ -197,7 +267,8 @@ class ConvPositionalEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with torch SDPA; ``key_mask`` ``[batch, frame]`` (True = valid) hides padding."""
+    """Multi-head self-attention over packed utterances: one fused q/k/v projection for all frames, then torch
+    SDPA per utterance (or once for equal lengths), so no query or key is padding and no mask is needed."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -207,16 +278,20 @@ class SelfAttention(nn.Module):
         self.q_proj, self.k_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.v_proj, self.out_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        batch, frames, dim = x.shape
+    def forward(self, x: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """x ``[sum(lengths), dim]`` (packed, see :func:`pack`) → ``[sum(lengths), dim]``."""
+        dim = x.shape[-1]
+        qkv = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
+                       torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+        dropout = self.dropout if self.training else 0.0
 
-        def split(t: torch.Tensor) -> torch.Tensor:  # [batch, frame, dim] → [batch, head, frame, head_dim]
-            return t.view(batch, frames, self.heads, dim // self.heads).transpose(1, 2)
+        def attend(t: torch.Tensor) -> torch.Tensor:  # [b, frame, 3 * dim] → [b, frame, dim]
+            b, frames = t.shape[:2]
+            q, k, v = t.view(b, frames, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [b, head, frame, head_dim]
+            return y.transpose(1, 2).reshape(b, frames, dim)
 
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)),
-                                           attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(y.transpose(1, 2).reshape(batch, frames, dim))
+        return self.out_proj(per_utterance(attend, qkv, lengths, dim))
 
 
 class FeedForward(nn.Module):
@@ -245,12 +320,12 @@ class EncoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """x ``[batch, frame, dim]`` → ``[batch, frame, dim]``."""
+    def forward(self, x: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """x ``[sum(lengths), dim]`` (packed) → ``[sum(lengths), dim]``."""
         if self.layer_norm_first:
-            x = x + self.dropout(self.attention(self.layer_norm(x), key_mask))
+            x = x + self.dropout(self.attention(self.layer_norm(x), lengths))
             return x + self.dropout(self.feed_forward(self.final_layer_norm(x)))
-        x = self.layer_norm(x + self.dropout(self.attention(x, key_mask)))
+        x = self.layer_norm(x + self.dropout(self.attention(x, lengths)))
         return self.final_layer_norm(x + self.dropout(self.feed_forward(x)))
 
 
@@ -259,8 +334,9 @@ class Encoder(nn.Module):
 
     Post-LN: entry 0 = LayerNorm(x + pos_conv(x)); pre-LN: entry 0 = x + pos_conv(x) and the final LayerNorm is
     applied to the last entry only (as fairseq/s3prl and transformers 4 do; transformers 5 records the last layer
-    before it in ``hidden_states`` and after it in ``last_hidden_state``). Frames past the valid lengths are zero
-    in every entry.
+    before it in ``hidden_states`` and after it in ``last_hidden_state``). Utterances run packed (see
+    :func:`pack`): the positional conv sees each utterance alone (zeros past its ends, as when it is unpadded) and
+    attention runs per utterance, so no work is spent on padding and nothing leaks between utterances.
     """
 
     def __init__(self, dim: int, ffn_dim: int, heads: int, layers: int, layer_norm_first: bool, conv_pos: int,
@@ -275,27 +351,27 @@ class Encoder(nn.Module):
             EncoderLayer(dim, ffn_dim, heads, layer_norm_first, dropout, attention_dropout, activation_dropout, eps)
             for _ in range(layers)])
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """x ``[batch, frame, dim]`` (projected features), lengths ``[batch]`` → ``layers + 1`` hidden states."""
-        mask = valid_mask(lengths, x.shape[1])
-        padded = not bool(mask.all())
-        keep = mask[:, :, None].to(x.dtype)
-        if padded:
-            x = x * keep  # the positional conv must see zeros past each utterance's end
-        x = x + self.pos_conv(x)
+    def forward_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """x ``[sum(lengths), dim]`` (packed projected features), lengths ``[batch]`` → ``layers + 1`` packed
+        hidden states ``[sum(lengths), dim]``."""
+        n = lengths.tolist()
+        with parametrize.cached():  # the weight-normed pos-conv weight once, not once per utterance
+            x = x + per_utterance(self.pos_conv, x, n, x.shape[-1])
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
-        key_mask = mask if padded else None  # no mask lets SDPA pick its fastest kernel
         states = [x]
         for layer in self.layers:
-            x = layer(x, key_mask)
+            x = layer(x, n)
             states.append(x)
         if self.layer_norm_first:
             states[-1] = self.layer_norm(states[-1])
-        if padded:
-            states = [s * keep for s in states]
         return states
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """x ``[batch, frame, dim]`` (projected features), lengths ``[batch]`` → ``layers + 1`` hidden states
+        ``[batch, frame, dim]``, zero past each length."""
+        return [unpack(s, lengths, x.shape[1]) for s in self.forward_packed(pack(x, lengths), lengths)]
 
 
 class PredictionHead(nn.Sequential):

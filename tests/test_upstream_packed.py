@@ -1,0 +1,81 @@
+"""The packed execution (issue 23): the folded conv → group norm equals the plain layers, values and gradients;
+equal-length batches (run together) equal each utterance alone; pack/unpack round-trip."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from upstream.builtin import random_upstream
+from upstream.components import ConvLayerBlock, pack, unpack
+from upstream.testing import perturb_, random_wavs, tiny_config
+
+
+def reference_block(block: ConvLayerBlock, x: torch.Tensor) -> torch.Tensor:
+    """conv → nn.GroupNorm(C, C) → GELU, as fairseq/transformers compute it on an unpadded batch."""
+    y = block.conv(x)
+    norm = block.layer_norm
+    return F.gelu(F.group_norm(y, y.shape[1], norm.weight, norm.bias, norm.eps))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_folded_group_norm_matches_conv_then_group_norm(batch, bias):
+    torch.manual_seed(0)
+    block = perturb_(ConvLayerBlock(1, 16, 10, 5, bias, "group_norm"), seed=1, scale=0.3)
+    x = (torch.randn(batch, 1, 4000) * 0.1 + 0.02).requires_grad_(True)
+    ours = block(x)
+    ref = reference_block(block, x)
+    assert ours.shape == ref.shape == (batch, 16, 799)
+    assert (ours - ref).abs().max().item() < 1e-5
+    weights = torch.randn_like(ref)
+    grads = torch.autograd.grad((ours * weights).sum(), [x, *block.parameters()])
+    ref_grads = torch.autograd.grad((ref * weights).sum(), [x, *block.parameters()])
+    scale = max(r.abs().max().item() for r in ref_grads)  # a conv bias's gradient is 0 up to rounding
+    for g, r in zip(grads, ref_grads):
+        assert (g - r).abs().max().item() < 1e-5 * scale
+
+
+def test_conv_block_shorter_than_kernel_gives_no_frames():
+    block = ConvLayerBlock(1, 8, 10, 5, False, "group_norm")
+    assert block(torch.randn(2, 1, 9)).shape == (2, 8, 0)
+
+
+@pytest.mark.parametrize("changes", [dict(), dict(extractor_mode="layer_norm", conv_bias=True, layer_norm_first=True)])
+def test_equal_lengths_run_together_equal_each_alone(changes):
+    up = random_upstream(tiny_config(**changes))
+    perturb_(up, seed=7)
+    wavs = random_wavs([6000, 6000, 6000], seed=3)
+    batched = up(wavs)
+    for b, wav in enumerate(wavs):
+        alone = up([wav])
+        for h_alone, h_batch in zip(alone.hidden_states, batched.hidden_states):
+            assert (h_alone[0] - h_batch[b]).abs().max().item() < 1e-5
+
+
+def test_pack_unpack_round_trip():
+    lengths = torch.tensor([3, 0, 5])
+    padded = torch.randn(3, 6, 2)
+    packed = pack(padded, lengths)
+    assert packed.shape == (8, 2) and torch.equal(packed[:3], padded[0, :3]) and torch.equal(packed[3:], padded[2, :5])
+    back = unpack(packed, lengths, 6)
+    assert torch.equal(back[0, :3], padded[0, :3]) and back[1].abs().max() == 0 and back[0, 3:].abs().max() == 0
+
+
+def test_training_gradients_do_not_depend_on_the_batch():
+    """A loss on utterance 0 gives the same parameter gradients whether it is trained alone or beside another."""
+    up = random_upstream(tiny_config(dropout=0.0, attention_dropout=0.0, feat_proj_dropout=0.0))
+    model = perturb_(up.model, seed=2)
+    wavs = random_wavs([5000, 9000], seed=4)
+
+    def grads(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        padded = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True)
+        states, frames = model.encode(padded, torch.tensor([w.numel() for w in batch]))
+        loss = states[-1][0, : int(frames[0])].square().sum()
+        return torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+
+    for a, b in zip(grads(wavs[:1]), grads(wavs)):
+        if a is None:
+            assert b is None or b.abs().max() == 0
+        else:
+            assert (a - b).abs().max().item() < 1e-4 * max(1.0, a.abs().max().item())
