@@ -79,3 +79,18 @@ def test_training_gradients_do_not_depend_on_the_batch():
             assert b is None or b.abs().max() == 0
         else:
             assert (a - b).abs().max().item() < 1e-4 * max(1.0, a.abs().max().item())
+
+
+def test_padded_attention_with_key_mask_equals_packed():
+    """The padded interface (for traced graphs, e.g. ONNX export) gives the packed path's values on valid frames."""
+    from upstream.components import EncoderLayer, valid_mask
+
+    torch.manual_seed(0)
+    layer = perturb_(EncoderLayer(16, 32, 4, False, 0.0, 0.0, 0.0), seed=3).eval()
+    lengths = torch.tensor([7, 3, 5])
+    padded = torch.randn(3, 7, 16)
+    packed_out = layer(pack(padded, lengths), lengths=lengths.tolist())
+    padded_out = layer(padded, valid_mask(lengths, 7))
+    assert (pack(padded_out, lengths) - packed_out).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="needs the utterance lengths"):
+        layer(pack(padded, lengths))

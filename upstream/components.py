@@ -267,8 +267,13 @@ class ConvPositionalEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over packed utterances: one fused q/k/v projection for all frames, then torch
-    SDPA per utterance (or once for equal lengths), so no query or key is padding and no mask is needed."""
+    """Multi-head self-attention (torch SDPA) with one fused q/k/v projection.
+
+    Packed input (``x [sum(lengths), dim]`` and ``lengths``, what the encoder uses): attention runs per utterance
+    (once for equal lengths), so no query or key is padding and no mask is needed. Padded input (``x [batch, frame,
+    dim]`` and an optional ``key_mask [batch, frame]``, True = valid; for traced graphs such as an ONNX export):
+    padded keys are masked.
+    """
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -278,20 +283,27 @@ class SelfAttention(nn.Module):
         self.q_proj, self.k_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.v_proj, self.out_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        """x ``[sum(lengths), dim]`` (packed, see :func:`pack`) → ``[sum(lengths), dim]``."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, lengths: list[int] | None = None
+                ) -> torch.Tensor:
+        """Packed ``[sum(lengths), dim]`` or padded ``[batch, frame, dim]`` → the same shape."""
         dim = x.shape[-1]
         qkv = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
                        torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
         dropout = self.dropout if self.training else 0.0
 
-        def attend(t: torch.Tensor) -> torch.Tensor:  # [b, frame, 3 * dim] → [b, frame, dim]
-            b, frames = t.shape[:2]
+        def attend(t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+            b, frames = t.shape[:2]  # [b, frame, 3 * dim] → [b, frame, dim]
             q, k, v = t.view(b, frames, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # [b, head, frame, head_dim]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # [b, head, frame, d]
             return y.transpose(1, 2).reshape(b, frames, dim)
 
-        return self.out_proj(per_utterance(attend, qkv, lengths, dim))
+        if x.dim() == 3:
+            y = attend(qkv, None if key_mask is None else key_mask[:, None, None, :])
+        else:
+            if lengths is None:
+                raise ValueError("packed attention input [frames, dim] needs the utterance lengths")
+            y = per_utterance(attend, qkv, lengths, dim)
+        return self.out_proj(y)
 
 
 class FeedForward(nn.Module):
@@ -320,12 +332,14 @@ class EncoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        """x ``[sum(lengths), dim]`` (packed) → ``[sum(lengths), dim]``."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, lengths: list[int] | None = None
+                ) -> torch.Tensor:
+        """x packed ``[sum(lengths), dim]`` with ``lengths``, or padded ``[batch, frame, dim]`` with an optional
+        ``key_mask`` (see :class:`SelfAttention`) → the same shape."""
         if self.layer_norm_first:
-            x = x + self.dropout(self.attention(self.layer_norm(x), lengths))
+            x = x + self.dropout(self.attention(self.layer_norm(x), key_mask, lengths))
             return x + self.dropout(self.feed_forward(self.final_layer_norm(x)))
-        x = self.layer_norm(x + self.dropout(self.attention(x, lengths)))
+        x = self.layer_norm(x + self.dropout(self.attention(x, key_mask, lengths)))
         return self.final_layer_norm(x + self.dropout(self.feed_forward(x)))
 
 
@@ -362,7 +376,7 @@ class Encoder(nn.Module):
         x = self.dropout(x)
         states = [x]
         for layer in self.layers:
-            x = layer(x, n)
+            x = layer(x, lengths=n)
             states.append(x)
         if self.layer_norm_first:
             states[-1] = self.layer_norm(states[-1])
