@@ -6,10 +6,13 @@ map) this times, side by side in one process, the contenders taking turns (media
 other processes on a shared machine hits them alike):
   * transformers: one padded batch with an attention mask (its correct batched use), under inference_mode;
   * ours: ``HubertUpstream`` (packed: no work on padding; see docs/SPEED.md);
-  * a large fp32 ``torch.mm`` (``--mm-size``³), the machine's matrix-multiply throughput in this same run.
+  * a large fp32 ``torch.mm`` (``--mm-size``³), the machine's matrix-multiply throughput in this same run, and
+    the same product through oneDNN's GEMM (which our CPU linears use: MKL's sgemm behind torch.mm is ~2x slower
+    on AMD CPUs);
+  * with ``--levers``: ours with torch's default kernels (``DISTILSUPERB_ONEDNN=0``), to show what oneDNN buys.
 It prints seconds, ours/transformers speed-up, real-time factors (compute seconds / audio seconds), the model's
 multiply-accumulates per audio second (torch's FlopCounterMode on our run: the useful work, no padding) and the
-achieved GMAC/s as a percentage of the ``torch.mm`` figure. The demo pair (hubert_mini vs distilhubert_mini) is
+achieved GMAC/s as a percentage of the ``torch.mm`` figure and of the faster GEMM. The demo pair (hubert_mini vs distilhubert_mini) is
 timed too, for the "student ≥ 2x faster" target. The load average before and after says how busy the machine was.
 
     .venv/bin/python bench/upstream_speed.py            # 16 utterances of 2-15 s
@@ -30,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from upstream.builtin import DISTILHUBERT, DISTILHUBERT_MINI, HUBERT_BASE, HUBERT_MINI, random_upstream  # noqa: E402
+from upstream.components import set_onednn  # noqa: E402
 from upstream.convert import config_to_hf, state_to_hf  # noqa: E402
 from upstream.hubert import HubertUpstream  # noqa: E402
 
@@ -54,11 +58,15 @@ def interleaved_median(runs: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def mm_runner(size: int):
+def mm_runner(size: int, onednn: bool = False):
+    """``size``³ fp32 multiply-accumulates: ``torch.mm`` (MKL sgemm here) or oneDNN's GEMM (what our linears use)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
 
     def run():
-        torch.mm(a, b)
+        if onednn:
+            torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+        else:
+            torch.mm(a, b)
     return run
 
 
@@ -72,16 +80,32 @@ def transformers_runner(model, wavs: list[torch.Tensor], result: dict):
     return run
 
 
-def ours_runner(up: HubertUpstream, wavs: list[torch.Tensor], result: dict, key: str):
+def ours_runner(up: HubertUpstream, wavs: list[torch.Tensor], result: dict, key: str, onednn: bool = True):
     def run():
-        result[key] = up(wavs).hidden_states[-1]
+        old = set_onednn(onednn)
+        try:
+            result[key] = up(wavs).hidden_states[-1]
+        finally:
+            set_onednn(old)
     return run
 
 
-def count_macs(fn) -> float:
-    """Multiply-accumulates of one call (torch's flop counter counts 2 flops per MAC)."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
+def count_macs(up: HubertUpstream, wavs: list[torch.Tensor]) -> float:
+    """Multiply-accumulates of one extraction (torch's flop counter counts 2 flops per MAC). It has no formula for
+    oneDNN's ops nor for the CPU flash-attention kernel, so the count runs with torch's default kernels (the same
+    products) and borrows the SDPA formula it uses for the other attention kernels."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def cpu_sdpa(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa}
+    old = set_onednn(False)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            up(wavs)
+    finally:
+        set_onednn(old)
     return counter.get_total_flops() / 2
 
 
@@ -99,6 +123,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mm-size", type=int, default=2048, help="the roofline torch.mm is N x N times N x N")
     parser.add_argument("--skip-mini", action="store_true", help="leave out the demo pair")
+    parser.add_argument("--levers", action="store_true",
+                        help="also time ours with torch's default kernels (no oneDNN linears/epilogues)")
     args = parser.parse_args()
     if args.quick:
         args.utterances, args.min_seconds, args.max_seconds, args.repeats = 6, 1.0, 4.0, 3
@@ -112,28 +138,39 @@ def main() -> None:
           f"({len(wavs) * float(seconds.max()):.1f} s padded); {args.threads} threads, {os.cpu_count()} CPUs; "
           f"median of {args.repeats}; torch {torch.__version__}; load average (1/5/15 min) {load()}")
     longest = int(torch.argmax(seconds))
-    mm = mm_runner(args.mm_size)
     mm_macs = float(args.mm_size) ** 3
-
+    onednn = torch.backends.mkldnn.is_available()
+    print(f"roofline: {args.mm_size}x{args.mm_size} fp32 GEMMs timed with each model; '% of mm' is the model's "
+          "GMAC/s over torch.mm's" + (", '% of best' over the faster of torch.mm and oneDNN's GEMM" if onednn else ""))
     print(f"{'model':<14}{'transformers s':>16}{'ours s':>9}{'speed-up':>10}{'RTF ours':>10}{'RTF HF':>8}"
-          f"{'GMAC/audio s':>14}{'ours GMAC/s':>13}{'mm GMAC/s':>11}{'% of mm':>9}{'max|diff|':>11}")
+          f"{'GMAC/audio s':>14}{'ours GMAC/s':>13}{'mm GMAC/s':>11}{'oneDNN mm':>11}{'% of mm':>9}"
+          f"{'% of best':>11}{'max|diff|':>11}")
     ours_time = {}
     for name, cfg in (("hubert_base", HUBERT_BASE), ("distilhubert", DISTILHUBERT)):
         up = random_upstream(cfg)
         hf, out = to_transformers(up), {}
         ours = ours_runner(up, wavs, out, "ours")
-        with torch.no_grad():
-            macs = count_macs(ours)
-        t = interleaved_median({"transformers": transformers_runner(hf, wavs, out), "ours": ours, "mm": mm},
-                               args.repeats)
+        macs = count_macs(up, wavs)
+        runs = {"transformers": transformers_runner(hf, wavs, out), "ours": ours, "mm": mm_runner(args.mm_size)}
+        if onednn:
+            runs["onednn_mm"] = mm_runner(args.mm_size, onednn=True)
+        if args.levers:
+            runs["ours_plain"] = ours_runner(up, wavs, out, "ours_plain", onednn=False)
+        t = interleaved_median(runs, args.repeats)
         n = int(up.frames_for(torch.tensor(wavs[longest].numel())))
         # the longest utterance has no padding in transformers' batch, so its features must match
         diff = (out["ours"][longest, :n] - out["transformers"][longest, :n]).abs().max().item()
         ours_time[name] = t["ours"]
         achieved, peak = macs / t["ours"] / 1e9, mm_macs / t["mm"] / 1e9
+        best = max(peak, mm_macs / t["onednn_mm"] / 1e9) if onednn else peak
         print(f"{name:<14}{t['transformers']:>16.2f}{t['ours']:>9.2f}{t['transformers'] / t['ours']:>9.2f}x"
               f"{t['ours'] / audio:>10.3f}{t['transformers'] / audio:>8.3f}{macs / audio / 1e9:>14.2f}"
-              f"{achieved:>13.1f}{peak:>11.1f}{100 * achieved / peak:>8.0f}%{diff:>11.1e}")
+              f"{achieved:>13.1f}{peak:>11.1f}{(best if onednn else float('nan')):>11.1f}"
+              f"{100 * achieved / peak:>8.0f}%{100 * achieved / best:>10.0f}%{diff:>11.1e}")
+        if args.levers:
+            plain = (out["ours_plain"][longest, :n] - out["ours"][longest, :n]).abs().max().item()
+            print(f"  {name}, ours with torch's default kernels: {t['ours_plain']:.2f} s "
+                  f"(oneDNN path {t['ours_plain'] / t['ours']:.2f}x faster; max|diff| {plain:.1e})")
         del hf
     print(f"DistilHuBERT vs HuBERT-Base (ours): {ours_time['hubert_base'] / ours_time['distilhubert']:.2f}x faster")
 

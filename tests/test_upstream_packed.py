@@ -94,3 +94,34 @@ def test_padded_attention_with_key_mask_equals_packed():
     assert (pack(padded_out, lengths) - packed_out).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="needs the utterance lengths"):
         layer(pack(padded, lengths))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_onednn_kernels_match_torch_defaults():
+    """The oneDNN CPU path (fused GELU epilogues, oneDNN GEMMs) gives torch's default ops' values and gradients."""
+    from upstream.components import linear, set_onednn
+
+    up = random_upstream(tiny_config(pred_layer_ids=(1, 2)), include_pred_heads=True)
+    perturb_(up, seed=8)
+    wavs = random_wavs([5000, 12000, 3000], seed=5)
+    old = set_onednn(True)
+    try:
+        fast = up(wavs).hidden_states
+        set_onednn(False)
+        plain = up(wavs).hidden_states
+    finally:
+        set_onednn(old)
+    for a, b in zip(fast, plain):
+        assert (a - b).abs().max().item() < 1e-5
+    torch.manual_seed(0)
+    x, w, bias = torch.randn(7, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True), torch.randn(4)
+    bias.requires_grad_(True)
+    weights = torch.randn(7, 4)
+    old = set_onednn(True)
+    try:
+        got = torch.autograd.grad((linear(x, w, bias, gelu=True) * weights).sum(), [x, w, bias])
+    finally:
+        set_onednn(old)
+    ref = torch.autograd.grad((F.gelu(F.linear(x, w, bias)) * weights).sum(), [x, w, bias])
+    for g, r in zip(got, ref):
+        assert (g - r).abs().max().item() < 1e-5

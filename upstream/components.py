@@ -12,6 +12,7 @@ State-dict names follow transformers' ``HubertModel`` (``conv_layers.{i}.conv``,
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import torch
@@ -53,6 +54,75 @@ def per_utterance(fn, packed: torch.Tensor, lengths: list[int], out_dim: int) ->
         return fn(packed.view(len(lengths), lengths[0], *packed.shape[1:])).flatten(0, 1)
     outs = [fn(seg[None])[0] for seg in packed.split(lengths) if seg.shape[0] > 0]
     return torch.cat(outs) if outs else packed.new_zeros(0, out_dim)
+
+
+# oneDNN for CPU linears and conv + GELU (issue 23, docs/SPEED.md). torch's fp32 matmul goes to MKL's sgemm, which
+# on this project's AMD CPUs runs ~48 GMAC/s per core where oneDNN's runs ~90 (measured, bench/upstream_speed.py
+# prints both); oneDNN also applies GELU as the GEMM's epilogue instead of another pass over memory. The ops are the
+# ones torch.compile's CPU backend emits (torch.ops.mkldnn.*); outputs agree with F.linear/F.conv1d to float
+# rounding (~3e-6). Off: DISTILSUPERB_ONEDNN=0 or set_onednn(False); never used on GPUs, in other dtypes or while
+# tracing/exporting a graph (an ONNX export keeps plain ops).
+_ONEDNN = os.environ.get("DISTILSUPERB_ONEDNN", "1") != "0"
+
+
+def set_onednn(enabled: bool) -> bool:
+    """Turn the oneDNN CPU kernels on/off (e.g. to time them against torch's defaults); returns the old setting."""
+    global _ONEDNN
+    old, _ONEDNN = _ONEDNN, bool(enabled)
+    return old
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (_ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting())
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """``F.linear`` on 2-D input with oneDNN's forward; the backward is the usual matmuls."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_w = grad.t() @ x if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
+    """``F.linear`` (then exact GELU when ``gelu``), ``[..., in]`` → ``[..., out]``; oneDNN on CPU (see above)."""
+    if not _onednn(x, weight):
+        y = F.linear(x, weight, bias)
+        return F.gelu(y) if gelu else y
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    if _needs_grad(x, weight, bias):
+        y = _OneDnnLinear.apply(flat, weight, bias)
+        y = F.gelu(y) if gelu else y
+    else:
+        y = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [],
+                                               "none" if gelu else "")
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+def conv1d_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
+    """GELU(conv1d(x)) without padding, ``[batch, in, time]`` → ``[batch, out, frame]``; fused by oneDNN when
+    nothing needs gradients."""
+    if _onednn(x, weight) and not _needs_grad(x, weight, bias):
+        return torch.ops.mkldnn._convolution_pointwise(x.contiguous(), weight, bias, [0], [stride], [1], 1, "gelu",
+                                                       [], "none")
+    return F.gelu(F.conv1d(x, weight, bias, stride=stride))
 
 
 class MaskedGroupNorm(nn.Module):
@@ -123,18 +193,22 @@ class ConvLayerBlock(nn.Module):
             return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
         if self.norm_kind == "group_norm":
             scale, shift = self._folded_group_norm(x)
-            batch = x.shape[0]
-            if batch == 1:
-                y = F.conv1d(x, self.conv.weight * scale[0][:, None, None], shift[0], stride=self.stride)
-            else:  # one conv per utterance via groups: the weight differs per utterance
-                weight = (self.conv.weight[None] * scale[:, :, None, None]).flatten(0, 1)
-                y = F.conv1d(x.reshape(1, -1, x.shape[-1]), weight, shift.flatten(), stride=self.stride,
-                             groups=batch).view(batch, self.conv.out_channels, -1)
-            return F.gelu(y)
-        y = self.conv(x)
+            weight = self.conv.weight[None] * scale[:, :, None, None]  # [batch, out, in, kernel]
+            if x.shape[1] == 1 and _onednn(x, weight) and not _needs_grad(x, weight):
+                # one input channel: the windows @ weightᵀ as one fused oneDNN GEMM (+ bias, GELU) per utterance
+                windows = x[:, 0].unfold(-1, self.kernel, self.stride)  # [batch, frame, kernel]
+                return torch.stack([linear(w, wt[:, 0], b, gelu=True).t() for w, wt, b in
+                                    zip(windows, weight, shift)])
+            if x.shape[0] == 1:
+                return conv1d_gelu(x, weight[0], shift[0], self.stride)
+            # several (equal-length) utterances, each its own folded weight: one conv, a group per utterance
+            y = F.conv1d(x.reshape(1, -1, x.shape[-1]), weight.flatten(0, 1), shift.flatten(), stride=self.stride,
+                         groups=x.shape[0])
+            return F.gelu(y.view(x.shape[0], self.conv.out_channels, -1))
         if self.norm_kind == "layer_norm":
-            y = self.layer_norm(y.transpose(1, 2)).transpose(1, 2)  # LayerNorm wants channels last
-        return F.gelu(y)
+            y = self.layer_norm(self.conv(x).transpose(1, 2)).transpose(1, 2)  # LayerNorm wants channels last
+            return F.gelu(y)
+        return conv1d_gelu(x, self.conv.weight, self.conv.bias, self.stride)
 
 
 class ConvFrontEnd(nn.Module):
@@ -241,7 +315,7 @@ class FeatureProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layer_norm is not None:
             x = self.layer_norm(x)
-        return self.dropout(self.projection(x))
+        return self.dropout(linear(x, self.projection.weight, self.projection.bias))
 
 
 class ConvPositionalEmbedding(nn.Module):
@@ -287,8 +361,8 @@ class SelfAttention(nn.Module):
                 ) -> torch.Tensor:
         """Packed ``[sum(lengths), dim]`` or padded ``[batch, frame, dim]`` → the same shape."""
         dim = x.shape[-1]
-        qkv = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
-                       torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+        qkv = linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
+                     torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
         dropout = self.dropout if self.training else 0.0
 
         def attend(t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -303,7 +377,7 @@ class SelfAttention(nn.Module):
             if lengths is None:
                 raise ValueError("packed attention input [frames, dim] needs the utterance lengths")
             y = per_utterance(attend, qkv, lengths, dim)
-        return self.out_proj(y)
+        return linear(y, self.out_proj.weight, self.out_proj.bias)
 
 
 class FeedForward(nn.Module):
@@ -316,7 +390,8 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output_dense(self.dropout(F.gelu(self.intermediate_dense(x))))
+        hidden = linear(x, self.intermediate_dense.weight, self.intermediate_dense.bias, gelu=True)
+        return linear(self.dropout(hidden), self.output_dense.weight, self.output_dense.bias)
 
 
 class EncoderLayer(nn.Module):
@@ -393,3 +468,7 @@ class PredictionHead(nn.Sequential):
 
     def __init__(self, dim: int, inter_dim: int, out_dim: int):
         super().__init__(nn.Linear(dim, inter_dim), nn.GELU(), nn.Linear(inter_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, _, last = self
+        return linear(linear(x, first.weight, first.bias, gelu=True), last.weight, last.bias)
