@@ -60,8 +60,8 @@ def per_utterance(fn, packed: torch.Tensor, lengths: list[int], out_dim: int) ->
 # on this project's AMD CPUs runs ~48 GMAC/s per core where oneDNN's runs ~90 (measured, bench/upstream_speed.py
 # prints both); oneDNN also applies GELU as the GEMM's epilogue instead of another pass over memory. The ops are the
 # ones torch.compile's CPU backend emits (torch.ops.mkldnn.*); outputs agree with F.linear/F.conv1d to float
-# rounding (~3e-6). Off: DISTILSUPERB_ONEDNN=0 or set_onednn(False); never used on GPUs, in other dtypes or while
-# tracing/exporting a graph (an ONNX export keeps plain ops).
+# rounding (~3e-6). Off: DISTILSUPERB_ONEDNN=0 or set_onednn(False); never used on GPUs, in other dtypes, under
+# autocast (it would bypass it) or while tracing/exporting a graph (an ONNX export keeps plain ops).
 _ONEDNN = os.environ.get("DISTILSUPERB_ONEDNN", "1") != "0"
 
 
@@ -75,8 +75,8 @@ def set_onednn(enabled: bool) -> bool:
 def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (_ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting())
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and not torch.compiler.is_exporting())
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -84,7 +84,8 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
 
 
 class _OneDnnLinear(torch.autograd.Function):
-    """``F.linear`` on 2-D input with oneDNN's forward; the backward is the usual matmuls."""
+    """``F.linear`` on 2-D input, forward and backward GEMMs in oneDNN (the backward's as ``x @ wᵀ`` products of
+    transposed copies: a copy costs a memory pass, MKL's slower GEMM costs more)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -95,8 +96,11 @@ class _OneDnnLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
-        grad_w = grad.t() @ x if ctx.needs_input_grad[1] else None
+        grad = grad.contiguous()
+        gemm = torch.ops.mkldnn._linear_pointwise  # gemm(a, b) = a @ bᵀ
+        grad_x = gemm(grad, weight.t().contiguous(), None, "none", [], "") if ctx.needs_input_grad[0] else None
+        grad_w = gemm(grad.t().contiguous(), x.t().contiguous(), None, "none", [], "") \
+            if ctx.needs_input_grad[1] else None
         grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 
