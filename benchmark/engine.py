@@ -44,6 +44,9 @@ class RunOptions:
     upstream: str
     task: str
     data_root: Path
+    upstream_ckpt: Path | None = None  # weights of a pretrained name (--upstream-ckpt)
+    random_init: bool = False  # a pretrained name's architecture with random weights (--random-init)
+    trust_pickle: bool = False  # full unpickle of a trusted legacy checkpoint (--trust-pickle)
     results_dir: Path = Path("results")
     seed: int = 0
     max_steps: int | None = None
@@ -240,7 +243,8 @@ def run_task(options: RunOptions) -> dict:
         overrides.append(f"train.max_steps={options.max_steps}")
     task = build_task(options.task, options.data_root, overrides, options.profile)
     task.check_data()
-    upstream = build_upstream(options.upstream).to(options.device)
+    upstream = build_upstream(options.upstream, checkpoint=options.upstream_ckpt, random_init=options.random_init,
+                              trust_pickle=options.trust_pickle).to(options.device)
     upstream.eval()
     upstream.requires_grad_(options.upstream_trainable)
     up_hash = weights_hash(upstream)
