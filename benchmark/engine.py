@@ -32,7 +32,7 @@ from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, weights_hash
 from .features import CachedFeatures, FeatureBatch, HeldArrays, LiveFeatures, load_utterance_audio
 from .trainer import train
-from .upstream_stats import write_upstream_stats
+from .upstream_stats import stats_path, write_upstream_stats
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def run_task(options: RunOptions) -> dict:
     opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
         {"options": opts, "config_hash": chash, **identity}, sort_keys=False))
-    stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
+    stats = write_upstream_stats(stats_path(Path(options.results_dir), label, up_hash), upstream, up_hash)
 
     ctx = RunContext(task, upstream, options, run_dir, up_hash)
     task.setup(upstream.downsample_rate)
@@ -278,7 +278,8 @@ def run_task(options: RunOptions) -> dict:
         raise ValueError(f"task {task.name!r}: run() returned unknown split(s) {sorted(unknown)}")
     wall = time.time() - t0
     info = results.RunInfo(label, stats["params"], up_hash[:16], options.task, options.seed, chash,
-                           run_dir.name, fold, ctx.layer)
+                           run_dir.name, fold, ctx.layer, results.protocol_name(ctx.layer, options.upstream_trainable),
+                           bool(getattr(upstream, "random_init", False)))
     text = results.format_rows(info, metrics, ctx.steps, wall, ctx.lr, ctx.layer_weights)
     csv_path = results.append_rows(Path(options.results_dir), text)
     summary = {"run_dir": str(run_dir), "metrics": metrics, "lr": ctx.lr, "steps": ctx.steps,

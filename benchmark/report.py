@@ -1,6 +1,11 @@
 """``run_benchmark.py report``: one table of upstreams x task metrics, costs and SUPERB scores, plus plots.
 
 Columns (also written at the top of REPORT.md):
+* ``upstream`` — one row per upstream *and* protocol: an upstream is its label with its weights hash, written
+  ``label@hash8`` whenever one label names several weights (two ``checkpoint-1000`` folders of different
+  experiments, a retrained model); a protocol other than SUPERB's frozen weighted sum is appended in brackets
+  (``[layer-K]``, ``[finetune-weighted-sum]``) and never merged with it. ``protocol`` repeats it; ``random`` is
+  ``yes`` for randomly initialised weights (``--random-init``).
 * ``params_M`` — upstream parameters (millions); ``GMACs_per_s`` — multiply-accumulates per second of 16 kHz audio
   (torch FlopCounterMode on 1 s); ``RTF`` — forward time / audio time on the machine that ran the benchmark.
 * ``<task> <metric>`` — test-split value of the latest run (percent for accuracies and error rates); ER averages the
@@ -21,8 +26,8 @@ Columns (also written at the top of REPORT.md):
 """
 from __future__ import annotations
 
-import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +35,9 @@ import pandas as pd
 
 from common.io import atomic_path, atomic_write_text
 
+from .results import DEFAULT_PROTOCOL
 from .superb_score import Reference, load_reference, superb_score
+from .upstream_stats import read_upstream_stats
 
 FBANK = "fbank"
 
@@ -43,12 +50,28 @@ class Report:
 
 
 def load_results(results_dir: Path) -> pd.DataFrame:
+    """The results table with one ``upstream`` id per (label, weights hash, protocol) (see the module docstring);
+    the label, hash and protocol are kept in ``label``, ``checkpoint_hash`` and ``protocol``."""
     path = Path(results_dir) / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no results table at {path}: run `run_benchmark.py --upstream ... --task ...` first")
-    df = pd.read_csv(path, dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str})
+    df = pd.read_csv(path, dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str,
+                                  "checkpoint_hash": str, "protocol": str})
+    for column in ("protocol", "upstream_random"):
+        if column not in df:
+            df[column] = math.nan
     df["fold"] = pd.to_numeric(df["fold"], errors="coerce")
     df["layer_weights"] = df["layer_weights"].fillna("")
+    df["checkpoint_hash"] = df["checkpoint_hash"].fillna("").astype(str)
+    layer = pd.to_numeric(df["layer"], errors="coerce")
+    legacy = layer.map(lambda k: DEFAULT_PROTOCOL if math.isnan(k) else f"layer-{int(k)}")  # rows before `protocol`
+    df["protocol"] = df["protocol"].fillna(legacy)
+    df["upstream_random"] = pd.to_numeric(df["upstream_random"], errors="coerce").fillna(0).astype(int)
+    df["label"] = df["upstream"]
+    several = df.groupby("label")["checkpoint_hash"].nunique()
+    model = [label if several[label] <= 1 else f"{label}@{h[:8]}" for label, h in zip(df["label"],
+                                                                                       df["checkpoint_hash"])]
+    df["upstream"] = [m if p == DEFAULT_PROTOCOL else f"{m} [{p}]" for m, p in zip(model, df["protocol"])]
     return df
 
 
@@ -75,11 +98,6 @@ def _values_per_seed(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
             for seed, group in rows.groupby("seed")}
 
 
-def _stats(results_dir: Path, upstream: str) -> dict:
-    path = Path(results_dir) / upstream / "upstream_stats.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _columns(values: pd.DataFrame, upstream: str, tasks: list[str], ref: Reference) -> dict[str, float]:
     """One upstream's values by leaderboard column (``PR``, ``KS``, ...)."""
     out = {}
@@ -103,16 +121,24 @@ def _local_score_sd(per_seed: dict[int, pd.DataFrame], upstream: str, columns: s
     return float(pd.Series(scores).std()) if len(scores) > 1 else math.nan
 
 
+def _fbank_anchor(df: pd.DataFrame) -> str | None:
+    """The row the local scores are anchored on: FBANK under SUPERB's protocol (the latest, if several)."""
+    rows = df[(df["label"] == FBANK) & (df["protocol"] == DEFAULT_PROTOCOL)]
+    return str(rows["upstream"].iloc[-1]) if len(rows) else None
+
+
 def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataFrame:
     values = latest_test_values(df)
     upstreams = list(dict.fromkeys(values["upstream"]))
+    identity = df.drop_duplicates("upstream", keep="last").set_index("upstream")
     tasks = [t for t in ref.tasks if t in set(values["task"])]
     by_column: dict[str, dict[str, float]] = {}  # upstream -> leaderboard column -> value
     seeds = {u: int(values.loc[values.upstream == u, "seeds"].min()) for u in upstreams}
     rows = []
     for up in upstreams:
-        stats = _stats(results_dir, up)
-        row: dict = {"upstream": up,
+        who = identity.loc[up]
+        stats = read_upstream_stats(results_dir, who["label"], who["checkpoint_hash"])
+        row: dict = {"upstream": up, "protocol": who["protocol"], "random": "yes" if who["upstream_random"] else "",
                      "params_M": stats.get("params", math.nan) / 1e6 if stats else math.nan,
                      "GMACs_per_s": stats.get("macs_per_second", math.nan) / 1e9 if stats else math.nan,
                      "RTF": stats.get("rtf", math.nan)}
@@ -134,7 +160,8 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
             vals = [by_column[u][m.column] for u in upstreams if m.column in by_column[u]]
             if vals:
                 best[m.column] = max(vals) if m.higher_is_better else min(vals)
-    fbank_row = by_column.get(FBANK, {})
+    anchor = _fbank_anchor(df)
+    fbank_row = by_column.get(anchor, {}) if anchor else {}
     table["SUPERB_s"] = [superb_score(by_column[u], ref.fbank, ref.sota, ref, tasks) for u in upstreams]
     table["SUPERB_local"] = [superb_score(by_column[u], fbank_row, ref.sota, ref, tasks, skip_unscaled=True)
                              for u in upstreams]
@@ -191,7 +218,7 @@ def plot_layer_weights(values: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xlabel("hidden state (0 = encoder input)")
         ax.set_title(f"{up}: learnt layer weights")
         fig.colorbar(im, ax=ax)
-        files.append(_save_figure(fig, out_dir / f"layer_weights_{up}.png"))
+        files.append(_save_figure(fig, out_dir / f"layer_weights_{re.sub(r'[^A-Za-z0-9_.+@-]+', '_', up)}.png"))
         plt.close(fig)
     return files
 

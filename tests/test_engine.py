@@ -18,7 +18,7 @@ from benchmark.batching import epoch_batches, eval_batches, pack_by_seconds
 from benchmark.cache import FeatureCache, list_cache, remove_cache_entries, weights_hash
 from benchmark.engine import RunOptions, run_task
 from benchmark.features import CachedFeatures, HeldArrays, load_utterance_audio
-from benchmark.testing import TINY_UPSTREAM, TinyFrameUpstream, write_fsc, write_speech_commands
+from benchmark.testing import TINY_PRETRAINED, TINY_UPSTREAM, TinyFrameUpstream, write_fsc, write_speech_commands
 from benchmark.trainer import SimulatedCrash
 from tasks.registry import build_task
 
@@ -303,3 +303,20 @@ def test_sigkill_during_training_then_resume(data_root, tmp_path):
     straight = run_task(options(data_root, tmp_path / "a", **kw))
     assert killed_early  # the kill landed mid-training, so the resume had work to do
     assert resumed["metrics"] == straight["metrics"] and resumed["steps"] == 120
+
+
+def test_rows_record_the_protocol_and_a_random_upstream(data_root, tmp_path):
+    """Every row says how the features were used and whether the upstream's weights were random."""
+    run_task(options(data_root, tmp_path, max_steps=2))
+    run_task(options(data_root, tmp_path, max_steps=2, layer=1))
+    run_task(options(data_root, tmp_path, max_steps=2, upstream_trainable=True))
+    with pytest.raises(ValueError, match="needs its weights: pass --upstream-ckpt PATH"):
+        run_task(options(data_root, tmp_path, upstream=TINY_PRETRAINED, max_steps=2))
+    run_task(options(data_root, tmp_path, upstream=TINY_PRETRAINED, random_init=True, max_steps=2))
+    with open(tmp_path / "results" / "results.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    assert [(r["upstream"], r["protocol"], r["upstream_random"]) for r in rows] == [
+        (TINY_UPSTREAM, "weighted-sum", "0"), (TINY_UPSTREAM, "layer-1", "0"),
+        (TINY_UPSTREAM, "finetune-weighted-sum", "0"), (TINY_PRETRAINED, "weighted-sum", "1")]
+    stats = list((tmp_path / "results" / TINY_PRETRAINED / "upstream_stats").glob("*.json"))
+    assert [p.stem for p in stats] == [rows[-1]["checkpoint_hash"]]
