@@ -16,13 +16,17 @@ Columns (also written at the top of REPORT.md):
 * ``SUPERB_s`` — the leaderboard formula with the published anchors (FBANK -> 0, SOTA -> 1000), averaged over the
   tasks in this table; comparable to the leaderboard only when all ten tasks are present and the data is the real
   datasets.
-* ``SUPERB_local`` — zero anchor = this table's own ``fbank`` row, top anchor = the published SOTA. Metrics on
-  which ``fbank`` already matches or beats the published SOTA (QbE on the offline corpus) have no scale here and
-  are left out.
-* ``SUPERB_rel`` — zero anchor = this table's ``fbank`` row, top anchor = the best upstream in this table per metric
+* ``SUPERB_local`` — zero anchor = this table's FBANK anchor: per metric, the better of the ``fbank`` row
+  (s3prl's FBANK, per-utterance CMVN) and the ``fbank_no_cmvn`` row (the same features without CMVN) when both
+  are present. Why the better of two: after CMVN, mean pooling gives every utterance the same vector, so ``fbank``
+  sits at chance on the mean-pooled tasks (KS, IC, ER, SID; s3prl issue 316) and an anchor at chance would
+  flatter every other row there. Top anchor = the published SOTA. Metrics on which the anchor already matches or
+  beats the published SOTA (QbE on the offline corpus) have no scale here and are left out. The FBANK rows
+  themselves score at or below 0.
+* ``SUPERB_rel`` — zero anchor = the same FBANK anchor, top anchor = the best upstream in this table per metric
   (so the best upstream of every metric scores 1000); meaningful on the offline corpus, where the published SOTA
-  values are unreachable. Metrics on which ``fbank`` itself is the best (or tied best) have no scale and are left
-  out, so an upstream worse than ``fbank`` there is not penalised in this column — read the metric columns too.
+  values are unreachable. Metrics on which the anchor itself is the best (or tied best) have no scale and are left
+  out, so an upstream worse than FBANK there is not penalised in this column — read the metric columns too.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ from .superb_score import Reference, load_reference, superb_score
 from .upstream_stats import read_upstream_stats
 
 FBANK = "fbank"
+# The rows whose per-metric best is the zero anchor of SUPERB_local / SUPERB_rel (see the module docstring).
+FBANK_ROWS = (FBANK, "fbank_no_cmvn")
 
 
 @dataclass
@@ -109,6 +115,18 @@ def _columns(values: pd.DataFrame, upstream: str, tasks: list[str], ref: Referen
     return out
 
 
+def fbank_anchor(by_column: dict[str, dict[str, float]], ref: Reference,
+                 rows: tuple[str, ...] | list[str] = FBANK_ROWS) -> dict[str, float]:
+    """Per leaderboard column, the better value of the FBANK rows present (``rows``: their ids in ``by_column``,
+    default ``FBANK_ROWS``); {} when none is."""
+    anchor: dict[str, float] = {}
+    for m in ref.metrics:
+        vals = [by_column[r][m.column] for r in rows if m.column in by_column.get(r, {})]
+        if vals:
+            anchor[m.column] = max(vals) if m.higher_is_better else min(vals)
+    return anchor
+
+
 def _local_score_sd(per_seed: dict[int, pd.DataFrame], upstream: str, columns: set[str], fbank_row: dict,
                     ref: Reference, tasks: list[str]) -> float:
     """Standard deviation over seeds of ``SUPERB_local``, counting the seeds that have every column of the row."""
@@ -121,10 +139,11 @@ def _local_score_sd(per_seed: dict[int, pd.DataFrame], upstream: str, columns: s
     return float(pd.Series(scores).std()) if len(scores) > 1 else math.nan
 
 
-def _fbank_anchor(df: pd.DataFrame) -> str | None:
-    """The row the local scores are anchored on: FBANK under SUPERB's protocol (the latest, if several)."""
-    rows = df[(df["label"] == FBANK) & (df["protocol"] == DEFAULT_PROTOCOL)]
-    return str(rows["upstream"].iloc[-1]) if len(rows) else None
+def _fbank_rows(df: pd.DataFrame) -> list[str]:
+    """Row ids of the FBANK anchor rows (``FBANK_ROWS``) under SUPERB's protocol: per label the latest weights, if a
+    label has several (another FBANK configuration run under the same name)."""
+    rows = df[df["label"].isin(FBANK_ROWS) & (df["protocol"] == DEFAULT_PROTOCOL)]
+    return [str(group["upstream"].iloc[-1]) for _, group in rows.groupby("label", sort=False)]
 
 
 def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataFrame:
@@ -160,8 +179,7 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
             vals = [by_column[u][m.column] for u in upstreams if m.column in by_column[u]]
             if vals:
                 best[m.column] = max(vals) if m.higher_is_better else min(vals)
-    anchor = _fbank_anchor(df)
-    fbank_row = by_column.get(anchor, {}) if anchor else {}
+    fbank_row = fbank_anchor(by_column, ref, _fbank_rows(df))
     table["SUPERB_s"] = [superb_score(by_column[u], ref.fbank, ref.sota, ref, tasks) for u in upstreams]
     table["SUPERB_local"] = [superb_score(by_column[u], fbank_row, ref.sota, ref, tasks, skip_unscaled=True)
                              for u in upstreams]

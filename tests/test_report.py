@@ -149,3 +149,18 @@ def test_results_table_from_before_the_protocol_columns_is_upgraded(tmp_path):
     (tmp_path / "other.csv").rename(tmp_path / "results.csv")
     with pytest.raises(ValueError, match="results.csv: its header is not"):
         _row(tmp_path, "fbank", "f" * 16, "ks", "accuracy", 1.0)
+
+
+def test_local_score_anchor_is_the_better_of_the_two_fbank_rows_per_metric(tmp_path):
+    ref = load_reference()
+    # fbank (CMVN) at chance on KS but better on PR; fbank_no_cmvn the other way round
+    for up, ks, per in [("fbank", 8.3, 60.0), ("fbank_no_cmvn", 45.0, 70.0), ("teacher", 70.0, 30.0)]:
+        _append(tmp_path, up, "ks", "accuracy", ks)
+        _append(tmp_path, up, "pr", "per", per)
+    t = build_report(tmp_path).table.set_index("upstream")
+    expected = (1000 * (70.0 - 45.0) / (ref.sota["KS"] - 45.0) + 1000 * (30.0 - 60.0) / (ref.sota["PR"] - 60.0)) / 2
+    assert t.loc["teacher", "SUPERB_local"] == pytest.approx(expected)
+    # each FBANK row is at the anchor where it is the better one and below it elsewhere
+    assert t.loc["fbank", "SUPERB_local"] == pytest.approx(1000 * (8.3 - 45.0) / (ref.sota["KS"] - 45.0) / 2)
+    assert t.loc["fbank_no_cmvn", "SUPERB_local"] == pytest.approx(1000 * (70.0 - 60.0) / (ref.sota["PR"] - 60.0) / 2)
+    assert t.loc["fbank", "SUPERB_local"] < 0 and t.loc["fbank_no_cmvn", "SUPERB_local"] < 0
