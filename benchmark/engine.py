@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,8 +82,10 @@ class DownstreamModel(nn.Module):
 class RunContext:
     """The engine as tasks see it during one run."""
 
-    def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str):
+    def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str,
+                 records: dict[str, list[Utterance]] | None = None):
         self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
+        self._records = dict(records or {})  # split -> the task's records, read before the run started
         self.lr = task.config.optimizer.lr
         self.layer_weights: list[float] | None = None
         self.steps = 0
@@ -103,7 +106,7 @@ class RunContext:
     def load_split(self, task: Task, split: str) -> list[Utterance]:
         """The split's utterances (cached per run); unreadable audio raises, or is skipped with --skip-bad-audio."""
         if split not in self._splits:
-            utts = task.load_split(split)
+            utts = self._records[split] if task is self.task and split in self._records else task.load_split(split)
             if not utts:
                 raise ValueError(f"task {task.name!r}: split {split!r} is empty under {task.data_root}")
             limit = task.config.train.max_utterances
@@ -112,6 +115,15 @@ class RunContext:
                 utts = [utts[i] for i in sorted(random.Random(0).sample(range(len(utts)), limit))]
             self._splits[split] = self.ensure_cached(utts)
         return self._splits[split]
+
+    def prepare(self) -> None:
+        """Before training: extract every split's features into the cache (without a cache, nothing to do: the
+        records were read already), so unreadable audio in dev or test stops the run now, not hours later."""
+        if self.cache is None:
+            return
+        for split in SPLITS:
+            if self._records.get(split):
+                self.load_split(self.task, split)
 
     def ensure_cached(self, utts: Sequence[Utterance]) -> list[Utterance]:
         """Extract missing features into the cache; returns ``utts`` minus skipped bad audio."""
@@ -240,9 +252,17 @@ def run_task(options: RunOptions) -> dict:
     if options.fold is not None:
         overrides.append(f"data.fold={options.fold}")
     if options.max_steps is not None:
+        if options.max_steps <= 0:
+            raise ValueError(f"--max-steps must be a positive number of updates, got {options.max_steps}")
         overrides.append(f"train.max_steps={options.max_steps}")
     task = build_task(options.task, options.data_root, overrides, options.profile)
+    if task.config.train.max_steps <= 0:
+        raise ValueError(f"task {options.task!r}: train.max_steps must be a positive number of updates, got "
+                         f"{task.config.train.max_steps}")
     task.check_data()
+    # Every split's list is read (and checked) now, before the upstream is built or anything is trained: a bad line
+    # in the test list must not surface after hours of training.
+    records = {split: task.load_split(split) for split in SPLITS}
     upstream = build_upstream(options.upstream, checkpoint=options.upstream_ckpt, random_init=options.random_init,
                               trust_pickle=options.trust_pickle).to(options.device)
     upstream.eval()
@@ -259,14 +279,22 @@ def run_task(options: RunOptions) -> dict:
     if (run_dir / "DONE").exists():
         log.warning("run %s already finished; nothing to resume", run_dir)
         return json.loads((run_dir / "summary.json").read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
-        {"options": opts, "config_hash": chash, **identity}, sort_keys=False))
-    stats = write_upstream_stats(stats_path(Path(options.results_dir), label, up_hash), upstream, up_hash)
-
-    ctx = RunContext(task, upstream, options, run_dir, up_hash)
-    task.setup(upstream.downsample_rate)
+    if options.resume and not run_dir.exists():
+        log.warning("--resume: %s", results.why_new_run(run_dir, identity, options.seed, fold))
+    created = not run_dir.exists()
+    try:  # until training starts, a failure removes the run folder it created (no half-made run, no "-2" next)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
+            {"options": opts, "config_hash": chash, **identity}, sort_keys=False))
+        stats = write_upstream_stats(stats_path(Path(options.results_dir), label, up_hash), upstream, up_hash)
+        ctx = RunContext(task, upstream, options, run_dir, up_hash, records)
+        task.setup(upstream.downsample_rate)
+        ctx.prepare()
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     try:
         if options.lr_sweep:
             ctx.lr = ctx.sweep_lr(task)

@@ -92,6 +92,43 @@ def run_dir_for(results_dir: Path, upstream: str, task: str, run_id: str, resume
     return base / f"{run_id}-{len(attempts) + 1}"
 
 
+def _flatten(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        out: dict[str, object] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def why_new_run(run_dir: Path, identity: dict, seed: int, fold: int | None) -> str:
+    """One line for ``--resume`` that found no run of this config: which earlier run(s) it could have meant and the
+    config keys that differ, and that a new run starts in ``run_dir``."""
+    import yaml
+
+    want = _flatten(json.loads(json.dumps(identity, default=str)))
+    candidates = []
+    for cfg_file in sorted(Path(run_dir).parent.glob("*/config.yaml"), key=lambda p: p.stat().st_mtime):
+        try:
+            saved = yaml.safe_load(cfg_file.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        opts = saved.get("options", {}) if isinstance(saved, dict) else {}
+        if opts.get("seed") != seed or opts.get("fold") != fold:
+            continue
+        have = _flatten(json.loads(json.dumps({k: saved.get(k) for k in identity}, default=str)))
+        changed = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        done = (cfg_file.parent / "DONE").exists()
+        candidates.append((cfg_file.parent.name, done, changed))
+    if not candidates:
+        return (f"nothing to resume: no earlier run of this upstream and task with seed {seed} under "
+                f"{Path(run_dir).parent}; starting a new run in {run_dir}")
+    name, done, changed = ([c for c in candidates if not c[1]] or candidates)[-1]
+    shown = ", ".join(changed[:6]) + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
+    return (f"the config changed since run {name}{' (finished)' if done else ''}: {shown or 'its identity'} "
+            f"differ; a changed config is a different run, so a new run starts in {run_dir}")
+
+
 def format_rows(info: RunInfo, metrics: dict[str, dict[str, float]], steps: int, wall_time_s: float, lr: float | None,
                 layer_weights: list[float] | None) -> str:
     """CSV text (no header) of one row per (split, metric)."""
