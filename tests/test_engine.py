@@ -335,8 +335,8 @@ def test_resume_without_a_checkpoint_equals_a_fresh_run_bit_for_bit(tmp_path):
     kw = dict(task="asr", max_steps=4, overrides=ASR_FAST)
     fresh = run_task(options(root, tmp_path / "a", **kw))
     resumed = run_task(options(root, tmp_path / "b", resume=True, **kw))
-    a = torch.load(Path(fresh["run_dir"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
-    b = torch.load(Path(resumed["run_dir"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
+    a = torch.load(Path(fresh["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(Path(resumed["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["metrics"] == fresh["metrics"]
 
