@@ -30,6 +30,7 @@ Columns (also written at the top of REPORT.md):
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -39,9 +40,11 @@ import pandas as pd
 
 from common.io import atomic_path, atomic_write_text
 
-from .results import DEFAULT_PROTOCOL
+from .results import COLUMNS, DEFAULT_PROTOCOL, LEGACY_WIDTHS
 from .superb_score import Reference, load_reference, superb_score
 from .upstream_stats import read_upstream_stats
+
+log = logging.getLogger(__name__)
 
 FBANK = "fbank"
 # The rows whose per-metric best is the zero anchor of SUPERB_local / SUPERB_rel (see the module docstring).
@@ -55,14 +58,53 @@ class Report:
     files: list[Path] = field(default_factory=list)
 
 
+def read_results_rows(path: Path) -> tuple[str, list[str]]:
+    """The header and the well-formed lines of ``results.csv``; each malformed line (wrong field count, e.g. two
+    rows glued together by an editor, or a value that is not a number) is named with its line number in a warning
+    and skipped, so one damaged line never hides the rest of the table."""
+    import csv
+    import io
+
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    lines = text.splitlines()
+    if not lines:
+        raise ValueError(f"{path} is empty: run `run_benchmark.py --upstream ... --task ...` first")
+    header = next(csv.reader([lines[0]]))
+    value_at = header.index("value") if "value" in header else None
+    good = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = next(csv.reader(io.StringIO(line)), [])
+        problem = None
+        if len(fields) < len(header) and len(fields) in LEGACY_WIDTHS and header[:len(fields)] == COLUMNS[:len(fields)]:
+            line += "," * (len(header) - len(fields))  # a row written before the newest columns: they are empty
+        elif len(fields) != len(header):
+            problem = f"{len(fields)} fields, expected {len(header)}"
+        elif value_at is not None:
+            try:
+                float(fields[value_at])
+            except ValueError:
+                problem = f"value {fields[value_at]!r} is not a number"
+        if problem:
+            log.warning("%s:%d: malformed row skipped (%s): %.80s", path, lineno, problem, line)
+            continue
+        good.append(line)
+    return lines[0], good
+
+
 def load_results(results_dir: Path) -> pd.DataFrame:
     """The results table with one ``upstream`` id per (label, weights hash, protocol) (see the module docstring);
     the label, hash and protocol are kept in ``label``, ``checkpoint_hash`` and ``protocol``."""
+    import io
+
     path = Path(results_dir) / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no results table at {path}: run `run_benchmark.py --upstream ... --task ...` first")
-    df = pd.read_csv(path, dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str,
-                                  "checkpoint_hash": str, "protocol": str})
+    header, rows = read_results_rows(path)
+    df = pd.read_csv(io.StringIO("\n".join([header, *rows]) + "\n"),
+                     dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str,
+                            "checkpoint_hash": str, "protocol": str})
     for column in ("protocol", "upstream_random"):
         if column not in df:
             df[column] = math.nan
