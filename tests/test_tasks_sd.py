@@ -129,6 +129,9 @@ def test_scoring_writes_rttm_and_uses_dev_tuned_threshold(tmp_path):
     assert task.threshold == 0.3 and task.median == 1
     result = task.evaluate(Ctx(), None, "dev")
     assert result["der"] == pytest.approx(0.0)
+    # "speaker A = all speech" over A 0-2 s, B 1-3 s: B missed in the overlap (1 s) and confused after it (1 s), of
+    # 4 s of reference speech
+    assert result["der_one_speaker"] == pytest.approx(50.0)
     assert "SPEAKER mix1 1 0.000 2.000" in (tmp_path / "run" / "dev.rttm").read_text()
 
 
@@ -157,7 +160,8 @@ def test_sd_run_writes_rttm_and_rows(tmp_path):
         make_libri2mix(tmp_path / "data", split)
     summary, rows = run_and_read_rows(tmp_path / "data", "sd", tmp_path)
     metrics = {(r["split"], r["metric"]): float(r["value"]) for r in rows}
-    assert {("dev", "der"), ("test", "der"), ("test", "threshold"), ("test", "median_frames")} <= set(metrics)
+    assert {("dev", "der"), ("test", "der"), ("test", "threshold"), ("test", "median_frames"),
+            ("test", "der_one_speaker")} <= set(metrics)
     assert metrics[("test", "threshold")] in (0.3, 0.4, 0.5, 0.6, 0.7)
     rttm = (Path(summary["run_dir"]) / "test.rttm").read_text()
     assert all(line.startswith("SPEAKER mix1 1 ") for line in rttm.splitlines())

@@ -2,10 +2,12 @@
 ``hubert_mini`` / ``distilhubert_mini``.
 
 They are pretrained models, so they need weights: ``checkpoint=PATH`` (CLI ``--upstream-ckpt``; any format
-``upstream/checkpoints.py`` reads) or, for the demo pair, the demo's saved weights. Random initialisation (a fixed
-seed, so two builds hash alike in the feature cache) is only on request (``random_init=True``, CLI
-``--random-init``): an s3prl user asking for ``hubert_base`` expects the pretrained model, not 94 M random
-parameters. A random upstream has ``random_init = True``, which every results row records.
+``upstream/checkpoints.py`` reads), or, for ``hubert_mini``, the weights shipped in ``upstream/pretrained/hubert_mini/``
+(fp16 safetensors, loaded as fp32; see its PROVENANCE.md), checked against ``SHIPPED_SHA256`` below, and for
+``distilhubert_mini`` the demo's saved student. Random initialisation (a fixed seed, so two builds hash alike in the
+feature cache) is only on request (``random_init=True``, CLI ``--random-init``): an s3prl user asking for
+``hubert_base`` expects the pretrained model, not 94 M random parameters. A random upstream has
+``random_init = True``, which every results row records.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import torch
 
 from common.config import load_config, load_yaml
 
-from .checkpoints import CONFIG_FILE, load_upstream_from_path
+from common.io import sha256_file
+
+from .checkpoints import CONFIG_FILE, WEIGHTS_FILE, load_upstream_from_path
 from .hubert import HubertConfig, HubertModel, HubertUpstream, student_config_from_teacher
 from .registry import register_upstream
 
@@ -41,6 +45,49 @@ DISTILHUBERT = dataclasses.replace(student_config_from_teacher(HUBERT_BASE, 2, (
 HUBERT_MINI_RECIPE = REPO_ROOT / "configs" / "pretrain" / "hubert_mini.yaml"
 HUBERT_MINI = load_config(HubertConfig, base=load_yaml(HUBERT_MINI_RECIPE)["model"])
 DISTILHUBERT_MINI = student_config_from_teacher(HUBERT_MINI, 2, (4, 8, 12))
+
+
+# Weights shipped inside the project: upstream/pretrained/<name>/{model.safetensors, upstream.yaml, PROVENANCE.md},
+# written by scripts/ship_teacher.py, which prints the sha256 to record here. None: nothing shipped yet.
+SHIPPED_DIR = REPO_ROOT / "upstream" / "pretrained"
+SHIPPED_SHA256: dict[str, str | None] = {"hubert_mini": None}
+
+
+class ShippedWeightsError(ValueError):
+    """Shipped weights that are missing, unrecorded, or differ from the recorded sha256."""
+
+
+def shipped_weights(name: str) -> Path:
+    """The folder of ``name``'s shipped weights, after checking ``model.safetensors`` against ``SHIPPED_SHA256``.
+
+    Raises ShippedWeightsError (one line: the file, what is wrong, what to do) when the weights are absent, no
+    sha256 is recorded for them, or theirs differs from the recorded one (a corrupted or replaced file).
+    """
+    folder = SHIPPED_DIR / name
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file() or not (folder / CONFIG_FILE).is_file():
+        raise ShippedWeightsError(
+            f"{name}: no shipped weights in {folder} ({WEIGHTS_FILE} + {CONFIG_FILE}); pass checkpoint=PATH "
+            f"(e.g. the demo's results/demo/{name}), or random_init=True for the untrained architecture")
+    expected = SHIPPED_SHA256.get(name)
+    if expected is None:
+        raise ShippedWeightsError(f"{weights}: no sha256 recorded for {name!r} in upstream/builtin.py SHIPPED_SHA256 "
+                                  "(record the value scripts/ship_teacher.py printed)")
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise ShippedWeightsError(f"{weights}: sha256 {actual} differs from the recorded {expected} "
+                                  "(a corrupted or replaced file: restore it with `git checkout`, or re-ship it with "
+                                  "scripts/ship_teacher.py and record the new value)")
+    return folder
+
+
+def has_shipped_weights(name: str) -> bool:
+    """Whether ``name`` has shipped weights that pass the sha256 check."""
+    try:
+        shipped_weights(name)
+    except ShippedWeightsError:
+        return False
+    return True
 
 
 class WeightsRequiredError(ValueError):
@@ -125,10 +172,16 @@ def distilhubert(checkpoint: str | Path | None = None, seed: int = 0, random_ini
 @register_upstream("hubert_mini", pretrained=True)
 def hubert_mini(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
                 **kwargs) -> HubertUpstream:
-    """The CPU demo's teacher (sizes above); loads ``results/demo/hubert_mini`` when the demo has saved it, and
-    falls back to a (marked) random init until then."""
-    path = checkpoint if random_init else _demo_checkpoint("hubert_mini", checkpoint)
-    return _build("hubert_mini", HUBERT_MINI, path, seed, random_init or path is None, **kwargs)
+    """The CPU demo's teacher (sizes above): the shipped weights (``upstream/pretrained/hubert_mini``, sha256
+    checked, fp16 on disk, fp32 in memory), ``checkpoint=PATH`` for others, or ``random_init=True`` for the
+    architecture of ``configs/pretrain/hubert_mini.yaml`` with random weights (``seed``).
+
+    Raises ShippedWeightsError when neither is given and the shipped weights are absent or fail their check, and
+    ValueError when both ``checkpoint`` and ``random_init`` are given.
+    """
+    if checkpoint is None and not random_init:
+        checkpoint = shipped_weights("hubert_mini")
+    return _build("hubert_mini", HUBERT_MINI, checkpoint, seed, random_init, **kwargs)
 
 
 @register_upstream("distilhubert_mini", pretrained=True)

@@ -55,7 +55,8 @@ def build_upstream(name_or_path: str | Path, checkpoint: str | Path | None = Non
     """Build a registered upstream by name, or load one from a checkpoint file or directory.
 
     Paths: a Hugging Face model dir, a fairseq HuBERT ``.pt``, an s3prl distiller ``.ckpt`` or our own format
-    (see ``upstream/checkpoints.py``). A pretrained name (``hubert_base``, ...) needs ``checkpoint`` (its weights)
+    (see ``upstream/checkpoints.py``); an ``.onnx`` file written by ``run_distill.py export`` runs with onnxruntime
+    (``upstream/onnx_upstream.py``). A pretrained name (``hubert_base``, ...) needs ``checkpoint`` (its weights)
     or ``random_init=True``; ``trust_pickle`` allows a full unpickle of a checkpoint you trust.
 
     Raises ValueError (unknown name, conflicting arguments, a pretrained name without weights), FileNotFoundError,
@@ -72,11 +73,15 @@ def build_upstream(name_or_path: str | Path, checkpoint: str | Path | None = Non
             raise ValueError(f"upstream {key!r} has no weights, so {flag} does not apply; pretrained names: "
                              f"{', '.join(sorted(_PRETRAINED))}")
         return _BUILDERS[key](**kwargs)
+    if Path(key).exists() and (checkpoint is not None or random_init):
+        flag = "--upstream-ckpt" if checkpoint is not None else "--random-init"
+        raise ValueError(f"upstream {key!r} is a checkpoint path already; {flag} applies to a registered "
+                         f"pretrained name ({', '.join(sorted(_PRETRAINED))})")
+    if Path(key).suffix == ".onnx" and Path(key).is_file():
+        from .onnx_upstream import load_onnx_upstream
+
+        return load_onnx_upstream(Path(key), **kwargs)
     if Path(key).exists():
-        if checkpoint is not None or random_init:
-            flag = "--upstream-ckpt" if checkpoint is not None else "--random-init"
-            raise ValueError(f"upstream {key!r} is a checkpoint path already; {flag} applies to a registered "
-                             f"pretrained name ({', '.join(sorted(_PRETRAINED))})")
         from .checkpoints import load_upstream_from_path
 
         return load_upstream_from_path(Path(key), trust_pickle=trust_pickle, **kwargs)

@@ -169,7 +169,18 @@ class SpeakerDiarization(Task):
         der, segments = self.der(split, utts, posteriors, self.threshold, self.median)
         lines = [line for u in utts for line in rttm_lines(segments[u.id], u.id)]
         atomic_write_text(ctx.run_dir / f"{split}.rttm", "\n".join(lines) + ("\n" if lines else ""))
-        return {"der": der, "threshold": self.threshold, "median_frames": float(self.median)}
+        return {"der": der, "threshold": self.threshold, "median_frames": float(self.median),
+                "der_one_speaker": self.one_speaker_der(split)}
+
+    def one_speaker_der(self, split: str) -> float:
+        """DER (percent) of the trivial hypothesis "speaker A = all speech": one label over every stretch of
+        reference speech. A head that learnt only speech activity lands here; the report prints it beside the
+        SD column, so a DER can be read against it."""
+        refs = self.references(split)
+        hyps = {uri: to_annotation([("A", seg.start, seg.end) for seg in ref.get_timeline().support()], uri)
+                for uri, ref in refs.items()}
+        durations = {r.id: r.duration for r in self.recordings(split)}
+        return 100.0 * diarization_error_rate(refs, hyps, durations)
 
     def tune_on_dev(self, ctx, model: nn.Module) -> None:
         """Pick threshold and median-filter width on dev (lowest DER; ties keep the earlier grid point)."""
