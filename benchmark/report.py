@@ -424,9 +424,9 @@ def retained_percent(table: pd.DataFrame, ref: Reference, teacher: str, students
             anchor[col] = (max(vals) if m.higher_is_better else min(vals), m.higher_is_better)
     rows = {}
     if "SUPERB_local" in t.columns:  # already on the anchor's scale (anchor = 0): the ratio of the scores
-        tv = float(t.loc[teacher, "SUPERB_local"])
-        rows["SUPERB_local"] = {s: 100.0 * float(t.loc[s, "SUPERB_local"]) / tv if tv > 0 else math.nan
-                                for s in students}
+        tv = pd.to_numeric(pd.Series([t.loc[teacher, "SUPERB_local"]]), errors="coerce").fillna(math.nan)[0]
+        local = pd.to_numeric(t["SUPERB_local"], errors="coerce")  # None (no FBANK row to anchor on) -> NaN
+        rows["SUPERB_local"] = {s: 100.0 * float(local[s]) / tv if tv > 0 else math.nan for s in students}
         rows["SUPERB_local"]["teacher_gain"] = tv
     for col, (a, hib) in anchor.items():
         tv = float(t.loc[teacher, col])
@@ -524,7 +524,10 @@ def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path
     if bars:
         files.append(bars)
     if teacher is not None and teacher in ups:
-        students = students or [u for u in ups if u != teacher and u not in FBANK_ROWS]
+        # default students: the other rows under SUPERB's protocol (not the teacher's own --layer/fine-tune rows)
+        same_protocol = set(table.loc[table["protocol"] == DEFAULT_PROTOCOL, "upstream"]) if "protocol" in table \
+            else set(ups)
+        students = students or [u for u in ups if u != teacher and u not in FBANK_ROWS and u in same_protocol]
         distil = plot_distillation(table, ref, out_dir, teacher, [s for s in students if s in ups])
         if distil:
             files.append(distil)
