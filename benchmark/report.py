@@ -54,7 +54,8 @@ import pandas as pd
 
 from common.io import atomic_path, atomic_write_text
 
-from .results import COLUMNS, DEFAULT_PROTOCOL, LEGACY_WIDTHS
+from . import results
+from .results import DEFAULT_PROTOCOL
 from .superb_score import Reference, load_reference, superb_score
 from .upstream_stats import read_upstream_stats
 
@@ -96,9 +97,9 @@ def read_results_rows(path: Path) -> tuple[str, list[str]]:
             continue
         fields = next(csv.reader(io.StringIO(line)), [])
         problem = None
-        if len(fields) < len(header) and len(fields) in LEGACY_WIDTHS and header[:len(fields)] == COLUMNS[:len(fields)]:
-            line += "," * (len(header) - len(fields))  # a row written before the newest columns: they are empty
-        elif len(fields) != len(header):
+        # rows written before the newest columns existed are shorter (their missing trailing fields are empty)
+        oldest = results.COLUMNS.index("run_id") + 1 if "run_id" in header else len(header)
+        if not oldest <= len(fields) <= len(header):
             problem = f"{len(fields)} fields, expected {len(header)}"
         elif value_at is not None:
             try:
@@ -108,7 +109,7 @@ def read_results_rows(path: Path) -> tuple[str, list[str]]:
         if problem:
             log.warning("%s:%d: malformed row skipped (%s): %.80s", path, lineno, problem, line)
             continue
-        good.append(line)
+        good.append(line + "," * (len(header) - len(fields)))
     return lines[0], good
 
 

@@ -27,7 +27,6 @@ COLUMNS = ["upstream", "params", "checkpoint_hash", "task", "split", "metric", "
            "wall_time_s", "git_commit", "config_hash", "date", "lr", "fold", "layer", "layer_weights", "run_id",
            "protocol", "upstream_random"]
 RESULTS_FILE = "results.csv"
-LEGACY_WIDTHS = (COLUMNS.index("protocol"),)  # field counts of rows written before the newest columns
 DEFAULT_PROTOCOL = "weighted-sum"  # SUPERB's: frozen upstream, learnt softmax-weighted sum of all hidden states
 
 
