@@ -123,8 +123,8 @@ def _build(name: str, cfg: HubertConfig, checkpoint: str | Path | None, seed: in
     if not random_init:
         raise WeightsRequiredError(
             f"upstream {name!r} is a pretrained model and needs its weights: pass --upstream-ckpt PATH (s3prl's "
-            "-k: a fairseq .pt, s3prl .ckpt, Hugging Face dir or our format) or a checkpoint path as --upstream, "
-            "or --random-init for the randomly initialised architecture")
+            "-k: a fairseq .pt, s3prl .ckpt, Hugging Face dir or our format; run_distill.py: --teacher-ckpt) or "
+            "a checkpoint path as the upstream, or --random-init for the randomly initialised architecture")
     log.warning("%s: random initialisation (seed %d), not pretrained weights", name, seed)
     return random_upstream(cfg, seed, **kwargs)
 

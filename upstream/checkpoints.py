@@ -123,6 +123,15 @@ def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
         raise ConversionError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
 
 
+def _safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file's bytes; a truncated or corrupt file is a :class:`ConversionError` naming it."""
+    try:
+        return safetensors.torch.load(data)
+    except Exception as e:  # safetensors' SafetensorError (a Rust error type) for a bad header or short file
+        raise ConversionError(f"{path}: not a readable safetensors file ({_first_line(e)}; truncated or "
+                              "corrupt?)") from None
+
+
 def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
@@ -152,7 +161,7 @@ _PICKLE_OPCODES = {op.code for op in pickletools.opcodes}
 
 def _read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return safetensors.torch.load_file(str(path))
+        return _safetensors(path.read_bytes(), path)
     state = safe_torch_load(path, trust_pickle)
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: expected a state dict, got {type(state).__name__}")
@@ -192,10 +201,10 @@ def _load_ours(path: Path, **kwargs) -> Upstream:
     if meta["type"] == "transformers":  # a wavlm / data2vec-audio upstream (e.g. fine-tuned): transformers' config
         from .hf_families import transformers_upstream_from_state
 
-        return transformers_upstream_from_state(meta.get("model_type"), meta["config"], safetensors.torch.load(data),
+        return transformers_upstream_from_state(meta.get("model_type"), meta["config"], _safetensors(data, weights),
                                                 str(weights))
     model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
-    load_model_state(model, safetensors.torch.load(data), str(weights), optional=())
+    load_model_state(model, _safetensors(data, weights), str(weights), optional=())
     return HubertUpstream(model, include_pred_heads=kwargs.get("include_pred_heads",
                                                                meta.get("include_pred_heads", False)))
 

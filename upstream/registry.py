@@ -69,7 +69,8 @@ def build_upstream(name_or_path: str | Path, checkpoint: str | Path | None = Non
             return _BUILDERS[key](checkpoint=checkpoint, random_init=random_init, trust_pickle=trust_pickle,
                                   **kwargs)
         if checkpoint is not None or random_init:
-            flag = "a checkpoint (--upstream-ckpt)" if checkpoint is not None else "random_init (--random-init)"
+            flag = ("a checkpoint (--upstream-ckpt, --teacher-ckpt)" if checkpoint is not None
+                    else "random_init (--random-init)")
             raise ValueError(f"upstream {key!r} has no weights, so {flag} does not apply; pretrained names: "
                              f"{', '.join(sorted(_PRETRAINED))}")
         return _BUILDERS[key](**kwargs)
