@@ -69,7 +69,7 @@ def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | No
                              "either trains no head, like qbe, or the run has not reached its first dev evaluation)")
     known = {f.name for f in dataclasses.fields(RunOptions)}
     opts = {k: v for k, v in saved["options"].items() if k in known}
-    for key in ("data_root", "results_dir", "cache_dir"):
+    for key in ("data_root", "results_dir", "cache_dir", "upstream_ckpt"):
         if opts.get(key) is not None:
             opts[key] = Path(opts[key])
     opts.update(resume=False, lr_sweep=False, crash_after_step=None)
@@ -82,7 +82,9 @@ def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | No
     task = task_cls(load_config(task_cls.config_class, base=saved["task_config"]), options.data_root)
     task.skip_bad_audio = options.skip_bad_audio
     task.check_data()
-    upstream = build_upstream(options.upstream).to(options.device)
+    upstream = build_upstream(options.upstream, checkpoint=getattr(options, "upstream_ckpt", None),
+                              random_init=getattr(options, "random_init", False),
+                              trust_pickle=getattr(options, "trust_pickle", False)).to(options.device)
     upstream.eval()
     up_hash = weights_hash(upstream)
     if up_hash != saved["upstream_hash"]:
@@ -177,7 +179,8 @@ def evaluate_run(run_dir: str | Path, splits: Sequence[str], device: str | None 
     options = saved["options"]
     info = results.RunInfo(label, params, saved["upstream_hash"][:16], run_dir.parent.name, options.get("seed", 0),
                            saved.get("config_hash", ""), f"{run_dir.name}:reeval-{stamp}", run.task.fold(),
-                           run.ctx.layer)
+                           run.ctx.layer, results.protocol_name(run.ctx.layer, bool(options.get("upstream_trainable"))),
+                           bool(getattr(run.ctx.upstream, "random_init", False)))
     text = results.format_rows(info, metrics, int(summary.get("steps", 0)), time.time() - t0, summary.get("lr"),
                                run.model.weighted_sum.layer_weights())
     csv_path = results.append_rows(results_dir, text)
