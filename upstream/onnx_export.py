@@ -229,20 +229,21 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def quantized_path(out: str | Path, kind: str) -> Path:
-    """Where the second file of ``--quantize kind`` goes: ``model.onnx`` → ``model.int8.onnx`` / ``model.fp16.onnx``."""
+    """Where the second file of ``--quantize kind`` goes: ``m.onnx`` → ``m.int8.onnx`` / ``m.fp16.onnx``."""
     out = Path(out)
     tag = "int8" if kind == "dynamic" else kind
     return out.with_name(f"{out.stem}.{tag}{out.suffix or '.onnx'}")
 
 
 # onnxruntime's dynamic quantization of the weight matmuls. Stay fp32, and why:
-# * Conv (the waveform CNN, the Fbank stack conv, the grouped positional conv): ConvInteger has no fused int8 CPU
-#   kernel as fast as the fp32 one at these small channel counts, the grouped positional conv is not supported by
-#   it, and the first CNN layer sees raw audio, where 8-bit activations lose most (measured in bench/onnx_speed.py).
+# * Conv (the waveform CNN, the Fbank stack conv, the grouped positional conv): quantizing them too (ConvInteger,
+#   per-tensor uint8) was no faster on this 2-core AVX2 CPU for the demo's CNN student (fastest of 25 runs of 4 s:
+#   20 ms vs 16 ms with fp32 convs) and tripled its hidden-state error (4.1% relative vs 1.4%); the first CNN
+#   layer reads raw audio, where 8-bit activations lose most. Their weights are stored in fp16 instead (size only).
 # * MatMuls between two activations (attention scores and the attention-weighted values): MatMulConstBOnly keeps
 #   them fp32, since their per-tensor dynamic ranges change with every utterance.
-# * The Fbank front end's DFT and mel matmuls: int8 spectra would change log-mel features of quiet frames
-#   by orders of magnitude (the log amplifies their relative error); they are excluded by name.
+# * The Fbank front end's DFT and mel matmuls: the log after them amplifies the relative error of low-energy
+#   bins, which int8 rounding of the spectrum would make large; they are excluded by name.
 # * LayerNorm, GELU and softmax are not matmuls.
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
