@@ -10,7 +10,8 @@ anchor), every student dir and every int8 file run every task and seed through `
 ``RESULTS`` (finished runs are skipped on a rerun: their ``DONE`` marker). The report table (``RESULTS/REPORT.md``)
 then has one row per upstream, and this script prints per task the fp32 metric, the int8 metric and their
 difference, and SUPERB_local of both with their ratio (issue 20's goal: int8 keeps >= 97% of the fp32 student's
-SUPERB_local). Only runs of the tasks and seeds asked for are in the table.
+SUPERB_local). Only runs of the tasks and seeds asked for are in the table. Before the tasks it prints the int8
+file's relative hidden-state error on ``--feature-utts`` files of the corpus's ``unlabeled/`` pool.
 """
 from __future__ import annotations
 
@@ -37,6 +38,28 @@ def export_pair(student: Path, folder: Path) -> Path:
     return int8
 
 
+def feature_error(student: Path, int8: Path, audio_dir: Path, count: int) -> list[float]:
+    """Relative error ||int8 - fp32|| / ||fp32|| of every hidden state (all valid frames of ``count`` audio files
+    under ``audio_dir``, one utterance at a time): the int8 difference at the features, before any task."""
+    import torch
+
+    from common.audio import load_audio
+    from upstream import build_upstream
+
+    files = sorted(p for p in audio_dir.rglob("*") if p.suffix in (".wav", ".flac"))[:count]
+    fp, q = build_upstream(student).eval(), build_upstream(int8)
+    num, den = None, None
+    for f in files:
+        wav = load_audio(f)
+        with torch.inference_mode():
+            a, b = fp([wav]).hidden_states, q([wav]).hidden_states
+        d = [float(((x - y) ** 2).sum()) for x, y in zip(a, b)]
+        n = [float((x ** 2).sum()) for x in a]
+        num = d if num is None else [u + v for u, v in zip(num, d)]
+        den = n if den is None else [u + v for u, v in zip(den, n)]
+    return [(u / v) ** 0.5 for u, v in zip(num or [], den or [])]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--students", nargs="+", required=True, help="student dirs (PyTorch checkpoints)")
@@ -47,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results-dir", type=Path, default=Path("results/onnx_accuracy"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--fold", type=int, default=None, help="ER fold (default: the task config's)")
+    p.add_argument("--feature-utts", type=int, default=20,
+                   help="audio files of DATA_ROOT/unlabeled for the hidden-state error (0: skip)")
     args = p.parse_args(argv)
 
     import run_benchmark
@@ -57,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     tasks = list_tasks() if args.tasks == ["all"] else args.tasks
     students = [Path(s) for s in args.students]
     pairs = [(s, export_pair(s, args.results_dir / "onnx")) for s in students]
+    data_root = Path(args.data_root) if args.data_root else run_benchmark.DEFAULT_DATA_ROOT
+    if args.feature_utts > 0 and (data_root / "unlabeled").is_dir():
+        for student, int8 in pairs:
+            errors = feature_error(student, int8, data_root / "unlabeled", args.feature_utts)
+            print(f"{student.name}: int8 relative hidden-state error over {args.feature_utts} files of "
+                  f"{data_root / 'unlabeled'}: " + " ".join(f"{e:.4f}" for e in errors))
     upstreams = ["fbank", "fbank_no_cmvn"] + [str(u) for pair in pairs for u in pair]
     common = ["--results-dir", str(args.results_dir), "--profile", args.profile, "--resume"]
     common += ["--data-root", args.data_root] if args.data_root else []
