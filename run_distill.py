@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
     p.add_argument("--output", required=True, help="output directory (student checkpoint, logs, plots)")
     p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="autocast dtype (sets run.precision): bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, e.g. -o run.optim.lr=1e-4 (repeatable)")

@@ -37,3 +37,13 @@ def write_tone_corpus(folder: Path, count: int = 6, seconds: float = 1.0, seed: 
         write_audio(path, wav)
         paths.append(path)
     return paths
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for a torchrun rendezvous in tests (a fixed port collides when several
+    test runs share the machine)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from common.config import load_config
 from common.io import atomic_write_text
+from common.precision import autocast, check_precision, grad_scaler
 from .data import DataConfig, SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class RunConfig:
     # SCHEDULE_EVERY steps from the measured step time), so a run cut by its cap still decays its LR to zero
     # instead of stopping at a high LR mid-schedule
     fit_schedule_to_time: bool = False
+    # autocast dtype of the forward pass (common/precision.py): bf16 on CPU or GPU, fp16 on GPU only (GradScaler);
+    # weights, optimizer and checkpoints stay fp32. --precision sets it.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -97,7 +101,11 @@ def start_run(config_class: type, args) -> tuple:
     ``--max-steps``), the process group and the CPU thread count. Returns ``(config, DistEnv)``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
+    if getattr(args, "precision", None):
+        overrides.append(f"run.precision={args.precision}")
     cfg = load_config(config_class, args.config, overrides)
+    use_cuda = cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available())
+    check_precision(cfg.run.precision, "cuda" if use_cuda else "cpu", "--precision (run.precision)")
     env = setup_distributed(cfg.run.device)
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
@@ -151,6 +159,7 @@ class Trainer:
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg.max_steps, o.warmup_ratio))
+        self.scaler = grad_scaler(cfg.precision, env.device)
         self.model: nn.Module = self.objective
         if env.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -296,16 +305,19 @@ class Trainer:
             return None  # every rank must skip together, or DDP would wait forever
         _seed_step(self.cfg.seed, self.step, env.rank)
         batch = {k: v.to(env.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        out = self.model(batch)
+        with autocast(self.cfg.precision, env.device):
+            out = self.model(batch)
         global_frames = _all_reduce(out["frames"].detach().float().clone(), env).clamp(min=1)
         # DDP averages gradients over ranks, hence "* world": the result is d(global sum / global frames)
-        loss = out["loss_sum"] / global_frames * env.world
-        loss.backward()
+        loss = out["loss_sum"].float() / global_frames * env.world
+        self.scaler.scale(loss).backward()
         if after_backward is not None:
             after_backward(self.step)
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients (a no-op unless fp16 on GPU)
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in self.objective.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1

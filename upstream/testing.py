@@ -47,3 +47,31 @@ def random_wavs(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
     """Random float waveforms (1-D, amplitude ~0.1) of the given sample counts."""
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(n, generator=gen) * 0.1 for n in lengths]
+
+
+def tiny_family_model(family: str, seed: int = 0) -> nn.Module:
+    """A tiny random transformers base model of a supported family (HuBERT's CNN geometry, 32 channels, 2 layers x
+    64), perturbed and in eval mode. ``family``: "hubert", "wav2vec2", "wavlm", "data2vec-audio", or one of the
+    first three with "_stable_ln" (pre-LN layers, layer-norm CNN with conv bias)."""
+    import transformers
+
+    classes = {"hubert": (transformers.HubertConfig, transformers.HubertModel),
+               "wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model),
+               "wavlm": (transformers.WavLMConfig, transformers.WavLMModel),
+               "data2vec-audio": (transformers.Data2VecAudioConfig, transformers.Data2VecAudioModel)}
+    base, stable = (family[: -len("_stable_ln")], True) if family.endswith("_stable_ln") else (family, False)
+    if base not in classes:
+        raise ValueError(f"unknown family {family!r}; expected one of {sorted(classes)} (+ '_stable_ln')")
+    kwargs: dict = dict(conv_dim=[32] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
+                        hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2,
+                        num_conv_pos_embedding_groups=4, num_conv_pos_embeddings=16)
+    if base == "wavlm":
+        kwargs.update(num_buckets=32, max_bucket_distance=64)  # a small relative-position table
+    if base == "data2vec-audio":
+        kwargs.update(num_conv_pos_embeddings=3, conv_pos_kernel_size=5)  # 3 stacked positional convs
+    if stable:
+        kwargs.update(do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True)
+    config_cls, model_cls = classes[base]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return perturb_(model_cls(config_cls(**kwargs)), seed=seed + 1).eval()

@@ -157,15 +157,18 @@ class QueryByExample(Task):
         test, scores = self.evaluate_layer(ctx, "test", best)
         self._write_scores(ctx, "test", scores)
         sweep = "\n".join(f"{k}\t{dev_by_layer[k]['mtwv']:.6f}" for k in layers)
-        atomic_write_text(ctx.run_dir / "qbe_dev_layers.tsv", "layer\tdev_mtwv\n" + sweep + "\n")
         details = {"chosen_layer": best, "dev": dev_by_layer[best], "test": test}
-        atomic_write_text(ctx.run_dir / "qbe_twv.json", json.dumps(details, indent=2))
+        if getattr(ctx, "is_main", True):  # under torchrun, rank 0 alone writes
+            atomic_write_text(ctx.run_dir / "qbe_dev_layers.tsv", "layer\tdev_mtwv\n" + sweep + "\n")
+            atomic_write_text(ctx.run_dir / "qbe_twv.json", json.dumps(details, indent=2))
         # results rows: the detection metrics and the chosen layer (threshold details stay in qbe_twv.json)
         return {split: {"mtwv": m["mtwv"], "atwv": m["atwv"], "layer": float(best)}
                 for split, m in (("dev", dev_by_layer[best]), ("test", test))}
 
     def _write_scores(self, ctx, split: str, scores: np.ndarray) -> None:
         """``<run dir>/<split>_scores.tsv``: query, document, standardised score (what the detector output)."""
+        if not getattr(ctx, "is_main", True):
+            return
         s = self.qbe_set(split)
         rows = [f"{q.id}\t{d.id}\t{scores[i, j]:.4f}" for i, q in enumerate(s.queries)
                 for j, d in enumerate(s.documents)]

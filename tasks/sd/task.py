@@ -168,7 +168,8 @@ class SpeakerDiarization(Task):
         posteriors = ctx.predict(model, utts)
         der, segments = self.der(split, utts, posteriors, self.threshold, self.median)
         lines = [line for u in utts for line in rttm_lines(segments[u.id], u.id)]
-        atomic_write_text(ctx.run_dir / f"{split}.rttm", "\n".join(lines) + ("\n" if lines else ""))
+        if getattr(ctx, "is_main", True):  # under torchrun, rank 0 alone writes
+            atomic_write_text(ctx.run_dir / f"{split}.rttm", "\n".join(lines) + ("\n" if lines else ""))
         return {"der": der, "threshold": self.threshold, "median_frames": float(self.median),
                 "der_one_speaker": self.one_speaker_der(split)}
 
