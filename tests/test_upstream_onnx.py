@@ -239,4 +239,8 @@ def test_export_cli_bad_input(tmp_path, capsys):
     assert "no such file or directory" in capsys.readouterr().err
     assert run_distill.main(["export", "--student", "fbank", "--format", "onnx", "--out", str(tmp_path / "m.pt")]) == 2
     assert "ending in .onnx" in capsys.readouterr().err
+    (tmp_path / "d.onnx").mkdir()
+    argv = ["export", "--student", "fbank", "--format", "onnx", "--out", str(tmp_path / "d.onnx")]
+    assert run_distill.main(argv) == 2
+    assert "is a directory" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
