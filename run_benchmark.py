@@ -91,17 +91,16 @@ def cache_command(argv: list[str]) -> int:
     args = _cache_parser().parse_args(argv)
     root = args.cache_dir or default_cache_dir()
     if args.remove or args.unused_days is not None:
-        try:
-            removed = remove_cache_entries(root, args.remove, args.unused_days)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        removed = remove_cache_entries(root, args.remove, args.unused_days)  # ValueError: exit 2 via run_main
         for e in removed:
             print(f"removed {e.path.name}  {e.bytes / 1e9:.2f} GB  {e.upstream}")
         print(f"freed {sum(e.bytes for e in removed) / 1e9:.2f} GB")
         return 0
     entries = list_cache(root)
     print(f"{root}: {len(entries)} upstreams, {sum(e.bytes for e in entries) / 1e9:.2f} GB")
+    orphans = sum(e.orphans_removed for e in entries)
+    if orphans:
+        print(f"  removed {orphans} orphan .tmp files left by killed runs")
     for e in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "unknown"
         print(f"  {e.path.name}  {e.bytes / 1e9:7.2f} GB  {e.files:6d} files  last used {used}  {e.upstream}")

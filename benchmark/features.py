@@ -13,10 +13,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from common.audio import load_audio
+from common.audio import load_audio, require_samples
 from tasks.base import Utterance
 
-from .cache import FeatureCache
+from .cache import FeatureCache, upstream_min_samples
 
 Crop = tuple[float, float]
 
@@ -115,8 +115,9 @@ class LiveFeatures:
 
     def batch(self, utts: Sequence[Utterance], crops: Sequence[Crop | None] | None = None) -> FeatureBatch:
         wavs = []
+        min_samples = upstream_min_samples(self.upstream)
         for i, utt in enumerate(utts):
-            wav = load_utterance_audio(utt)
+            wav = require_samples(load_utterance_audio(utt), min_samples, utt.path, utt.id)
             crop = crops[i] if crops else None
             if crop is not None:
                 wav = wav[int(crop[0] * 16000): int((crop[0] + crop[1]) * 16000)]

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.io import atomic_write_text
 from common.precision import autocast, check_precision, grad_scaler
 from .data import DataConfig, SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
@@ -100,10 +100,12 @@ def start_run(config_class: type, args) -> tuple:
     """The common start of run_distill.py and run_pretrain.py: logging, the config (``--config`` + ``-o`` +
     ``--max-steps``), the process group and the CPU thread count. Returns ``(config, DistEnv)``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
+    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps is not None else [])
     if getattr(args, "precision", None):
         overrides.append(f"run.precision={args.precision}")
     cfg = load_config(config_class, args.config, overrides)
+    if cfg.run.max_steps < 1:  # 0 once meant "the YAML's steps" and a negative value an untrained model
+        raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
     use_cuda = cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available())
     check_precision(cfg.run.precision, "cuda" if use_cuda else "cpu", "--precision (run.precision)")
     env = setup_distributed(cfg.run.device)
@@ -117,6 +119,11 @@ def _all_reduce(t: torch.Tensor, env: DistEnv, op=None) -> torch.Tensor:
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t
 
+
+# settings a --resume may change (they take effect in the resumed run); any other change is refused
+# (common/run_record.py). max_steps: the LR schedule is re-drawn to the new end (Trainer.load_checkpoint).
+SAFE_ON_RESUME = frozenset(f"config.run.{k}" for k in (
+    "max_steps", "max_minutes", "checkpoint_every", "log_every", "threads", "device", "data.num_workers"))
 
 SCHEDULE_EVERY = 20  # steps between re-estimates of the step time (fit_schedule_to_time)
 
