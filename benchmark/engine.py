@@ -67,14 +67,19 @@ class RunOptions:
 class DownstreamModel(nn.Module):
     """Weighted sum over layers, then the task head: ``[layer, batch, frame, feature] -> head output``."""
 
-    def __init__(self, num_layers: int, head: nn.Module, layer: int | None = None):
+    def __init__(self, num_layers: int, head: nn.Module, layer: int | None = None,
+                 augment: nn.Module | None = None):
         super().__init__()
         self.weighted_sum = WeightedSum(num_layers, layer)
+        self.augment = augment  # e.g. SpecAugment on the weighted sum (ASR, SF); active in training mode only
         self.head = head
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> Any:
         device = next(self.head.parameters()).device
-        return self.head(self.weighted_sum(hidden.to(device)), lengths.to(device))
+        features = self.weighted_sum(hidden.to(device))
+        if self.augment is not None:
+            features = self.augment(features)
+        return self.head(features, lengths.to(device))
 
 
 class RunContext:
@@ -185,7 +190,8 @@ class RunContext:
     # ------------------------------------------------------------ model
     def build_model(self, task: Task) -> DownstreamModel:
         torch.manual_seed(self.options.seed)
-        model = DownstreamModel(self.num_layers, task.build_head(self.feature_dim), self.layer)
+        model = DownstreamModel(self.num_layers, task.build_head(self.feature_dim), self.layer,
+                                task.build_augment())
         return model.to(self.options.device)
 
     def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:
