@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for split, metrics in summary["metrics"].items():
             print(f"{task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if summary.get("skipped_audio"):
+            print(f"{task}: skipped {summary['skipped_audio']} bad audio file(s), listed in "
+                  f"{Path(summary['run_dir']) / 'skipped_audio.json'}")
         print(f"run folder: {summary['run_dir']}")
     if failed and len(tasks) > 1:
         print(f"error: {len(failed)} of {len(tasks)} tasks failed: {' '.join(failed)}", file=sys.stderr)
