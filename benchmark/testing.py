@@ -49,6 +49,19 @@ def build_tiny(**kwargs) -> TinyFrameUpstream:
     return TinyFrameUpstream(**kwargs)
 
 
+TINY_PRETRAINED = "tiny_pretrained_hubert"
+
+
+@register_upstream(TINY_PRETRAINED, pretrained=True)
+def build_tiny_pretrained(checkpoint=None, seed: int = 0, random_init: bool = False, **kwargs) -> Upstream:
+    """A pretrained-model name (the rule of upstream/builtin.py: weights or an explicit random init) whose
+    architecture is a 2-layer, 64-dim HuBERT: fast enough for engine tests."""
+    from upstream.builtin import _build
+    from upstream.testing import tiny_config
+
+    return _build(TINY_PRETRAINED, tiny_config(), checkpoint, seed, random_init, **kwargs)
+
+
 def tone(path: Path, index: int, seconds: float = 0.3, seed: int = 0) -> Path:
     """Write a 16 kHz tone (pitch from ``index``) with a little noise."""
     rng = np.random.default_rng(seed)

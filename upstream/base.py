@@ -34,6 +34,8 @@ class Upstream(nn.Module, abc.ABC):
 
     sample_rate: int = 16000
     downsample_rate: int = 320
+    # True when the weights are a random initialisation rather than trained ones (recorded in every results row)
+    random_init: bool = False
 
     def min_samples(self) -> int:
         """Shortest waveform that yields at least one frame."""
@@ -58,11 +60,18 @@ class Upstream(nn.Module, abc.ABC):
         """What, besides the weights, determines the features (overridden by parametrised upstreams)."""
         return {"type": type(self).__name__}
 
+    def hash_state(self) -> dict[str, torch.Tensor]:
+        """The tensors that determine the features (default: the whole state dict; HuBERT leaves out its
+        pretraining heads, which an exported copy does not carry)."""
+        return self.state_dict()
+
     def weights_hash(self) -> str:
-        """sha256 of :meth:`hash_config` and every state-dict tensor (name, dtype, shape, bytes): a feature-cache
-        key. Parameter-free upstreams hash their config only."""
+        """sha256 of :meth:`hash_config` and every :meth:`hash_state` tensor (name, dtype, shape, bytes): the
+        upstream's identity in the feature cache and the report. It covers what determines the features, not
+        incidental config (dropout rates, unused heads), so an exported and reloaded copy keeps it.
+        Parameter-free upstreams hash their config only."""
         h = hashlib.sha256(json.dumps(self.hash_config(), sort_keys=True, default=str).encode())
-        for name, tensor in sorted(self.state_dict().items()):
+        for name, tensor in sorted(self.hash_state().items()):
             t = tensor.detach().cpu().contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -9,6 +9,7 @@ from typing import Callable
 from .base import Upstream
 
 _BUILDERS: dict[str, Callable[..., Upstream]] = {}
+_PRETRAINED: set[str] = set()  # builders taking checkpoint= / random_init= / trust_pickle=
 # Modules of the package that hold no builders; every other module is imported on first lookup, so a new
 # upstream is one file with a decorated builder and nothing else to edit.
 _NOT_UPSTREAM_MODULES = {"base", "registry", "testing"}
@@ -25,13 +26,21 @@ def _discover() -> None:
             importlib.import_module(f"{__package__}.{info.name}")
 
 
-def register_upstream(name: str) -> Callable[[Callable[..., Upstream]], Callable[..., Upstream]]:
-    """Decorator: register ``builder(**kwargs) -> Upstream`` under ``name``."""
+def register_upstream(name: str, pretrained: bool = False) -> Callable[[Callable[..., Upstream]],
+                                                                      Callable[..., Upstream]]:
+    """Decorator: register ``builder(**kwargs) -> Upstream`` under ``name``.
+
+    ``pretrained=True``: the name stands for trained weights; the builder takes ``checkpoint=``, ``random_init=``
+    and ``trust_pickle=`` and must refuse to build without weights unless ``random_init`` (see
+    ``upstream/builtin.py``). Other builders (fbank, mfcc) have no weights to load.
+    """
     def wrap(builder: Callable[..., Upstream]) -> Callable[..., Upstream]:
         if name in _BUILDERS and _BUILDERS[name] is not builder:
             raise ValueError(f"upstream {name!r} is registered twice "
                              f"({_BUILDERS[name].__module__} and {builder.__module__})")
         _BUILDERS[name] = builder
+        if pretrained:
+            _PRETRAINED.add(name)
         return builder
     return wrap
 
@@ -41,17 +50,34 @@ def list_upstreams() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_upstream(name_or_path: str | Path, **kwargs) -> Upstream:
+def build_upstream(name_or_path: str | Path, checkpoint: str | Path | None = None, random_init: bool = False,
+                   trust_pickle: bool = False, **kwargs) -> Upstream:
     """Build a registered upstream by name, or load one from a checkpoint file or directory.
 
     Paths: a Hugging Face model dir, a fairseq HuBERT ``.pt``, an s3prl distiller ``.ckpt`` or our own format
     (see ``upstream/checkpoints.py``); an ``.onnx`` file written by ``run_distill.py export`` runs with onnxruntime
-    (``upstream/onnx_upstream.py``).
+    (``upstream/onnx_upstream.py``). A pretrained name (``hubert_base``, ...) needs ``checkpoint`` (its weights)
+    or ``random_init=True``; ``trust_pickle`` allows a full unpickle of a checkpoint you trust.
+
+    Raises ValueError (unknown name, conflicting arguments, a pretrained name without weights), FileNotFoundError,
+    ``ConversionError`` / ``UnsafeCheckpointError`` (unreadable or refused checkpoint).
     """
     key = str(name_or_path)
     _discover()
     if key in _BUILDERS:
+        if key in _PRETRAINED:
+            return _BUILDERS[key](checkpoint=checkpoint, random_init=random_init, trust_pickle=trust_pickle,
+                                  **kwargs)
+        if checkpoint is not None or random_init:
+            flag = ("a checkpoint (--upstream-ckpt, --teacher-ckpt)" if checkpoint is not None
+                    else "random_init (--random-init)")
+            raise ValueError(f"upstream {key!r} has no weights, so {flag} does not apply; pretrained names: "
+                             f"{', '.join(sorted(_PRETRAINED))}")
         return _BUILDERS[key](**kwargs)
+    if Path(key).exists() and (checkpoint is not None or random_init):
+        flag = "--upstream-ckpt" if checkpoint is not None else "--random-init"
+        raise ValueError(f"upstream {key!r} is a checkpoint path already; {flag} applies to a registered "
+                         f"pretrained name ({', '.join(sorted(_PRETRAINED))})")
     if Path(key).suffix == ".onnx" and Path(key).is_file():
         from .onnx_upstream import load_onnx_upstream
 
@@ -59,6 +85,6 @@ def build_upstream(name_or_path: str | Path, **kwargs) -> Upstream:
     if Path(key).exists():
         from .checkpoints import load_upstream_from_path
 
-        return load_upstream_from_path(Path(key), **kwargs)
+        return load_upstream_from_path(Path(key), trust_pickle=trust_pickle, **kwargs)
     raise ValueError(f"unknown upstream {key!r}: not a registered name and no such file or directory. "
                      f"Registered: {', '.join(list_upstreams())}")

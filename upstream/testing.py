@@ -4,7 +4,11 @@ Tiny models keep HuBERT's kernels and strides (so frame counts are real) with fe
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
+import types
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -47,6 +51,24 @@ def random_wavs(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
     """Random float waveforms (1-D, amplitude ~0.1) of the given sample counts."""
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(n, generator=gen) * 0.1 for n in lengths]
+
+
+@contextlib.contextmanager
+def foreign_class(qualified_name: str, namespace: dict | None = None) -> Iterator[type]:
+    """A class importable as ``qualified_name`` (e.g. ``fairseq.data.dictionary.Dictionary``) while the block runs,
+    so a test can pickle objects of a library that is not installed; the fake modules are removed afterwards."""
+    module_name, cls_name = qualified_name.rsplit(".", 1)
+    parts = module_name.split(".")
+    added = [".".join(parts[: i + 1]) for i in range(len(parts)) if ".".join(parts[: i + 1]) not in sys.modules]
+    for name in added:
+        sys.modules[name] = types.ModuleType(name)
+    cls = type(cls_name, (), dict(namespace or {}, __module__=module_name, __qualname__=cls_name))
+    setattr(sys.modules[module_name], cls_name, cls)
+    try:
+        yield cls
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
 
 
 def tiny_family_model(family: str, seed: int = 0) -> nn.Module:
