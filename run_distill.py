@@ -22,9 +22,10 @@ import yaml
 from common.config import to_dict
 from common.io import atomic_write_text
 from distill.config import DistillConfig
-from distill.data import SkipReport, collect_audio_files, scan_audio
 from distill.objectives import DistillObjective
-from distill.trainer import Trainer, start_run
+from training.cli import start_run
+from training.data import SkipReport, collect_audio_files, scan_audio
+from training.loop import Trainer
 from upstream import build_upstream
 from upstream.base import count_parameters
 from upstream.checkpoints import save_upstream

@@ -26,13 +26,15 @@ import yaml
 
 from common.config import to_dict
 from common.io import atomic_write_text
-from distill.data import SkipReport, collect_audio_files, scan_audio
-from distill.trainer import DistEnv, Trainer, start_run
 from pretrain.config import PretrainConfig
 from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
                              mfcc_features, save_labels)
 from pretrain.objective import MaskedPrediction
+from training.cli import start_run
+from training.data import SkipReport, collect_audio_files, scan_audio
+from training.distributed import DistEnv
+from training.loop import Trainer
 from upstream.base import count_parameters
 from upstream.checkpoints import save_upstream
 from upstream.hubert import HubertModel, HubertUpstream

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from common.audio import AudioError
 from common.io import atomic_path, atomic_write_text
-from tasks.base import Utterance
+from common.tensors import module_device
+from common.utterance import Utterance, load_utterance_audio
 
 from .batching import eval_batches
 
@@ -74,7 +75,6 @@ class FeatureCache:
         self.source = source  # what the user asked for (name or path), recorded for `run_benchmark.py cache`
         self._keys: dict[tuple, str] = {}
         self._use_recorded = False  # upstream.json is written once per run, not once per split
-        self.extracted = 0  # utterances extracted by this object (tests assert a second run extracts none)
 
     def _key(self, utt: Utterance) -> str:
         k = (utt.id, str(utt.path), utt.start, utt.duration)
@@ -102,8 +102,8 @@ class FeatureCache:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(features, dtype=np.float16))
 
-    def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, load_audio: Callable[[Utterance], torch.Tensor],
-               max_seconds: float, on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
+    def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, max_seconds: float,
+               on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
         """Extract the utterances not cached yet, batched by length under ``torch.inference_mode``.
 
         ``on_bad_audio`` (``--skip-bad-audio``) receives unreadable utterances instead of raising. Returns the
@@ -115,7 +115,7 @@ class FeatureCache:
         missing = [u for u in utts if not self.has(u)]
         if not missing:
             return 0
-        device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+        device = module_device(upstream)
         done = 0
         batches = eval_batches([u.duration for u in missing], max_seconds)
         with tqdm(total=len(missing), desc="extracting features", unit="utt", leave=False) as bar:
@@ -123,7 +123,7 @@ class FeatureCache:
                 batch, wavs = [], []
                 for i in idx:
                     try:
-                        wavs.append(load_audio(missing[i]).to(device))
+                        wavs.append(load_utterance_audio(missing[i]).to(device))
                         batch.append(missing[i])
                     except AudioError as e:
                         if on_bad_audio is None:
@@ -138,7 +138,6 @@ class FeatureCache:
                         self.save(utt, feats.to(torch.float16).cpu().numpy())
                     done += len(batch)
                 bar.update(len(idx))
-        self.extracted += done
         return done
 
     def _record_use(self, upstream: torch.nn.Module) -> None:

@@ -22,15 +22,17 @@ from torch import nn
 from common.audio import AudioError
 from common.config import to_dict
 from common.io import atomic_write_text
+from common.tensors import module_device
+from common.utterance import Utterance, load_utterance_audio
 from downstream.weighted_sum import WeightedSum
-from tasks.base import SPLITS, Task, Utterance
+from tasks.base import SPLITS, Task
 from tasks.registry import build_task
 from upstream import build_upstream
 
 from . import results
 from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, weights_hash
-from .features import CachedFeatures, FeatureBatch, HeldArrays, LiveFeatures, load_utterance_audio
+from .features import CachedFeatures, FeatureBatch, HeldArrays, LiveFeatures
 from .trainer import train
 from .upstream_stats import write_upstream_stats
 
@@ -71,7 +73,7 @@ class DownstreamModel(nn.Module):
         self.head = head
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> Any:
-        device = next(self.head.parameters()).device
+        device = module_device(self.head)
         return self.head(self.weighted_sum(hidden.to(device)), lengths.to(device))
 
 
@@ -91,7 +93,7 @@ class RunContext:
                       if use_cache else None)
         self.held = HeldArrays(int(options.feature_ram_gb * 2**30))
         with torch.inference_mode():
-            probe = upstream([torch.zeros(16000, device=_device_of(upstream))])
+            probe = upstream([torch.zeros(16000, device=module_device(upstream))])
         self.num_layers = len(probe.hidden_states)
         self.feature_dim = int(probe.hidden_states[0].shape[-1])
         self.layer = None if options.layer is None else WeightedSum(self.num_layers, options.layer).layer
@@ -114,8 +116,7 @@ class RunContext:
         """Extract missing features into the cache; returns ``utts`` minus skipped bad audio."""
         on_bad = self._record_bad if self.options.skip_bad_audio else None
         if self.cache is not None:
-            self.cache.ensure(utts, self.upstream, load_utterance_audio, self.task.config.batch.eval_max_seconds,
-                              on_bad)
+            self.cache.ensure(utts, self.upstream, self.task.config.batch.eval_max_seconds, on_bad)
         elif on_bad is not None:
             for u in utts:
                 if u.id not in self.bad_audio:
@@ -224,10 +225,6 @@ class RunContext:
             {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
              "chosen_lr": best}, indent=2))
         return best
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 def run_task(options: RunOptions) -> dict:

@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from common.audio import load_audio
-from tasks.base import Utterance
+from common.tensors import module_device
+from common.utterance import Utterance, load_utterance_audio
 
 from .cache import FeatureCache
 
@@ -28,12 +28,6 @@ class FeatureBatch:
     hidden: torch.Tensor
     lengths: torch.Tensor
     utts: list[Utterance]
-
-
-def load_utterance_audio(utt: Utterance) -> torch.Tensor:
-    """The utterance's slice as a 16 kHz mono float32 ``[time]`` tensor."""
-    whole = utt.start == 0.0 and utt.duration <= 0.0
-    return load_audio(utt.path, start=utt.start, duration=None if whole else utt.duration)
 
 
 def _pad(arrays: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +105,7 @@ class LiveFeatures:
 
     def __init__(self, upstream: torch.nn.Module, layer: int | None = None, trainable: bool = False):
         self.upstream, self.layer, self.trainable = upstream, layer, trainable
-        self.device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+        self.device = module_device(upstream)
 
     def batch(self, utts: Sequence[Utterance], crops: Sequence[Crop | None] | None = None) -> FeatureBatch:
         wavs = []

@@ -9,6 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.io import atomic_write_text
+from common.tensors import module_device
 
 
 def count_macs_per_second(upstream: torch.nn.Module) -> float:
@@ -16,7 +17,7 @@ def count_macs_per_second(upstream: torch.nn.Module) -> float:
 
     Operations the counter does not know (e.g. FFTs in a filterbank) count as zero.
     """
-    device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+    device = module_device(upstream)
     wav = torch.randn(16000, device=device) * 0.1
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         upstream([wav])
@@ -25,7 +26,7 @@ def count_macs_per_second(upstream: torch.nn.Module) -> float:
 
 def real_time_factor(upstream: torch.nn.Module, seconds: float = 4.0, repeats: int = 3) -> float:
     """Best-of-``repeats`` forward time divided by audio duration (batch of one ``seconds`` utterance)."""
-    device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+    device = module_device(upstream)
     wav = torch.randn(int(16000 * seconds), device=device) * 0.1
     best = float("inf")
     with torch.inference_mode():

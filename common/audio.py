@@ -47,6 +47,19 @@ def load_audio(path: str | Path, start: float = 0.0, duration: float | None = No
     return out
 
 
+def audio_duration(path: str | Path) -> float:
+    """Duration of an audio file in seconds, from its header.
+
+    An unreadable file gives 0.0 instead of raising, so that a loader can list it: the engine reports it
+    by name when it loads the audio (or skips and records it with ``--skip-bad-audio``).
+    """
+    try:
+        info = sf.info(str(path))
+    except Exception:  # soundfile raises several types for the same problem; the engine reports it later
+        return 0.0
+    return info.frames / info.samplerate
+
+
 def write_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write 16-bit PCM (FLAC when the suffix says so), atomically."""
     from .io import atomic_path

@@ -1,7 +1,7 @@
 """The distillation objective: a frozen teacher, a student ``HubertModel`` and the losses between them.
 
 ``DistillObjective.forward(batch)`` follows the trainer's contract (``loss_sum``, ``frames``, ``parts``; see
-``distill/trainer.py``). Teacher targets come through the upstream contract (any registered upstream works as a
+``training/loop.py``). Teacher targets come through the upstream contract (any registered upstream works as a
 teacher for the regression losses); deriving the student's shape, initialising it and the discriminative loss need
 a HuBERT-like teacher (``upstream.hubert.HubertUpstream``).
 """
@@ -13,11 +13,12 @@ import logging
 import torch
 from torch import nn
 
+from common.tensors import frame_mask
 from upstream.base import Upstream
 from upstream.hubert import HubertModel, HubertUpstream, init_student_from_teacher, student_config_from_teacher
 
 from .config import DistillConfig, ObjectiveConfig
-from .losses import codeword_kl_frame_loss, masked_sum, regression_frame_loss, valid_frames
+from .losses import codeword_kl_frame_loss, masked_sum, regression_frame_loss
 
 log = logging.getLogger(__name__)
 MAX_FRAME_MISMATCH = 2  # teacher and student frame counts may differ by rounding at the edges, never more
@@ -180,7 +181,7 @@ class DistillObjective(nn.Module):
             t_states, t_len = self._teacher_states(wav, lengths)
             preds, s_len = self._student_predictions(wav, lengths)
         frames = min(t_states[0].shape[1], preds[0].shape[1])
-        valid = valid_frames(torch.minimum(t_len, s_len), frames)
+        valid = frame_mask(torch.minimum(t_len, s_len), frames)
         obj = self.cfg.objective
         parts: dict[str, torch.Tensor] = {}
         total = wav.new_zeros(())

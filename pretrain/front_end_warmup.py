@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.losses import valid_frames
+from common.tensors import frame_mask
 from upstream.fbank import FbankUpstream
 from upstream.hubert import HubertModel
 
@@ -67,7 +67,7 @@ class FrontEndRegression(nn.Module):
         features, frame_lengths = self.front_end(wav, lengths)
         predicted = self.head(self.feature_projection(features))
         targets, exists = self.targets(wav, lengths, predicted.shape[1])
-        valid = valid_frames(frame_lengths, predicted.shape[1]) & exists
+        valid = frame_mask(frame_lengths, predicted.shape[1]) & exists
         error = F.l1_loss(predicted, targets, reduction="none").mean(-1)
         loss = error[valid].sum()
         return {"loss_sum": loss, "frames": valid.sum(), "parts": {"l1": loss.detach()}}

@@ -1,4 +1,4 @@
-"""HuBERT's masked prediction as a trainer objective (see ``distill/trainer.py`` for the contract).
+"""HuBERT's masked prediction as a trainer objective (see ``training/loop.py`` for the contract).
 
 Built from torchaudio's HuBERT pretraining pieces where they fit: span masks come from torchaudio's
 ``_compute_mask_indices`` (fairseq's algorithm: ``mask_prob`` 0.8 / span 10 → 8% of frames start a span).
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.models.wav2vec2.components import _compute_mask_indices
 
-from distill.losses import valid_frames
+from common.tensors import frame_mask
 from upstream.hubert import HubertModel, HubertUpstream
 
 SAMPLE_RATE = 16000
@@ -74,7 +74,7 @@ class MaskedPrediction(nn.Module):
         wav, lengths = batch["wav"], batch["wav_lengths"]
         frame_lengths = self.model.frame_lengths(lengths)
         num_frames = int(frame_lengths.max())
-        valid = valid_frames(frame_lengths, num_frames)
+        valid = frame_mask(frame_lengths, num_frames)
         mask = _compute_mask_indices((wav.shape[0], num_frames), (~valid).cpu(), self.masking.mask_prob,
                                      self.masking.mask_length, min_masks=self.masking.min_masks)
         mask = mask.to(wav.device) & valid

@@ -3,7 +3,7 @@
 Outputs: data/mini_superb and results/demo (quick: data/mini_superb_tiny and results/demo_quick).
 Stages, each skipped when its output exists from a run with the same settings (a ``.demo_stage.json`` marker beside
 the output records them; other settings rebuild the stage):
-  1. corpus     python -m tasks.synth --out data/mini_superb --size small (quick: tiny)
+  1. corpus     python -m synth --out data/mini_superb --size small (quick: tiny)
   2. pretrain   run_pretrain.py → results/demo/hubert_mini (the teacher; the registered ``hubert_mini`` loads it)
   3. distil     run_distill.py → results/demo/distilhubert_mini_cnn and results/demo/distilhubert_mini_fbank
                 (both at once; logs in results/demo/logs)
@@ -154,7 +154,7 @@ class Stages:
             return
         if self.cached(self.data, "corpus"):
             return
-        if run([PY, "-m", "tasks.synth", "--out", str(self.data), "--size", self.budget.corpus_size]) != 0:
+        if run([PY, "-m", "synth", "--out", str(self.data), "--size", self.budget.corpus_size]) != 0:
             raise StageFailed("corpus synthesis failed; later stages need it", fatal=True)
         self.mark_done(self.data, "corpus")
 

@@ -68,29 +68,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
+from common.utterance import Utterance
+
 if TYPE_CHECKING:  # the engine imports tasks, not the other way round
     from benchmark.engine import RunContext
 
 SPLITS = ("train", "dev", "test")
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One supervised piece of audio (lhotse-style record); nothing past the loader sees the dataset layout.
-
-    id: unique within the task (used as the cache key together with the audio's identity).
-    path: audio file; ``start``/``duration`` (seconds) select a slice — ``duration`` is always the slice length.
-    speaker: speaker id ('' when unknown). label: the target (class name, tuple of slot values, phone list, ...).
-    transcript: the text, for tasks that have one.
-    """
-
-    id: str
-    path: Path
-    duration: float
-    start: float = 0.0
-    speaker: str = ""
-    label: Any = None
-    transcript: str = ""
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -169,7 +152,7 @@ class Task(abc.ABC):
                     f"task {self.name!r}: dataset folder {self.data_root / d} not found. Expected layout: "
                     f"{self.layout_help or d} (see docs/DATA_LAYOUTS.md). Set --data-root to the folder holding "
                     f"{', '.join(self.dataset_dirs)}, or build the offline corpus: "
-                    f"python -m tasks.synth --out data/mini_superb --size tiny")
+                    f"python -m synth --out data/mini_superb --size tiny")
 
     @abc.abstractmethod
     def load_split(self, split: str) -> list[Utterance]:
@@ -226,21 +209,6 @@ class Task(abc.ABC):
 
 
 # ---------------------------------------------------------------- helpers shared by loaders and tasks
-def audio_duration(path: str | Path) -> float:
-    """Duration of an audio file in seconds, from its header.
-
-    An unreadable file gives 0.0 instead of raising, so that a loader can list it: the engine reports it by name
-    when it loads the audio (or skips and records it with ``--skip-bad-audio``).
-    """
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except Exception:  # soundfile raises several types for the same problem; the engine reports it later
-        return 0.0
-    return info.frames / info.samplerate
-
-
 def require_file(path: Path, task: str, what: str) -> Path:
     """``path`` if it exists, else a :class:`DatasetNotFoundError` saying what the file should hold."""
     if not path.exists():

@@ -17,13 +17,15 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from common import datasets
+from common.audio import audio_duration
 from downstream.pooled_linear import PooledLinearHead
 
-from .base import Task, TaskConfig, Utterance, accuracy_percent, audio_duration, require_file
+from .base import Task, TaskConfig, Utterance, accuracy_percent, require_file
 from .classification import PooledHeadConfig
 from .registry import register_task
 
-FSC_DIR = "fluent_speech_commands_dataset"
+FSC_DIR = datasets.FLUENT
 SLOTS = ("action", "object", "location")
 CSV = {"train": "train_data.csv", "dev": "valid_data.csv", "test": "test_data.csv"}
 

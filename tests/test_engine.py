@@ -17,8 +17,10 @@ from benchmark import results
 from benchmark.batching import epoch_batches, eval_batches, pack_by_seconds
 from benchmark.cache import FeatureCache, list_cache, remove_cache_entries, weights_hash
 from benchmark.engine import RunOptions, run_task
-from benchmark.features import CachedFeatures, HeldArrays, load_utterance_audio
-from benchmark.testing import TINY_UPSTREAM, TinyFrameUpstream, write_fsc, write_speech_commands
+from benchmark.features import CachedFeatures, HeldArrays
+from common.utterance import load_utterance_audio
+from tests.fixtures.datasets import write_fsc, write_speech_commands
+from tests.fixtures.upstreams import TINY_UPSTREAM, TinyFrameUpstream
 from benchmark.trainer import SimulatedCrash
 from tasks.registry import build_task
 
@@ -44,7 +46,7 @@ def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
     up = TinyFrameUpstream().eval()
     utts = build_task("ic", data_root).load_split("train")
     cache = FeatureCache(tmp_path, weights_hash(up))
-    assert cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    assert cache.ensure(utts, up, max_seconds=10.0) == len(utts)
     for u in utts:
         with torch.inference_mode():
             fresh = torch.stack(up([load_utterance_audio(u)]).hidden_states)[:, 0]  # [layer, frame, feature]
@@ -55,7 +57,7 @@ def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
         assert isinstance(one_layer, np.memmap)  # only that layer is read from disk
         np.testing.assert_array_equal(one_layer[0], cached[1])
     again = FeatureCache(tmp_path, weights_hash(up))
-    assert again.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == 0
+    assert again.ensure(utts, up, max_seconds=10.0) == 0
     # Other weights -> another hash -> a miss.
     assert weights_hash(TinyFrameUpstream(seed=1)) != weights_hash(up)
 
@@ -66,18 +68,18 @@ def test_tasks_naming_the_same_audio_differently_share_its_features(data_root, t
     up = TinyFrameUpstream().eval()
     utts = build_task("ic", data_root).load_split("train")
     cache = FeatureCache(tmp_path, weights_hash(up))
-    assert cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    assert cache.ensure(utts, up, max_seconds=10.0) == len(utts)
     renamed = [dataclasses.replace(u, id=f"other-task/{u.id}") for u in utts]  # as SID and ASV name VoxCeleb files
-    assert cache.ensure(renamed, up, load_utterance_audio, max_seconds=10.0) == 0
+    assert cache.ensure(renamed, up, max_seconds=10.0) == 0
     sliced = [dataclasses.replace(u, duration=u.duration / 2) for u in utts]  # another slice is other audio
-    assert cache.ensure(sliced, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    assert cache.ensure(sliced, up, max_seconds=10.0) == len(utts)
 
 
 def test_features_held_in_ram_are_read_once_up_to_the_limit(data_root, tmp_path, monkeypatch):
     up = TinyFrameUpstream().eval()
     utts = build_task("ic", data_root).load_split("train")
     cache = FeatureCache(tmp_path, weights_hash(up))
-    cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0)
+    cache.ensure(utts, up, max_seconds=10.0)
     reads = []
     original = FeatureCache.load
     monkeypatch.setattr(FeatureCache, "load", lambda self, u, layer=None: reads.append(u.id) or original(self, u, layer))
@@ -104,7 +106,7 @@ def test_cache_is_listed_with_its_upstreams_and_pruned_on_request(data_root, tmp
     utts = build_task("ic", data_root).load_split("train")
     for seed, source in ((0, "teacher_v1"), (1, "teacher_v2")):
         up = TinyFrameUpstream(seed=seed).eval()
-        FeatureCache(tmp_path, weights_hash(up), source).ensure(utts, up, load_utterance_audio, max_seconds=10.0)
+        FeatureCache(tmp_path, weights_hash(up), source).ensure(utts, up, max_seconds=10.0)
     entries = list_cache(tmp_path)
     assert sorted(e.upstream for e in entries) == ["teacher_v1", "teacher_v2"]
     assert all(e.files == len(utts) and e.bytes > 0 and e.last_used > 0 for e in entries)
@@ -281,7 +283,8 @@ KILLABLE_RUN = """
 import sys
 from pathlib import Path
 from benchmark.engine import RunOptions, run_task
-from benchmark.testing import TINY_UPSTREAM
+from tests.fixtures.upstreams import register_tiny_upstream
+TINY_UPSTREAM = register_tiny_upstream()
 run_task(RunOptions(upstream=TINY_UPSTREAM, task="ic", data_root=Path(sys.argv[1]), results_dir=Path(sys.argv[2]),
                     max_steps=120, cache_dir=Path(sys.argv[3]), overrides=sys.argv[4:], device="cpu", resume=True))
 """

@@ -77,7 +77,8 @@ def test_task_results_rows_are_unchanged(tiny_corpus, tmp_path, one_thread, task
 
 def test_distillation_loss_history_is_unchanged(tmp_path, one_thread):
     import run_distill
-    from distill.testing import tiny_teacher, write_tone_corpus
+    from tests.fixtures.datasets import write_tone_corpus
+    from tests.fixtures.upstreams import tiny_teacher
     from upstream.checkpoints import save_upstream
 
     write_tone_corpus(tmp_path / "audio", count=6)

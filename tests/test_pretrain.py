@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import run_pretrain
-from distill.testing import tiny_teacher_config, write_tone_corpus
+from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.upstreams import tiny_teacher_config
 from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import LabelConfig, fit_kmeans_labels, mfcc_features
 from pretrain.objective import MaskedPrediction, MaskingConfig

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synth import voices
-from tasks.synth.build import MANIFEST, build_corpus
+from synth import voices
+from synth.build import MANIFEST, build_corpus
 
 
 def _manifest(root: Path) -> dict[str, str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.testing import write_all
+from tests.fixtures.datasets import write_all
 from tasks.base import DatasetNotFoundError
 from tasks.registry import build_task
 

@@ -15,7 +15,7 @@ import transformers
 
 from upstream import build_upstream
 from upstream.checkpoints import export_hf, load_upstream_from_path
-from upstream.testing import TINY_CONV_SPEC, perturb_, random_wavs, tiny_hf_config
+from tests.fixtures.upstreams import TINY_CONV_SPEC, perturb_, random_wavs, tiny_hf_config
 
 LENGTHS = [400, 1234, 16000]
 VARIANTS = {

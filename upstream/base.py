@@ -11,6 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from common.tensors import module_device
+
 
 @dataclass
 class UpstreamOutput:
@@ -51,7 +53,7 @@ class Upstream(nn.Module, abc.ABC):
     def num_hidden_states(self) -> int:
         """Length of ``hidden_states`` (layers + 1 for transformer upstreams)."""
         with torch.inference_mode():
-            device = next((p.device for p in self.parameters()), torch.device("cpu"))
+            device = module_device(self)
             return len(self.forward([torch.zeros(self.min_samples() * 2, device=device)]).hidden_states)
 
     def hash_config(self) -> dict:

@@ -11,7 +11,7 @@ from .base import Upstream
 _BUILDERS: dict[str, Callable[..., Upstream]] = {}
 # Modules of the package that hold no builders; every other module is imported on first lookup, so a new
 # upstream is one file with a decorated builder and nothing else to edit.
-_NOT_UPSTREAM_MODULES = {"base", "registry", "testing"}
+_NOT_UPSTREAM_MODULES = {"base", "registry"}
 _discovered = False
 
 

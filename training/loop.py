@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,86 +26,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from common.config import load_config
 from common.io import atomic_path, atomic_write_text
-from .data import DataConfig, SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
+
+from .config import RunConfig
+from .data import SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
+from .distributed import DistEnv, all_reduce
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OptimConfig:
-    """AdamW with linear warm-up then linear decay (s3prl's distiller runner: lr 2e-4, 7% warm-up, clip 5)."""
-
-    lr: float = 2.0e-4
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1.0e-6
-    weight_decay: float = 1.0e-6
-    warmup_ratio: float = 0.07
-    grad_clip: float = 5.0
-
-
-@dataclass
-class RunConfig:
-    max_steps: int = 200000
-    seed: int = 0
-    checkpoint_every: int = 2500
-    log_every: int = 50
-    device: str = "auto"   # "auto" = cuda when available (one GPU per rank), else cpu
-    threads: int = 0       # torch CPU threads per process; 0 = leave torch's default
-    max_minutes: float = 0.0  # wall-clock cap (0 = none): stop early, checkpointed, e.g. to keep a demo on budget
-    # with max_minutes: shorten the LR schedule to the steps that fit in the cap (re-estimated every
-    # SCHEDULE_EVERY steps from the measured step time), so a run cut by its cap still decays its LR to zero
-    # instead of stopping at a high LR mid-schedule
-    fit_schedule_to_time: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-
-
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str = "auto") -> DistEnv:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1): gloo on CPU, nccl on GPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return DistEnv(rank, world, dev)
-
-
-def start_run(config_class: type, args) -> tuple:
-    """The common start of run_distill.py and run_pretrain.py: logging, the config (``--config`` + ``-o`` +
-    ``--max-steps``), the process group and the CPU thread count. Returns ``(config, DistEnv)``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
-    cfg = load_config(config_class, args.config, overrides)
-    env = setup_distributed(cfg.run.device)
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
-    return cfg, env
-
-
-def _all_reduce(t: torch.Tensor, env: DistEnv, op=None) -> torch.Tensor:
-    if env.world > 1:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
-
 
 SCHEDULE_EVERY = 20  # steps between re-estimates of the step time (fit_schedule_to_time)
 
@@ -119,14 +44,13 @@ def _seed_step(seed: int, step: int, rank: int) -> None:
     random.seed(s)
 
 
-def _lr_lambda(max_steps: int, warmup_ratio: float) -> Callable[[int], float]:
-    warmup = max(1, int(math.ceil(max_steps * warmup_ratio)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (max_steps - step) / max(1, max_steps - warmup))
-    return factor
+def lr_factor(step: int, horizon: int, warmup_ratio: float) -> float:
+    """The LR multiplier at optimiser ``step`` (0-based) of a schedule ending at ``horizon``: linear warm-up over
+    ``ceil(horizon * warmup_ratio)`` steps (at least 1), then linear decay to 0 at ``horizon``."""
+    warmup = max(1, int(math.ceil(horizon * warmup_ratio)))
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (horizon - step) / max(1, horizon - warmup))
 
 
 def _rng_state() -> dict:
@@ -161,13 +85,14 @@ class Trainer:
             raise ValueError("the objective has no trainable parameters")
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg.max_steps, o.warmup_ratio))
+        self.horizon = cfg.max_steps  # the step the LR schedule ends at (fewer with fit_schedule_to_time)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, self.horizon, o.warmup_ratio))
         self.model: nn.Module = self.objective
         if env.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         self.step, self.epoch, self.batch_pos = 0, 0, 0
-        self.horizon = cfg.max_steps  # the step the LR schedule ends at (fewer with fit_schedule_to_time)
         self.history: list[dict] = []
         self.run_config_dict = run_config_dict or {}
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
@@ -285,12 +210,11 @@ class Trainer:
         self._set_horizon(int(horizon.item()))
 
     def _set_horizon(self, horizon: int) -> None:
-        self.horizon = horizon
-        factor = _lr_lambda(horizon, self.cfg.optim.warmup_ratio)
-        self.scheduler.lr_lambdas = [factor] * len(self.optimizer.param_groups)
-        # LambdaLR applies a new lambda from the next step(): set this step's LR now, so it follows the new curve
+        self.horizon = horizon  # the scheduler's lr_factor reads it from the next step() on
+        # set this step's LR now too, so that it follows the new curve
+        factor = lr_factor(self.scheduler.last_epoch, horizon, self.cfg.optim.warmup_ratio)
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-            group["lr"] = base * factor(self.scheduler.last_epoch)
+            group["lr"] = base * factor
 
     def _out_of_time(self, started: float) -> bool:
         """Whether ``max_minutes`` has passed (decided on rank 0 and shared, so all ranks stop together)."""
@@ -304,12 +228,12 @@ class Trainer:
     def _train_step(self, batch: dict, after_backward: Callable[[int], None] | None) -> dict | None:
         env = self.env
         has_data = torch.tensor(float(batch["wav"].shape[0] > 0), device=env.device)
-        if _all_reduce(has_data, env, dist.ReduceOp.MIN if env.world > 1 else None).item() == 0:
+        if all_reduce(has_data, env, dist.ReduceOp.MIN if env.world > 1 else None).item() == 0:
             return None  # every rank must skip together, or DDP would wait forever
         _seed_step(self.cfg.seed, self.step, env.rank)
         batch = {k: v.to(env.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         out = self.model(batch)
-        global_frames = _all_reduce(out["frames"].detach().float().clone(), env).clamp(min=1)
+        global_frames = all_reduce(out["frames"].detach().float().clone(), env).clamp(min=1)
         # DDP averages gradients over ranks, hence "* world": the result is d(global sum / global frames)
         loss = out["loss_sum"] / global_frames * env.world
         loss.backward()
@@ -322,7 +246,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         sums = torch.stack([out["loss_sum"].detach().float()] + [v.detach().float() for v in out["parts"].values()])
-        sums = _all_reduce(sums, env) / global_frames
+        sums = all_reduce(sums, env) / global_frames
         record = {"step": self.step, "loss": float(sums[0]), "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(grad_norm)}
         record.update({name: float(v) for name, v in zip(out["parts"], sums[1:])})
