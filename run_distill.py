@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from common.cli import run_main
 from common.config import to_dict
 from common.io import atomic_write_text
 from distill.config import DistillConfig
@@ -62,7 +63,12 @@ def export_student(objective: DistillObjective) -> HubertUpstream:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
     args = parse_args(argv)
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg, env = start_run(DistillConfig, args)
     out = Path(args.output)
     torch.manual_seed(cfg.run.seed)  # same student init on every rank (DDP also broadcasts rank 0's weights)

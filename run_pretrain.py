@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from common.cli import run_main
 from common.config import to_dict
 from common.io import atomic_write_text
 from pretrain.config import PretrainConfig
@@ -92,7 +93,12 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
     args = parse_args(argv)
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg, env = start_run(PretrainConfig, args)
     out = Path(args.output)
     started = time.time()

@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _run_parser().parse_args(argv)
     from benchmark.engine import RunOptions, run_task
-    from common.config import ConfigError
-    from tasks.base import DatasetNotFoundError
+    from common.cli import print_error, user_error
     from tasks.registry import list_tasks
 
     data_root = args.data_root or DEFAULT_DATA_ROOT
@@ -143,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             options.device = args.device
         try:
             summary = run_task(options)
-        except (ConfigError, DatasetNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 — user_error lets bugs through with their traceback
+            line = user_error(e)
+            if line is None:
+                raise
+            print_error(line)
             failed.append(task)
             continue
         for split, metrics in summary["metrics"].items():

@@ -11,13 +11,17 @@ Columns (also written at the top of REPORT.md):
 * ``SUPERB_s`` — the leaderboard formula with the published anchors (FBANK -> 0, SOTA -> 1000), averaged over the
   tasks in this table; comparable to the leaderboard only when all ten tasks are present and the data is the real
   datasets.
-* ``SUPERB_local`` — zero anchor = this table's own ``fbank`` row, top anchor = the published SOTA. Metrics on
-  which ``fbank`` already matches or beats the published SOTA (QbE on the offline corpus) have no scale here and
-  are left out.
-* ``SUPERB_rel`` — zero anchor = this table's ``fbank`` row, top anchor = the best upstream in this table per metric
+* ``SUPERB_local`` — zero anchor = this table's FBANK anchor: per metric, the better of the ``fbank`` row
+  (s3prl's FBANK, per-utterance CMVN) and the ``fbank_no_cmvn`` row (the same features without CMVN) when both
+  are present. Why the better of two: after CMVN, mean pooling gives every utterance the same vector, so ``fbank``
+  sits at chance on the mean-pooled tasks (KS, IC, ER, SID; s3prl issue 316) and an anchor at chance would
+  flatter every other row there. Top anchor = the published SOTA. Metrics on which the anchor already matches or
+  beats the published SOTA (QbE on the offline corpus) have no scale here and are left out. The FBANK rows
+  themselves score at or below 0.
+* ``SUPERB_rel`` — zero anchor = the same FBANK anchor, top anchor = the best upstream in this table per metric
   (so the best upstream of every metric scores 1000); meaningful on the offline corpus, where the published SOTA
-  values are unreachable. Metrics on which ``fbank`` itself is the best (or tied best) have no scale and are left
-  out, so an upstream worse than ``fbank`` there is not penalised in this column — read the metric columns too.
+  values are unreachable. Metrics on which the anchor itself is the best (or tied best) have no scale and are left
+  out, so an upstream worse than FBANK there is not penalised in this column — read the metric columns too.
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ from common.io import atomic_path, atomic_write_text
 from .superb_score import Reference, load_reference, superb_score
 
 FBANK = "fbank"
+# The rows whose per-metric best is the zero anchor of SUPERB_local / SUPERB_rel (see the module docstring).
+FBANK_ROWS = (FBANK, "fbank_no_cmvn")
 
 
 @dataclass
@@ -91,6 +97,16 @@ def _columns(values: pd.DataFrame, upstream: str, tasks: list[str], ref: Referen
     return out
 
 
+def fbank_anchor(by_column: dict[str, dict[str, float]], ref: Reference) -> dict[str, float]:
+    """Per leaderboard column, the better value of the FBANK rows present (``FBANK_ROWS``); {} when none is."""
+    anchor: dict[str, float] = {}
+    for m in ref.metrics:
+        vals = [by_column[r][m.column] for r in FBANK_ROWS if m.column in by_column.get(r, {})]
+        if vals:
+            anchor[m.column] = max(vals) if m.higher_is_better else min(vals)
+    return anchor
+
+
 def _local_score_sd(per_seed: dict[int, pd.DataFrame], upstream: str, columns: set[str], fbank_row: dict,
                     ref: Reference, tasks: list[str]) -> float:
     """Standard deviation over seeds of ``SUPERB_local``, counting the seeds that have every column of the row."""
@@ -134,7 +150,7 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
             vals = [by_column[u][m.column] for u in upstreams if m.column in by_column[u]]
             if vals:
                 best[m.column] = max(vals) if m.higher_is_better else min(vals)
-    fbank_row = by_column.get(FBANK, {})
+    fbank_row = fbank_anchor(by_column, ref)
     table["SUPERB_s"] = [superb_score(by_column[u], ref.fbank, ref.sota, ref, tasks) for u in upstreams]
     table["SUPERB_local"] = [superb_score(by_column[u], fbank_row, ref.sota, ref, tasks, skip_unscaled=True)
                              for u in upstreams]

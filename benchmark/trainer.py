@@ -7,19 +7,16 @@ and ``best.pt`` the weights of the best dev evaluation so far.
 """
 from __future__ import annotations
 
-import io
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.io import atomic_write_bytes
+from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tasks.base import Task
 
 from .batching import epoch_batches
@@ -40,16 +37,6 @@ class TrainOutcome:
     best_step: int
     steps: int
     dev_metrics: dict[str, float]
-
-
-def _save(obj: dict, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by _save
 
 
 def build_optimizer(params: list[nn.Parameter], task: Task, lr: float) -> tuple[torch.optim.Optimizer, object]:
@@ -80,16 +67,14 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": 0, "bad_evals": 0, "dev": {}}
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     if resume and last.is_file():
-        saved = _load(last)
+        saved = load_checkpoint(last)  # weights_only: a planted last.pt never runs code
         for k, m in mods.items():
             m.load_state_dict(saved[k])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         state = saved["state"]
         crop_rng.set_state(saved["rng"]["crop"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        np.random.set_state(saved["rng"]["numpy"])
-        random.setstate(saved["rng"]["python"])
+        set_rng_state(saved["rng"])
         log.info("resumed from %s at step %d", last, state["step"])
     elif not resume:
         torch.manual_seed(seed)
@@ -103,9 +88,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     accum = max(1, cfg.batch.grad_accum)
 
     def checkpoint() -> None:
-        rng = {"crop": crop_rng.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-               "python": random.getstate()}
-        _save({**{k: m.state_dict() for k, m in mods.items()}, "optimizer": opt.state_dict(),
+        rng = {"crop": crop_rng.get_state(), **rng_state()}  # tensors and ints: loads with weights_only=True
+        save_checkpoint({**{k: m.state_dict() for k, m in mods.items()}, "optimizer": opt.state_dict(),
                "scheduler": sched.state_dict(), "state": state, "rng": rng, "lr": lr}, last)
 
     model.train()
@@ -149,7 +133,7 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 value = dev[task.primary_metric]
                 if task.better(value, state["best"]):
                     state.update(best=value, best_step=step, bad_evals=0, dev=dev)
-                    _save({k: m.state_dict() for k, m in mods.items()}, best)
+                    save_checkpoint({k: m.state_dict() for k, m in mods.items()}, best)
                 else:
                     state["bad_evals"] += 1
                 if step >= max_steps or (cfg.train.patience and state["bad_evals"] >= cfg.train.patience):
@@ -164,7 +148,7 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
             state["batch"] = 0
     bar.close()
     if best.is_file():
-        saved = _load(best)
+        saved = load_checkpoint(best)
         for k, m in mods.items():
             m.load_state_dict(saved[k])
     model.eval()

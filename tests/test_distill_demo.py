@@ -91,7 +91,7 @@ def test_failures_are_collected_and_fatal_ones_stop(demo, tmp_path):
 
     with pytest.raises(demo.StageFailed):
         s.timed("1 corpus", fatal)
-    assert s.upstreams() == ["fbank"]  # nothing trained yet: only the baseline is benchmarked
+    assert s.upstreams() == ["fbank", "fbank_no_cmvn"]  # nothing trained yet: only the two FBANK baselines
 
 
 def test_benchmark_keeps_its_feature_cache_inside_the_demo_results(demo, tmp_path, monkeypatch):
@@ -99,9 +99,10 @@ def test_benchmark_keeps_its_feature_cache_inside_the_demo_results(demo, tmp_pat
     monkeypatch.setattr(demo, "run_benchmark", lambda cmd, log, workers: commands.append(cmd) or 0)
     s = stages(demo, tmp_path, quick=True)
     s.benchmark(["ks"])
-    (cmd,) = commands  # fbank only: nothing trained yet
-    cache = Path(cmd[cmd.index("--cache-dir") + 1])
-    assert cache.is_relative_to(tmp_path / "res")  # so `make clean-demo` deletes it with the results
+    assert [cmd[cmd.index("--upstream") + 1] for cmd in commands] == ["fbank", "fbank_no_cmvn"]  # nothing trained
+    for cmd in commands:
+        cache = Path(cmd[cmd.index("--cache-dir") + 1])
+        assert cache.is_relative_to(tmp_path / "res")  # so `make clean-demo` deletes it with the results
 
 
 def test_benchmark_runs_every_seed_once(demo, tmp_path, monkeypatch):
@@ -109,9 +110,9 @@ def test_benchmark_runs_every_seed_once(demo, tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "run_benchmark", lambda cmd, log, workers: commands.append(cmd) or 0)
     s = stages(demo, tmp_path, quick=True, seeds=2)
     s.benchmark(["ks"])
-    assert sorted(cmd[cmd.index("--seed") + 1] for cmd in commands) == ["0", "1"]
+    assert sorted(cmd[cmd.index("--seed") + 1] for cmd in commands) == ["0", "0", "1", "1"]  # two FBANK rows
     s.benchmark(["ks"])
-    assert len(commands) == 2  # both seeds are marked done and skipped
+    assert len(commands) == 4  # both seeds are marked done and skipped
 
 
 def test_benchmark_workers_run_each_command_line_into_its_own_log(demo, tmp_path):

@@ -160,8 +160,8 @@ def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path):
     resumed = run_task(options(data_root, tmp_path / "b", resume=True, **kw))
     assert resumed["metrics"] == straight["metrics"]
     assert resumed["steps"] == straight["steps"] == 10
-    a = torch.load(Path(straight["run_dir"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
-    b = torch.load(Path(resumed["run_dir"]) / "checkpoints" / "last.pt", weights_only=False)["model"]
+    a = torch.load(Path(straight["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(Path(resumed["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # A finished run is not redone by --resume, and no second set of rows is appended.
@@ -266,7 +266,7 @@ def test_no_cache_and_trainable_upstream(data_root, tmp_path):
     assert not (tmp_path / "cache").exists() and "accuracy" in live["metrics"]["test"]
     tuned = run_task(options(data_root, tmp_path, upstream_trainable=True, max_steps=3,
                              overrides=FAST + ["optimizer.lr=0.05"]))
-    saved = torch.load(Path(tuned["run_dir"]) / "checkpoints" / "best.pt", weights_only=False)
+    saved = torch.load(Path(tuned["run_dir"]) / "checkpoints" / "best.pt", weights_only=True)
     start = TinyFrameUpstream().state_dict()
     assert not (tmp_path / "cache").exists()
     assert any(not torch.equal(saved["upstream"][k], start[k]) for k in start)  # the upstream was fine-tuned

@@ -78,3 +78,18 @@ def test_report_averages_seeds_and_gives_the_spread_of_the_local_score(tmp_path)
     assert t.loc["student", "SUPERB_local_sd"] == pytest.approx(abs(per_seed[1] - per_seed[0]) / 2 ** 0.5)
     assert t.loc["student", "SUPERB_local"] == pytest.approx(sum(per_seed) / 2)
     assert t.loc["single", "SUPERB_local_sd"] != t.loc["single", "SUPERB_local_sd"]  # NaN: one seed has no spread
+
+
+def test_local_score_anchor_is_the_better_of_the_two_fbank_rows_per_metric(tmp_path):
+    ref = load_reference()
+    # fbank (CMVN) at chance on KS but better on PR; fbank_no_cmvn the other way round
+    for up, ks, per in [("fbank", 8.3, 60.0), ("fbank_no_cmvn", 45.0, 70.0), ("teacher", 70.0, 30.0)]:
+        _append(tmp_path, up, "ks", "accuracy", ks)
+        _append(tmp_path, up, "pr", "per", per)
+    t = build_report(tmp_path).table.set_index("upstream")
+    expected = (1000 * (70.0 - 45.0) / (ref.sota["KS"] - 45.0) + 1000 * (30.0 - 60.0) / (ref.sota["PR"] - 60.0)) / 2
+    assert t.loc["teacher", "SUPERB_local"] == pytest.approx(expected)
+    # each FBANK row is at the anchor where it is the better one and below it elsewhere
+    assert t.loc["fbank", "SUPERB_local"] == pytest.approx(1000 * (8.3 - 45.0) / (ref.sota["KS"] - 45.0) / 2)
+    assert t.loc["fbank_no_cmvn", "SUPERB_local"] == pytest.approx(1000 * (70.0 - 60.0) / (ref.sota["PR"] - 60.0) / 2)
+    assert t.loc["fbank", "SUPERB_local"] < 0 and t.loc["fbank_no_cmvn", "SUPERB_local"] < 0

@@ -1,6 +1,8 @@
 """The upstream contract: batch invariance (padding never leaks), input validation, registry, FBANK baseline."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -83,7 +85,7 @@ def test_empty_batch_and_bare_tensor_are_rejected():
 
 
 def test_registry_names_and_unknown_name():
-    assert {"fbank", "hubert_base", "hubert_large", "distilhubert", "hubert_mini",
+    assert {"fbank", "fbank_no_cmvn", "hubert_base", "hubert_large", "distilhubert", "hubert_mini",
             "distilhubert_mini"} <= set(list_upstreams())
     with pytest.raises(ValueError, match="Registered: .*hubert_base"):
         build_upstream("no_such_upstream")
@@ -112,14 +114,16 @@ def test_weights_hash_tracks_weights_and_config():
     assert fb.weights_hash() != build_upstream("fbank", cmvn=False).weights_hash()
 
 
-def test_fbank_matches_s3prl_baseline():
+@pytest.mark.parametrize("name, s3prl_config", [("fbank", "fbank.yaml"), ("fbank_no_cmvn", "fbank_no_cmvn.yaml")])
+def test_fbank_matches_s3prl_baseline(name, s3prl_config):
     extracter = pytest.importorskip("s3prl.upstream.baseline.extracter")
-    ref, dim, shift = extracter.get_extracter({
-        "kaldi": {"feat_type": "fbank", "fbank": {"num_mel_bins": 80, "frame_length": 25.0, "frame_shift": 10.0,
-                                                  "use_log_fbank": True}},
-        "delta": {"order": 2, "win_length": 5}, "cmvn": {"use_cmvn": True}})
+    import yaml
+
+    config = yaml.safe_load((Path(extracter.__file__).parent / s3prl_config).read_text())  # s3prl's own recipe
+    ref, dim, shift = extracter.get_extracter(config)
     assert dim == 240 and shift == 10.0
-    up = build_upstream("fbank")
+    up = build_upstream(name)
+    assert up.cmvn == (name == "fbank")
     wavs = random_wavs([16000, 5000], seed=4)
     out = up(wavs)
     assert len(out.hidden_states) == 1 and out.hidden_states[0].shape[-1] == 240 and up.downsample_rate == 160
@@ -129,3 +133,18 @@ def test_fbank_matches_s3prl_baseline():
         assert n == expected.shape[0] == int(up.frames_for(torch.tensor(wav.numel())))
         assert (out.hidden_states[0][b, :n] - expected).abs().max() < 1e-5
         assert out.hidden_states[0][b, n:].abs().sum() == 0
+
+
+def test_cmvn_makes_every_utterances_mean_feature_zero_and_no_cmvn_keeps_it():
+    """s3prl issue 316: after per-utterance CMVN, mean pooling (what a linear projector + mean-pool head sees, since
+    both are linear) gives every utterance the same vector; without CMVN utterances stay apart."""
+    wavs = random_wavs([16000, 9000], seed=5)
+    wavs[1] = wavs[1] * 0.1  # another loudness: the per-utterance mean log-mel differs
+    pooled = {}
+    for name in ("fbank", "fbank_no_cmvn"):
+        out = build_upstream(name)(wavs)
+        pooled[name] = [out.hidden_states[0][b, :int(out.lengths[b])].mean(0) for b in range(2)]
+    assert all(v.abs().max() < 1e-4 for v in pooled["fbank"])
+    assert (pooled["fbank_no_cmvn"][0] - pooled["fbank_no_cmvn"][1]).abs().max() > 1.0
+    with pytest.raises(ValueError, match="fbank_no_cmvn: 'cmvn' is fixed"):
+        build_upstream("fbank_no_cmvn", cmvn=True)

@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from common.io import atomic_path, atomic_write_text
+from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from common.io import atomic_write_text
 
 from .config import RunConfig
 from .data import SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
@@ -51,18 +52,6 @@ def lr_factor(step: int, horizon: int, warmup_ratio: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (horizon - step) / max(1, horizon - warmup))
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy_key": torch.from_numpy(np_state[1].astype(np.int64)),
-            "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1])}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy_key"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    random.setstate((3, tuple(state["python"]), None))
 
 
 def trainable_state(objective: nn.Module) -> dict[str, torch.Tensor]:
@@ -103,17 +92,16 @@ class Trainer:
             return
         state = {"step": self.step, "epoch": self.epoch, "batch": self.batch_pos,
                  "model": trainable_state(self.objective), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "horizon": self.horizon, "rng": _rng_state(),
+                 "scheduler": self.scheduler.state_dict(), "horizon": self.horizon, "rng": rng_state(),
                  "history": self.history,
                  "config": self.run_config_dict}
-        with atomic_path(self.ckpt_path) as tmp:
-            torch.save(state, tmp)
+        save_checkpoint(state, self.ckpt_path)
 
     def load_checkpoint(self) -> bool:
         """Restore from ``checkpoints/last.pt`` when present; returns whether it was."""
         if not self.ckpt_path.is_file():
             return False
-        state = torch.load(self.ckpt_path, map_location=self.env.device, weights_only=True)
+        state = load_checkpoint(self.ckpt_path, self.env.device)  # weights_only: a planted file never runs code
         missing, unexpected = self.objective.load_state_dict(state["model"], strict=False)
         bad = [k for k in missing if not k.startswith("teacher.")] + list(unexpected)
         if bad:
@@ -124,7 +112,7 @@ class Trainer:
         # with a larger --max-steps, the schedule runs to this config's max_steps
         saved = int(state.get("horizon", self.cfg.max_steps))
         self._set_horizon(min(saved, self.cfg.max_steps) if self.cfg.fit_schedule_to_time else self.cfg.max_steps)
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch"]
         self.history = list(state["history"])
         log.info("resumed from %s at step %d", self.ckpt_path, self.step)

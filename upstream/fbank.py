@@ -2,6 +2,12 @@
 
 Matches s3prl's ``baseline/fbank.yaml`` (Kaldi-compatible fbank from torchaudio, 25 ms window, 10 ms shift,
 deltas over 5 frames, then mean/variance normalisation over the utterance). No parameters.
+
+``fbank_no_cmvn`` is s3prl's ``baseline/fbank_no_cmvn.yaml``: the same features without the per-utterance CMVN.
+Why both: after CMVN every utterance's mean feature is zero, so a linear projector followed by mean pooling (the
+KS/IC/ER/SID heads) gives every utterance the same vector and FBANK sits at chance on those tasks (s3prl issue 316);
+without CMVN the utterance mean survives and FBANK learns them. The report's FBANK anchor takes the better of the
+two rows per metric (``benchmark/report.py``).
 """
 from __future__ import annotations
 
@@ -63,3 +69,11 @@ class FbankUpstream(Upstream):
 def build_fbank(**kwargs) -> FbankUpstream:
     """SUPERB's FBANK baseline (240 dims, 10 ms frames, no parameters)."""
     return FbankUpstream(**kwargs)
+
+
+@register_upstream("fbank_no_cmvn")
+def build_fbank_no_cmvn(**kwargs) -> FbankUpstream:
+    """s3prl's ``fbank_no_cmvn``: SUPERB's FBANK features without per-utterance CMVN (240 dims, 10 ms frames)."""
+    if "cmvn" in kwargs:
+        raise ValueError("fbank_no_cmvn: 'cmvn' is fixed to False by the name; use 'fbank' with cmvn=... instead")
+    return FbankUpstream(cmvn=False, **kwargs)

@@ -1,0 +1,52 @@
+"""How the command-line entry points turn a user's problem into one line on stderr and exit code 2.
+
+Bad input (a config key, a dataset file, a refused resume) raises ``ValueError`` or ``FileNotFoundError`` subclasses
+whose message already names the file; an environment problem (disk full, read-only folder, a file where a folder is
+expected, no permission) raises ``OSError``, which :func:`user_error` words as ``PATH: problem``. Anything else is a
+bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import errno
+import sys
+from typing import Callable
+
+# errno values that mean "the place you asked me to write to cannot take it", not a bug in the toolkit
+PATH_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+               errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.ELOOP, errno.EFBIG}
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one-line message for a user-caused error, or None when ``e`` is a bug (let it raise)."""
+    if isinstance(e, OSError) and e.errno in PATH_ERRNOS and e.filename is not None:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+        hint = {errno.ENOSPC: " (free some space or choose another folder)",
+                errno.EDQUOT: " (disk quota exceeded: free some space or choose another folder)",
+                errno.EROFS: " (choose a writable folder)",
+                errno.ENOTDIR: " (a file is in the way where a folder is expected)"}.get(e.errno, "")
+        return f"{where}: {e.strerror}{hint}"
+    if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)):
+        return str(e)
+    return None
+
+
+def print_error(line: str) -> None:
+    """``error: line`` on stderr, on a line of its own: progress bars still open (the error interrupted them)
+    are closed first, which ends or clears their half-drawn line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """Call ``main``; a user-caused error becomes ``error: <one line>`` on stderr and exit code 2."""
+    try:
+        return main()
+    except Exception as e:  # noqa: BLE001 — only the kinds user_error recognises are swallowed
+        line = user_error(e)
+        if line is None:
+            raise
+        print_error(line)
+        return 2

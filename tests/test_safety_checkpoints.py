@@ -1,0 +1,116 @@
+"""Issue 22 §1: a run folder is as untrusted as a foreign checkpoint. Every checkpoint the toolkit writes loads with
+``weights_only=True``, and a malicious ``last.pt`` planted in a benchmark, distillation or pretraining run folder is
+refused on ``--resume`` without its payload running."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+import run_benchmark
+import run_distill
+import run_pretrain
+from common.checkpoint import CheckpointError, load_checkpoint
+from tests.fixtures.datasets import write_fsc, write_tone_corpus
+from tests.fixtures.upstreams import TINY_UPSTREAM, tiny_teacher, tiny_teacher_config
+from upstream.checkpoints import save_upstream
+
+FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
+TINY_DISTILL = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1"]
+
+
+class Payload:
+    """Unpickling this calls ``open(marker, "w")``: the file appears only if the pickle's code runs."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def plant(path: Path, marker: Path) -> None:
+    buf = io.BytesIO()
+    torch.save({"model": {}, "step": 1, "evil": Payload(marker)}, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+
+
+def test_the_payload_is_real_when_loaded_unsafely(tmp_path):
+    """The planted file does run code under weights_only=False (so the tests below can fail)."""
+    marker = tmp_path / "pwned"
+    plant(tmp_path / "last.pt", marker)
+    torch.load(tmp_path / "last.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_load_checkpoint_refuses_a_pickle_with_code(tmp_path):
+    marker = tmp_path / "pwned"
+    plant(tmp_path / "last.pt", marker)
+    with pytest.raises(CheckpointError, match=r"last\.pt: refusing to load .*\(it calls io\.open\)"):
+        load_checkpoint(tmp_path / "last.pt")
+    assert not marker.exists()
+
+
+def test_benchmark_resume_refuses_a_planted_last_pt(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_fsc(data)
+    marker = tmp_path / "pwned"
+    args = ["--upstream", TINY_UPSTREAM, "--task", "ic", "--data-root", str(data), "--results-dir",
+            str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "3", "--device", "cpu"]
+    for o in FAST:
+        args += ["-o", o]
+    assert run_benchmark.main(args) == 0
+    run_dir = next((tmp_path / "results").glob("*/ic/*/DONE")).parent
+    ours = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)  # what we write is plain data
+    assert ours["state"]["step"] == 3 and isinstance(ours["rng"]["numpy_key"], torch.Tensor)
+    torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    (run_dir / "DONE").unlink()  # an unfinished run folder, as --resume picks up
+    plant(run_dir / "checkpoints" / "last.pt", marker)
+    capsys.readouterr()
+    assert run_benchmark.main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt: refusing to load" in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_distillation_resume_refuses_a_planted_last_pt(tmp_path, capsys):
+    write_tone_corpus(tmp_path / "audio", count=3)
+    save_upstream(tiny_teacher(), tmp_path / "teacher")
+    marker = tmp_path / "pwned"
+    out = tmp_path / "student"
+    args = ["--config", "configs/distill/distilhubert.yaml", "--teacher", str(tmp_path / "teacher"),
+            "--data", str(tmp_path / "audio"), "--output", str(out), "--max-steps", "2"]
+    for o in TINY_DISTILL:
+        args += ["-o", o]
+    assert run_distill.main(args) == 0
+    ours = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ours["step"] == 2
+    plant(out / "checkpoints" / "last.pt", marker)
+    capsys.readouterr()
+    assert run_distill.main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt: refusing to load" in err
+    assert not marker.exists()
+
+
+def test_pretraining_resume_refuses_a_planted_last_pt(tmp_path, capsys):
+    write_tone_corpus(tmp_path / "audio", count=3)
+    cfg = tiny_teacher_config(codewords=0)
+    marker = tmp_path / "pwned"
+    out = tmp_path / "teacher"
+    args = ["--config", "configs/pretrain/hubert_mini.yaml", "--data", str(tmp_path / "audio"),
+            "--output", str(out), "--max-steps", "2"]
+    for o in [f"model.conv_layers={[list(c) for c in cfg.conv_layers]}", f"model.embed_dim={cfg.embed_dim}",
+              f"model.ffn_dim={cfg.ffn_dim}", f"model.heads={cfg.heads}", "model.layers=2", "model.conv_pos=8",
+              "model.conv_pos_groups=4", "model.final_dim=8", "labels.clusters=4", "labels.kmeans_init_runs=1",
+              "front_end_warmup.steps=0", "iteration2.enabled=false", "run.max_minutes=0", *TINY_DISTILL]:
+        args += ["-o", o]
+    plant(out / "iter1" / "checkpoints" / "last.pt", marker)
+    capsys.readouterr()
+    assert run_pretrain.main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt: refusing to load" in err
+    assert not marker.exists()
