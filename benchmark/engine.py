@@ -1,8 +1,9 @@
 """One benchmark run: build the task and the frozen upstream, train the head (weighted sum + task head) on cached
-features, select on dev, test, and append the results rows.
+features, select on dev, test, write the task's files, and append the results rows.
 
-:class:`RunContext` is what tasks see (see ``tasks/base.py``): split loading with bad-audio handling, cached
-feature batches, prediction, writing predictions, and the default ``train_and_test`` procedure.
+Control flows one way: the engine calls the task's methods with data (``tasks/base.py``) and gets data back; the
+run's result is a :class:`tasks.base.RunOutcome` value. :class:`RunContext` is the engine's own per-run state;
+a task that replaces the procedure (QbE) sees only :class:`SplitFeatures`.
 """
 from __future__ import annotations
 
@@ -19,20 +20,20 @@ import torch
 import yaml
 from torch import nn
 
-from common.audio import AudioError
+from common.audio import SAMPLE_RATE, AudioError
 from common.config import to_dict
 from common.io import atomic_write_text
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
 from downstream.weighted_sum import WeightedSum
-from tasks.base import SPLITS, Task
+from tasks.base import SPLITS, FeatureBatch, RunOutcome, Task
 from tasks.registry import build_task
 from upstream import build_upstream
 
 from . import results
 from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, weights_hash
-from .features import CachedFeatures, FeatureBatch, HeldArrays, LiveFeatures
+from .features import CachedFeatures, HeldArrays, LiveFeatures
 from .trainer import train
 from .upstream_stats import write_upstream_stats
 
@@ -61,7 +62,6 @@ class RunOptions:
     fold: int | None = None
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     feature_ram_gb: float = 2.0  # cached features kept in RAM during the run (see benchmark.features.HeldArrays)
-    crash_after_step: int | None = None  # test hook: raise after this update to mimic a killed run
 
 
 class DownstreamModel(nn.Module):
@@ -78,13 +78,11 @@ class DownstreamModel(nn.Module):
 
 
 class RunContext:
-    """The engine as tasks see it during one run."""
+    """The engine's own state during one run (tasks never see it): the task's splits with bad-audio handling, the
+    feature sources (cache or live upstream), building the downstream model, prediction, scoring and TensorBoard."""
 
     def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str):
         self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
-        self.lr = task.config.optimizer.lr
-        self.layer_weights: list[float] | None = None
-        self.steps = 0
         self.bad_audio: dict[str, str] = {}
         self._splits: dict[str, list[Utterance]] = {}
         self._writer = None
@@ -93,14 +91,15 @@ class RunContext:
                       if use_cache else None)
         self.held = HeldArrays(int(options.feature_ram_gb * 2**30))
         with torch.inference_mode():
-            probe = upstream([torch.zeros(16000, device=module_device(upstream))])
+            probe = upstream([torch.zeros(SAMPLE_RATE, device=module_device(upstream))])
         self.num_layers = len(probe.hidden_states)
         self.feature_dim = int(probe.hidden_states[0].shape[-1])
         self.layer = None if options.layer is None else WeightedSum(self.num_layers, options.layer).layer
 
     # ------------------------------------------------------------ data
-    def load_split(self, task: Task, split: str) -> list[Utterance]:
+    def load_split(self, split: str) -> list[Utterance]:
         """The split's utterances (cached per run); unreadable audio raises, or is skipped with --skip-bad-audio."""
+        task = self.task
         if split not in self._splits:
             utts = task.load_split(split)
             if not utts:
@@ -153,9 +152,9 @@ class RunContext:
                 yield source.batch([utts[i] for i in idx])
 
     # ------------------------------------------------------------ model
-    def build_model(self, task: Task) -> DownstreamModel:
+    def build_model(self) -> DownstreamModel:
         torch.manual_seed(self.options.seed)
-        model = DownstreamModel(self.num_layers, task.build_head(self.feature_dim), self.layer)
+        model = DownstreamModel(self.num_layers, self.task.build_head(self.feature_dim), self.layer)
         return model.to(self.options.device)
 
     def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:
@@ -171,19 +170,19 @@ class RunContext:
                     out[i] = p
         return out
 
-    def evaluate_split(self, task: Task, model: nn.Module, split: str) -> dict[str, float]:
-        model.eval()
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """``task.score``, checked to hold the task's primary metric."""
         with torch.no_grad():
-            metrics = task.evaluate(self, model, split)
-        if task.primary_metric not in metrics:
-            raise KeyError(f"task {task.name!r}: evaluate() returned {sorted(metrics)}, "
-                           f"missing its primary metric {task.primary_metric!r}")
+            metrics = self.task.score(split, utts, predictions)
+        if self.task.primary_metric not in metrics:
+            raise KeyError(f"task {self.task.name!r}: score() returned {sorted(metrics)}, "
+                           f"missing its primary metric {self.task.primary_metric!r}")
         return metrics
 
-    def write_predictions(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> None:
-        lines = [json.dumps({"id": u.id, "prediction": p, "reference": u.label if u.label is not None else
-                             u.transcript}, default=str) for u, p in zip(utts, predictions)]
-        atomic_write_text(self.run_dir / "predictions" / f"{split}.jsonl", "\n".join(lines) + "\n")
+    def evaluate_split(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Metrics of ``model`` on ``split`` (dev evaluations during training)."""
+        utts = self.load_split(split)
+        return self.score(split, utts, self.predict(model, utts))
 
     def log_scalar(self, name: str, value: float, step: int) -> None:
         if self._writer is None:
@@ -196,35 +195,62 @@ class RunContext:
         if self._writer is not None:
             self._writer.close()
 
-    # ------------------------------------------------------------ procedures
-    def train_and_test(self, task: Task) -> dict[str, dict[str, float]]:
-        """Default procedure: train with best-on-dev selection, optional dev post-selection, then dev and test."""
-        model = self.build_model(task)
-        outcome = train(self, task, model, self.lr, task.config.train.max_steps, self.run_dir / "checkpoints",
-                        resume=self.options.resume, crash_after_step=self.options.crash_after_step)
-        self.steps = outcome.steps
-        task.tune_on_dev(self, model)
-        metrics = {split: self.evaluate_split(task, model, split) for split in ("dev", "test")}
-        self.layer_weights = model.weighted_sum.layer_weights()
-        return metrics
 
-    def sweep_lr(self, task: Task) -> float:
-        """``--lr-sweep``: a short training run per learning rate of ``sweep.grid``; the best on dev wins."""
-        sweep = task.config.sweep
-        steps = min(sweep.steps, task.config.train.max_steps)
-        scores = {}
-        for lr in sweep.grid:
-            model = self.build_model(task)
-            outcome = train(self, task, model, lr, steps, self.run_dir / "sweep" / f"lr{lr:g}",
-                            resume=self.options.resume)
-            scores[lr] = outcome.best_dev
-            log.info("lr %g: dev %s = %s", lr, task.primary_metric, outcome.best_dev)
-        valid = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
-        best = max(valid, key=lambda lr: valid[lr] if task.higher_is_better else -valid[lr])
-        atomic_write_text(self.run_dir / "lr_sweep.json", json.dumps(
-            {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
-             "chosen_lr": best}, indent=2))
-        return best
+@dataclass
+class SplitFeatures:
+    """The :class:`tasks.base.LayerFeatures` a task that replaces training (QbE) gets: records and one layer's
+    feature batches, nothing else of the engine."""
+
+    ctx: RunContext
+    layers: list[int]
+
+    def split(self, name: str) -> list[Utterance]:
+        return self.ctx.load_split(name)
+
+    def features(self, utts: Sequence[Utterance], layer: int) -> Iterator[FeatureBatch]:
+        return self.ctx.features(utts, layer=layer)
+
+
+# ---------------------------------------------------------------- procedures
+def train_and_test(ctx: RunContext, lr: float) -> RunOutcome:
+    """Default procedure: train with best-on-dev selection, the task's dev post-selection, then dev and test.
+
+    Dev predictions of the selected model are computed once and serve both the post-selection and the dev
+    metrics; the task's prediction files of the final dev and test evaluations are returned for the engine to
+    write.
+    """
+    task = ctx.task
+    model = ctx.build_model()
+    trained = train(ctx, task, model, lr, task.config.train.max_steps, ctx.run_dir / "checkpoints",
+                    resume=ctx.options.resume)
+    predictions = {"dev": ctx.predict(model, ctx.load_split("dev"))}
+    selected = task.tune_on_dev(ctx.load_split("dev"), predictions["dev"])
+    predictions["test"] = ctx.predict(model, ctx.load_split("test"))
+    metrics, files = {}, {}
+    for split in ("dev", "test"):
+        utts = ctx.load_split(split)
+        metrics[split] = ctx.score(split, utts, predictions[split])
+        files.update(task.prediction_files(split, utts, predictions[split]))
+    return RunOutcome(metrics, selected, files, trained.steps, model.weighted_sum.layer_weights())
+
+
+def sweep_lr(ctx: RunContext) -> float:
+    """``--lr-sweep``: a short training run per learning rate of ``sweep.grid``; the best on dev wins."""
+    task = ctx.task
+    sweep = task.config.sweep
+    steps = min(sweep.steps, task.config.train.max_steps)
+    scores = {}
+    for lr in sweep.grid:
+        model = ctx.build_model()
+        outcome = train(ctx, task, model, lr, steps, ctx.run_dir / "sweep" / f"lr{lr:g}", resume=ctx.options.resume)
+        scores[lr] = outcome.best_dev
+        log.info("lr %g: dev %s = %s", lr, task.primary_metric, outcome.best_dev)
+    valid = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
+    best = max(valid, key=lambda lr: valid[lr] if task.higher_is_better else -valid[lr])
+    atomic_write_text(ctx.run_dir / "lr_sweep.json", json.dumps(
+        {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
+         "chosen_lr": best}, indent=2))
+    return best
 
 
 def run_task(options: RunOptions) -> dict:
@@ -260,23 +286,27 @@ def run_task(options: RunOptions) -> dict:
 
     ctx = RunContext(task, upstream, options, run_dir, up_hash)
     task.setup(upstream.downsample_rate)
+    lr = task.config.optimizer.lr
     try:
         if options.lr_sweep:
-            ctx.lr = ctx.sweep_lr(task)
-        metrics = task.run(ctx)
+            lr = sweep_lr(ctx)
+        layers = [ctx.layer] if ctx.layer is not None else list(range(ctx.num_layers))
+        outcome = task.run(SplitFeatures(ctx, layers)) or train_and_test(ctx, lr)
     finally:
         ctx.close()
-    unknown = set(metrics) - set(SPLITS)
+    unknown = set(outcome.metrics) - set(SPLITS)
     if unknown:
         raise ValueError(f"task {task.name!r}: run() returned unknown split(s) {sorted(unknown)}")
+    for rel, text in outcome.files.items():
+        atomic_write_text(run_dir / rel, text)
     wall = time.time() - t0
     info = results.RunInfo(label, stats["params"], up_hash[:16], options.task, options.seed, chash,
                            run_dir.name, fold, ctx.layer)
-    text = results.format_rows(info, metrics, ctx.steps, wall, ctx.lr, ctx.layer_weights)
+    text = results.format_rows(info, outcome.metrics, outcome.steps, wall, lr, outcome.layer_weights)
     csv_path = results.append_rows(Path(options.results_dir), text)
-    summary = {"run_dir": str(run_dir), "metrics": metrics, "lr": ctx.lr, "steps": ctx.steps,
-               "wall_time_s": wall, "layer_weights": ctx.layer_weights, "skipped_audio": len(ctx.bad_audio),
-               "results_csv": str(csv_path)}
+    summary = {"run_dir": str(run_dir), "metrics": outcome.metrics, "selected": outcome.selected, "lr": lr,
+               "steps": outcome.steps, "wall_time_s": wall, "layer_weights": outcome.layer_weights,
+               "skipped_audio": len(ctx.bad_audio), "results_csv": str(csv_path)}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(run_dir / "DONE", "")
     return summary

@@ -1,13 +1,12 @@
 """Where a batch's hidden states come from: the feature cache, or the upstream run in the loop.
 
-Both sources return the same :class:`FeatureBatch`, so the training loop does not know which one it uses.
+Both sources return the same :class:`tasks.base.FeatureBatch`, so the training loop does not know which one it uses.
 A crop ``(start_s, duration_s)`` per utterance (relative to the utterance) supports random training crops (SID):
 the cached source cuts frames, the live source cuts samples.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -15,19 +14,11 @@ import torch
 
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
+from tasks.base import FeatureBatch
 
 from .cache import FeatureCache
 
 Crop = tuple[float, float]
-
-
-@dataclass
-class FeatureBatch:
-    """hidden: ``[layer, batch, frame, feature]`` float32 (one layer with ``--layer``); lengths: ``[batch]`` frames."""
-
-    hidden: torch.Tensor
-    lengths: torch.Tensor
-    utts: list[Utterance]
 
 
 def _pad(arrays: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

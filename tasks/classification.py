@@ -42,7 +42,7 @@ class ClassificationTask(Task):
     def predict(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
         return [self.classes[i] for i in output[0].argmax(-1).tolist()]
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         return {"accuracy": accuracy_percent([u.label for u in utts], predictions)}
 
 

@@ -90,5 +90,5 @@ class IntentClassification(Task):
         values = self.slot_values()
         return [tuple(values[k][picks[k][b]] for k in range(len(SLOTS))) for b in range(len(utts))]
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         return {"accuracy": accuracy_percent([tuple(u.label) for u in utts], [tuple(p) for p in predictions])}

@@ -21,8 +21,7 @@ from benchmark.features import CachedFeatures, HeldArrays
 from common.utterance import load_utterance_audio
 from tests.fixtures.datasets import write_fsc, write_speech_commands
 from tests.fixtures.upstreams import TINY_UPSTREAM, TinyFrameUpstream
-from benchmark.trainer import SimulatedCrash
-from tasks.registry import build_task
+from tasks.registry import build_task, get_task_class
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 
@@ -152,11 +151,26 @@ def test_max_utterances_trains_on_the_same_seeded_subset(data_root, tmp_path, mo
     assert len(subset) == 2 and subset == train & set(saved["again"])
 
 
-def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path):
+class Killed(Exception):
+    """Stands for the process dying (the SIGKILL test below kills a real one)."""
+
+
+def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path, monkeypatch):
     kw = dict(max_steps=10, overrides=FAST + ["optimizer.lr=1e-2"])
     straight = run_task(options(data_root, tmp_path / "a", **kw))
-    with pytest.raises(SimulatedCrash):
-        run_task(options(data_root, tmp_path / "b", crash_after_step=7, **kw))
+    task_class, losses = get_task_class("ic"), []
+    real_loss = task_class.loss
+
+    def dies_in_step_8(self, *args):  # after the step-6 checkpoint and one more update
+        losses.append(1)
+        if len(losses) == 8:
+            raise Killed
+        return real_loss(self, *args)
+
+    monkeypatch.setattr(task_class, "loss", dies_in_step_8)
+    with pytest.raises(Killed):
+        run_task(options(data_root, tmp_path / "b", **kw))
+    monkeypatch.undo()
     resumed = run_task(options(data_root, tmp_path / "b", resume=True, **kw))
     assert resumed["metrics"] == straight["metrics"]
     assert resumed["steps"] == straight["steps"] == 10

@@ -65,7 +65,7 @@ def task_golden_values(data_root: Path, task: str, out: Path) -> dict:
     values["files"] = {p.relative_to(run_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                        for p in sorted(run_dir.rglob("*")) if p.is_file() and p.parts[len(run_dir.parts)] not in
                        BOOKKEEPING}
-    if "selected" in summary:
+    if summary.get("selected"):  # dev choices (SD threshold, QbE layer)
         values["selected"] = summary["selected"]
     return values
 

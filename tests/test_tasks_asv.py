@@ -109,7 +109,7 @@ def test_loader_holds_out_dev_speakers_and_drops_short_training_utterances(tmp_p
     assert len(test) == 4 and [t.label for t in task.trials("test")] == [1, 0, 1]
     # perfect embeddings (one axis per speaker) → EER 0
     emb = {u.id: [1.0, 0.0] if u.speaker == "id10270" else [0.0, 1.0] for u in test}
-    result = task.score(test, [emb[u.id] for u in test])
+    result = task.score("test", test, [emb[u.id] for u in test])
     assert result["eer"] == pytest.approx(0.0)
 
 

@@ -1,6 +1,7 @@
 """SD: DER on a hand-computed case, median filtering, frame labels, PIT loss, Kaldi-dir loader and its errors."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,24 +113,15 @@ def test_scoring_writes_rttm_and_uses_dev_tuned_threshold(tmp_path):
     task.setup(downsample_rate=16000)
     (utt,) = task.load_split("dev")
     perfect = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
-    assert task.score([utt], [perfect])["der"] == pytest.approx(0.0)
+    assert task.score("dev", [utt], [perfect])["der"] == pytest.approx(0.0)
     shy = [[0.45, 0.0], [0.45, 0.45], [0.0, 0.45]]  # right shape, but below the default 0.5 threshold
-    assert task.score([utt], [shy])["der"] == pytest.approx(100.0)
-
-    class Ctx:  # the two engine calls tune_on_dev/evaluate make
-        run_dir = tmp_path / "run"
-
-        def load_split(self, t, split):
-            return t.load_split(split)
-
-        def predict(self, model, utts):
-            return [shy]
-
-    task.tune_on_dev(Ctx(), model=None)
+    assert task.score("dev", [utt], [shy])["der"] == pytest.approx(100.0)
+    # the engine hands the dev predictions to tune_on_dev and records what it returns as the run's choices
+    assert task.tune_on_dev([utt], [shy]) == {"threshold": 0.3, "median_frames": 1}
     assert task.threshold == 0.3 and task.median == 1
-    result = task.evaluate(Ctx(), None, "dev")
-    assert result["der"] == pytest.approx(0.0)
-    assert "SPEAKER mix1 1 0.000 2.000" in (tmp_path / "run" / "dev.rttm").read_text()
+    assert task.score("dev", [utt], [shy])["der"] == pytest.approx(0.0)
+    files = task.prediction_files("dev", [utt], [shy])
+    assert list(files) == ["dev.rttm"] and "SPEAKER mix1 1 0.000 2.000" in files["dev.rttm"]
 
 
 def test_malformed_kaldi_and_rttm_lines_name_file_and_line(tmp_path):
@@ -156,9 +148,10 @@ def test_sd_run_writes_rttm_and_rows(tmp_path):
     for split in ("train", "dev", "test"):
         make_libri2mix(tmp_path / "data", split)
     summary, rows = run_and_read_rows(tmp_path / "data", "sd", tmp_path)
-    metrics = {(r["split"], r["metric"]): float(r["value"]) for r in rows}
-    assert {("dev", "der"), ("test", "der"), ("test", "threshold"), ("test", "median_frames")} <= set(metrics)
-    assert metrics[("test", "threshold")] in (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert {(r["split"], r["metric"]) for r in rows} == {("dev", "der"), ("test", "der")}
+    # dev choices are the run's, recorded in summary.json, not metric rows
+    assert summary["selected"]["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["selected"] == summary["selected"]
     rttm = (Path(summary["run_dir"]) / "test.rttm").read_text()
     assert all(line.startswith("SPEAKER mix1 1 ") for line in rttm.splitlines())
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.io import atomic_write_text
 from downstream.diarization import DiarizationHead, pit_bce_loss
 from tasks.base import Task, TaskConfig, Utterance
 from tasks.registry import register_task
@@ -152,33 +151,23 @@ class SpeakerDiarization(Task):
         durations = {r.id: r.duration for r in self.recordings(split)}
         return 100.0 * diarization_error_rate(self.references(split), hyps, durations), segments
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
-        split = self._split_of(utts)
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """DER (percent) of the split's recordings at the current threshold and median filter."""
         return {"der": self.der(split, utts, predictions, self.threshold, self.median)[0]}
 
-    def _split_of(self, utts: Sequence[Utterance]) -> str:
-        ids = {u.id for u in utts}
-        for split in ("dev", "test"):
-            if ids == {r.id for r in self.recordings(split)}:
-                return split
-        raise ValueError("SD: scoring needs every recording of the dev or the test split")
-
-    def evaluate(self, ctx, model: nn.Module, split: str) -> dict[str, float]:
-        utts = ctx.load_split(self, split)
-        posteriors = ctx.predict(model, utts)
-        der, segments = self.der(split, utts, posteriors, self.threshold, self.median)
+    def prediction_files(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, str]:
+        """``<split>.rttm``: the hypothesis segments at the current threshold and median filter."""
+        segments = self.der(split, utts, predictions, self.threshold, self.median)[1]
         lines = [line for u in utts for line in rttm_lines(segments[u.id], u.id)]
-        atomic_write_text(ctx.run_dir / f"{split}.rttm", "\n".join(lines) + ("\n" if lines else ""))
-        return {"der": der, "threshold": self.threshold, "median_frames": float(self.median)}
+        return {f"{split}.rttm": "\n".join(lines) + ("\n" if lines else "")}
 
-    def tune_on_dev(self, ctx, model: nn.Module) -> None:
+    def tune_on_dev(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, Any]:
         """Pick threshold and median-filter width on dev (lowest DER; ties keep the earlier grid point)."""
-        utts = ctx.load_split(self, "dev")
-        posteriors = ctx.predict(model, utts)
         best = None
         for median in self.config.tune.medians:
             for threshold in self.config.tune.thresholds:
-                der = self.der("dev", utts, posteriors, threshold, median)[0]
+                der = self.der("dev", utts, predictions, threshold, median)[0]
                 if best is None or der < best[0]:
                     best = (der, threshold, median)
         _, self.threshold, self.median = best
+        return {"threshold": self.threshold, "median_frames": self.median}
