@@ -65,5 +65,7 @@ class SpeechRecognition(CTCTask):
         return chars_to_words(tokens)
 
     def build_head(self, input_dim: int) -> BiLSTMCTCHead:
+        """Output: log-probabilities ``[batch, frame, len(vocab)]`` (characters + blank) at the upstream frame
+        rate; ``lengths`` stay the input's valid frames."""
         h = self.config.head
         return BiLSTMCTCHead(input_dim, len(self.vocab), h.proj_dim, h.hidden_size, h.num_layers, h.dropout)

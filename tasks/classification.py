@@ -34,6 +34,7 @@ class ClassificationTask(Task):
                              "classes (seen in training)") from None
 
     def build_head(self, input_dim: int) -> PooledLinearHead:
+        """Output: ``[logits [batch, len(classes)]]`` (a one-item list) of the mean-pooled utterance."""
         return PooledLinearHead(input_dim, [len(self.classes)], self.config.head.proj_dim)
 
     def loss(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:

@@ -75,6 +75,7 @@ class IntentClassification(Task):
         return utts
 
     def build_head(self, input_dim: int) -> PooledLinearHead:
+        """Output: one ``logits [batch, values of that slot]`` per slot (action, object, location), mean-pooled."""
         return PooledLinearHead(input_dim, [len(v) for v in self.slot_values()], self.config.head.proj_dim)
 
     def loss(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:

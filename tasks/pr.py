@@ -94,4 +94,5 @@ class PhonemeRecognition(CTCTask):
         return list(utt.label)
 
     def build_head(self, input_dim: int) -> LinearCTCHead:
+        """Output: log-probabilities ``[batch, frame, 40]`` (blank + 39 CMU phones) at the upstream frame rate."""
         return LinearCTCHead(input_dim, len(self.vocab), self.config.head.proj_dim)

@@ -110,6 +110,8 @@ class SpeakerVerification(Task):
         return self._trials[split]
 
     def build_head(self, input_dim: int) -> nn.Module:
+        """Output: ``(cosine [batch, training speakers]`` of the AM-softmax classifier, ``embedding [batch,
+        embed_dim])``; predictions are the unit-norm embeddings."""
         self._prepare()
         return SpeakerVerificationModel(input_dim, len(self.speakers), self.config.head)
 

@@ -98,6 +98,7 @@ class QueryByExample(Task):
 
     # QbE has no head and no loss; the engine never trains it (``run`` replaces the procedure).
     def build_head(self, input_dim: int) -> nn.Module:
+        """Never trained or called (``run`` replaces the procedure); the identity keeps the Task contract."""
         return nn.Identity()
 
     def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:

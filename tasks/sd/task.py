@@ -119,6 +119,8 @@ class SpeakerDiarization(Task):
 
     # -- model
     def build_head(self, input_dim: int) -> nn.Module:
+        """Output: speaker-activity logits ``[batch, frame, num_speakers]`` at the upstream frame rate; predictions
+        are per-frame sigmoid posteriors."""
         h = self.config.head
         return DiarizationHead(input_dim, self.config.data.num_speakers, h.hidden_size, h.rnn_layers,
                                input_cmvn=h.input_cmvn)

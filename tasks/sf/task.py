@@ -58,6 +58,8 @@ class SlotFilling(Task):
         return load_split(self.data_root, split, sentences, vocab)
 
     def build_head(self, input_dim: int) -> torch.nn.Module:
+        """Output: log-probabilities ``[batch, frame, len(vocab)]`` (characters, slot tags and blank) at the
+        upstream frame rate."""
         h = self.config.head
         return BiLSTMCTCHead(input_dim, len(self.vocab), proj_dim=h.proj_dim, hidden_size=h.hidden_size,
                              num_layers=h.num_layers, dropout=h.dropout)
