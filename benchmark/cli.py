@@ -96,21 +96,27 @@ def cache_command(argv: list[str]) -> int:
     return 0
 
 
+def report_command(argv: list[str]) -> int:
+    from benchmark.report import build_report
+
+    args = _report_parser().parse_args(argv)
+    report = build_report(args.results_dir, args.out_dir, args.reference)
+    print(report.markdown)
+    print(f"\nwritten: {', '.join(str(p) for p in report.files)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import upstream  # noqa: F401  (registers the built-in upstreams)
 
-    if argv[:1] == ["cache"]:
-        return cache_command(argv[1:])
-    if argv[:1] == ["report"]:
-        from benchmark.report import build_report
+    from common.cli import run_main
 
-        args = _report_parser().parse_args(argv[1:])
-        report = build_report(args.results_dir, args.out_dir, args.reference)
-        print(report.markdown)
-        print(f"\nwritten: {', '.join(str(p) for p in report.files)}")
-        return 0
+    if argv[:1] == ["cache"]:
+        return run_main(lambda: cache_command(argv[1:]))
+    if argv[:1] == ["report"]:
+        return run_main(lambda: report_command(argv[1:]))
 
     args = _run_parser().parse_args(argv)
     from benchmark.engine import RunOptions, run_task

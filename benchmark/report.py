@@ -26,6 +26,7 @@ Columns (also written at the top of REPORT.md):
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ import pandas as pd
 from common.io import atomic_path, atomic_write_text
 
 from .superb_score import Reference, load_reference, superb_score
+
+log = logging.getLogger(__name__)
 
 FBANK = "fbank"
 # The rows whose per-metric best is the zero anchor of SUPERB_local / SUPERB_rel (see the module docstring).
@@ -48,11 +51,48 @@ class Report:
     files: list[Path] = field(default_factory=list)
 
 
+def read_results_rows(path: Path) -> tuple[str, list[str]]:
+    """The header and the well-formed lines of ``results.csv``; each malformed line (wrong field count, e.g. two
+    rows glued together by an editor, or a value that is not a number) is named with its line number in a warning
+    and skipped, so one damaged line never hides the rest of the table."""
+    import csv
+    import io
+
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    lines = text.splitlines()
+    if not lines:
+        raise ValueError(f"{path} is empty: run `run_benchmark.py --upstream ... --task ...` first")
+    header = next(csv.reader([lines[0]]))
+    value_at = header.index("value") if "value" in header else None
+    good = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = next(csv.reader(io.StringIO(line)), [])
+        problem = None
+        if len(fields) != len(header):
+            problem = f"{len(fields)} fields, expected {len(header)}"
+        elif value_at is not None:
+            try:
+                float(fields[value_at])
+            except ValueError:
+                problem = f"value {fields[value_at]!r} is not a number"
+        if problem:
+            log.warning("%s:%d: malformed row skipped (%s): %.80s", path, lineno, problem, line)
+            continue
+        good.append(line)
+    return lines[0], good
+
+
 def load_results(results_dir: Path) -> pd.DataFrame:
+    import io
+
     path = Path(results_dir) / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no results table at {path}: run `run_benchmark.py --upstream ... --task ...` first")
-    df = pd.read_csv(path, dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str})
+    header, rows = read_results_rows(path)
+    df = pd.read_csv(io.StringIO("\n".join([header, *rows]) + "\n"),
+                     dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str})
     df["fold"] = pd.to_numeric(df["fold"], errors="coerce")
     df["layer_weights"] = df["layer_weights"].fillna("")
     return df
