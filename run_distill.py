@@ -24,7 +24,7 @@ from common.config import to_dict
 from common.io import atomic_write_text
 from distill.config import DistillConfig
 from distill.objectives import DistillObjective
-from training.cli import start_run
+from training.cli import run_parser, start_run
 from training.data import SkipReport, collect_audio_files, scan_audio
 from training.loop import Trainer
 from upstream import build_upstream
@@ -36,15 +36,9 @@ log = logging.getLogger("run_distill")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="configs/distill/<recipe>.yaml")
+    p = run_parser(__doc__, "configs/distill/<recipe>.yaml", "output directory (student checkpoint, logs, plots)",
+                   "continue from OUTPUT/checkpoints/last.pt")
     p.add_argument("--teacher", required=True, help="registered upstream name or checkpoint path")
-    p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
-    p.add_argument("--output", required=True, help="output directory (student checkpoint, logs, plots)")
-    p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, e.g. -o run.optim.lr=1e-4 (repeatable)")
     return p.parse_args(argv)
 
 

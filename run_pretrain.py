@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from common.audio import SAMPLE_RATE
 from common.cli import run_main
 from common.config import to_dict
 from common.io import atomic_write_text
@@ -32,7 +33,7 @@ from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
                              mfcc_features, save_labels)
 from pretrain.objective import MaskedPrediction
-from training.cli import start_run
+from training.cli import run_parser, start_run
 from training.data import SkipReport, collect_audio_files, scan_audio
 from training.distributed import DistEnv
 from training.loop import Trainer
@@ -44,14 +45,8 @@ log = logging.getLogger("run_pretrain")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="configs/pretrain/<model>.yaml")
-    p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
-    p.add_argument("--output", required=True, help="output directory (the pretrained teacher)")
-    p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
-    p.add_argument("--resume", action="store_true", help="continue interrupted iterations")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
-    return p.parse_args(argv)
+    return run_parser(__doc__, "configs/pretrain/<model>.yaml", "output directory (the pretrained teacher)",
+                      "continue interrupted iterations").parse_args(argv)
 
 
 def make_labels(work: Path, files: list[Path], extract, rate: int, cfg, env: DistEnv) -> list[torch.Tensor]:
@@ -119,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         it2 = cfg.iteration2
         if not 1 <= it2.layer <= model_cfg.layers:
             raise ValueError(f"iteration2.layer={it2.layer} outside the model's layers 1..{model_cfg.layers}")
-        frame_rate = 16000 // HubertUpstream.downsample_rate
+        frame_rate = SAMPLE_RATE // model.downsample_rate  # the iteration-1 model's frames: iteration-2 labels
         labels = make_labels(out / "iter2", files, layer_features(model, it2.layer), frame_rate,
                              dataclasses.replace(cfg.labels, clusters=it2.clusters), env)
         model = train_iteration("iter2", cfg, dataclasses.replace(model_cfg, num_codewords=it2.clusters), labels,

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common import tensors
 from common.audio import AudioError
 from common.io import atomic_path, atomic_write_text
 from common.tensors import module_device
@@ -39,21 +40,12 @@ def default_cache_dir() -> Path:
 
 
 def weights_hash(upstream: torch.nn.Module) -> str:
-    """sha256 identifying an upstream's computation: its own ``weights_hash()`` when it has one, else its class,
-    config (``hash_config()`` when defined) and every parameter and buffer, bit for bit."""
+    """sha256 identifying an upstream's computation: its own ``weights_hash()`` (every :class:`upstream.base.Upstream`
+    has one), else :func:`common.tensors.weights_hash` of its class and weights."""
     own = getattr(upstream, "weights_hash", None)
     if callable(own):
         return str(own())
-    h = hashlib.sha256()
-    h.update(f"{type(upstream).__module__}.{type(upstream).__qualname__}".encode())
-    cfg = getattr(upstream, "hash_config", None)
-    if callable(cfg):
-        h.update(json.dumps(cfg(), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(upstream.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return tensors.weights_hash(upstream, {"class": f"{type(upstream).__module__}.{type(upstream).__qualname__}"})
 
 
 def audio_key(utt: Utterance) -> str:

@@ -106,6 +106,17 @@ def report_command(argv: list[str]) -> int:
     return 0
 
 
+def _run_one(options) -> int:
+    """One task's run (``options``: a ``benchmark.engine.RunOptions``) and its metrics printed; exit code 0."""
+    from benchmark.engine import run_task
+
+    summary = run_task(options)
+    for split, metrics in summary["metrics"].items():
+        print(f"{options.task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    print(f"run folder: {summary['run_dir']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -119,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: report_command(argv[1:]))
 
     args = _run_parser().parse_args(argv)
-    from benchmark.engine import RunOptions, run_task
-    from common.cli import print_error, user_error
+    from benchmark.engine import RunOptions
     from tasks.registry import list_tasks
 
     data_root = args.data_root or DEFAULT_DATA_ROOT
@@ -146,18 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                              fold=args.fold, feature_ram_gb=args.feature_ram_gb)
         if args.device:
             options.device = args.device
-        try:
-            summary = run_task(options)
-        except Exception as e:  # noqa: BLE001 — user_error lets bugs through with their traceback
-            line = user_error(e)
-            if line is None:
-                raise
-            print_error(line)
+        if run_main(lambda: _run_one(options)) != 0:  # a user error: one line, the next task still runs
             failed.append(task)
-            continue
-        for split, metrics in summary["metrics"].items():
-            print(f"{task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        print(f"run folder: {summary['run_dir']}")
     if failed and len(tasks) > 1:
         print(f"error: {len(failed)} of {len(tasks)} tasks failed: {' '.join(failed)}", file=sys.stderr)
     return 2 if failed else 0

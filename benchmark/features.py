@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from common.audio import SAMPLE_RATE
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
 from tasks.base import FeatureBatch
@@ -83,8 +84,8 @@ class CachedFeatures:
             arr = self.held.get(key, lambda: self.cache.load(utt, self.layer))
             crop = crops[i] if crops else None
             if crop is not None:
-                first = int(crop[0] * 16000 / self.downsample_rate)
-                count = max(1, int(crop[1] * 16000 / self.downsample_rate))
+                first = int(crop[0] * SAMPLE_RATE / self.downsample_rate)
+                count = max(1, int(crop[1] * SAMPLE_RATE / self.downsample_rate))
                 arr = arr[:, first:first + count]
             items.append(arr)
         hidden, lengths = _pad(items)
@@ -104,7 +105,7 @@ class LiveFeatures:
             wav = load_utterance_audio(utt)
             crop = crops[i] if crops else None
             if crop is not None:
-                wav = wav[int(crop[0] * 16000): int((crop[0] + crop[1]) * 16000)]
+                wav = wav[int(crop[0] * SAMPLE_RATE): int((crop[0] + crop[1]) * SAMPLE_RATE)]
             wavs.append(wav.to(self.device))
         grad = self.trainable and torch.is_grad_enabled()
         with contextlib.nullcontext() if grad else torch.no_grad():

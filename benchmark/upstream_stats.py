@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common.audio import SAMPLE_RATE
 from common.io import atomic_write_text
 from common.tensors import module_device
 
@@ -18,7 +19,7 @@ def count_macs_per_second(upstream: torch.nn.Module) -> float:
     Operations the counter does not know (e.g. FFTs in a filterbank) count as zero.
     """
     device = module_device(upstream)
-    wav = torch.randn(16000, device=device) * 0.1
+    wav = torch.randn(SAMPLE_RATE, device=device) * 0.1
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         upstream([wav])
     return counter.get_total_flops() / 2.0
@@ -27,7 +28,7 @@ def count_macs_per_second(upstream: torch.nn.Module) -> float:
 def real_time_factor(upstream: torch.nn.Module, seconds: float = 4.0, repeats: int = 3) -> float:
     """Best-of-``repeats`` forward time divided by audio duration (batch of one ``seconds`` utterance)."""
     device = module_device(upstream)
-    wav = torch.randn(int(16000 * seconds), device=device) * 0.1
+    wav = torch.randn(int(SAMPLE_RATE * seconds), device=device) * 0.1
     best = float("inf")
     with torch.inference_mode():
         upstream([wav])  # warm-up

@@ -169,7 +169,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         data.update(load_yaml(path))
     data = apply_overrides(data, overrides)
     defaults = to_dict(cls()) if _all_have_defaults(cls) else {}
-    return from_dict(cls, _merge(defaults, data), where=str(path) if path else cls.__name__)
+    return from_dict(cls, merge_nested(defaults, data), where=str(path) if path else cls.__name__)
 
 
 def _all_have_defaults(cls: type) -> bool:
@@ -177,11 +177,12 @@ def _all_have_defaults(cls: type) -> bool:
                for f in dataclasses.fields(cls))
 
 
-def _merge(base: dict, new: dict) -> dict:
+def merge_nested(base: dict, new: dict) -> dict:
+    """``base`` updated with ``new``, recursing where both hold a dict under the same key (neither is modified)."""
     out = dict(base)
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge_nested(out[k], v)
         else:
             out[k] = v
     return out

@@ -1,5 +1,9 @@
-"""Tensor helpers every layer shares: the valid-frame mask of padded batches and the device a module lives on."""
+"""Tensor helpers every layer shares: the valid-frame mask of padded batches, the device a module lives on, and
+the hash of a module's weights."""
 from __future__ import annotations
+
+import hashlib
+import json
 
 import torch
 from torch import nn
@@ -16,3 +20,14 @@ def frame_mask(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
 def module_device(module: nn.Module) -> torch.device:
     """The device of ``module``'s first parameter (CPU for a module without parameters)."""
     return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
+def weights_hash(module: nn.Module, config: dict) -> str:
+    """sha256 (hex) of ``config`` (JSON, sorted keys) and every state-dict tensor of ``module`` (name, dtype, shape,
+    bytes), so any change of weights or of what ``config`` describes changes it."""
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

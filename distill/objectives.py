@@ -13,6 +13,7 @@ import logging
 import torch
 from torch import nn
 
+from common.audio import SAMPLE_RATE
 from common.tensors import frame_mask
 from upstream.base import Upstream
 from upstream.hubert import HubertModel, HubertUpstream, init_student_from_teacher, student_config_from_teacher
@@ -129,8 +130,8 @@ class DistillObjective(nn.Module):
     @torch.no_grad()
     def preflight(self) -> None:
         """One forward on 1 s of noise: shapes and frame rates must line up before training starts."""
-        wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
-        lengths = torch.tensor([16000])
+        wav = torch.randn(1, SAMPLE_RATE, generator=torch.Generator().manual_seed(0)) * 0.1
+        lengths = torch.tensor([SAMPLE_RATE])
         was_training = self.training
         self.eval()
         try:

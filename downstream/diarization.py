@@ -16,7 +16,7 @@ class DiarizationHead(nn.Module):
     """``[batch, frame, feature]`` → ``[batch, frame, num_speakers]`` speaker-activity logits.
 
     ``input_cmvn``: normalise each utterance's input over its own frames first (:func:`utterance_cmvn`). Not in
-    SUPERB's head, and off in the demo too (measurements in configs/tasks/sd.yaml).
+    SUPERB's head, and off in the demo too (measurements in docs/results/task_sd.md).
     """
 
     def __init__(self, input_dim: int, num_speakers: int = 2, hidden_size: int = 512, rnn_layers: int = 1,

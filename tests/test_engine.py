@@ -41,11 +41,17 @@ def options(data_root: Path, tmp: Path, **kw) -> RunOptions:
     return RunOptions(**base)
 
 
-def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
+def filled_cache(data_root: Path, folder: Path):
+    """The tiny upstream, IC's train records and a feature cache in ``folder`` holding them (all extracted)."""
     up = TinyFrameUpstream().eval()
     utts = build_task("ic", data_root).load_split("train")
-    cache = FeatureCache(tmp_path, weights_hash(up))
+    cache = FeatureCache(folder, weights_hash(up))
     assert cache.ensure(utts, up, max_seconds=10.0) == len(utts)
+    return up, utts, cache
+
+
+def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
+    up, utts, cache = filled_cache(data_root, tmp_path)
     for u in utts:
         with torch.inference_mode():
             fresh = torch.stack(up([load_utterance_audio(u)]).hidden_states)[:, 0]  # [layer, frame, feature]
@@ -64,10 +70,7 @@ def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
 def test_tasks_naming_the_same_audio_differently_share_its_features(data_root, tmp_path):
     import dataclasses
 
-    up = TinyFrameUpstream().eval()
-    utts = build_task("ic", data_root).load_split("train")
-    cache = FeatureCache(tmp_path, weights_hash(up))
-    assert cache.ensure(utts, up, max_seconds=10.0) == len(utts)
+    up, utts, cache = filled_cache(data_root, tmp_path)
     renamed = [dataclasses.replace(u, id=f"other-task/{u.id}") for u in utts]  # as SID and ASV name VoxCeleb files
     assert cache.ensure(renamed, up, max_seconds=10.0) == 0
     sliced = [dataclasses.replace(u, duration=u.duration / 2) for u in utts]  # another slice is other audio

@@ -178,12 +178,3 @@ def test_qbe_fixed_layer_skips_the_sweep(tmp_path):
     assert summary["selected"]["layer"] == 2  # -1 = the last of the tiny upstream's 3 hidden states
     assert (Path(summary["run_dir"]) / "qbe_dev_layers.tsv").read_text().splitlines()[1:] == [
         f"2\t{summary['metrics']['dev']['mtwv']:.6f}"]
-
-
-def test_qbe_on_tiny_offline_corpus(tiny_corpus, tmp_path):
-    from e2e_runs import run_and_read_rows
-
-    summary, rows = run_and_read_rows(tiny_corpus, "qbe", tmp_path, max_steps=2)
-    primary = {"qbe": "mtwv", "sf": "slot_type_f1", "asv": "eer", "sd": "der"}["qbe"]
-    assert {r["split"] for r in rows if r["metric"] == primary} == {"dev", "test"}
-    assert all(r["upstream"] == "tiny_frames" and r["value"] != "" for r in rows)

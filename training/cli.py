@@ -1,6 +1,7 @@
-"""The common start of ``run_distill.py`` and ``run_pretrain.py``."""
+"""The common start of ``run_distill.py`` and ``run_pretrain.py``: their shared arguments, config and process group."""
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Any
 
@@ -9,6 +10,20 @@ import torch
 from common.config import load_config
 
 from .distributed import DistEnv, setup_distributed
+
+
+def run_parser(doc: str, config_help: str, output_help: str, resume_help: str) -> argparse.ArgumentParser:
+    """A parser with the arguments both entry points take: ``--config``, ``--data``, ``--output``, ``--max-steps``,
+    ``--resume`` and ``-o`` overrides (the caller adds its own)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
+    p.add_argument("--output", required=True, help=output_help)
+    p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, e.g. -o run.optim.lr=1e-4 (repeatable)")
+    return p
 
 
 def start_run(config_class: type, args) -> tuple[Any, DistEnv]:

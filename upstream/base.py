@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import abc
-import hashlib
-import json
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from common.tensors import module_device
+from common import tensors
+from common.audio import SAMPLE_RATE
 
 
 @dataclass
@@ -34,7 +32,7 @@ class Upstream(nn.Module, abc.ABC):
     ``forward`` validates the waveforms (clear ``ValueError`` naming the utterance) before calling ``extract``.
     """
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     downsample_rate: int = 320
 
     def min_samples(self) -> int:
@@ -49,13 +47,6 @@ class Upstream(nn.Module, abc.ABC):
         checked = validate_waveforms(wavs, self.min_samples())
         return self.extract(checked)
 
-    @property
-    def num_hidden_states(self) -> int:
-        """Length of ``hidden_states`` (layers + 1 for transformer upstreams)."""
-        with torch.inference_mode():
-            device = module_device(self)
-            return len(self.forward([torch.zeros(self.min_samples() * 2, device=device)]).hidden_states)
-
     def hash_config(self) -> dict:
         """What, besides the weights, determines the features (overridden by parametrised upstreams)."""
         return {"type": type(self).__name__}
@@ -63,12 +54,7 @@ class Upstream(nn.Module, abc.ABC):
     def weights_hash(self) -> str:
         """sha256 of :meth:`hash_config` and every state-dict tensor (name, dtype, shape, bytes): a feature-cache
         key. Parameter-free upstreams hash their config only."""
-        h = hashlib.sha256(json.dumps(self.hash_config(), sort_keys=True, default=str).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        return tensors.weights_hash(self, self.hash_config())
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Number of output frames for waveforms of ``num_samples`` samples (overridden by conv front ends)."""
@@ -115,6 +101,3 @@ def pad_waveforms(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
-
-def ceil_div(a: int, b: int) -> int:
-    return int(math.ceil(a / b))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.audio import SAMPLE_RATE
+
 from .base import Upstream, UpstreamOutput, pad_waveforms
 from .components import ConvFrontEnd, Encoder, FbankFrontEnd, FeatureProjection, PredictionHead, valid_mask
 
@@ -180,7 +182,7 @@ class HubertUpstream(Upstream):
     downsample_rate = 320
 
     def __init__(self, model: HubertModel, include_pred_heads: bool = False, bucket_fill: float = 0.7,
-                 min_bucket_size: int = 4, max_bucket_samples: int = 16000 * 240):
+                 min_bucket_size: int = 4, max_bucket_samples: int = SAMPLE_RATE * 240):
         super().__init__()
         self.model = model.eval()
         self.include_pred_heads = include_pred_heads
@@ -201,7 +203,7 @@ class HubertUpstream(Upstream):
         return self
 
     def min_samples(self) -> int:
-        low, high = 1, 16000
+        low, high = 1, SAMPLE_RATE  # one second always yields a frame
         while low < high:  # smallest waveform with one output frame
             mid = (low + high) // 2
             if int(self.frames_for(torch.tensor([mid]))[0]) >= 1:

@@ -1,44 +1,28 @@
 """Registry of upstream builders, and ``build_upstream`` that accepts a registered name or a checkpoint path."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Callable
 
+from common.registry import Registry
+
 from .base import Upstream
 
-_BUILDERS: dict[str, Callable[..., Upstream]] = {}
 # Modules of the package that hold no builders; every other module is imported on first lookup, so a new
 # upstream is one file with a decorated builder and nothing else to edit.
-_NOT_UPSTREAM_MODULES = {"base", "registry"}
-_discovered = False
-
-
-def _discover() -> None:
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    for info in pkgutil.iter_modules([str(Path(__file__).resolve().parent)]):
-        if info.name not in _NOT_UPSTREAM_MODULES and not info.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{info.name}")
+_REGISTRY: Registry[Callable[..., Upstream]] = Registry("upstream", __package__, Path(__file__).resolve().parent,
+                                                        {"base", "registry"})
 
 
 def register_upstream(name: str) -> Callable[[Callable[..., Upstream]], Callable[..., Upstream]]:
     """Decorator: register ``builder(**kwargs) -> Upstream`` under ``name``."""
     def wrap(builder: Callable[..., Upstream]) -> Callable[..., Upstream]:
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
-            raise ValueError(f"upstream {name!r} is registered twice "
-                             f"({_BUILDERS[name].__module__} and {builder.__module__})")
-        _BUILDERS[name] = builder
-        return builder
+        return _REGISTRY.register(name, builder)
     return wrap
 
 
 def list_upstreams() -> list[str]:
-    _discover()
-    return sorted(_BUILDERS)
+    return _REGISTRY.names()
 
 
 def build_upstream(name_or_path: str | Path, **kwargs) -> Upstream:
@@ -48,9 +32,9 @@ def build_upstream(name_or_path: str | Path, **kwargs) -> Upstream:
     (see ``upstream/checkpoints.py``).
     """
     key = str(name_or_path)
-    _discover()
-    if key in _BUILDERS:
-        return _BUILDERS[key](**kwargs)
+    _REGISTRY.discover()
+    if key in _REGISTRY.items:
+        return _REGISTRY.items[key](**kwargs)
     if Path(key).exists():
         from .checkpoints import load_upstream_from_path
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.audio import SAMPLE_RATE
 from downstream.diarization import DiarizationHead, pit_bce_loss
 from tasks.base import Task, TaskConfig, Utterance
 from tasks.registry import register_task
@@ -107,10 +108,10 @@ class SpeakerDiarization(Task):
 
     def frame_labels(self, utts: Sequence[Utterance], num_frames: int) -> torch.Tensor:
         """``[batch, frame, speaker]`` 0/1 activity at the upstream frame rate: a turn ``[t0, t1)`` marks frames
-        ``floor(t0 / shift)`` up to (not including) ``floor(t1 / shift)`` (shift = samples per frame / 16 kHz)."""
+        ``floor(t0 / shift)`` up to (not including) ``floor(t1 / shift)`` (shift = samples per frame / SAMPLE_RATE)."""
         if self.downsample_rate is None:
             raise RuntimeError("SD: setup(downsample_rate) must run before frame labels are built")
-        shift = self.downsample_rate / 16000
+        shift = self.downsample_rate / SAMPLE_RATE
         labels = torch.zeros(len(utts), num_frames, self.config.data.num_speakers)
         for b, u in enumerate(utts):
             for spk, t0, t1 in u.label:
@@ -143,7 +144,7 @@ class SpeakerDiarization(Task):
     def der(self, split: str, utts: Sequence[Utterance], posteriors: Sequence[Any], threshold: float,
             median: int) -> tuple[float, dict[str, list]]:
         """DER (percent) of ``posteriors`` (one ``[frame, speaker]`` list per recording) and the hypothesis segments."""
-        shift = self.downsample_rate / 16000
+        shift = self.downsample_rate / SAMPLE_RATE
         hyps, segments = {}, {}
         for u, post in zip(utts, posteriors):
             post = np.asarray(post, dtype=np.float32).reshape(-1, self.config.data.num_speakers)
