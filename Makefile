@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 QUICK  ?=
 SEEDS  ?=
+PRETRAIN ?=
 PRETRAIN_MINUTES ?=
 DISTIL_MINUTES   ?=
 
@@ -25,8 +26,9 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) scripts/demo.py $(if $(QUICK),--quick,) $(if $(SEEDS),--seeds $(SEEDS),) \
-		$(if $(PRETRAIN_MINUTES),--pretrain-minutes $(PRETRAIN_MINUTES),) $(if $(DISTIL_MINUTES),--distil-minutes $(DISTIL_MINUTES),)
+	$(PY) scripts/demo.py $(if $(QUICK),--quick,) $(if $(PRETRAIN),--pretrain,) \
+		$(if $(SEEDS),--seeds $(SEEDS),) $(if $(PRETRAIN_MINUTES),--pretrain-minutes $(PRETRAIN_MINUTES),) \
+		$(if $(DISTIL_MINUTES),--distil-minutes $(DISTIL_MINUTES),)
 
 clean-demo:
 	rm -rf data/mini_superb data/mini_superb_tiny results/demo results/demo_quick

@@ -3,6 +3,11 @@
     python run_distill.py --config configs/distill/distilhubert.yaml --teacher hubert_mini \
         --data data/mini_superb/unlabeled --output results/distill/run1 [--max-steps N] [--resume] [-o key=value]
 
+Export a student or teacher for on-device use (ONNX, onnxruntime; ``--quantize dynamic`` also writes FILE.int8.onnx,
+``--quantize fp16`` FILE.fp16.onnx)::
+
+    python run_distill.py export --student DIR --format onnx --out FILE.onnx [--quantize dynamic]
+
 Multi-process: ``torchrun --nproc_per_node N run_distill.py ...`` (gloo on CPU, nccl on GPUs); the global batch
 (``run.data.max_batch_seconds``) stays the same whatever N. ``--output`` then loads with ``build_upstream(DIR)``.
 """
@@ -42,6 +47,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_distill.py export",
+                                description="Export a HuBERT-family upstream (student or teacher) to ONNX.")
+    p.add_argument("--student", required=True,
+                   help="upstream to export: a distilled student dir, any checkpoint path or a registered name")
+    p.add_argument("--format", required=True, choices=["onnx"], help="export format")
+    p.add_argument("--out", required=True, help="output .onnx file (fp32)")
+    p.add_argument("--quantize", choices=["dynamic", "fp16"], default=None,
+                   help="also write FILE.int8.onnx (onnxruntime dynamic int8 of the weight matmuls) or "
+                        "FILE.fp16.onnx (fp16 weights, for GPUs)")
+    return p
+
+
+def export_command(argv: list[str]) -> int:
+    """``run_distill.py export``: bad input (unknown upstream, unsupported family, unwritable --out) prints one line
+    naming it and returns 2; nothing half-written is left at ``--out``."""
+    args = _export_parser().parse_args(argv)
+    from benchmark.upstream_stats import count_macs_per_second
+    from upstream.onnx_export import (UnsupportedModelError, convert_fp16, export_onnx, quantize_dynamic_int8,
+                                      quantized_path)
+
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        print(f"error: --out {out}: expected a file name ending in .onnx", file=sys.stderr)
+        return 2
+    if out.is_dir():
+        print(f"error: --out {out}: is a directory; expected a .onnx file name", file=sys.stderr)
+        return 2
+    try:
+        upstream = build_upstream(args.student)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: --student {args.student}: {e}", file=sys.stderr)
+        return 2
+    if not isinstance(upstream, HubertUpstream):
+        print(f"error: --student {args.student}: {type(upstream).__name__} is not a HuBERT-family upstream; only "
+              "HuBERT teachers and students (CNN or Fbank front end) export to ONNX", file=sys.stderr)
+        return 2
+    upstream.eval().requires_grad_(False)  # frozen, as the benchmark runs it (FlopCounterMode needs this too)
+    try:
+        written = [export_onnx(upstream, out, source=str(args.student),
+                               macs_per_second=count_macs_per_second(upstream))]
+        if args.quantize == "dynamic":
+            written.append(quantize_dynamic_int8(out, quantized_path(out, "dynamic")))
+        elif args.quantize == "fp16":
+            written.append(convert_fp16(out, quantized_path(out, "fp16")))
+    except UnsupportedModelError as e:
+        print(f"error: --student {args.student}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: --out {out}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"written: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def export_student(objective: DistillObjective) -> HubertUpstream:
     """The trained student as an upstream. The DistilHuBERT paper drops the prediction heads; s3prl's distiller
     upstream (what SUPERB ran) appends their outputs to hidden_states. ``objective.export_heads`` does the latter."""
@@ -58,6 +119,10 @@ def export_student(objective: DistillObjective) -> HubertUpstream:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return run_main(lambda: export_command(argv[1:]))
     args = parse_args(argv)
     return run_main(lambda: _run(args))
 

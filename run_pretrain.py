@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from common.audio import SAMPLE_RATE
 from common.cli import run_main
 from common.config import to_dict
 from common.io import atomic_write_text
+from common.machine import machine_summary
 from pretrain.config import PretrainConfig
 from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
@@ -90,10 +92,12 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
 def main(argv: list[str] | None = None) -> int:
     """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
     args = parse_args(argv)
-    return run_main(lambda: _run(args))
+    # provenance for scripts/ship_teacher.py (under torchrun, each rank's own command line)
+    command = shlex.join(["python", "run_pretrain.py", *(sys.argv[1:] if argv is None else argv)])
+    return run_main(lambda: _run(args, command))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, command: str) -> int:
     cfg, env = start_run(PretrainConfig, args)
     out = Path(args.output)
     started = time.time()
@@ -122,8 +126,13 @@ def _run(args: argparse.Namespace) -> int:
                                 it2.max_steps or cfg.run.max_steps)
     if env.is_main:
         save_upstream(HubertUpstream(model), out)
+        from benchmark.results import git_commit
+
         summary = {"seconds": round(time.time() - started, 1), "params": count_parameters(model),
-                   "iterations": 2 if cfg.iteration2.enabled else 1, "skipped_files": len(report.skipped)}
+                   "iterations": 2 if cfg.iteration2.enabled else 1, "skipped_files": len(report.skipped),
+                   "files": len(entries), "hours": round(sum(n for _, n in entries) / SAMPLE_RATE / 3600, 4),
+                   "command": command, "commit": git_commit(), "machine": machine_summary(),
+                   "world_size": env.world}
         atomic_write_text(out / "pretrain_summary.json", json.dumps(summary, indent=2) + "\n")
         log.info("teacher written to %s: %s", out, summary)
     if env.world > 1:

@@ -58,6 +58,10 @@ def _report_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, default=None, help="where to write report files (default: results dir)")
     p.add_argument("--reference", type=Path, default=None, help="SUPERB reference YAML "
                    "(default configs/superb_reference.yaml)")
+    p.add_argument("--teacher", default=None, help="the teacher row of the distillation picture (default "
+                   "hubert_mini when present)")
+    p.add_argument("--students", nargs="+", default=None, help="its student rows (default: every row but the "
+                   "teacher and the FBANK rows)")
     return p
 
 
@@ -100,7 +104,7 @@ def report_command(argv: list[str]) -> int:
     from benchmark.report import build_report
 
     args = _report_parser().parse_args(argv)
-    report = build_report(args.results_dir, args.out_dir, args.reference)
+    report = build_report(args.results_dir, args.out_dir, args.reference, args.teacher, args.students)
     print(report.markdown)
     print(f"\nwritten: {', '.join(str(p) for p in report.files)}")
     return 0

@@ -11,6 +11,7 @@ Columns (also written at the top of REPORT.md):
 * ``SUPERB_s`` — the leaderboard formula with the published anchors (FBANK -> 0, SOTA -> 1000), averaged over the
   tasks in this table; comparable to the leaderboard only when all ten tasks are present and the data is the real
   datasets.
+* ``asr cer`` — ASR's character error rate beside its WER (not in any score).
 * ``SUPERB_local`` — zero anchor = this table's FBANK anchor: per metric, the better of the ``fbank`` row
   (s3prl's FBANK, per-utterance CMVN) and the ``fbank_no_cmvn`` row (the same features without CMVN) when both
   are present. Why the better of two: after CMVN, mean pooling gives every utterance the same vector, so ``fbank``
@@ -22,6 +23,19 @@ Columns (also written at the top of REPORT.md):
   (so the best upstream of every metric scores 1000); meaningful on the offline corpus, where the published SOTA
   values are unreachable. Metrics on which the anchor itself is the best (or tied best) have no scale and are left
   out, so an upstream worse than FBANK there is not penalised in this column — read the metric columns too.
+
+Below the table: the SD reference DER of "speaker A = all speech" (one label over all reference speech) on the test
+set, which a diarization head that learnt only speech activity reaches.
+
+Pictures (PNG beside REPORT.md):
+* ``tasks_by_upstream.png`` — one panel per metric, one bar per upstream, the direction (higher/lower is better) in
+  the title, the standard deviation over seeds as error bars (none for one seed).
+* ``distillation.png`` — the DistilHuBERT picture: each student's metric per task as a percentage of the teacher's
+  on the scale FBANK anchor = 0%, teacher = 100%, with each student's parameters and speed-up (teacher RTF /
+  student RTF) in its legend. Tasks where the teacher does not beat the FBANK anchor have no such scale and are
+  marked instead. The teacher is ``hubert_mini`` unless given (``report --teacher``); students: every other row
+  except the FBANK rows, unless given (``--students``).
+* ``layer_weights_<upstream>.png`` — the learnt softmax layer weights per task.
 """
 from __future__ import annotations
 
@@ -42,6 +56,10 @@ log = logging.getLogger(__name__)
 FBANK = "fbank"
 # The rows whose per-metric best is the zero anchor of SUPERB_local / SUPERB_rel (see the module docstring).
 FBANK_ROWS = (FBANK, "fbank_no_cmvn")
+DEFAULT_TEACHER = "hubert_mini"
+# Metrics shown beside a task's scored ones, outside every score: task -> [(metric, higher_is_better)].
+EXTRA_METRICS = {"asr": [("cer", False)]}
+SD_ONE_SPEAKER = ("sd", "der_one_speaker")  # the SD reference DER, printed below the table
 
 
 @dataclass
@@ -49,6 +67,7 @@ class Report:
     table: pd.DataFrame
     markdown: str
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # lines printed below the table (the SD reference)
 
 
 def read_results_rows(path: Path) -> tuple[str, list[str]]:
@@ -176,6 +195,9 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
         for task in tasks:
             for m in ref.task_metrics(task):
                 row[f"{task} {m.metric}"] = by_column[up].get(m.column, math.nan)
+            for metric, _ in EXTRA_METRICS.get(task, []):
+                hit = values[(values.upstream == up) & (values.task == task) & (values.metric == metric)]
+                row[f"{task} {metric}"] = float(hit["value"].iloc[0]) if len(hit) else math.nan
             if task == "er":
                 folds = values.loc[(values.upstream == up) & (values.task == task), "folds"]
                 if len(folds):
@@ -203,6 +225,41 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
     table["SUPERB_local_sd"] = [_local_score_sd(per_seed, u, set(by_column[u]), fbank_row, ref, tasks)
                                 if seeds[u] > 1 else math.nan for u in upstreams]
     return table
+
+
+def seed_spread(df: pd.DataFrame) -> pd.DataFrame:
+    """Standard deviation over seeds of each (upstream, task, metric) test value (folds averaged first); NaN for a
+    single seed."""
+    rows = _latest_test_rows(df)
+    per_seed = rows.groupby(["upstream", "task", "metric", "seed"], sort=False)["value"].mean().reset_index()
+    return per_seed.groupby(["upstream", "task", "metric"], sort=False)["value"].std().rename("sd").reset_index()
+
+
+def metric_directions(ref: Reference) -> dict[str, bool]:
+    """Table column (``"<task> <metric>"``) -> higher is better, for the scored and the extra metrics."""
+    out = {f"{m.task} {m.metric}": m.higher_is_better for m in ref.metrics}
+    out.update({f"{t} {metric}": hib for t, items in EXTRA_METRICS.items() for metric, hib in items})
+    return out
+
+
+def one_speaker_der(values: pd.DataFrame) -> float | None:
+    """The SD reference DER ("speaker A = all speech") of the test set, or None when no SD run wrote it."""
+    task, metric = SD_ONE_SPEAKER
+    hit = values[(values.task == task) & (values.metric == metric)]
+    return float(hit["value"].mean()) if len(hit) else None
+
+
+def report_notes(values: pd.DataFrame) -> list[str]:
+    """Lines printed below the table: the SD reference DER of "speaker A = all speech" on the test set."""
+    task, metric = SD_ONE_SPEAKER
+    hit = values[(values.task == task) & (values.metric == metric)]
+    if not len(hit):
+        return []
+    # the same test set gives every upstream the same value; rows differ only if their corpora did
+    lo, hi = float(hit["value"].min()), float(hit["value"].max())
+    value = f"{lo:.2f}" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}"
+    return [f'SD reference: "speaker A = all speech" (one label over all reference speech) scores DER {value}% on '
+            "this test set; a diarization head that learnt only speech activity sits there."]
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -252,8 +309,24 @@ def plot_layer_weights(values: pd.DataFrame, out_dir: Path) -> list[Path]:
     return files
 
 
-def plot_task_bars(table: pd.DataFrame, out_dir: Path) -> Path | None:
-    """Bar chart: one panel per task metric, one bar per upstream."""
+def _colours(upstreams: list[str], teacher: str | None) -> dict[str, str]:
+    """FBANK rows grey, the teacher dark blue, every other row its own colour."""
+    others = iter(["tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                   "tab:cyan"] * 4)
+    return {u: ("0.55" if u == FBANK else "0.75") if u in FBANK_ROWS else "navy" if u == teacher else next(others)
+            for u in upstreams}
+
+
+def _direction(higher_is_better: bool | None) -> str:
+    return "" if higher_is_better is None else "↑ higher is better" if higher_is_better else "↓ lower is better"
+
+
+def plot_task_bars(table: pd.DataFrame, out_dir: Path, spread: pd.DataFrame | None = None,
+                   directions: dict[str, bool] | None = None, teacher: str | None = None,
+                   reference_der: float | None = None) -> Path | None:
+    """A grid of panels, one per metric column: one horizontal bar per upstream (same order and colour in every
+    panel), the metric's direction in the panel title, the standard deviation over seeds as error bars; the SD
+    panel marks ``reference_der`` ("speaker A = all speech")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,24 +335,150 @@ def plot_task_bars(table: pd.DataFrame, out_dir: Path) -> Path | None:
     metric_cols = [c for c in table.columns if " " in c]
     if not metric_cols:
         return None
-    fig, axes = plt.subplots(1, len(metric_cols), figsize=(2.6 * len(metric_cols), 3), squeeze=False)
-    for ax, col in zip(axes[0], metric_cols):
-        ax.bar(table["upstream"], table[col].astype(float), color="tab:blue")
-        ax.set_title(col)
-        ax.tick_params(axis="x", rotation=60)
+    directions = directions or {}
+    ups = list(table["upstream"])
+    colours = _colours(ups, teacher)
+    ncols = min(4, len(metric_cols))
+    nrows = math.ceil(len(metric_cols) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 0.8 + (0.42 * len(ups) + 0.9) * nrows),
+                             squeeze=False, sharey=True)
+    y = list(range(len(ups)))[::-1]  # first row of the table at the top
+    for ax, col in zip(axes.flat, metric_cols):
+        task, metric = col.split(" ", 1)
+        vals = table[col].astype(float).tolist()
+        err = [math.nan] * len(ups)
+        if spread is not None and len(spread):
+            sd = spread[(spread.task == task) & (spread.metric == metric)].set_index("upstream")["sd"]
+            err = [float(sd.get(u, math.nan)) for u in ups]
+        xerr = [0.0 if math.isnan(e) else e for e in err]
+        ax.barh(y, [0.0 if math.isnan(v) else v for v in vals], xerr=xerr if any(xerr) else None,
+                color=[colours[u] for u in ups], ecolor="black", capsize=3)
+        finite = [v for v in vals if not math.isnan(v)]
+        top = max([abs(v) + e for v, e in zip(vals, xerr) if not math.isnan(v)] or [1.0]) or 1.0
+        for yi, v, e in zip(y, vals, xerr):
+            text = "—" if math.isnan(v) else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+            ax.text((0.0 if math.isnan(v) else v) + e + 0.02 * top, yi, text, va="center", fontsize=8)
+        title = f"{task.upper()} {metric}\n{_direction(directions.get(col))}"
+        if (task, metric) == ("sd", "der") and reference_der is not None:
+            ax.axvline(reference_der, color="crimson", ls=":", lw=1.5)
+            title += f"; red: speaker A = all speech ({reference_der:.1f})"
+            top = max(top, reference_der)
+        ax.set_xlim(min(0.0, min(finite or [0.0]) * 1.15), top * 1.25)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_yticks(y, ups)
+    for ax in list(axes.flat)[len(metric_cols):]:
+        ax.axis("off")
+    seeds = int(table["seeds"].max()) if "seeds" in table and len(table) else 1
+    fig.suptitle("Test metric per task" + (f" (mean over {seeds} seeds, error bars: ±1 sd over seeds)"
+                                           if seeds > 1 else " (one seed)"), fontsize=12)
     fig.tight_layout()
     path = _save_figure(fig, out_dir / "tasks_by_upstream.png")
     plt.close(fig)
     return path
 
 
-def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path | None = None) -> Report:
+def retained_percent(table: pd.DataFrame, ref: Reference, teacher: str, students: list[str]) -> pd.DataFrame:
+    """Per scored metric column and student: 100 * (student - anchor) / (teacher - anchor), anchor = the FBANK
+    anchor (so FBANK = 0%, the teacher = 100%, for lower- and higher-is-better metrics alike). NaN where the teacher
+    does not beat the anchor (no scale) or a value is missing."""
+    t = table.set_index("upstream")
+    anchor = {}
+    for m in ref.metrics:
+        col = f"{m.task} {m.metric}"
+        if col not in t.columns:
+            continue
+        vals = [float(t.loc[r, col]) for r in FBANK_ROWS if r in t.index and not math.isnan(float(t.loc[r, col]))]
+        if vals:
+            anchor[col] = (max(vals) if m.higher_is_better else min(vals), m.higher_is_better)
+    rows = {}
+    if "SUPERB_local" in t.columns:  # already on the anchor's scale (anchor = 0): the ratio of the scores
+        tv = float(t.loc[teacher, "SUPERB_local"])
+        rows["SUPERB_local"] = {s: 100.0 * float(t.loc[s, "SUPERB_local"]) / tv if tv > 0 else math.nan
+                                for s in students}
+        rows["SUPERB_local"]["teacher_gain"] = tv
+    for col, (a, hib) in anchor.items():
+        tv = float(t.loc[teacher, col])
+        gain = (tv - a) if hib else (a - tv)
+        rows[col] = {s: (100.0 * (float(t.loc[s, col]) - a) / (tv - a) if gain > 0 else math.nan) for s in students}
+        rows[col]["teacher_gain"] = gain
+    return pd.DataFrame(rows).T
+
+
+def plot_distillation(table: pd.DataFrame, ref: Reference, out_dir: Path, teacher: str,
+                      students: list[str]) -> Path | None:
+    """The DistilHuBERT picture: each student's score per task as % of the teacher's (FBANK anchor = 0%), and
+    each student's parameters and speed-up in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if teacher not in set(table["upstream"]) or not students:
+        return None
+    kept = retained_percent(table, ref, teacher, students)
+    if kept.empty:
+        return None
+    t = table.set_index("upstream")
+    colours = _colours(list(table["upstream"]), teacher)
+    cols = list(kept.index)
+    height = 0.8 / len(students)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.32 * len(cols) * max(2, len(students))))
+    lo, hi = -50.0, 150.0  # bars are clipped to this range; the value is written beside
+    y0 = list(range(len(cols)))[::-1]
+    for i, s in enumerate(students):
+        params, rtf = float(t.loc[s, "params_M"]), float(t.loc[s, "RTF"])
+        t_params, t_rtf = float(t.loc[teacher, "params_M"]), float(t.loc[teacher, "RTF"])
+        size = f"{params:.2f} M params ({100 * params / t_params:.0f}% of the teacher)" \
+            if t_params > 0 and not math.isnan(params) else "params unknown"
+        speed = f"{t_rtf / rtf:.1f}x faster" if rtf > 0 and not math.isnan(t_rtf) else "speed unknown"
+        ys = [y + (len(students) / 2 - i - 0.5) * height for y in y0]
+        vals = [float(kept.loc[c, s]) for c in cols]
+        ax.barh(ys, [0.0 if math.isnan(v) else min(max(v, lo), hi) for v in vals], height=height * 0.9,
+                color=colours[s], label=f"{s}: {size}, {speed}")
+        for yi, v in zip(ys, vals):
+            if not math.isnan(v):
+                ax.text(min(max(v, lo), hi) + (2 if v >= 0 else -2), yi, f"{v:.0f}%", va="center",
+                        ha="left" if v >= 0 else "right", fontsize=7)
+    for yi, c in zip(y0, cols):
+        if kept.loc[c, "teacher_gain"] <= 0:
+            ax.text(50, yi, "teacher does not beat FBANK here: no scale", ha="center", va="center", fontsize=8,
+                    color="0.35", style="italic")
+    ax.axvline(0, color="0.4", lw=1)
+    ax.axvline(100, color="navy", lw=1, ls="--")
+    ax.text(0, len(cols) - 0.45, " FBANK", color="0.4", fontsize=8, va="bottom")
+    ax.text(100, len(cols) - 0.45, f" teacher ({teacher})", color="navy", fontsize=8, va="bottom")
+    dirs = metric_directions(ref)
+    ax.set_yticks(y0, ["SUPERB_local (all tasks)" if c == "SUPERB_local" else
+                       f"{c.split(' ', 1)[0].upper()} {c.split(' ', 1)[1]} {'↑' if dirs.get(c) else '↓'}"
+                       for c in cols])
+    if cols[0] == "SUPERB_local":
+        ax.axhline(y0[0] - 0.5, color="0.2", lw=0.8)
+    ax.set_xlim(lo - 15, hi + 15)
+    ax.set_ylim(-0.7, len(cols) - 0.1)
+    ax.set_xlabel("% of the teacher's gain over FBANK kept (FBANK = 0%, teacher = 100%; bars clipped to "
+                  f"{lo:.0f}…{hi:.0f}%)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=9, frameon=False)
+    ax.set_title("How much of the teacher each student keeps, per task", fontsize=12)
+    fig.tight_layout()
+    path = _save_figure(fig, out_dir / "distillation.png")
+    plt.close(fig)
+    return path
+
+
+def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path | None = None,
+                 teacher: str | None = None, students: list[str] | None = None) -> Report:
+    """Write report.csv, REPORT.md and the pictures (see the module docstring) into ``out_dir`` (default
+    ``results_dir``). ``teacher``/``students`` choose the rows of the DistilHuBERT picture (defaults there)."""
     results_dir = Path(results_dir)
     out_dir = Path(out_dir or results_dir)
     ref = load_reference(reference)
     df = load_results(results_dir)
     table = build_table(df, ref, results_dir)
-    markdown = to_markdown(table)
+    values = latest_test_values(df)
+    notes = report_notes(values)
+    markdown = to_markdown(table) + "".join(f"\n\n{n}" for n in notes)
     files = []
     with atomic_path(out_dir / "report.csv") as tmp:
         table.to_csv(tmp, index=False)
@@ -287,8 +486,15 @@ def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path
     doc = (__doc__ or "").split("Columns", 1)[-1]
     atomic_write_text(out_dir / "REPORT.md", "# Benchmark report\n\nColumns" + doc + "\n" + markdown + "\n")
     files.append(out_dir / "REPORT.md")
-    files += plot_layer_weights(latest_test_values(df), out_dir)
-    bars = plot_task_bars(table, out_dir)
+    files += plot_layer_weights(values, out_dir)
+    ups = list(table["upstream"]) if len(table) else []
+    teacher = teacher or (DEFAULT_TEACHER if DEFAULT_TEACHER in ups else None)
+    bars = plot_task_bars(table, out_dir, seed_spread(df), metric_directions(ref), teacher, one_speaker_der(values))
     if bars:
         files.append(bars)
-    return Report(table, markdown, files)
+    if teacher is not None and teacher in ups:
+        students = students or [u for u in ups if u != teacher and u not in FBANK_ROWS]
+        distil = plot_distillation(table, ref, out_dir, teacher, [s for s in students if s in ups])
+        if distil:
+            files.append(distil)
+    return Report(table, markdown, files, notes)

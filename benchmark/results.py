@@ -38,8 +38,13 @@ class RunInfo:
 
 
 def safe_name(name: str) -> str:
-    """A folder-safe label for an upstream given as a name or a path (``ckpts/student.pt`` -> ``student``)."""
-    stem = Path(name).stem if ("/" in name or "\\" in name or Path(name).suffix) else name
+    """A folder-safe label for an upstream given as a name or a path (``ckpts/student.pt`` -> ``student``).
+    ONNX files keep their suffix (``students/cnn.int8.onnx`` -> ``cnn.int8.onnx``): the exported model gets its own
+    report row instead of merging with the PyTorch checkpoint it came from."""
+    path = Path(name)
+    stem = path.stem if ("/" in name or "\\" in name or path.suffix) else name
+    if path.suffix == ".onnx":
+        stem = path.name
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", stem) or "upstream"
 
 

@@ -45,9 +45,13 @@ def write_upstream_stats(path: Path, upstream: torch.nn.Module, weights_hash: st
         stats = json.loads(path.read_text())
         if stats.get("checkpoint_hash") == weights_hash:
             return stats
+    # An ONNX upstream has no torch parameters or ops to count: it carries the counts of the model it was
+    # exported from (its RTF is measured for real below).
+    params = getattr(upstream, "num_params", None)
+    macs = getattr(upstream, "macs_per_second", None)
     stats = {"checkpoint_hash": weights_hash,
-             "params": sum(p.numel() for p in upstream.parameters()),
-             "macs_per_second": count_macs_per_second(upstream),
+             "params": params if params is not None else sum(p.numel() for p in upstream.parameters()),
+             "macs_per_second": macs if macs is not None else count_macs_per_second(upstream),
              "rtf": real_time_factor(upstream),
              "threads": torch.get_num_threads()}
     atomic_write_text(path, json.dumps(stats, indent=2))

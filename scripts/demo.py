@@ -4,11 +4,14 @@ Outputs: data/mini_superb and results/demo (quick: data/mini_superb_tiny and res
 Stages, each skipped when its output exists from a run with the same settings (a ``.demo_stage.json`` marker beside
 the output records them; other settings rebuild the stage):
   1. corpus     python -m synth --out data/mini_superb --size small (quick: tiny)
-  2. pretrain   run_pretrain.py → results/demo/hubert_mini (the teacher; the registered ``hubert_mini`` loads it)
+  2. teacher    the shipped teacher upstream/pretrained/hubert_mini (what ``build_upstream("hubert_mini")`` loads,
+                sha256 checked); with ``--pretrain`` (``make demo PRETRAIN=1``), or while no weights are shipped
+                (said in one line), run_pretrain.py → results/demo/hubert_mini from scratch within its time cap
   3. distil     run_distill.py → results/demo/distilhubert_mini_cnn and results/demo/distilhubert_mini_fbank
-                (both at once; logs in results/demo/logs)
-  4. benchmark  run_benchmark.py for fbank, fbank_no_cmvn, the teacher and both students on every task tasks.list_tasks() returns
-                (features cached in results/demo/benchmark/feature_cache)
+                (both at once; logs in results/demo/logs); with the shipped teacher they get the minutes
+                pretraining no longer takes (``Budget.shipped_distil_minutes``)
+  4. benchmark  run_benchmark.py for fbank, fbank_no_cmvn, the teacher and both students on every task of
+                tasks.list_tasks() (features cached in results/demo/benchmark/feature_cache)
   5. report     run_benchmark.py report (params, RTF, each task's metric, SUPERB score) + bench/student_speed.py
 Every stage is a command line (the demo knows nothing else): a subprocess, except the benchmark's runs, which go to
 two long-lived workers that import torch once (benchmark/workers.py). A failing task is reported loudly, the
@@ -32,12 +35,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+SHIPPED_TEACHER = ROOT / "upstream" / "pretrained" / "hubert_mini"
 # recipes relative to ROOT (the commands run there)
 PRETRAIN_RECIPE = Path("configs/pretrain/hubert_mini.yaml")
 DISTIL_RECIPES = {"cnn": Path("configs/distill/distilhubert_mini.yaml"),
                   "fbank": Path("configs/distill/fbank_student_mini.yaml")}
 sys.path.insert(0, str(ROOT))
 from benchmark.workers import run_in_worker, setup_worker  # noqa: E402  (light: torch loads in the workers only)
+from common.machine import machine_summary  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -52,16 +57,19 @@ class Budget:
     item_seconds: float          # longer files are cropped to this
     # wall-clock caps (run.max_minutes): a busy machine stops training early instead of blowing the budget
     pretrain_minutes: float
-    distil_minutes: float
+    distil_minutes: float           # per student, after pretraining the teacher here
+    shipped_distil_minutes: float   # per student, with the shipped teacher (no pretraining stage)
 
 
 # The caps, not the step counts, end training on a 2-core CPU (AVX2-only: ~1 s per pretraining update), and the
-# LR schedule is fitted to them (run.fit_schedule_to_time), so a capped run still anneals. 7 + 2.5 minutes leave the
-# benchmark of 4 upstreams x 10 tasks room in the 25 minutes.
-FULL = Budget(corpus_size="small", pretrain_steps=1000, distil_steps=400, benchmark_steps=None, batch_seconds=32.0,
-              item_seconds=6.0, pretrain_minutes=7.0, distil_minutes=2.5)
+# LR schedule is fitted to them (run.fit_schedule_to_time), so a capped run still anneals. 7 + 2.5 minutes left the
+# benchmark of 4 upstreams x 10 tasks room in the 25 minutes. The shipped teacher frees the 7 minutes: the students
+# get 2.5 more each (they distil side by side, so that is 2.5 minutes of wall time), and the rest pays for the
+# fbank_no_cmvn row and the longer PR/ASR/SF demo heads.
+FULL = Budget(corpus_size="small", pretrain_steps=1000, distil_steps=1000, benchmark_steps=None, batch_seconds=32.0,
+              item_seconds=6.0, pretrain_minutes=7.0, distil_minutes=2.5, shipped_distil_minutes=5.0)
 QUICK = Budget(corpus_size="tiny", pretrain_steps=20, distil_steps=10, benchmark_steps=5, batch_seconds=8.0,
-               item_seconds=3.0, pretrain_minutes=0.75, distil_minutes=0.3)
+               item_seconds=3.0, pretrain_minutes=0.75, distil_minutes=0.3, shipped_distil_minutes=0.3)
 
 
 def run(cmd: list[str], log: Path | None = None) -> int:
@@ -90,9 +98,13 @@ def run_benchmark(cmd: list[str], log: Path, workers: ProcessPoolExecutor) -> in
 class Stages:
     def __init__(self, args: argparse.Namespace):
         self.quick = args.quick
-        caps = {k: v for k, v in (("pretrain_minutes", args.pretrain_minutes), ("distil_minutes", args.distil_minutes))
-                if v is not None}
+        caps = {"pretrain_minutes": args.pretrain_minutes, "distil_minutes": args.distil_minutes,
+                "shipped_distil_minutes": args.distil_minutes}  # --distil-minutes sets the cap of either teacher
+        caps = {k: v for k, v in caps.items() if v is not None}
         self.budget = dataclasses.replace(QUICK if args.quick else FULL, **caps)
+        # the shipped teacher unless told to pretrain (or none is shipped; pretrain() says so)
+        self.pretrain_requested = args.pretrain
+        self.pretrain_teacher = args.pretrain or not shipped_teacher_ok()
         self.data = ROOT / args.data_root
         self.out = ROOT / args.results
         self.jobs = args.jobs
@@ -107,7 +119,7 @@ class Stages:
         b = self.budget.__dict__
         fields = {"corpus": ["corpus_size"],
                   "pretrain": ["pretrain_steps", "batch_seconds", "item_seconds", "pretrain_minutes"],
-                  "distil": ["distil_steps", "batch_seconds", "item_seconds", "distil_minutes"],
+                  "distil": ["distil_steps", "batch_seconds", "item_seconds", self._distil_minutes_field],
                   "benchmark": ["benchmark_steps"]}[stage.split("-")[0]]
         inputs = {"pretrain": [self.data / "MANIFEST.sha256"],
                   "distil": [self.data / "MANIFEST.sha256", self.teacher / "model.safetensors"],
@@ -160,9 +172,24 @@ class Stages:
 
     @property
     def teacher(self) -> Path:
-        return self.out / "hubert_mini"
+        return self.out / "hubert_mini" if self.pretrain_teacher else SHIPPED_TEACHER
+
+    @property
+    def _distil_minutes_field(self) -> str:
+        return "distil_minutes" if self.pretrain_teacher else "shipped_distil_minutes"
+
+    @property
+    def distil_minutes(self) -> float:
+        return getattr(self.budget, self._distil_minutes_field)
 
     def pretrain(self) -> None:
+        if not self.pretrain_teacher:
+            print(f"  the shipped teacher: {_shown(SHIPPED_TEACHER)} (sha256 checked; `make demo PRETRAIN=1` "
+                  "pretrains one here instead)", flush=True)
+            return
+        if not self.pretrain_requested:
+            print(f"  no shipped teacher weights in {_shown(SHIPPED_TEACHER)} (or they fail their sha256 "
+                  f"check): pretraining one here ({self.budget.pretrain_minutes:g}-minute cap)", flush=True)
         if self.cached(self.teacher, "pretrain"):
             return
         b = self.budget
@@ -191,7 +218,7 @@ class Stages:
             cmd = [PY, "run_distill.py", "--config", str(DISTIL_RECIPES[kind]), "--teacher", str(self.teacher),
                    "--data", str(self.data / "unlabeled"), "--output", str(out), "--max-steps", str(b.distil_steps),
                    "-o", f"run.data.max_batch_seconds={b.batch_seconds}",
-                   "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={b.distil_minutes}",
+                   "-o", f"run.data.max_item_seconds={b.item_seconds}", "-o", f"run.max_minutes={self.distil_minutes}",
                    "-o", "run.fit_schedule_to_time=true", "-o", f"run.threads={threads}"]
             start = time.time()
             code = run(cmd, self.out / "logs" / f"distil_{kind}.log")
@@ -276,27 +303,31 @@ class Stages:
                  "--repeats", "3" if self.quick else "20"])
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def shipped_teacher_ok() -> bool:
+    """Whether the shipped teacher's weights are there and pass their sha256 check (in a subprocess: the check
+    lives with the registry, which imports torch, and the demo itself stays light)."""
+    if not (SHIPPED_TEACHER / "model.safetensors").is_file():
+        return False
+    code = ("import sys; from upstream.builtin import has_shipped_weights; "
+            "sys.exit(0 if has_shipped_weights('hubert_mini') else 1)")
+    return subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True).returncode == 0
+
+
 class StageFailed(RuntimeError):
     def __init__(self, message: str, fatal: bool = False):
         super().__init__(message)
         self.fatal = fatal
 
 
-def machine_summary() -> str:
-    """Cores and vector extensions: CPU matmul and conv kernels run about twice as fast with AVX-512 as with AVX2
-    only (measured on the demo), and pretraining and distillation stop at time caps, so a slower CPU trains fewer
-    steps and its results differ."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    vector = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "unknown"
-    return f"{os.cpu_count()} cores, vector extensions {vector}"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny corpus and step counts (≤ 4 minutes)")
+    p.add_argument("--pretrain", action="store_true", help="pretrain the teacher here from scratch (within "
+                   "--pretrain-minutes) instead of using the shipped one")
     # quick runs keep their own folders, so a smoke test never replaces the full demo's corpus or teacher
     p.add_argument("--data-root", default=None, help="default data/mini_superb (quick: data/mini_superb_tiny)")
     p.add_argument("--results", default=None, help="default results/demo (quick: results/demo_quick)")
@@ -309,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"teacher pretraining cap (default {FULL.pretrain_minutes}; quick {QUICK.pretrain_minutes}). "
                    "More minutes, more updates: a better teacher on a slow CPU, a longer demo")
     p.add_argument("--distil-minutes", type=float, default=None,
-                   help=f"distillation cap per student (default {FULL.distil_minutes}; quick {QUICK.distil_minutes})")
+                   help=f"distillation cap per student (default {FULL.shipped_distil_minutes} with the shipped "
+                   f"teacher, {FULL.distil_minutes} after pretraining one; quick {QUICK.distil_minutes})")
     args = p.parse_args(argv)
     for name in ("pretrain_minutes", "distil_minutes"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
@@ -324,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_summary()}", flush=True)
     try:
         stages.timed("1 corpus", stages.corpus)
-        stages.timed("2 pretrain teacher", stages.pretrain)
+        stages.timed("2 teacher", stages.pretrain)
     except StageFailed as e:  # only fatal failures escape timed()
         print(f"!!! {e}", flush=True)
         return 1

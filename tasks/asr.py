@@ -2,7 +2,8 @@
 
 Protocol: train-clean-100 / dev-clean / test-clean; frozen upstream, weighted sum, Linear(D -> 1024) projector,
 2-layer BiLSTM (1024 per direction), CTC over characters (A-Z, apostrophe, word boundary ``|``), greedy decoding, no
-language model; metric WER % (word edit distance / reference words, editdistance), selected on dev-clean.
+language model; metric WER % (word edit distance / reference words, editdistance), selected on dev-clean; CER %
+(character edit distance, word boundaries included) is reported beside it.
 
 Differences from SUPERB (s3prl ``asr/config.yaml``) and why:
 * No SpecAugment on the features (s3prl applies it for ASR): left out of this first version to keep the head
@@ -13,10 +14,11 @@ Differences from SUPERB (s3prl ``asr/config.yaml``) and why:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
 
 from downstream.ctc_heads import BiLSTMCTCHead, BiLSTMCTCHeadConfig
 
-from .base import TaskConfig, Utterance
+from .base import TaskConfig, Utterance, error_rate_percent
 from .ctc import BLANK, CTCTask
 from .librispeech import LAYOUT, LIBRISPEECH_DIR, load_librispeech
 from .pr import LibriSpeechSplits
@@ -63,6 +65,16 @@ class SpeechRecognition(CTCTask):
 
     def hypothesis_units(self, tokens: list[str]) -> list[str]:
         return chars_to_words(tokens)
+
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """WER (the selected metric), and CER beside it: the character error rate over the same characters, each
+        word boundary counting as one (reference ``text_to_chars(transcript)``, hypothesis its decoded words joined
+        by ``|``). CER shows a head that learns spelling before it gets whole words right."""
+        scores = super().score(split, utts, predictions)
+        refs = [text_to_chars(u.transcript) for u in utts]
+        hyps = [list(WORD_BOUNDARY.join(chars_to_words(p.split()))) for p in predictions]
+        scores["cer"] = error_rate_percent(refs, hyps)
+        return scores
 
     def build_head(self, input_dim: int) -> BiLSTMCTCHead:
         """Output: log-probabilities ``[batch, frame, len(vocab)]`` (characters + blank) at the upstream frame

@@ -20,9 +20,9 @@ def demo():
     return module
 
 
-def stages(demo, tmp_path, quick: bool, seeds: int = 1, pretrain_minutes=None):
+def stages(demo, tmp_path, quick: bool, seeds: int = 1, pretrain_minutes=None, pretrain: bool = True):
     args = argparse.Namespace(quick=quick, data_root=str(tmp_path / "data"), results=str(tmp_path / "res"), jobs=1,
-                              seeds=seeds, pretrain_minutes=pretrain_minutes, distil_minutes=None)
+                              seeds=seeds, pretrain_minutes=pretrain_minutes, distil_minutes=None, pretrain=pretrain)
     return demo.Stages(args)
 
 
@@ -152,3 +152,53 @@ def test_quick_settings_survive_a_changed_cap(demo, tmp_path, monkeypatch):
     s.pretrain()
     (cmd,) = commands
     assert "run.max_minutes=0.5" in cmd and "labels.kmeans_init_runs=1" in cmd  # still the quick recipe
+
+
+def _fake_run(commands):
+    def run(cmd, log=None):
+        commands.append(cmd)
+        Path(cmd[cmd.index("--output") + 1]).mkdir(parents=True, exist_ok=True)
+        return 0
+    return run
+
+
+def test_the_shipped_teacher_is_used_and_its_minutes_go_to_the_students(demo, tmp_path, monkeypatch, capsys):
+    shipped = tmp_path / "upstream" / "pretrained" / "hubert_mini"
+    shipped.mkdir(parents=True)
+    (shipped / "upstream.yaml").write_text("shipped")
+    monkeypatch.setattr(demo, "SHIPPED_TEACHER", shipped)
+    monkeypatch.setattr(demo, "shipped_teacher_ok", lambda: True)
+    commands = []
+    monkeypatch.setattr(demo, "run", _fake_run(commands))
+    s = stages(demo, tmp_path, quick=False, pretrain=False)
+    s.pretrain()
+    assert commands == [] and f"the shipped teacher: {shipped}" in capsys.readouterr().out
+    s.distil()
+    assert len(commands) == 2
+    for cmd in commands:
+        assert cmd[cmd.index("--teacher") + 1] == str(shipped)
+        assert f"run.max_minutes={demo.FULL.shipped_distil_minutes}" in cmd  # more than after pretraining here
+    assert demo.FULL.shipped_distil_minutes > demo.FULL.distil_minutes
+    assert str(shipped) in s.upstreams()  # the shipped teacher is benchmarked
+
+
+def test_without_shipped_weights_the_demo_says_so_in_one_line_and_pretrains(demo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "SHIPPED_TEACHER", tmp_path / "absent" / "hubert_mini")
+    assert not demo.shipped_teacher_ok()
+    commands = []
+    monkeypatch.setattr(demo, "run", _fake_run(commands))
+    s = stages(demo, tmp_path, quick=True, pretrain=False)
+    s.pretrain()
+    said = [line for line in capsys.readouterr().out.splitlines() if "shipped" in line]
+    assert len(said) == 1 and "no shipped teacher weights" in said[0] and "pretraining one here" in said[0]
+    (cmd,) = commands
+    assert cmd[1] == "run_pretrain.py" and cmd[cmd.index("--output") + 1] == str(tmp_path / "res" / "hubert_mini")
+    s.distil()
+    assert all(f"run.max_minutes={demo.QUICK.distil_minutes}" in c for c in commands[1:])
+
+
+def test_pretrain_flag_pretrains_even_with_shipped_weights(demo, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "shipped_teacher_ok", lambda: True)
+    s = stages(demo, tmp_path, quick=False, pretrain=True)
+    assert s.teacher == tmp_path / "res" / "hubert_mini" and s.distil_minutes == demo.FULL.distil_minutes
+    assert not stages(demo, tmp_path, quick=False, pretrain=False).teacher.is_relative_to(tmp_path)

@@ -48,6 +48,7 @@ def test_report_table_folds_latest_rows_and_plots(tmp_path):
     assert "| student |" in report.markdown
     names = {p.name for p in report.files}
     assert {"report.csv", "REPORT.md", "layer_weights_student.png", "tasks_by_upstream.png"} <= names
+    assert "distillation.png" not in names  # no hubert_mini row: no teacher to compare with
     assert all(p.stat().st_size > 0 for p in report.files)
 
 
@@ -93,3 +94,37 @@ def test_local_score_anchor_is_the_better_of_the_two_fbank_rows_per_metric(tmp_p
     assert t.loc["fbank", "SUPERB_local"] == pytest.approx(1000 * (8.3 - 45.0) / (ref.sota["KS"] - 45.0) / 2)
     assert t.loc["fbank_no_cmvn", "SUPERB_local"] == pytest.approx(1000 * (70.0 - 60.0) / (ref.sota["PR"] - 60.0) / 2)
     assert t.loc["fbank", "SUPERB_local"] < 0 and t.loc["fbank_no_cmvn", "SUPERB_local"] < 0
+
+
+def test_report_pictures_sd_reference_and_cer_beside_wer(tmp_path):
+    from benchmark.report import retained_percent, seed_spread, load_results
+
+    stats = {"fbank": 0, "fbank_no_cmvn": 0, "hubert_mini": 5_000_000, "student": 1_000_000}
+    rtf = {"fbank": 0.001, "fbank_no_cmvn": 0.001, "hubert_mini": 0.02, "student": 0.005}
+    for up in stats:
+        (tmp_path / up).mkdir()
+        (tmp_path / up / "upstream_stats.json").write_text(json.dumps({"params": stats[up], "rtf": rtf[up]}))
+    for seed in (0, 1):
+        for up, ks, wer, cer, der in [("fbank", 8.0, 100.0, 90.0, 20.0), ("fbank_no_cmvn", 40.0, 100.0, 92.0, 34.0),
+                                      ("hubert_mini", 80.0, 40.0, 12.0, 30.0), ("student", 70.0, 60.0, 20.0, 31.0)]:
+            _append(tmp_path, up, "ks", "accuracy", ks + 2 * seed, seed=seed)
+            _append(tmp_path, up, "asr", "wer", wer, seed=seed)
+            _append(tmp_path, up, "asr", "cer", cer, seed=seed)
+            _append(tmp_path, up, "sd", "der", der, seed=seed)
+            _append(tmp_path, up, "sd", "der_one_speaker", 35.2, seed=seed)
+    report = build_report(tmp_path)
+    t = report.table.set_index("upstream")
+    cols = list(report.table.columns)
+    assert cols.index("asr cer") == cols.index("asr wer") + 1 and t.loc["student", "asr cer"] == 20.0
+    assert '"speaker A = all speech"' in report.markdown and "DER 35.20%" in report.markdown
+    assert "DER 35.20%" in (tmp_path / "REPORT.md").read_text()
+    assert {"tasks_by_upstream.png", "distillation.png"} <= {p.name for p in report.files}
+    sd = seed_spread(load_results(tmp_path)).set_index(["upstream", "task", "metric"])["sd"]
+    assert sd[("student", "ks", "accuracy")] == pytest.approx(2 ** 0.5)  # 70 and 72
+    kept = retained_percent(report.table, load_reference(), "hubert_mini", ["student"])
+    # anchor KS = 41 (fbank_no_cmvn's mean), teacher 81, student 71: 75% kept; ASR WER anchor 100: (60-100)/(40-100)
+    assert kept.loc["ks accuracy", "student"] == pytest.approx(75.0)
+    assert kept.loc["asr wer", "student"] == pytest.approx(100 * 40 / 60)
+    assert kept.loc["sd der", "student"] != kept.loc["sd der", "student"]  # teacher worse than FBANK's 20: no scale
+    assert kept.loc["SUPERB_local", "student"] == pytest.approx(
+        100 * t.loc["student", "SUPERB_local"] / t.loc["hubert_mini", "SUPERB_local"])

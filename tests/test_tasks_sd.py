@@ -120,6 +120,9 @@ def test_scoring_writes_rttm_and_uses_dev_tuned_threshold(tmp_path):
     assert task.tune_on_dev([utt], [shy]) == {"threshold": 0.3, "median_frames": 1}
     assert task.threshold == 0.3 and task.median == 1
     assert task.score("dev", [utt], [shy])["der"] == pytest.approx(0.0)
+    # "speaker A = all speech" over A 0-2 s, B 1-3 s: B missed in the overlap (1 s) and confused after it (1 s), of
+    # 4 s of reference speech
+    assert task.score("dev", [utt], [shy])["der_one_speaker"] == pytest.approx(50.0)
     files = task.prediction_files("dev", [utt], [shy])
     assert list(files) == ["dev.rttm"] and "SPEAKER mix1 1 0.000 2.000" in files["dev.rttm"]
 
@@ -148,7 +151,8 @@ def test_sd_run_writes_rttm_and_rows(tmp_path):
     for split in ("train", "dev", "test"):
         make_libri2mix(tmp_path / "data", split)
     summary, rows = run_and_read_rows(tmp_path / "data", "sd", tmp_path)
-    assert {(r["split"], r["metric"]) for r in rows} == {("dev", "der"), ("test", "der")}
+    assert {(r["split"], r["metric"]) for r in rows} == {("dev", "der"), ("dev", "der_one_speaker"), ("test", "der"),
+                                                         ("test", "der_one_speaker")}
     # dev choices are the run's, recorded in summary.json, not metric rows
     assert summary["selected"]["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7)
     assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["selected"] == summary["selected"]

@@ -72,13 +72,11 @@ def test_malicious_pickle_never_runs(layout, tmp_path):
         assert "open" in str(err.value)
 
 
-def test_demo_weights_are_found_by_env_var(tmp_path, monkeypatch):
+def test_hubert_mini_loads_a_checkpoint_given_and_its_random_architecture_only_on_request(tmp_path):
     saved = random_upstream(tiny_config(), seed=3)
     save_upstream(saved, tmp_path / "demo")
-    monkeypatch.setenv("DISTILSUPERB_HUBERT_MINI", str(tmp_path / "demo"))
-    assert build_upstream("hubert_mini").weights_hash() == saved.weights_hash()
-    monkeypatch.setenv("DISTILSUPERB_HUBERT_MINI", str(tmp_path / "missing"))
-    fresh = build_upstream("hubert_mini")  # no weights: random init with a warning, the demo recipe's architecture
+    assert build_upstream("hubert_mini", checkpoint=tmp_path / "demo").weights_hash() == saved.weights_hash()
+    fresh = build_upstream("hubert_mini", random_init=True)  # the explicit opt-in: the demo recipe's architecture
     import upstream.builtin as builtin
     from common.config import load_yaml
 

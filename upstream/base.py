@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from common import tensors
+from common.tensors import module_device
 from common.audio import SAMPLE_RATE
 
 
@@ -46,6 +47,13 @@ class Upstream(nn.Module, abc.ABC):
     def forward(self, wavs: Sequence[torch.Tensor]) -> UpstreamOutput:
         checked = validate_waveforms(wavs, self.min_samples())
         return self.extract(checked)
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Length of ``hidden_states`` (layers + 1 for transformer upstreams), from one short forward pass."""
+        with torch.inference_mode():
+            device = module_device(self)
+            return len(self.forward([torch.zeros(self.min_samples() * 2, device=device)]).hidden_states)
 
     def hash_config(self) -> dict:
         """What, besides the weights, determines the features (overridden by parametrised upstreams)."""

@@ -1,8 +1,11 @@
 """Registered HuBERT-family upstreams: ``hubert_base``, ``hubert_large``, ``distilhubert`` and the CPU demo pair
 ``hubert_mini`` / ``distilhubert_mini``.
 
-Without weights they are randomly initialised with a fixed seed (so two builds hash alike in the feature cache);
-``checkpoint=PATH`` loads any format ``upstream/checkpoints.py`` reads instead.
+``checkpoint=PATH`` loads any format ``upstream/checkpoints.py`` reads. ``hubert_mini`` without it loads the weights
+shipped in ``upstream/pretrained/hubert_mini/`` (fp16 safetensors, loaded as fp32; see its PROVENANCE.md) after
+checking their sha256 against ``SHIPPED_SHA256`` below, and its untrained architecture needs the explicit
+``random_init=True``. The others are still randomly initialised without weights (with a fixed seed, so two builds
+hash alike in the feature cache).
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ import torch
 
 from common.config import load_config, load_yaml
 
-from .checkpoints import CONFIG_FILE, load_upstream_from_path
+from common.io import sha256_file
+
+from .checkpoints import CONFIG_FILE, WEIGHTS_FILE, load_upstream_from_path
 from .hubert import HubertConfig, HubertModel, HubertUpstream, student_config_from_teacher
 from .registry import register_upstream
 
@@ -38,6 +43,49 @@ DISTILHUBERT = dataclasses.replace(student_config_from_teacher(HUBERT_BASE, 2, (
 HUBERT_MINI_RECIPE = REPO_ROOT / "configs" / "pretrain" / "hubert_mini.yaml"
 HUBERT_MINI = load_config(HubertConfig, base=load_yaml(HUBERT_MINI_RECIPE)["model"])
 DISTILHUBERT_MINI = student_config_from_teacher(HUBERT_MINI, 2, (4, 8, 12))
+
+
+# Weights shipped inside the project: upstream/pretrained/<name>/{model.safetensors, upstream.yaml, PROVENANCE.md},
+# written by scripts/ship_teacher.py, which prints the sha256 to record here. None: nothing shipped yet.
+SHIPPED_DIR = REPO_ROOT / "upstream" / "pretrained"
+SHIPPED_SHA256: dict[str, str | None] = {"hubert_mini": None}
+
+
+class ShippedWeightsError(ValueError):
+    """Shipped weights that are missing, unrecorded, or differ from the recorded sha256."""
+
+
+def shipped_weights(name: str) -> Path:
+    """The folder of ``name``'s shipped weights, after checking ``model.safetensors`` against ``SHIPPED_SHA256``.
+
+    Raises ShippedWeightsError (one line: the file, what is wrong, what to do) when the weights are absent, no
+    sha256 is recorded for them, or theirs differs from the recorded one (a corrupted or replaced file).
+    """
+    folder = SHIPPED_DIR / name
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file() or not (folder / CONFIG_FILE).is_file():
+        raise ShippedWeightsError(
+            f"{name}: no shipped weights in {folder} ({WEIGHTS_FILE} + {CONFIG_FILE}); pass checkpoint=PATH "
+            f"(e.g. the demo's results/demo/{name}), or random_init=True for the untrained architecture")
+    expected = SHIPPED_SHA256.get(name)
+    if expected is None:
+        raise ShippedWeightsError(f"{weights}: no sha256 recorded for {name!r} in upstream/builtin.py SHIPPED_SHA256 "
+                                  "(record the value scripts/ship_teacher.py printed)")
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise ShippedWeightsError(f"{weights}: sha256 {actual} differs from the recorded {expected} "
+                                  "(a corrupted or replaced file: restore it with `git checkout`, or re-ship it with "
+                                  "scripts/ship_teacher.py and record the new value)")
+    return folder
+
+
+def has_shipped_weights(name: str) -> bool:
+    """Whether ``name`` has shipped weights that pass the sha256 check."""
+    try:
+        shipped_weights(name)
+    except ShippedWeightsError:
+        return False
+    return True
 
 
 def random_upstream(cfg: HubertConfig, seed: int = 0, **kwargs) -> HubertUpstream:
@@ -91,9 +139,21 @@ def distilhubert(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) 
 
 
 @register_upstream("hubert_mini")
-def hubert_mini(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
-    """The CPU demo's teacher (sizes above); loads ``results/demo/hubert_mini`` when the demo has saved it."""
-    return _build(HUBERT_MINI, _demo_checkpoint("hubert_mini", checkpoint), seed, **kwargs)
+def hubert_mini(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
+                **kwargs) -> HubertUpstream:
+    """The CPU demo's teacher (sizes above): the shipped weights (``upstream/pretrained/hubert_mini``, sha256
+    checked, fp16 on disk, fp32 in memory), ``checkpoint=PATH`` for others, or ``random_init=True`` for the
+    architecture of ``configs/pretrain/hubert_mini.yaml`` with random weights (``seed``).
+
+    Raises ShippedWeightsError when neither is given and the shipped weights are absent or fail their check, and
+    ValueError when both ``checkpoint`` and ``random_init`` are given.
+    """
+    if random_init:
+        if checkpoint is not None:
+            raise ValueError("hubert_mini: checkpoint= and random_init=True exclude each other")
+        return random_upstream(HUBERT_MINI, seed, **kwargs)
+    return _build(HUBERT_MINI, checkpoint if checkpoint is not None else shipped_weights("hubert_mini"), seed,
+                  **kwargs)
 
 
 @register_upstream("distilhubert_mini")

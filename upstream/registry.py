@@ -29,12 +29,17 @@ def build_upstream(name_or_path: str | Path, **kwargs) -> Upstream:
     """Build a registered upstream by name, or load one from a checkpoint file or directory.
 
     Paths: a Hugging Face model dir, a fairseq HuBERT ``.pt``, an s3prl distiller ``.ckpt`` or our own format
-    (see ``upstream/checkpoints.py``).
+    (see ``upstream/checkpoints.py``); an ``.onnx`` file written by ``run_distill.py export`` runs with onnxruntime
+    (``upstream/onnx_upstream.py``).
     """
     key = str(name_or_path)
     _REGISTRY.discover()
     if key in _REGISTRY.items:
         return _REGISTRY.items[key](**kwargs)
+    if Path(key).suffix == ".onnx" and Path(key).is_file():
+        from .onnx_upstream import load_onnx_upstream
+
+        return load_onnx_upstream(Path(key), **kwargs)
     if Path(key).exists():
         from .checkpoints import load_upstream_from_path
 

@@ -155,14 +155,26 @@ class SpeakerDiarization(Task):
         return 100.0 * diarization_error_rate(self.references(split), hyps, durations), segments
 
     def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
-        """DER (percent) of the split's recordings at the current threshold and median filter."""
-        return {"der": self.der(split, utts, predictions, self.threshold, self.median)[0]}
+        """DER (percent) of the split's recordings at the current threshold and median filter, and beside it the DER
+        of "speaker A = all speech" (``der_one_speaker``, see :meth:`one_speaker_der`)."""
+        return {"der": self.der(split, utts, predictions, self.threshold, self.median)[0],
+                "der_one_speaker": self.one_speaker_der(split)}
 
     def prediction_files(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, str]:
         """``<split>.rttm``: the hypothesis segments at the current threshold and median filter."""
         segments = self.der(split, utts, predictions, self.threshold, self.median)[1]
         lines = [line for u in utts for line in rttm_lines(segments[u.id], u.id)]
         return {f"{split}.rttm": "\n".join(lines) + ("\n" if lines else "")}
+
+    def one_speaker_der(self, split: str) -> float:
+        """DER (percent) of the trivial hypothesis "speaker A = all speech": one label over every stretch of
+        reference speech. A head that learnt only speech activity lands here; the report prints it beside the
+        SD column, so a DER can be read against it."""
+        refs = self.references(split)
+        hyps = {uri: to_annotation([("A", seg.start, seg.end) for seg in ref.get_timeline().support()], uri)
+                for uri, ref in refs.items()}
+        durations = {r.id: r.duration for r in self.recordings(split)}
+        return 100.0 * diarization_error_rate(refs, hyps, durations)
 
     def tune_on_dev(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, Any]:
         """Pick threshold and median-filter width on dev (lowest DER; ties keep the earlier grid point)."""
