@@ -83,11 +83,7 @@ def cache_command(argv: list[str]) -> int:
     args = _cache_parser().parse_args(argv)
     root = args.cache_dir or default_cache_dir()
     if args.remove or args.unused_days is not None:
-        try:
-            removed = remove_cache_entries(root, args.remove, args.unused_days)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        removed = remove_cache_entries(root, args.remove, args.unused_days)  # ValueError: one line, exit 2 (run_main)
         for e in removed:
             print(f"removed {e.path.name}  {e.bytes / 1e9:.2f} GB  {e.upstream}")
         print(f"freed {sum(e.bytes for e in removed) / 1e9:.2f} GB")

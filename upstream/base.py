@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -104,6 +104,19 @@ def pad_waveforms(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
     for i, w in enumerate(wavs):
         padded[i, : w.numel()] = w
     return padded, lengths
+
+
+def shortest_waveform(frames_for: Callable[[torch.Tensor], torch.Tensor]) -> int:
+    """The fewest samples for which ``frames_for`` (samples ``[n]`` -> frames ``[n]``) gives one frame (binary search
+    up to one second, which always yields a frame)."""
+    low, high = 1, SAMPLE_RATE
+    while low < high:
+        mid = (low + high) // 2
+        if int(frames_for(torch.tensor([mid]))[0]) >= 1:
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def count_parameters(module: nn.Module) -> int:

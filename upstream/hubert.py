@@ -16,7 +16,7 @@ from torch import nn
 
 from common.audio import SAMPLE_RATE
 
-from .base import Upstream, UpstreamOutput, pad_waveforms
+from .base import Upstream, UpstreamOutput, pad_waveforms, shortest_waveform
 from .components import ConvFrontEnd, Encoder, FbankFrontEnd, FeatureProjection, PredictionHead, valid_mask
 
 log = logging.getLogger(__name__)
@@ -203,14 +203,7 @@ class HubertUpstream(Upstream):
         return self
 
     def min_samples(self) -> int:
-        low, high = 1, SAMPLE_RATE  # one second always yields a frame
-        while low < high:  # smallest waveform with one output frame
-            mid = (low + high) // 2
-            if int(self.frames_for(torch.tensor([mid]))[0]) >= 1:
-                high = mid
-            else:
-                low = mid + 1
-        return low
+        return shortest_waveform(self.frames_for)
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         return self.model.frame_lengths(num_samples)

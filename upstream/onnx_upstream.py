@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.audio import SAMPLE_RATE
 from common.io import sha256_file
 
-from .base import Upstream, UpstreamOutput, pad_waveforms
+from .base import Upstream, UpstreamOutput, pad_waveforms, shortest_waveform
 from .components import conv_output_lengths
 
 SUPPORTED_FAMILIES = ("hubert",)
@@ -133,14 +132,7 @@ class OnnxUpstream(Upstream):
         return num_samples
 
     def min_samples(self) -> int:
-        low, high = 1, SAMPLE_RATE  # one second always yields a frame
-        while low < high:  # smallest waveform with one output frame
-            mid = (low + high) // 2
-            if int(self.frames_for(torch.tensor([mid]))[0]) >= 1:
-                high = mid
-            else:
-                low = mid + 1
-        return low
+        return shortest_waveform(self.frames_for)
 
     def hash_config(self) -> dict:
         return {"type": "onnx", "precision": self.precision, "source_hash": self.meta.get("source_hash")}
