@@ -25,6 +25,9 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+_EXPECTED = {int: "an integer", bool: "true/false", str: "a string"}  # how errors name the scalar types
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert where it is lossless (int → float, list → tuple)."""
     origin = typing.get_origin(tp)
@@ -73,17 +76,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp in _EXPECTED:
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):  # YAML's true is not an integer
+            raise ConfigError(f"{where}: expected {_EXPECTED[tp]}, got {value!r}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")

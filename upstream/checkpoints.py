@@ -118,6 +118,13 @@ def _load_ours(path: Path, **kwargs) -> HubertUpstream:
                                                                meta.get("include_pred_heads", False)))
 
 
+def _upstream_from_state(cfg: HubertConfig, state: dict[str, torch.Tensor], path: Path, **kwargs) -> HubertUpstream:
+    """A HuBERT-family upstream of ``cfg`` holding ``state`` (converted weights read from ``path``)."""
+    model = HubertModel(cfg)
+    load_model_state(model, state, str(path))
+    return HubertUpstream(model, **kwargs)
+
+
 def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> HubertUpstream:
     cfg = config_from_hf(json.loads((path / "config.json").read_text()), str(path / "config.json"))
     for name in ("model.safetensors", "pytorch_model.bin"):
@@ -126,9 +133,7 @@ def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> HubertUpstream
             break
     else:
         raise ConversionError(f"{path}: config.json but neither model.safetensors nor pytorch_model.bin")
-    model = HubertModel(cfg)
-    load_model_state(model, state, str(path))
-    return HubertUpstream(model, **kwargs)
+    return _upstream_from_state(cfg, state, path, **kwargs)
 
 
 def _load_s3prl(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
@@ -139,9 +144,7 @@ def _load_s3prl(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
     state, ignored = state_from_fairseq(ckpt["Distiller"], cfg)
     if ignored:
         raise ConversionError(f"{path}: unrecognised distiller weights {ignored[:8]}")
-    model = HubertModel(cfg)
-    load_model_state(model, state, str(path))
-    return HubertUpstream(model, **kwargs)
+    return _upstream_from_state(cfg, state, path, **kwargs)
 
 
 def _load_fairseq(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
@@ -158,9 +161,7 @@ def _load_fairseq(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
     state, ignored = state_from_fairseq(ckpt["model"], cfg)
     if ignored:
         log.info("%s: ignoring fairseq weights outside the encoder: %s", path, ignored)
-    model = HubertModel(cfg)
-    load_model_state(model, state, str(path))
-    return HubertUpstream(model, **kwargs)
+    return _upstream_from_state(cfg, state, path, **kwargs)
 
 
 def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwargs) -> Upstream:
