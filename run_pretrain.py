@@ -9,6 +9,11 @@ learns log-mel features (``OUTPUT/iter{1,2}_front_end``; see pretrain/front_end_
 model is saved in our format in ``--output`` (``build_upstream(DIR)`` loads it); each iteration's logs and
 checkpoints are in ``OUTPUT/iter{1,2}``.
 Multi-process: ``torchrun --nproc_per_node N run_pretrain.py ...``.
+
+Continued pretraining: ``--init CHECKPOINT`` (any HuBERT-family upstream ``build_upstream`` reads: our format, a HF
+hubert/wav2vec2 dir, a fairseq HuBERT .pt) starts iteration 1 from its weights and architecture (``model.*`` of the
+config is then unused), codewords included when it has ``labels.clusters`` of them; no front-end warm-up (the CNN is
+already trained). Iteration 2, when enabled, trains a fresh model as usual.
 """
 from __future__ import annotations
 
@@ -47,8 +52,41 @@ log = logging.getLogger("run_pretrain")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return run_parser(__doc__, "configs/pretrain/<model>.yaml", "output directory (the pretrained teacher)",
-                      "continue interrupted iterations").parse_args(argv)
+    p = run_parser(__doc__, "configs/pretrain/<model>.yaml", "output directory (the pretrained teacher)",
+                   "continue interrupted iterations")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="continue pretraining from a HuBERT-family checkpoint (weights; codewords when they fit)")
+    return p.parse_args(argv)
+
+
+def load_init(path: str) -> HubertModel:
+    """The HuBERT-family model to continue from. Raises ValueError naming what was expected."""
+    from upstream import build_upstream
+
+    upstream = build_upstream(path)
+    if not isinstance(upstream, HubertUpstream):
+        raise ValueError(f"--init {path}: a {type(upstream).__name__} is not a HuBERT-family checkpoint (continued "
+                         "pretraining needs HuBERT's encoder: our format, a HF hubert/wav2vec2 dir or a fairseq .pt)")
+    return upstream.model
+
+
+def init_config(init: HubertModel, cfg: PretrainConfig):
+    """The iteration-1 model config when continuing from ``init``: its architecture, prediction heads dropped, a
+    codeword head of ``labels.clusters`` (its own when the sizes fit)."""
+    return dataclasses.replace(init.cfg, pred_layer_ids=(), num_codewords=cfg.labels.clusters,
+                               final_dim=init.cfg.final_dim or cfg.model.final_dim or 256)
+
+
+def copy_init(model: HubertModel, init: HubertModel) -> list[str]:
+    """Load ``init``'s weights into ``model``; its codeword head only when the shapes fit. Returns what was left at
+    random init (logged)."""
+    own = model.state_dict()
+    state = {k: v for k, v in init.state_dict().items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(state, strict=False)
+    fresh = sorted(k for k in own if k not in state)
+    log.info("--init: continuing from the checkpoint's weights%s", f"; new (random init): {', '.join(fresh)}"
+             if fresh else ", codewords included")
+    return fresh
 
 
 def make_labels(work: Path, files: list[Path], extract, rate: int, cfg, env: DistEnv) -> list[torch.Tensor]:
@@ -66,10 +104,15 @@ def make_labels(work: Path, files: list[Path], extract, rate: int, cfg, env: Dis
 
 
 def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int, entries, out: Path,
-                    report: SkipReport, env: DistEnv, resume: bool, max_steps: int) -> HubertModel:
+                    report: SkipReport, env: DistEnv, resume: bool, max_steps: int,
+                    init: HubertModel | None = None) -> HubertModel:
     torch.manual_seed(cfg.run.seed)
     model = HubertModel(model_cfg)
     warm = cfg.front_end_warmup
+    if init is not None and warm.steps > 0:
+        log.info("--init: no front-end warm-up (front_end_warmup.steps=%d ignored): the CNN is already trained",
+                 warm.steps)
+        warm = dataclasses.replace(warm, steps=0)
     started = time.time()
     if warm.steps > 0:
         # the front end first learns log-mel (pretrain/front_end_warmup.py); its run sits beside the iteration's
@@ -78,6 +121,8 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
         Trainer(FrontEndRegression(model, warm.mel_bins), warm_run, entries, out / f"{name}_front_end", report, env,
                 {"config": to_dict(cfg)}).fit(resume=resume)
     objective = MaskedPrediction(model, labels, rate, cfg.masking)
+    if init is not None:  # after MaskedPrediction, whose mask_emb_init would overwrite the checkpoint's
+        copy_init(model, init)
     run = dataclasses.replace(cfg.run, max_steps=max_steps)
     if run.max_minutes > 0 and warm.steps > 0:
         # run.max_minutes caps the whole iteration: the warm-up's minutes come out of masked prediction's
@@ -104,16 +149,19 @@ def _run(args: argparse.Namespace, command: str) -> int:
     report = SkipReport()
     entries = scan_audio(collect_audio_files(args.data), cfg.run.data, report)
     files = [path for path, _ in entries]
+    init = load_init(args.init) if args.init else None  # before anything is written: a bad --init leaves nothing
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "pretrain_config.yaml", yaml.safe_dump(
-            {"config": to_dict(cfg), "data": [str(d) for d in args.data]}, sort_keys=False))
+            {"config": to_dict(cfg), "data": [str(d) for d in args.data], "init": args.init}, sort_keys=False))
 
     labels = make_labels(out / "iter1", files, mfcc_features, MFCC_RATE, cfg.labels, env)
     model_cfg = dataclasses.replace(cfg.model, num_codewords=cfg.labels.clusters,
                                     final_dim=cfg.model.final_dim or 256, pred_layer_ids=())
+    if init is not None:
+        model_cfg = init_config(init, cfg)
     model = train_iteration("iter1", cfg, model_cfg, labels, MFCC_RATE, entries, out, report, env, args.resume,
-                            cfg.run.max_steps)
+                            cfg.run.max_steps, init=init)
     if cfg.iteration2.enabled:
         it2 = cfg.iteration2
         if not 1 <= it2.layer <= model_cfg.layers:

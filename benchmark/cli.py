@@ -4,6 +4,7 @@
     python run_benchmark.py --upstream fbank --task ks ic sid     # several tasks (or `all`) in one process
     python run_benchmark.py report [--results-dir results]
     python run_benchmark.py cache [--cache-dir DIR] [--remove HASH ...] [--unused-days N]
+    torchrun --nproc_per_node N run_benchmark.py --upstream ... --task ks   # one head, DDP over N processes
 
 A run trains the task head on frozen (cached) upstream features, picks the best checkpoint on dev, evaluates
 dev and test, and appends one row per metric and split to ``<results-dir>/results.csv``.
@@ -35,7 +36,11 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="dotted config override, e.g. -o optimizer.lr=1e-3 (repeatable; unknown keys are errors)")
     p.add_argument("--profile", default=None, help="named override set from the task YAML (e.g. demo)")
     p.add_argument("--layer", type=int, default=None, help="use hidden state K instead of the weighted sum")
-    p.add_argument("--upstream-trainable", action="store_true", help="fine-tune the upstream too (no cache)")
+    p.add_argument("--upstream-trainable", action="store_true",
+                   help="fine-tune the upstream too (no cache; its own lr and warm-up: -o upstream_optimizer.lr=...; "
+                   "CNN front end frozen; saved to the run folder)")
+    p.add_argument("--unfreeze-front-end", action="store_true",
+                   help="with --upstream-trainable: train the CNN front end too (upstream_optimizer.freeze_front_end)")
     p.add_argument("--lr-sweep", action="store_true", help="choose the learning rate on dev over sweep.grid")
     p.add_argument("--no-cache", action="store_true", help="run the upstream in the loop instead of the cache")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -46,6 +51,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-audio", action="store_true",
                    help="skip unreadable audio files (listed in the run folder) instead of stopping")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast dtype of the training steps: bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
     return p
@@ -110,7 +117,11 @@ def _run_one(options) -> int:
     """One task's run (``options``: a ``benchmark.engine.RunOptions``) and its metrics printed; exit code 0."""
     from benchmark.engine import run_task
 
+    from benchmark import distributed
+
     summary = run_task(options)
+    if not distributed.is_main():
+        return 0
     for split, metrics in summary["metrics"].items():
         print(f"{options.task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     print(f"run folder: {summary['run_dir']}")
@@ -139,6 +150,20 @@ def main(argv: list[str] | None = None) -> int:
               f"`python -m synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
         return 2
     tasks = list_tasks() if args.task == ["all"] else args.task
+    if args.unfreeze_front_end:
+        if not args.upstream_trainable:
+            print("error: --unfreeze-front-end only applies with --upstream-trainable", file=sys.stderr)
+            return 2
+        args.override.append("upstream_optimizer.freeze_front_end=false")
+    from common.precision import PrecisionError, check_precision
+
+    try:
+        import torch
+
+        check_precision(args.precision, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except PrecisionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.fold is not None and len(tasks) > 1:
         print(f"error: --fold selects a fold of one task (er); got --task {' '.join(args.task)}", file=sys.stderr)
         return 2
@@ -146,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from benchmark import distributed
+
+    import torch
+
+    # under torchrun: join the process group (gloo on CPU, nccl on GPUs); one device per rank
+    device = distributed.setup(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     failed = []
     for task in tasks:  # one process for several tasks: torch is imported once, and one bad task stops no other
         options = RunOptions(upstream=args.upstream, task=task, data_root=data_root, results_dir=args.results_dir,
@@ -153,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
                              upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
                              use_cache=not args.no_cache, cache_dir=args.cache_dir,
                              skip_bad_audio=args.skip_bad_audio, overrides=args.override, profile=args.profile,
-                             fold=args.fold, feature_ram_gb=args.feature_ram_gb)
-        if args.device:
-            options.device = args.device
+                             fold=args.fold, feature_ram_gb=args.feature_ram_gb, precision=args.precision)
+        options.device = device
         if run_main(lambda: _run_one(options)) != 0:  # a user error: one line, the next task still runs
             failed.append(task)
     if failed and len(tasks) > 1:
         print(f"error: {len(failed)} of {len(tasks)} tasks failed: {' '.join(failed)}", file=sys.stderr)
+    distributed.teardown()
     return 2 if failed else 0
 

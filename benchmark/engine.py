@@ -23,6 +23,7 @@ from torch import nn
 from common.audio import SAMPLE_RATE, AudioError
 from common.config import to_dict
 from common.io import atomic_write_text
+from common.precision import check_precision
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
 from downstream.weighted_sum import WeightedSum
@@ -30,7 +31,7 @@ from tasks.base import SPLITS, FeatureBatch, RunOutcome, Task
 from tasks.registry import build_task
 from upstream import build_upstream
 
-from . import results
+from . import distributed, results
 from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, weights_hash
 from .features import CachedFeatures, HeldArrays, LiveFeatures
@@ -62,6 +63,7 @@ class RunOptions:
     fold: int | None = None
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     feature_ram_gb: float = 2.0  # cached features kept in RAM during the run (see benchmark.features.HeldArrays)
+    precision: str = "fp32"  # autocast of training steps (common/precision.py); extraction and evaluation stay fp32
 
 
 class DownstreamModel(nn.Module):
@@ -83,6 +85,7 @@ class RunContext:
 
     def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str):
         self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
+        self.is_main = distributed.is_main()  # under torchrun, rank 0 alone writes files (benchmark/distributed.py)
         self.bad_audio: dict[str, str] = {}
         self._splits: dict[str, list[Utterance]] = {}
         self._writer = None
@@ -114,7 +117,16 @@ class RunContext:
     def ensure_cached(self, utts: Sequence[Utterance]) -> list[Utterance]:
         """Extract missing features into the cache; returns ``utts`` minus skipped bad audio."""
         on_bad = self._record_bad if self.options.skip_bad_audio else None
-        if self.cache is not None:
+        if self.cache is not None and distributed.world() > 1:
+            # each rank extracts its share of the missing utterances; then every rank knows every skipped file
+            missing = [u for u in utts if not self.cache.has(u)]
+            distributed.barrier()  # every rank lists the same missing utterances before any rank extracts
+            done = self.cache.ensure(distributed.shard(missing), self.upstream,
+                                     self.task.config.batch.eval_max_seconds, on_bad)
+            log.info("rank %d of %d: extracted %d features", distributed.rank(), distributed.world(), done)
+            for bad in distributed.all_gather(dict(self.bad_audio)):
+                self.bad_audio.update(bad)
+        elif self.cache is not None:
             self.cache.ensure(utts, self.upstream, self.task.config.batch.eval_max_seconds, on_bad)
         elif on_bad is not None:
             for u in utts:
@@ -128,7 +140,8 @@ class RunContext:
     def _record_bad(self, utt: Utterance, error: Exception) -> None:
         self.bad_audio[utt.id] = str(error)
         log.warning("skipping %s: %s", utt.id, error)
-        atomic_write_text(self.run_dir / "skipped_audio.json", json.dumps(self.bad_audio, indent=2))
+        if self.is_main:
+            atomic_write_text(self.run_dir / "skipped_audio.json", json.dumps(self.bad_audio, indent=2))
 
     def _source(self, trainable: bool = False) -> CachedFeatures | LiveFeatures:
         if self.cache is not None:
@@ -160,6 +173,7 @@ class RunContext:
     def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:
         """``task.predict`` output per utterance, in the order of ``utts``."""
         model.eval()
+        self.upstream.eval()
         source = self._source()
         out: list[Any] = [None] * len(utts)
         with torch.no_grad():
@@ -185,6 +199,8 @@ class RunContext:
         return self.score(split, utts, self.predict(model, utts))
 
     def log_scalar(self, name: str, value: float, step: int) -> None:
+        if not self.is_main:
+            return
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -212,12 +228,12 @@ class SplitFeatures:
 
 
 # ---------------------------------------------------------------- procedures
-def train_and_test(ctx: RunContext, lr: float) -> RunOutcome:
+def train_and_test(ctx: RunContext, lr: float) -> tuple[RunOutcome, DownstreamModel]:
     """Default procedure: train with best-on-dev selection, the task's dev post-selection, then dev and test.
 
     Dev predictions of the selected model are computed once and serve both the post-selection and the dev
     metrics; the task's prediction files of the final dev and test evaluations are returned for the engine to
-    write.
+    write. Returns the outcome and the trained downstream model (best-on-dev weights).
     """
     task = ctx.task
     model = ctx.build_model()
@@ -231,7 +247,7 @@ def train_and_test(ctx: RunContext, lr: float) -> RunOutcome:
         utts = ctx.load_split(split)
         metrics[split] = ctx.score(split, utts, predictions[split])
         files.update(task.prediction_files(split, utts, predictions[split]))
-    return RunOutcome(metrics, selected, files, trained.steps, model.weighted_sum.layer_weights())
+    return RunOutcome(metrics, selected, files, trained.steps, model.weighted_sum.layer_weights()), model
 
 
 def sweep_lr(ctx: RunContext) -> float:
@@ -247,10 +263,43 @@ def sweep_lr(ctx: RunContext) -> float:
         log.info("lr %g: dev %s = %s", lr, task.primary_metric, outcome.best_dev)
     valid = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
     best = max(valid, key=lambda lr: valid[lr] if task.higher_is_better else -valid[lr])
-    atomic_write_text(ctx.run_dir / "lr_sweep.json", json.dumps(
-        {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
-         "chosen_lr": best}, indent=2))
+    if ctx.is_main:
+        atomic_write_text(ctx.run_dir / "lr_sweep.json", json.dumps(
+            {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
+             "chosen_lr": best}, indent=2))
     return best
+
+
+def prepare_fine_tuning(upstream: nn.Module, freeze_front_end: bool) -> None:
+    """``--upstream-trainable``: gradients flow through the upstream and, for upstreams with a fine-tuning mode
+    (HuBERT-family, transformers), ``train()`` enables their dropout and the CNN front end stays frozen unless
+    ``upstream_optimizer.freeze_front_end=false`` (``--unfreeze-front-end``). Other upstreams with weights (plug-ins)
+    train every weight. Raises ValueError for an upstream without weights."""
+    if not any(True for _ in upstream.parameters()):
+        raise ValueError(f"--upstream-trainable: upstream {type(upstream).__name__} has no weights to train")
+    upstream.requires_grad_(True)
+    if hasattr(upstream, "fine_tune"):
+        upstream.fine_tune = True
+    if freeze_front_end and hasattr(upstream, "freeze_front_end"):
+        upstream.freeze_front_end(True)
+
+
+def save_fine_tuned(task: Task, ctx: RunContext, model: nn.Module | None, run_dir: Path) -> None:
+    """Write the fine-tuned upstream (best-on-dev weights) in our format to ``run_dir/upstream``, and let the task
+    export a self-contained transformers model when it can (ASR: ``HubertForCTC`` in ``run_dir/transformers_ctc``)."""
+    from upstream.checkpoints import save_upstream
+    from upstream.hf_families import TransformersUpstream
+    from upstream.hubert import HubertUpstream
+
+    if not isinstance(ctx.upstream, (HubertUpstream, TransformersUpstream)):
+        log.info("fine-tuned %s not saved: our format holds HuBERT-family and transformers upstreams",
+                 type(ctx.upstream).__name__)
+        return
+    save_upstream(ctx.upstream, run_dir / "upstream")
+    log.info("fine-tuned upstream written to %s (build_upstream loads it)", run_dir / "upstream")
+    export = getattr(task, "export_fine_tuned", None)
+    if export is not None and model is not None:
+        export(ctx.upstream, model, ctx.layer, ctx.num_layers, run_dir / "transformers_ctc")
 
 
 def run_task(options: RunOptions) -> dict:
@@ -261,28 +310,46 @@ def run_task(options: RunOptions) -> dict:
         overrides.append(f"data.fold={options.fold}")
     if options.max_steps is not None:
         overrides.append(f"train.max_steps={options.max_steps}")
+    check_precision(options.precision, options.device)
     task = build_task(options.task, options.data_root, overrides, options.profile)
     task.check_data()
     upstream = build_upstream(options.upstream).to(options.device)
     upstream.eval()
     upstream.requires_grad_(options.upstream_trainable)
+    task_config = to_dict(task.config)
+    if options.upstream_trainable:
+        prepare_fine_tuning(upstream, task.config.upstream_optimizer.freeze_front_end)
+    else:  # unused when frozen: left out of the identity, so frozen runs keep the run folders they had
+        task_config.pop("upstream_optimizer", None)
     up_hash = weights_hash(upstream)
     label = results.safe_name(options.upstream)
-    identity = {"task": options.task, "task_config": to_dict(task.config), "upstream_hash": up_hash,
+    identity = {"task": options.task, "task_config": task_config, "upstream_hash": up_hash,
                 "layer": options.layer, "upstream_trainable": options.upstream_trainable,
                 "lr_sweep": options.lr_sweep, "data_root": str(Path(options.data_root).resolve())}
+    if options.precision != "fp32":  # only then, so fp32 runs keep the identity (and run folders) they had
+        identity["precision"] = options.precision
     chash = results.config_hash(identity)
     fold = task.fold()
     run_id = f"{chash[:8]}-s{options.seed}" + (f"-fold{fold}" if fold is not None else "")
-    run_dir = results.run_dir_for(Path(options.results_dir), label, options.task, run_id, options.resume)
-    if (run_dir / "DONE").exists():
+    if options.upstream_trainable and distributed.world() > 1:
+        raise ValueError("--upstream-trainable under torchrun is not supported (DDP trains the task head only); "
+                         "fine-tune in one process")
+    main = distributed.is_main()
+    # rank 0 picks the run folder (it depends on what exists) and tells the others
+    run_dir = distributed.broadcast(results.run_dir_for(Path(options.results_dir), label, options.task, run_id,
+                                                        options.resume))
+    if distributed.broadcast((run_dir / "DONE").exists()):
         log.warning("run %s already finished; nothing to resume", run_dir)
         return json.loads((run_dir / "summary.json").read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
-        {"options": opts, "config_hash": chash, **identity}, sort_keys=False))
-    stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
+    stats = {"params": sum(p.numel() for p in upstream.parameters())}
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
+            {"options": opts, "config_hash": chash, **identity,
+             **({"world_size": distributed.world()} if distributed.world() > 1 else {})}, sort_keys=False))
+        stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
+    distributed.barrier()
 
     ctx = RunContext(task, upstream, options, run_dir, up_hash)
     task.setup(upstream.downsample_rate)
@@ -291,15 +358,24 @@ def run_task(options: RunOptions) -> dict:
         if options.lr_sweep:
             lr = sweep_lr(ctx)
         layers = [ctx.layer] if ctx.layer is not None else list(range(ctx.num_layers))
-        outcome = task.run(SplitFeatures(ctx, layers)) or train_and_test(ctx, lr)
+        outcome, model = task.run(SplitFeatures(ctx, layers)), None
+        if outcome is None:
+            outcome, model = train_and_test(ctx, lr)
     finally:
         ctx.close()
+    if options.upstream_trainable:
+        save_fine_tuned(task, ctx, model, run_dir)
     unknown = set(outcome.metrics) - set(SPLITS)
     if unknown:
         raise ValueError(f"task {task.name!r}: run() returned unknown split(s) {sorted(unknown)}")
+    wall = time.time() - t0
+    if not main:  # rank 0 writes the files, rows, summary and DONE marker
+        distributed.barrier()
+        return {"run_dir": str(run_dir), "metrics": outcome.metrics, "selected": outcome.selected, "lr": lr,
+                "steps": outcome.steps, "wall_time_s": wall, "layer_weights": outcome.layer_weights,
+                "skipped_audio": len(ctx.bad_audio), "rank": distributed.rank()}
     for rel, text in outcome.files.items():
         atomic_write_text(run_dir / rel, text)
-    wall = time.time() - t0
     info = results.RunInfo(label, stats["params"], up_hash[:16], options.task, options.seed, chash,
                            run_dir.name, fold, ctx.layer)
     text = results.format_rows(info, outcome.metrics, outcome.steps, wall, lr, outcome.layer_weights)
@@ -309,4 +385,5 @@ def run_task(options: RunOptions) -> dict:
                "skipped_audio": len(ctx.bad_audio), "results_csv": str(csv_path)}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(run_dir / "DONE", "")
+    distributed.barrier()
     return summary

@@ -17,8 +17,10 @@ from torch import nn
 from tqdm import tqdm
 
 from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from common.precision import autocast, grad_scaler
 from tasks.base import Task
 
+from . import distributed
 from .batching import epoch_batches
 
 if TYPE_CHECKING:
@@ -33,13 +35,38 @@ class TrainOutcome:
     steps: int              # optimiser updates done
 
 
-def build_optimizer(params: list[nn.Parameter], task: Task, lr: float) -> tuple[torch.optim.Optimizer, object]:
+def _warmup(steps: int):
+    steps = max(0, steps)
+    return lambda s: min(1.0, (s + 1) / steps) if steps else 1.0
+
+
+def build_optimizer(params: list[nn.Parameter], task: Task, lr: float,
+                    upstream_params: list[nn.Parameter] | None = None) -> tuple[torch.optim.Optimizer, object]:
+    """The head's optimizer (``optimizer``: lr, linear warm-up then constant); with ``upstream_params`` (fine-tuning)
+    a second parameter group with the upstream's own lr, weight decay and warm-up (``upstream_optimizer``)."""
     cfg = task.config.optimizer
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    opt = cls(params, lr=lr, weight_decay=cfg.weight_decay)
-    warmup = max(0, cfg.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    groups = [{"params": params}]
+    lambdas = [_warmup(cfg.warmup_steps)]
+    if upstream_params:
+        up = task.config.upstream_optimizer
+        groups.append({"params": upstream_params, "lr": up.lr, "weight_decay": up.weight_decay})
+        lambdas.append(_warmup(up.warmup_steps))
+    opt = cls(groups, lr=lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas if len(lambdas) > 1 else lambdas[0])
     return opt, sched
+
+
+def _as_float(out):
+    """Floating tensors of a head's output (a tensor, or tuples/lists/dicts of them) in fp32, so task losses (CTC,
+    softmax cross-entropy, PIT BCE) run in full precision after a bf16/fp16 forward."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(_as_float(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _as_float(v) for k, v in out.items()}
+    return out
 
 
 def _trainable_modules(ctx: RunContext, model: nn.Module) -> dict[str, nn.Module]:
@@ -56,7 +83,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     seed = ctx.options.seed
     mods = _trainable_modules(ctx, model)
     params = [p for m in mods.values() for p in m.parameters() if p.requires_grad]
-    opt, sched = build_optimizer(params, task, lr)
+    upstream_params = [p for p in mods["upstream"].parameters() if p.requires_grad] if "upstream" in mods else []
+    opt, sched = build_optimizer([p for p in model.parameters() if p.requires_grad], task, lr, upstream_params)
     crop_rng = torch.Generator().manual_seed(seed + 17)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": 0, "bad_evals": 0, "dev": {}}
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
@@ -80,14 +108,25 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     weights = task.train_sampling_weights(train_utts)
     source = ctx.train_source()
     accum = max(1, cfg.batch.grad_accum)
+    precision, device = ctx.options.precision, ctx.options.device
+    scaler = grad_scaler(precision, device)  # enabled for fp16 on GPU only
+    world, main = distributed.world(), distributed.is_main()
+    # under torchrun: DDP averages the gradients of the ranks' shares of each global batch (benchmark/distributed.py)
+    step_model = model if world == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+        find_unused_parameters=True)
 
     def checkpoint() -> None:
+        if not main:
+            return
         rng = {"crop": crop_rng.get_state(), **rng_state()}  # tensors and ints: loads with weights_only=True
         save_checkpoint({**{k: m.state_dict() for k, m in mods.items()}, "optimizer": opt.state_dict(),
                "scheduler": sched.state_dict(), "state": state, "rng": rng, "lr": lr}, last)
 
-    model.train()
-    bar = tqdm(total=max_steps, initial=state["step"], desc=f"{task.name} train", unit="step", leave=False)
+    for m in mods.values():  # a fine-tuned upstream trains too (its dropout active)
+        m.train()
+    bar = tqdm(total=max_steps, initial=state["step"], desc=f"{task.name} train", unit="step", leave=False,
+               disable=not main)
     stop = state["step"] >= max_steps
     while not stop:
         batches = epoch_batches(eff_durations, cfg.batch.max_seconds, seed, state["epoch"], weights)
@@ -101,17 +140,30 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 state["batch"] += 1
                 utts = [train_utts[i] for i in idx]
                 crops = None
-                if crop_s > 0:
+                if crop_s > 0:  # drawn for the whole global batch on every rank: the same crops as 1 process
                     crops = [(float(torch.rand(1, generator=crop_rng)) * (u.duration - crop_s), crop_s)
                              if u.duration > crop_s else None for u in utts]
-                fb = source.batch(utts, crops)
-                out = model(fb.hidden, fb.lengths)
-                loss = task.loss(out, fb.lengths, fb.utts) / accum
-                loss.backward()
-                loss_sum += loss.detach().item()
+                share = 1.0
+                if world > 1:
+                    # this rank's utterances; its loss (a mean over them) weighs by its share of the batch, so DDP's
+                    # average over ranks is the mean over the whole batch. A rank left without any runs one
+                    # utterance at weight 0 (DDP needs every rank in every backward).
+                    mine = list(range(distributed.rank(), len(utts), world))
+                    share = len(mine) * world / len(utts)
+                    mine = mine or [0]
+                    utts = [utts[i] for i in mine]
+                    crops = [crops[i] for i in mine] if crops else None
+                with autocast(precision, device):
+                    fb = source.batch(utts, crops)
+                    out = step_model(fb.hidden, fb.lengths)
+                loss = task.loss(_as_float(out), fb.lengths, fb.utts) * (share / accum)
+                scaler.scale(loss).backward()
+                loss_sum += float(distributed.all_reduce_sum(loss.detach().float().clone())) / world
+            scaler.unscale_(opt)  # clip the true gradients
             if cfg.optimizer.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             state["step"] += 1
             step = state["step"]
@@ -121,13 +173,15 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 bar.set_postfix(loss=f"{loss_sum:.3f}")
             if step % cfg.train.eval_every == 0 or step >= max_steps:
                 dev = ctx.evaluate_split(model, "dev")
-                model.train()
+                for m in mods.values():
+                    m.train()
                 for name, value in dev.items():
                     ctx.log_scalar(f"dev/{name}", value, step)
                 value = dev[task.primary_metric]
                 if task.better(value, state["best"]):
                     state.update(best=value, best_step=step, bad_evals=0, dev=dev)
-                    save_checkpoint({k: m.state_dict() for k, m in mods.items()}, best)
+                    if main:
+                        save_checkpoint({k: m.state_dict() for k, m in mods.items()}, best)
                 else:
                     state["bad_evals"] += 1
                 if step >= max_steps or (cfg.train.patience and state["bad_evals"] >= cfg.train.patience):
@@ -139,9 +193,11 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
             state["epoch"] += 1
             state["batch"] = 0
     bar.close()
+    distributed.barrier()  # rank 0 has written best.pt
     if best.is_file():
         saved = load_checkpoint(best)
         for k, m in mods.items():
             m.load_state_dict(saved[k])
-    model.eval()
+    for m in mods.values():
+        m.eval()
     return TrainOutcome(state["best"], state["step"])

@@ -20,8 +20,16 @@ def count_macs_per_second(upstream: torch.nn.Module) -> float:
     """
     device = module_device(upstream)
     wav = torch.randn(SAMPLE_RATE, device=device) * 0.1
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        upstream([wav])
+    # parameters that require grad (a fine-tuned upstream) break weight-normalised convs under FlopCounterMode even
+    # in inference mode: count with them frozen, then restore
+    flags = [(p, p.requires_grad) for p in upstream.parameters()]
+    upstream.requires_grad_(False)
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            upstream([wav])
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     return counter.get_total_flops() / 2.0
 
 

@@ -18,9 +18,11 @@ def regression_frame_loss(pred: torch.Tensor, target: torch.Tensor, cosine_weigh
 
     pred, target: ``[batch, frame, feature]``. Returns ``(l1 [batch, frame], cos_term [batch, frame])`` where
     ``l1`` is the mean absolute error over features and ``cos_term = -cosine_weight * log σ(cos(pred, target))``.
+    Computed in fp32 whatever the inputs' dtype (under bf16/fp16 autocast the sums over features would round).
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    pred, target = pred.float(), target.float()
     l1 = (pred - target).abs().mean(dim=-1)
     cos = F.cosine_similarity(pred, target, dim=-1)
     return l1, -cosine_weight * F.logsigmoid(cos)

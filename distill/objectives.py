@@ -2,8 +2,10 @@
 
 ``DistillObjective.forward(batch)`` follows the trainer's contract (``loss_sum``, ``frames``, ``parts``; see
 ``training/loop.py``). Teacher targets come through the upstream contract (any registered upstream works as a
-teacher for the regression losses); deriving the student's shape, initialising it and the discriminative loss need
-a HuBERT-like teacher (``upstream.hubert.HubertUpstream``).
+teacher for the regression losses). The student's shape is derived from a HuBERT-family teacher (HuBERT, wav2vec2,
+DistilHuBERT: ``HubertUpstream``) or a transformers one (WavLM, data2vec-audio: ``TransformersUpstream``, through
+its HuBERT-sized equivalent); the student is initialised from the teacher's parts whose architecture matches and
+the rest from scratch (logged). The discriminative loss needs HuBERT codewords.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from torch import nn
 from common.audio import SAMPLE_RATE
 from common.tensors import frame_mask
 from upstream.base import Upstream
-from upstream.hubert import HubertModel, HubertUpstream, init_student_from_teacher, student_config_from_teacher
+from upstream.hubert import (HubertConfig, HubertModel, HubertUpstream, init_student_from_teacher,
+                             student_config_from_teacher)
 
 from .config import DistillConfig, ObjectiveConfig
 from .losses import codeword_kl_frame_loss, masked_sum, regression_frame_loss
@@ -32,8 +35,43 @@ class ConfigMismatch(ValueError):
 def hubert_model_of(teacher: Upstream) -> HubertModel:
     if isinstance(teacher, HubertUpstream):
         return teacher.model
-    raise ConfigMismatch(f"teacher {type(teacher).__name__} is not HuBERT-like: deriving and initialising a student "
-                         "and the discriminative loss need a HubertUpstream teacher")
+    raise ConfigMismatch(f"teacher {type(teacher).__name__} is not a HuBERT model (this needs its HubertModel)")
+
+
+def teacher_architecture(teacher: Upstream) -> tuple[HubertConfig, HubertModel | None]:
+    """The teacher's sizes as a :class:`HubertConfig` (what the student is derived from) and its HubertModel when
+    it is one. Raises ConfigMismatch for an upstream without a HuBERT-like encoder (e.g. fbank)."""
+    from upstream.hf_families import TransformersUpstream, hubert_equivalent
+
+    if isinstance(teacher, HubertUpstream):
+        return teacher.model.cfg, teacher.model
+    if isinstance(teacher, TransformersUpstream):
+        return hubert_equivalent(teacher)[0], None
+    raise ConfigMismatch(f"teacher {type(teacher).__name__} has no transformer encoder to derive a student from; "
+                         "teachers: HuBERT, wav2vec2, WavLM, data2vec-audio upstreams")
+
+
+def init_student_from_parts(student: HubertModel, state: dict[str, torch.Tensor], parts: list[str]) -> list[str]:
+    """Copy the teacher weights ``state`` (our names) into the student's modules named in ``parts`` when every key
+    and shape fits; returns the copied part names."""
+    modules = dict(student.named_modules())
+    copied = []
+    for part in parts:
+        module = modules.get(part)
+        if module is None:
+            continue
+        own = module.state_dict()
+        theirs = {k: state.get(f"{part}.{k}") for k in own}
+        if all(v is not None and v.shape == own[k].shape for k, v in theirs.items()):
+            module.load_state_dict(theirs)
+            copied.append(part)
+    return copied
+
+
+def student_parts(student: HubertModel) -> list[str]:
+    """The parts DistilHuBERT initialises from the teacher, in order."""
+    return (["front_end", "feature_projection", "encoder.pos_conv", "encoder.layer_norm"]
+            + [f"encoder.layers.{i}" for i in range(len(student.encoder.layers))])
 
 
 def scaled_target_layers(obj: ObjectiveConfig, teacher_layers: int) -> list[int]:
@@ -59,8 +97,7 @@ def layer_to_layer_map(obj: ObjectiveConfig, student_layers: int, teacher_layers
 def build_student(cfg: DistillConfig, teacher: Upstream) -> tuple[HubertModel, list[int], bool]:
     """The student model, the teacher layers it learns (heads' targets or the layer-to-layer map) and whether its
     front end was copied from the teacher's."""
-    t_model = hubert_model_of(teacher)
-    t_cfg = t_model.cfg
+    t_cfg, t_model = teacher_architecture(teacher)
     s, obj = cfg.student, cfg.objective
     if obj.kind == "prediction_heads":
         targets = scaled_target_layers(obj, t_cfg.layers)
@@ -78,7 +115,19 @@ def build_student(cfg: DistillConfig, teacher: Upstream) -> tuple[HubertModel, l
         raise ConfigMismatch(f"student width {s_cfg.embed_dim} is not divisible by its {s_cfg.heads} heads "
                              "(set student.heads)")
     student = HubertModel(s_cfg)
-    copied = init_student_from_teacher(student, t_model) if s.init_from_teacher else []
+    copied: list[str] = []
+    if s.init_from_teacher and t_model is not None:
+        copied = init_student_from_teacher(student, t_model)
+    elif s.init_from_teacher:  # a transformers teacher: only the parts with HuBERT's architecture
+        from upstream.hf_families import hubert_equivalent
+
+        _, state, parts = hubert_equivalent(teacher)
+        copied = init_student_from_parts(student, state, parts)
+    scratch = [p for p in student_parts(student) if p not in copied]
+    log.info("student (%s teacher): initialised from the teacher: %s; from scratch: %s",
+             type(teacher).__name__ if t_model is None else "HuBERT-family",
+             ", ".join(copied) or "nothing" + ("" if s.init_from_teacher else " (student.init_from_teacher=false)"),
+             ", ".join(scratch) or "nothing")
     if s.freeze_front_end:
         if s.frontend_warmup_steps > 0:
             raise ConfigMismatch("student.freeze_front_end and student.frontend_warmup_steps > 0 contradict each "
@@ -94,10 +143,11 @@ class DistillObjective(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher_cfg, teacher_model = teacher_architecture(teacher)
         self.student, self.targets, same_front_end = build_student(cfg, teacher)
         self.student.mask_emb.requires_grad_(False)  # only masked pretraining uses it (DDP needs every param used)
         # a frozen copy of the teacher's front end computes the same features: run it once for both
-        self.share_front_end = cfg.student.freeze_front_end and same_front_end
+        self.share_front_end = cfg.student.freeze_front_end and same_front_end and teacher_model is not None
         obj = cfg.objective
         self.teacher_dim = self._teacher_dim()
         self.projections = nn.ModuleList()
@@ -106,19 +156,18 @@ class DistillObjective(nn.Module):
             self.projections = nn.ModuleList([nn.Linear(width, self.teacher_dim) for _ in self.targets])
         self.use_codewords = obj.discriminative_weight > 0
         if self.use_codewords:
-            t_model = hubert_model_of(teacher)
-            if getattr(t_model, "codeword_emb", None) is None:
+            if getattr(teacher_model, "codeword_emb", None) is None:
                 raise ConfigMismatch("objective.discriminative_weight > 0 needs a teacher with HuBERT codeword "
                                      "embeddings (a HuBERT pretraining checkpoint, or the demo's hubert_mini); "
                                      f"teacher {type(teacher).__name__} has none")
-            last = hubert_model_of(teacher).cfg.layers
+            last = self.teacher_cfg.layers
             if self.targets[-1] != last:
                 raise ConfigMismatch(f"the discriminative loss compares distributions of the teacher's last layer "
                                      f"({last}); the last target layer is {self.targets[-1]}")
         self.preflight()
 
     def _teacher_dim(self) -> int:
-        return hubert_model_of(self.teacher).cfg.embed_dim
+        return self.teacher_cfg.embed_dim
 
     def train(self, mode: bool = True) -> "DistillObjective":
         super().train(mode)

@@ -27,6 +27,21 @@ class LinearCTCHead(nn.Module):
         return F.log_softmax(self.output(self.projector(features)), dim=-1)
 
 
+class FrameLinearCTCHead(nn.Module):
+    """One linear layer per frame to the vocabulary, as transformers' ``*ForCTC`` models (``lm_head``) have: the
+    head for fine-tuning an upstream on ASR that exports as a ``HubertForCTC``.
+
+    ``features [batch, frame, input_dim] -> log-probabilities [batch, frame, vocab]``.
+    """
+
+    def __init__(self, input_dim: int, vocab_size: int):
+        super().__init__()
+        self.output = nn.Linear(input_dim, vocab_size)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.output(features), dim=-1)
+
+
 @dataclass
 class BiLSTMCTCHeadConfig:
     """SUPERB's ASR/SF head sizes (s3prl downstream/asr): projector, BiLSTM layers, dropout."""

@@ -13,10 +13,14 @@ Differences from SUPERB (s3prl ``asr/config.yaml``) and why:
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Literal, Sequence
 
-from downstream.ctc_heads import BiLSTMCTCHead, BiLSTMCTCHeadConfig
+from torch import nn
+
+from downstream.ctc_heads import BiLSTMCTCHead, BiLSTMCTCHeadConfig, FrameLinearCTCHead
 
 from .base import TaskConfig, Utterance, error_rate_percent
 from .ctc import BLANK, CTCTask
@@ -28,9 +32,19 @@ WORD_BOUNDARY = "|"
 CHARS = [WORD_BOUNDARY, "'"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
 
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ASRHeadConfig(BiLSTMCTCHeadConfig):
+    # "bilstm": SUPERB's head. "linear": one frame-wise linear (transformers' *ForCTC lm_head), for fine-tuning an
+    # upstream with --layer on its last hidden state: the run then also exports a HubertForCTC dir.
+    kind: Literal["bilstm", "linear"] = "bilstm"
+
+
 @dataclass
 class ASRConfig(TaskConfig):
-    head: BiLSTMCTCHeadConfig = field(default_factory=BiLSTMCTCHeadConfig)
+    head: ASRHeadConfig = field(default_factory=ASRHeadConfig)
     data: LibriSpeechSplits = field(default_factory=LibriSpeechSplits)
 
 
@@ -76,8 +90,36 @@ class SpeechRecognition(CTCTask):
         scores["cer"] = error_rate_percent(refs, hyps)
         return scores
 
-    def build_head(self, input_dim: int) -> BiLSTMCTCHead:
+    def build_head(self, input_dim: int) -> nn.Module:
         """Output: log-probabilities ``[batch, frame, len(vocab)]`` (characters + blank) at the upstream frame
-        rate; ``lengths`` stay the input's valid frames."""
+        rate (``head.kind``: the BiLSTM, or one linear per frame); ``lengths`` stay the input's valid frames."""
         h = self.config.head
+        if h.kind == "linear":
+            return FrameLinearCTCHead(input_dim, len(self.vocab))
         return BiLSTMCTCHead(input_dim, len(self.vocab), h.proj_dim, h.hidden_size, h.num_layers, h.dropout)
+
+    def export_fine_tuned(self, upstream: nn.Module, model: nn.Module, layer: int | None, num_layers: int,
+                          directory: Path) -> Path | None:
+        """After ``--upstream-trainable``: a transformers ``HubertForCTC`` dir (+ its CTC tokenizer and feature
+        extractor) that decodes as this run does, when the run is representable: a HuBERT-family upstream,
+        ``head.kind=linear`` and ``--layer`` on the last hidden state. Otherwise logs why and returns None.
+
+        upstream: the fine-tuned upstream; model: the trained downstream model (``.head``); layer: the fixed hidden
+        state (None: the weighted sum); num_layers: how many hidden states the upstream has."""
+        from upstream.checkpoints import export_hubert_ctc
+        from upstream.hubert import HubertUpstream
+
+        needs = []
+        if self.config.head.kind != "linear":
+            needs.append("-o head.kind=linear")
+        if layer != num_layers - 1:
+            needs.append(f"--layer {num_layers - 1} (the last hidden state)")
+        if not isinstance(upstream, HubertUpstream) or upstream.include_pred_heads:
+            needs.append("a HuBERT-family upstream without prediction-head outputs")
+        if needs:
+            log.info("no HubertForCTC export (transformers' CTC model is one linear on the last hidden state): "
+                     "it needs %s", ", ".join(needs))
+            return None
+        path = export_hubert_ctc(upstream, model.head.output, self.vocab, directory, WORD_BOUNDARY)
+        log.info("HubertForCTC written to %s", path)
+        return path

@@ -158,10 +158,25 @@ class SweepConfig:
 
 
 @dataclass
+class UpstreamOptimizerConfig:
+    """The upstream's own optimizer settings with ``--upstream-trainable`` (fine-tuning); unused otherwise.
+
+    Defaults follow transformers' wav2vec2/HuBERT CTC fine-tuning examples: a smaller lr than the head's, a linear
+    warm-up, the CNN front end frozen (``freeze_feature_encoder``; ``--unfreeze-front-end`` trains it too).
+    """
+
+    lr: float = 5e-5
+    warmup_steps: int = 500  # linear warm-up of the upstream's lr, then constant
+    weight_decay: float = 0.0
+    freeze_front_end: bool = True
+
+
+@dataclass
 class TaskConfig:
     """Every task config has these sections; a task subclasses it to add ``head`` and ``data`` sections."""
 
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    upstream_optimizer: UpstreamOptimizerConfig = field(default_factory=UpstreamOptimizerConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)

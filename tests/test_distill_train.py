@@ -16,6 +16,7 @@ import torch
 
 import run_distill
 from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.ports import free_port
 from tests.fixtures.upstreams import tiny_teacher
 from upstream import build_upstream
 from upstream.checkpoints import export_hf, save_upstream
@@ -179,7 +180,7 @@ def test_two_ddp_processes_follow_the_single_process_loss_curve(setup):
     steps = 4
     single = history(distil(setup, "distilhubert", "single", steps))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     result = subprocess.run(cmd + _cli(setup, "ddp", steps), cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -165,3 +165,44 @@ def test_the_front_end_warmup_is_paid_from_the_iterations_time_cap(tmp_path, mon
     assert [(name, run.max_minutes) for name, run in runs] == [("FrontEndRegression", 7.0),
                                                                 ("MaskedPrediction", 5.5)]
     assert runs[0][1].max_steps == 5 and runs[1][1].max_steps == 40
+
+
+def _tiny_init_args(tmp_path, init, *extra):
+    args = ["--config", "configs/pretrain/hubert_mini.yaml", "--data", str(tmp_path / "audio"), "--output",
+            str(tmp_path / "continued"), "--max-steps", "2", "--init", str(init)]
+    for o in ["labels.clusters=6", "labels.kmeans_init_runs=1", "run.data.max_batch_seconds=4.0",
+              "run.data.max_item_seconds=1.5", "run.threads=1", *extra]:
+        args += ["-o", o]
+    return args
+
+
+@pytest.mark.parametrize("clusters", [6, 5])
+def test_continued_pretraining_starts_from_the_checkpoint(tmp_path, clusters):
+    """--init: the architecture and weights come from the checkpoint (codewords too when labels.clusters fits);
+    with lr 0 the saved model is exactly the checkpoint."""
+    from upstream.checkpoints import save_upstream
+    from upstream.hubert import HubertUpstream
+
+    write_tone_corpus(tmp_path / "audio", count=4)
+    torch.manual_seed(3)
+    init = HubertModel(dataclasses.replace(tiny_teacher_config(layers=3, codewords=clusters), dropout=0.0))
+    save_upstream(HubertUpstream(init), tmp_path / "init")
+    assert run_pretrain.main(_tiny_init_args(tmp_path, tmp_path / "init", "run.optim.lr=0.0")) == 0
+    assert not (tmp_path / "continued" / "iter1_front_end").exists()  # no warm-up of a trained CNN
+    out = build_upstream(tmp_path / "continued").model
+    assert out.cfg.layers == 3 and out.cfg.num_codewords == 6  # the checkpoint's size, labels.clusters codewords
+    before, after = init.state_dict(), out.state_dict()
+    same = {k for k in after if k in before and before[k].shape == after[k].shape and torch.equal(before[k], after[k])}
+    encoder = {k for k in after if not k.startswith(("codeword_emb", "final_proj"))}
+    assert encoder <= same  # every encoder weight (mask_emb included) is the checkpoint's
+    assert ("codeword_emb" in same) == (clusters == 6)
+
+
+def test_continued_pretraining_refuses_a_non_hubert_checkpoint(tmp_path, capsys):
+    from tests.fixtures.upstreams import tiny_family_model
+
+    write_tone_corpus(tmp_path / "audio", count=2)
+    tiny_family_model("wavlm").save_pretrained(tmp_path / "wavlm")
+    assert run_pretrain.main(_tiny_init_args(tmp_path, tmp_path / "wavlm")) == 2
+    assert "not a HuBERT-family checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "continued").exists()

@@ -13,7 +13,6 @@ import torch
 from onnx import TensorProto, helper
 
 import run_distill
-
 from benchmark import results
 from benchmark.cache import weights_hash
 from tests.fixtures.datasets import write_speech_commands

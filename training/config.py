@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .data import DataConfig
 
@@ -31,5 +32,8 @@ class RunConfig:
     # SCHEDULE_EVERY steps from the measured step time), so a run cut by its cap still decays its LR to zero
     # instead of stopping at a high LR mid-schedule
     fit_schedule_to_time: bool = False
+    # autocast dtype of the forward pass (common/precision.py): bf16 on CPU or GPU, fp16 on GPU only (GradScaler);
+    # weights, optimizer and checkpoints stay fp32. --precision sets it.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

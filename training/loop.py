@@ -28,6 +28,7 @@ from torch import nn
 
 from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from common.io import atomic_write_text
+from common.precision import autocast, grad_scaler
 
 from .config import RunConfig
 from .data import SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
@@ -77,6 +78,7 @@ class Trainer:
         self.horizon = cfg.max_steps  # the step the LR schedule ends at (fewer with fit_schedule_to_time)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.horizon, o.warmup_ratio))
+        self.scaler = grad_scaler(cfg.precision, env.device)
         self.model: nn.Module = self.objective
         if env.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -220,16 +222,19 @@ class Trainer:
             return None  # every rank must skip together, or DDP would wait forever
         _seed_step(self.cfg.seed, self.step, env.rank)
         batch = {k: v.to(env.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        out = self.model(batch)
+        with autocast(self.cfg.precision, env.device):
+            out = self.model(batch)
         global_frames = all_reduce(out["frames"].detach().float().clone(), env).clamp(min=1)
         # DDP averages gradients over ranks, hence "* world": the result is d(global sum / global frames)
-        loss = out["loss_sum"] / global_frames * env.world
-        loss.backward()
+        loss = out["loss_sum"].float() / global_frames * env.world
+        self.scaler.scale(loss).backward()
         if after_backward is not None:
             after_backward(self.step)
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients (a no-op unless fp16 on GPU)
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in self.objective.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1

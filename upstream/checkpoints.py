@@ -101,10 +101,11 @@ def load_model_state(model: HubertModel, state: dict[str, torch.Tensor], where: 
 
 # ---- the four formats ---------------------------------------------------------------------------------------------
 
-def _load_ours(path: Path, **kwargs) -> HubertUpstream:
+def _load_ours(path: Path, **kwargs) -> Upstream:
     meta = yaml.safe_load((path / CONFIG_FILE).read_text())
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("type") != "hubert":
-        raise ConversionError(f"{path / CONFIG_FILE}: not a {FORMAT_NAME} file of type 'hubert'")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("type") not in (
+            "hubert", "transformers"):
+        raise ConversionError(f"{path / CONFIG_FILE}: not a {FORMAT_NAME} file of type 'hubert' or 'transformers'")
     if meta.get("version") != FORMAT_VERSION:
         raise ConversionError(f"{path / CONFIG_FILE}: version {meta.get('version')} (this code reads "
                               f"{FORMAT_VERSION})")
@@ -112,6 +113,11 @@ def _load_ours(path: Path, **kwargs) -> HubertUpstream:
     data = weights.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("weights_sha256"):
         raise ConversionError(f"{weights}: checksum differs from {CONFIG_FILE} (incomplete or mixed save)")
+    if meta["type"] == "transformers":  # a wavlm / data2vec-audio upstream (e.g. fine-tuned): transformers' config
+        from .hf_families import transformers_upstream_from_state
+
+        return transformers_upstream_from_state(meta.get("model_type"), meta["config"], safetensors.torch.load(data),
+                                                str(weights))
     model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
     load_model_state(model, safetensors.torch.load(data), str(weights), optional=())
     return HubertUpstream(model, include_pred_heads=kwargs.get("include_pred_heads",
@@ -125,8 +131,14 @@ def _upstream_from_state(cfg: HubertConfig, state: dict[str, torch.Tensor], path
     return HubertUpstream(model, **kwargs)
 
 
-def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> HubertUpstream:
-    cfg = config_from_hf(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> Upstream:
+    hf_config = json.loads((path / "config.json").read_text())
+    from .hf_families import TRANSFORMERS_FAMILIES, load_transformers_upstream
+
+    if isinstance(hf_config, dict) and hf_config.get("model_type") in TRANSFORMERS_FAMILIES:
+        kwargs.pop("include_pred_heads", None)
+        return load_transformers_upstream(path, hf_config["model_type"], **kwargs)
+    cfg = config_from_hf(hf_config, str(path / "config.json"))  # hubert, wav2vec2; names the supported families
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (path / name).is_file():
             state = state_from_hf(_read_weights(path / name, trust_pickle))
@@ -191,6 +203,11 @@ def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwar
 # ---- writing ------------------------------------------------------------------------------------------------------
 
 def _as_model(upstream_or_model: HubertUpstream | HubertModel) -> tuple[HubertModel, bool]:
+    from .hf_families import TransformersUpstream
+
+    if isinstance(upstream_or_model, TransformersUpstream):
+        raise ConversionError(f"{upstream_or_model.model_type} upstreams have no HuBERT encoder to convert; "
+                              "save_upstream keeps them in transformers' layout")
     if isinstance(upstream_or_model, HubertUpstream):
         return upstream_or_model.model, upstream_or_model.include_pred_heads
     if isinstance(upstream_or_model, HubertModel):
@@ -204,14 +221,23 @@ def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: st
     Each file is written atomically; the checksum makes a save interrupted between the two files fail loudly on
     load instead of pairing new weights with an old config.
     """
-    model, include_pred_heads = _as_model(upstream_or_model)
+    from .hf_families import TransformersUpstream
+
     directory = Path(directory)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if isinstance(upstream_or_model, TransformersUpstream):  # wavlm / data2vec-audio: transformers' own layout
+        hf_model = upstream_or_model.model
+        state = {k: v.detach().float().cpu().contiguous() for k, v in hf_model.state_dict().items()}
+        config = {k: v for k, v in hf_model.config.to_dict().items()
+                  if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")}
+        extra = {"type": "transformers", "model_type": upstream_or_model.model_type, "config": config}
+    else:
+        model, include_pred_heads = _as_model(upstream_or_model)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        extra = {"type": "hubert", "include_pred_heads": include_pred_heads, "config": to_dict(model.cfg)}
     data = safetensors.torch.save(state)
     atomic_write_bytes(directory / WEIGHTS_FILE, data)
-    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "type": "hubert",
-            "include_pred_heads": include_pred_heads, "weights_sha256": hashlib.sha256(data).hexdigest(),
-            "config": to_dict(model.cfg)}
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "type": extra.pop("type"),
+            "weights_sha256": hashlib.sha256(data).hexdigest(), **extra}
     atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(meta, sort_keys=False))
     return directory
 
@@ -243,5 +269,50 @@ def export_hf(upstream_or_model: HubertUpstream | HubertModel, directory: str | 
     return directory
 
 
-__all__ = ["ConversionError", "UnsafeCheckpointError", "export_hf", "load_model_state", "load_upstream_from_path",
+def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: torch.nn.Linear, vocab: list[str],
+                      directory: str | Path, word_delimiter: str = "|") -> Path:
+    """Write a transformers ``HubertForCTC`` dir: our encoder, ``lm_head`` (``Linear(embed_dim, len(vocab))`` on the
+    last hidden state), a ``Wav2Vec2CTCTokenizer`` over ``vocab`` (index 0, the CTC blank, is its pad token, as
+    transformers' CTC decoding expects) and a ``Wav2Vec2FeatureExtractor`` that passes raw 16 kHz audio through
+    (``do_normalize=False``, as our upstreams read it). Greedy decoding of ``from_pretrained``'s logits then gives
+    the same tokens as the run's own. Built beside the target and renamed into place.
+
+    Raises ConversionError when ``lm_head``'s shape does not fit the encoder and vocabulary.
+    """
+    import transformers
+
+    model, _ = _as_model(upstream_or_model)
+    if tuple(lm_head.weight.shape) != (len(vocab), model.cfg.embed_dim):
+        raise ConversionError(f"export_hubert_ctc: lm_head is {tuple(lm_head.weight.shape)}, expected "
+                              f"({len(vocab)}, {model.cfg.embed_dim})")
+    config = transformers.HubertConfig(**config_to_hf(model.cfg), vocab_size=len(vocab), pad_token_id=0,
+                                       ctc_loss_reduction="mean", final_dropout=0.0)
+    hf_model = transformers.HubertForCTC(config)
+    state = {f"hubert.{k}": v for k, v in state_to_hf(model.state_dict()).items()}
+    state["lm_head.weight"], state["lm_head.bias"] = lm_head.weight.detach(), lm_head.bias.detach()
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"export_hubert_ctc: key mismatch, missing {missing}, unexpected {unexpected}")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        hf_model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+        tokenizer = transformers.Wav2Vec2CTCTokenizer(str(tmp / "vocab.json"), pad_token=vocab[0],
+                                                      unk_token=vocab[0], bos_token=None, eos_token=None,
+                                                      word_delimiter_token=word_delimiter)
+        tokenizer.save_pretrained(tmp)
+        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                              do_normalize=False, return_attention_mask=True).save_pretrained(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+__all__ = ["ConversionError", "export_hubert_ctc", "UnsafeCheckpointError", "export_hf", "load_model_state", "load_upstream_from_path",
            "safe_torch_load", "save_upstream"]

@@ -35,8 +35,17 @@ def _require(cond: bool, message: str) -> None:
 # ---- transformers -------------------------------------------------------------------------------------------------
 
 def config_from_hf(hf: Mapping[str, Any], where: str) -> HubertConfig:
-    """Our config from a transformers ``config.json`` dict (model_type "hubert")."""
-    _require(hf.get("model_type") == "hubert", f"{where}: model_type {hf.get('model_type')!r} is not 'hubert'")
+    """Our config from a transformers ``config.json`` dict (model_type "hubert" or "wav2vec2": the same encoder;
+    wav2vec2's feature projection always has its LayerNorm). Other families: ``upstream/hf_families.py``."""
+    model_type = hf.get("model_type")
+    if model_type not in ("hubert", "wav2vec2"):
+        from .hf_families import unsupported_family_message
+
+        raise ConversionError(unsupported_family_message(model_type, where))
+    _require(not hf.get("add_adapter", False), f"{where}: add_adapter=True is not supported (the adapter changes "
+             "the frame rate)")
+    _require(hf.get("adapter_attn_dim") is None, f"{where}: adapter_attn_dim (per-language attention adapters) "
+             "is not supported")
     _require(hf.get("hidden_act", "gelu") == "gelu" and hf.get("feat_extract_activation", "gelu") == "gelu",
              f"{where}: only GELU activations are supported")
     _require(not hf.get("conv_pos_batch_norm", False), f"{where}: conv_pos_batch_norm is not supported")
@@ -49,15 +58,17 @@ def config_from_hf(hf: Mapping[str, Any], where: str) -> HubertConfig:
         conv_bias=bool(hf.get("conv_bias", False)), embed_dim=hf["hidden_size"], ffn_dim=hf["intermediate_size"],
         heads=hf["num_attention_heads"], layers=hf["num_hidden_layers"],
         layer_norm_first=bool(hf.get("do_stable_layer_norm", False)),
-        feat_proj_layer_norm=bool(hf.get("feat_proj_layer_norm", True)),
+        feat_proj_layer_norm=bool(hf.get("feat_proj_layer_norm", True)) or model_type == "wav2vec2",
         conv_pos=hf.get("num_conv_pos_embeddings", 128), conv_pos_groups=hf.get("num_conv_pos_embedding_groups", 16),
         layer_norm_eps=float(hf.get("layer_norm_eps", 1e-5)))
 
 
 def state_from_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers keys → ours. A task model's ``hubert.`` prefix is stripped; its task heads are dropped."""
-    if any(k.startswith("hubert.") for k in state):
-        state = {k[len("hubert."):]: v for k, v in state.items() if k.startswith("hubert.")}
+    """transformers keys → ours. A task model's ``hubert.``/``wav2vec2.`` prefix is stripped; its task heads (and
+    wav2vec2's quantizer and pretraining projections) are dropped."""
+    for prefix in ("hubert.", "wav2vec2."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     out = {}
     for key, value in state.items():
         for old, new in _HF_PREFIXES:

@@ -5,6 +5,7 @@ heads, optionally an Fbank front end) are all :class:`HubertModel` with a differ
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -177,6 +178,8 @@ class HubertUpstream(Upstream):
     to compute; ``bucket_fill=0`` runs one padded batch); since padding never leaks, the result equals running
     each utterance alone.
     Runs under ``torch.no_grad`` rather than ``inference_mode`` so trainable heads can consume the outputs.
+    With ``fine_tune = True`` (``--upstream-trainable``) gradients flow and ``train()`` puts the model in train mode
+    (dropout active); otherwise the model always stays in eval mode.
     """
 
     downsample_rate = 320
@@ -189,6 +192,7 @@ class HubertUpstream(Upstream):
         self.downsample_rate = model.downsample_rate
         self.bucket_fill, self.min_bucket_size = bucket_fill, min_bucket_size
         self.max_bucket_samples = max_bucket_samples
+        self.fine_tune = False
         if include_pred_heads and model.pred_heads is None:
             raise ValueError("include_pred_heads=True but the model has no prediction heads")
 
@@ -197,10 +201,16 @@ class HubertUpstream(Upstream):
         return self.model.cfg
 
     def train(self, mode: bool = True) -> "HubertUpstream":
-        """The upstream is a frozen feature extractor: its model stays in eval mode (no dropout)."""
+        """A frozen feature extractor keeps its model in eval mode (no dropout); with ``fine_tune`` it follows
+        ``mode``."""
         super().train(mode)
-        self.model.eval()
+        if not self.fine_tune:
+            self.model.eval()
         return self
+
+    def freeze_front_end(self, frozen: bool = True) -> None:
+        """Freeze (or unfreeze) the CNN / Fbank front end, as transformers' ``freeze_feature_encoder``."""
+        self.model.front_end.requires_grad_(not frozen)
 
     def min_samples(self) -> int:
         return shortest_waveform(self.frames_for)
@@ -244,7 +254,9 @@ class HubertUpstream(Upstream):
         return groups
 
     def extract(self, wavs: list[torch.Tensor]) -> UpstreamOutput:
-        with torch.no_grad():
+        # no_grad unless fine-tuning with gradients on (weight norm under FlopCounterMode needs no_grad, not only
+        # inference_mode)
+        with contextlib.nullcontext() if self.fine_tune and torch.is_grad_enabled() else torch.no_grad():
             groups = self.buckets([w.numel() for w in wavs])
             if len(groups) == 1:
                 states, frames = self._run([wavs[i] for i in groups[0]])
