@@ -17,9 +17,9 @@ import torch
 import run_distill
 from tests.fixtures.datasets import write_tone_corpus
 from tests.fixtures.ports import free_port
-from tests.fixtures.upstreams import tiny_teacher
+from tests.fixtures.upstreams import tiny_teacher, write_teacher_and_audio
 from upstream import build_upstream
-from upstream.checkpoints import export_hf, save_upstream
+from upstream.checkpoints import export_hf
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1", "run.log_every=1",
@@ -28,10 +28,7 @@ TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    write_tone_corpus(root / "audio", count=6)
-    save_upstream(tiny_teacher(), root / "teacher")
-    return root
+    return write_teacher_and_audio(tmp_path_factory.mktemp("distill"))
 
 
 def history(out: Path) -> list[dict]:

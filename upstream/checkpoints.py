@@ -14,10 +14,7 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,8 @@ import torch
 import yaml
 
 from common.config import from_dict, to_dict
-from common.io import atomic_write_bytes, atomic_write_text
+from common.audio import SAMPLE_RATE
+from common.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
 from .base import Upstream
 from .convert import (ConversionError, config_from_fairseq, config_from_hf, config_from_s3prl, config_to_hf,
@@ -256,16 +254,8 @@ def export_hf(upstream_or_model: HubertUpstream | HubertModel, directory: str | 
     if missing or unexpected:
         raise ConversionError(f"export_hf: key mismatch, missing {missing}, unexpected {unexpected}")
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -294,23 +284,15 @@ def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: 
     if missing or unexpected:
         raise ConversionError(f"export_hubert_ctc: key mismatch, missing {missing}, unexpected {unexpected}")
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
         tokenizer = transformers.Wav2Vec2CTCTokenizer(str(tmp / "vocab.json"), pad_token=vocab[0],
                                                       unk_token=vocab[0], bos_token=None, eos_token=None,
                                                       word_delimiter_token=word_delimiter)
         tokenizer.save_pretrained(tmp)
-        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                                               do_normalize=False, return_attention_mask=True).save_pretrained(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
