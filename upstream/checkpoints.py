@@ -250,13 +250,18 @@ def export_hf(upstream_or_model: HubertUpstream | HubertModel, directory: str | 
 
     model, _ = _as_model(upstream_or_model)
     hf_model = transformers.HubertModel(transformers.HubertConfig(**config_to_hf(model.cfg)))
-    missing, unexpected = hf_model.load_state_dict(state_to_hf(model.state_dict()), strict=False)
-    if missing or unexpected:
-        raise ConversionError(f"export_hf: key mismatch, missing {missing}, unexpected {unexpected}")
+    _load_exact(hf_model, state_to_hf(model.state_dict()), "export_hf")
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
     return directory
+
+
+def _load_exact(hf_model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into a transformers model; any missing or unexpected key is a :class:`ConversionError`."""
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"{what}: key mismatch, missing {missing}, unexpected {unexpected}")
 
 
 def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: torch.nn.Linear, vocab: list[str],
@@ -280,9 +285,7 @@ def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: 
     hf_model = transformers.HubertForCTC(config)
     state = {f"hubert.{k}": v for k, v in state_to_hf(model.state_dict()).items()}
     state["lm_head.weight"], state["lm_head.bias"] = lm_head.weight.detach(), lm_head.bias.detach()
-    missing, unexpected = hf_model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConversionError(f"export_hubert_ctc: key mismatch, missing {missing}, unexpected {unexpected}")
+    _load_exact(hf_model, state, "export_hubert_ctc")
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
