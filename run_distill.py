@@ -27,14 +27,16 @@ import yaml
 from common.cli import run_main
 from common.config import to_dict
 from common.io import atomic_write_text
+from common.run_record import check_run_folder
 from distill.config import DistillConfig
 from distill.objectives import DistillObjective
 from training.cli import run_parser, start_run
+from training.config import SAFE_ON_RESUME
 from training.data import SkipReport, collect_audio_files, scan_audio
 from training.loop import Trainer
 from upstream import build_upstream
 from upstream.base import count_parameters
-from upstream.checkpoints import save_upstream
+from upstream.checkpoints import WEIGHTS_FILE, save_upstream
 from upstream.hubert import HubertModel, HubertUpstream
 
 log = logging.getLogger("run_distill")
@@ -132,12 +134,18 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     torch.manual_seed(cfg.run.seed)  # same student init on every rank (DDP also broadcasts rank 0's weights)
 
+    run_info = {"config": to_dict(cfg), "teacher": str(args.teacher), "data": [str(d) for d in args.data],
+                "world_size": env.world}
+    # compared with the folder's run before anything is written: a refused command changes nothing there
+    progress = (out / "checkpoints" / "last.pt").exists() or (out / WEIGHTS_FILE).exists()
+    changed = check_run_folder(out / "distill_config.yaml", run_info, args.resume, progress, SAFE_ON_RESUME,
+                               "distillation")
+    if changed:
+        log.info("resuming with changed settings (they apply from here on): %s", ", ".join(changed))
     teacher = build_upstream(args.teacher)
     objective = DistillObjective(cfg, teacher)  # checks teacher/student shapes before any training
     report = SkipReport()
     entries = scan_audio(collect_audio_files(args.data), cfg.run.data, report)
-    run_info = {"config": to_dict(cfg), "teacher": str(args.teacher), "data": [str(d) for d in args.data],
-                "world_size": env.world}
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "distill_config.yaml", yaml.safe_dump(run_info, sort_keys=False))

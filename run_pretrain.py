@@ -32,20 +32,22 @@ import yaml
 
 from common.audio import SAMPLE_RATE
 from common.cli import run_main
-from common.config import to_dict
+from common.config import ConfigError, to_dict
 from common.io import atomic_write_text
 from common.machine import machine_summary
+from common.run_record import check_run_folder
 from pretrain.config import PretrainConfig
 from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
                              mfcc_features, save_labels)
 from pretrain.objective import MaskedPrediction
 from training.cli import run_parser, start_run
+from training.config import SAFE_ON_RESUME
 from training.data import SkipReport, collect_audio_files, scan_audio
 from training.distributed import DistEnv
 from training.loop import Trainer
 from upstream.base import count_parameters
-from upstream.checkpoints import save_upstream
+from upstream.checkpoints import WEIGHTS_FILE, save_upstream
 from upstream.hubert import HubertModel, HubertUpstream
 
 log = logging.getLogger("run_pretrain")
@@ -144,7 +146,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, command: str) -> int:
     cfg, env = start_run(PretrainConfig, args)
+    if cfg.iteration2.max_steps < 0:
+        raise ConfigError(f"iteration2.max_steps must be >= 0 (0: run.max_steps), got {cfg.iteration2.max_steps}")
     out = Path(args.output)
+    record = {"config": to_dict(cfg), "data": [str(d) for d in args.data], "init": args.init}
+    # compared with the folder's run before anything is written: a refused command changes nothing there
+    progress = any(out.glob("*/checkpoints/last.pt")) or (out / WEIGHTS_FILE).exists()
+    changed = check_run_folder(out / "pretrain_config.yaml", record, args.resume, progress,
+                               SAFE_ON_RESUME | {"config.iteration2.max_steps"}, "pretraining")
+    if changed:
+        log.info("resuming with changed settings (they apply from here on): %s", ", ".join(changed))
     started = time.time()
     report = SkipReport()
     entries = scan_audio(collect_audio_files(args.data), cfg.run.data, report)
@@ -152,8 +163,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     init = load_init(args.init) if args.init else None  # before anything is written: a bad --init leaves nothing
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "pretrain_config.yaml", yaml.safe_dump(
-            {"config": to_dict(cfg), "data": [str(d) for d in args.data], "init": args.init}, sort_keys=False))
+        atomic_write_text(out / "pretrain_config.yaml", yaml.safe_dump(record, sort_keys=False))
 
     labels = make_labels(out / "iter1", files, mfcc_features, MFCC_RATE, cfg.labels, env)
     model_cfg = dataclasses.replace(cfg.model, num_codewords=cfg.labels.clusters,

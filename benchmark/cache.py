@@ -5,13 +5,21 @@ utterance (with ``--layer``, read back memory-mapped, so only that layer is touc
 identity (absolute path, size, mtime, slice), so an edited file or a different slice misses, and tasks that read
 the same audio share its features.
 The weights hash makes a retrained or different upstream miss too. Writes are atomic: a killed extraction leaves no
-half-written array behind. Default location: ``$DISTILSUPERB_CACHE/features`` (``DISTILSUPERB_CACHE`` defaults to ``~/.cache/distilsuperb``).
+half-written array behind (at most an orphan ``.tmp`` file, removed later: see :func:`clean_orphans`).
+Each array has a sidecar ``<key>.sum`` with its size and xxh3-64 hash (xxhash rather than zlib's CRC-32: the check
+then costs about one more plain read of the entry instead of 2.5-2.8, bench/cache_verify_cost.py). Every entry a run
+uses is verified against it once per run (:meth:`FeatureCache.ensure`), and an entry that does not match
+(truncated, overwritten, or written before sidecars existed) is reported once by path and extracted again.
+Default location: ``$DISTILSUPERB_CACHE/features`` (``DISTILSUPERB_CACHE`` defaults to ``~/.cache/distilsuperb``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -21,11 +29,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import xxhash
 from tqdm import tqdm
 
 from common import tensors
-from common.audio import AudioError
-from common.io import atomic_path, atomic_write_text
+from common.audio import AudioError, check_audio_file, require_samples
+from common.io import atomic_write_bytes, atomic_write_text
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
 
@@ -52,11 +61,18 @@ def audio_key(utt: Utterance) -> str:
     """Cache key of one utterance: the identity of the audio slice it reads. Not its id: tasks name the same file
     differently (SID and ASV share every VoxCeleb1 file), and the features depend on the audio alone."""
     try:
+        check_audio_file(utt.path)
         st = os.stat(utt.path)
-    except OSError as e:
-        raise AudioError(f"utterance {utt.id}: cannot stat audio file {utt.path}: {e}") from None
+    except AudioError as e:
+        raise AudioError(f"utterance {utt.id}: {e}") from None
     ident = f"{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+def upstream_min_samples(upstream: torch.nn.Module) -> int:
+    """The shortest waveform giving one frame (``Upstream.min_samples``; 1 for upstreams that do not say)."""
+    own = getattr(upstream, "min_samples", None)
+    return int(own()) if callable(own) else 1
 
 
 class FeatureCache:
@@ -67,6 +83,9 @@ class FeatureCache:
         self.source = source  # what the user asked for (name or path), recorded for `run_benchmark.py cache`
         self._keys: dict[tuple, str] = {}
         self._use_recorded = False  # upstream.json is written once per run, not once per split
+        self.corrupt = 0  # entries found corrupt (and extracted again) by this object
+        self.unchecked = 0  # entries without a checksum (older version, or killed between array and sidecar)
+        self._verified: set[Path] = set()  # entries checked against their sidecar by this object
 
     def _key(self, utt: Utterance) -> str:
         k = (utt.id, str(utt.path), utt.start, utt.duration)
@@ -79,34 +98,77 @@ class FeatureCache:
         return self.dir / key[:2] / f"{key}.npy"
 
     def has(self, utt: Utterance) -> bool:
-        return self.path(utt).is_file()
+        """Whether a verified entry exists: the array matches its sidecar's size and xxh3 hash (checked once per
+        object; a mismatch is logged with the path, and the entry is deleted so that it is extracted again)."""
+        path = self.path(utt)
+        if path in self._verified:
+            return True
+        problem = _verify(path)
+        if problem is None:
+            self._verified.add(path)
+            return True
+        if problem == NO_SIDECAR:  # many at once after an upgrade: said once per ensure(), not per entry
+            self.unchecked += 1
+        elif problem != "missing":
+            log.warning("feature cache entry %s is corrupt (%s): extracting it again", path, problem)
+            self.corrupt += 1
+        if problem != "missing":
+            for p in (path, _sum_path(path)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        return False
 
     def load(self, utt: Utterance, layer: int | None = None) -> np.ndarray:
         """``[layer, frame, feature]`` fp16; with ``layer`` only that one, as ``[1, frame, feature]``, memory-mapped
-        so the other layers are not read (a whole array is read plainly: about 2x faster than through a map)."""
-        if layer is None:
-            return np.load(self.path(utt))
-        return np.load(self.path(utt), mmap_mode="r")[layer:layer + 1]
+        so the other layers are not read (a whole array is read plainly: about 2x faster than through a map).
+
+        Raises ``ValueError`` naming the file when it cannot be read (damaged after :meth:`has` verified it)."""
+        path = self.path(utt)
+        try:
+            if layer is None:
+                return np.load(path)
+            return np.load(path, mmap_mode="r")[layer:layer + 1]
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"feature cache entry {path} (utterance {utt.id}) is unreadable ({e}); run again to "
+                             f"extract it again") from None
 
     def save(self, utt: Utterance, features: np.ndarray) -> None:
+        """Write the array, then its sidecar (size + xxh3-64 hash); both atomically, so a kill between the two leaves an
+        entry without a sidecar, which counts as missing."""
         path = self.path(utt)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(features, dtype=np.float16))
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(features, dtype=np.float16))
+        data = buf.getvalue()
+        atomic_write_bytes(path, data)
+        atomic_write_text(_sum_path(path), json.dumps({"bytes": len(data), "xxh3_64": xxhash.xxh3_64_intdigest(data)}))
+        self._verified.add(path)
 
     def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, max_seconds: float,
                on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
         """Extract the utterances not cached yet, batched by length under ``torch.inference_mode``.
 
-        ``on_bad_audio`` (``--skip-bad-audio``) receives unreadable utterances instead of raising. Returns the
-        number of utterances extracted.
+        ``on_bad_audio`` (``--skip-bad-audio``) receives the bad utterances (missing, not a regular file, unreadable,
+        shorter than one frame) instead of raising. Returns the number of utterances extracted.
         """
         if not self._use_recorded:
             self._record_use(upstream)
             self._use_recorded = True
-        missing = [u for u in utts if not self.has(u)]
+        missing, unchecked_before = [], self.unchecked
+        for u in utts:
+            try:  # the key stats the audio file: a missing file, broken link or loop fails here
+                if not self.has(u):
+                    missing.append(u)
+            except AudioError as e:
+                if on_bad_audio is None:
+                    raise
+                on_bad_audio(u, e)
+        if self.unchecked > unchecked_before:
+            log.warning("feature cache %s: %d entries have no checksum (written by an older version, or a run was "
+                        "killed between an array and its checksum): extracting them again", self.dir,
+                        self.unchecked - unchecked_before)
         if not missing:
             return 0
+        min_samples = upstream_min_samples(upstream)
         device = module_device(upstream)
         done = 0
         batches = eval_batches([u.duration for u in missing], max_seconds)
@@ -115,7 +177,9 @@ class FeatureCache:
                 batch, wavs = [], []
                 for i in idx:
                     try:
-                        wavs.append(load_utterance_audio(missing[i]).to(device))
+                        wav = require_samples(load_utterance_audio(missing[i]), min_samples, missing[i].path,
+                                              missing[i].id)
+                        wavs.append(wav.to(device))
                         batch.append(missing[i])
                     except AudioError as e:
                         if on_bad_audio is None:
@@ -137,6 +201,9 @@ class FeatureCache:
         lists and prunes by it; file times cannot tell, reads do not update them)."""
         meta = self.dir / META
         self.dir.mkdir(parents=True, exist_ok=True)
+        removed = clean_orphans(self.dir)
+        if removed:
+            log.info("feature cache %s: removed %d orphan .tmp files left by killed runs", self.dir, removed)
         info = json.loads(meta.read_text()) if meta.is_file() else {}
         info.update({"class": type(upstream).__name__, "downsample_rate": getattr(upstream, "downsample_rate", None),
                      "last_used": time.time()})
@@ -146,6 +213,47 @@ class FeatureCache:
 
 
 META = "upstream.json"
+NO_SIDECAR = "no checksum sidecar"
+ORPHAN_AGE_S = 3600.0  # a .tmp file this old is no write in progress (an array is written in well under a second)
+
+
+def _sum_path(path: Path) -> Path:
+    return path.with_suffix(".sum")
+
+
+def _verify(path: Path) -> str | None:
+    """None when ``path`` matches its sidecar, "missing" when there is no entry, else what is wrong."""
+    try:
+        expected = json.loads(_sum_path(path).read_text())
+    except FileNotFoundError:
+        return "missing" if not path.exists() else NO_SIDECAR
+    except (OSError, ValueError) as e:
+        return f"unreadable checksum sidecar: {e}"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable: {e}"
+    if not isinstance(expected, dict) or len(data) != expected.get("bytes"):
+        return f"{len(data)} bytes, expected {expected.get('bytes') if isinstance(expected, dict) else '?'}"
+    if xxhash.xxh3_64_intdigest(data) != expected.get("xxh3_64"):
+        return "checksum mismatch (the file was changed after it was written)"
+    return None
+
+
+def clean_orphans(folder: str | Path, min_age_s: float = ORPHAN_AGE_S) -> int:
+    """Delete the ``.tmp`` files (left by killed writes) under ``folder`` older than ``min_age_s``; returns how
+    many. Younger ones may be a write in progress by another run, and are left alone."""
+    now, removed = time.time(), 0
+    for tmp in Path(folder).rglob("*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime >= min_age_s:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # renamed or removed meanwhile by its writer
+            continue
+    return removed
 
 
 @dataclass
@@ -157,19 +265,27 @@ class CacheEntry:
     bytes: int
     files: int
     last_used: float   # unix time (0 when not recorded)
+    orphans_removed: int = 0  # .tmp files left by killed runs, removed while listing
 
 
 def list_cache(root: str | Path) -> list[CacheEntry]:
-    """Every upstream folder under ``root``, most recently used first."""
+    """Every upstream folder under ``root``, most recently used first (orphan ``.tmp`` files are removed and
+    counted on the way)."""
     if not Path(root).is_dir():
         return []
     entries = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         meta = folder / META
-        info = json.loads(meta.read_text()) if meta.is_file() else {}
+        try:
+            info = json.loads(meta.read_text()) if meta.is_file() else {}
+        except ValueError:
+            log.warning("%s is not valid JSON: listing the folder without it", meta)
+            info = {}
+        orphans = clean_orphans(folder)
         arrays = list(folder.rglob("*.npy"))
         entries.append(CacheEntry(folder, info.get("upstream", info.get("class", "?")),
-                                  sum(a.stat().st_size for a in arrays), len(arrays), float(info.get("last_used", 0))))
+                                  sum(a.stat().st_size for a in arrays), len(arrays), float(info.get("last_used", 0)),
+                                  orphans))
     return sorted(entries, key=lambda e: -e.last_used)
 
 
@@ -177,6 +293,8 @@ def remove_cache_entries(root: str | Path, prefixes: Sequence[str] = (), unused_
                          ) -> list[CacheEntry]:
     """Delete the folders whose hash starts with one of ``prefixes`` or that no run used for ``unused_days``.
     A prefix that matches no folder, or several, is an error (nothing is deleted then)."""
+    if unused_days is not None and (not math.isfinite(unused_days) or unused_days < 0):
+        raise ValueError(f"--unused-days must be a number of days >= 0, got {unused_days}")
     entries = list_cache(root)
     chosen: dict[Path, CacheEntry] = {}
     for prefix in prefixes:

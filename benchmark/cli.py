@@ -97,6 +97,9 @@ def cache_command(argv: list[str]) -> int:
         return 0
     entries = list_cache(root)
     print(f"{root}: {len(entries)} upstreams, {sum(e.bytes for e in entries) / 1e9:.2f} GB")
+    orphans = sum(e.orphans_removed for e in entries)
+    if orphans:
+        print(f"  removed {orphans} orphan .tmp files left by killed runs")
     for e in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "unknown"
         print(f"  {e.path.name}  {e.bytes / 1e9:7.2f} GB  {e.files:6d} files  last used {used}  {e.upstream}")

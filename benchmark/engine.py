@@ -20,20 +20,20 @@ import torch
 import yaml
 from torch import nn
 
-from common.audio import SAMPLE_RATE, AudioError
+from common.audio import SAMPLE_RATE, AudioError, check_audio_file, require_samples
 from common.config import to_dict
 from common.io import atomic_write_text
 from common.precision import check_precision
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
 from downstream.weighted_sum import WeightedSum
-from tasks.base import SPLITS, FeatureBatch, RunOutcome, Task
+from tasks.base import SPLITS, DatasetAudit, DatasetError, FeatureBatch, RunOutcome, Task
 from tasks.registry import build_task
 from upstream import build_upstream
 
 from . import distributed, results
 from .batching import eval_batches
-from .cache import FeatureCache, default_cache_dir, weights_hash
+from .cache import FeatureCache, default_cache_dir, upstream_min_samples, weights_hash
 from .features import CachedFeatures, HeldArrays, LiveFeatures
 from .trainer import train
 from .upstream_stats import write_upstream_stats
@@ -83,8 +83,10 @@ class RunContext:
     """The engine's own state during one run (tasks never see it): the task's splits with bad-audio handling, the
     feature sources (cache or live upstream), building the downstream model, prediction, scoring and TensorBoard."""
 
-    def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str):
+    def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str,
+                 loaded: dict[str, list[Utterance]] | None = None):
         self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
+        self._loaded = dict(loaded or {})  # splits the dataset audit already read
         self.is_main = distributed.is_main()  # under torchrun, rank 0 alone writes files (benchmark/distributed.py)
         self.bad_audio: dict[str, str] = {}
         self._splits: dict[str, list[Utterance]] = {}
@@ -104,7 +106,7 @@ class RunContext:
         """The split's utterances (cached per run); unreadable audio raises, or is skipped with --skip-bad-audio."""
         task = self.task
         if split not in self._splits:
-            utts = task.load_split(split)
+            utts = self._loaded.pop(split) if split in self._loaded else task.load_split(split)
             if not utts:
                 raise ValueError(f"task {task.name!r}: split {split!r} is empty under {task.data_root}")
             limit = task.config.train.max_utterances
@@ -119,7 +121,15 @@ class RunContext:
         on_bad = self._record_bad if self.options.skip_bad_audio else None
         if self.cache is not None and distributed.world() > 1:
             # each rank extracts its share of the missing utterances; then every rank knows every skipped file
-            missing = [u for u in utts if not self.cache.has(u)]
+            missing = []
+            for u in utts:
+                try:  # the key stats the audio file: a missing file, broken link or loop fails here
+                    if not self.cache.has(u):
+                        missing.append(u)
+                except AudioError as e:
+                    if on_bad is None:
+                        raise
+                    on_bad(u, e)
             distributed.barrier()  # every rank lists the same missing utterances before any rank extracts
             done = self.cache.ensure(distributed.shard(missing), self.upstream,
                                      self.task.config.batch.eval_max_seconds, on_bad)
@@ -129,12 +139,19 @@ class RunContext:
         elif self.cache is not None:
             self.cache.ensure(utts, self.upstream, self.task.config.batch.eval_max_seconds, on_bad)
         elif on_bad is not None:
+            min_samples = upstream_min_samples(self.upstream)
             for u in utts:
                 if u.id not in self.bad_audio:
                     try:
-                        load_utterance_audio(u)
+                        require_samples(load_utterance_audio(u), min_samples, u.path, u.id)
                     except AudioError as e:
                         on_bad(u, e)
+        else:  # no cache, nothing skipped: at least the cheap checks (file type, header length) before training
+            min_samples = upstream_min_samples(self.upstream)
+            for u in utts:
+                check_audio_file(u.path)
+                if 0 < u.duration * SAMPLE_RATE < min_samples:
+                    require_samples(torch.zeros(int(u.duration * SAMPLE_RATE)), min_samples, u.path, u.id)
         return [u for u in utts if u.id not in self.bad_audio]
 
     def _record_bad(self, utt: Utterance, error: Exception) -> None:
@@ -270,6 +287,20 @@ def sweep_lr(ctx: RunContext) -> float:
     return best
 
 
+def audit_dataset(task: Task) -> DatasetAudit:
+    """``task.audit()`` before anything else happens: every problem found is raised at once as a
+    :class:`DatasetError` (one line each); the records the protocol drops on purpose are logged per split."""
+    audit = task.audit()
+    for line in audit.dropped_lines():
+        log.info("task %s: %s", task.name, line)
+    for line in audit.warnings:
+        log.warning("task %s: %s", task.name, line)
+    if audit.problems:
+        raise DatasetError(f"task {task.name!r}: {len(audit.problems)} problem(s) in the dataset under "
+                           f"{task.data_root}:\n  " + "\n  ".join(audit.problems))
+    return audit
+
+
 def prepare_fine_tuning(upstream: nn.Module, freeze_front_end: bool) -> None:
     """``--upstream-trainable``: gradients flow through the upstream and, for upstreams with a fine-tuning mode
     (HuBERT-family, transformers), ``train()`` enables their dropout and the CNN front end stays frozen unless
@@ -313,6 +344,7 @@ def run_task(options: RunOptions) -> dict:
     check_precision(options.precision, options.device)
     task = build_task(options.task, options.data_root, overrides, options.profile)
     task.check_data()
+    audit = audit_dataset(task)
     upstream = build_upstream(options.upstream).to(options.device)
     upstream.eval()
     upstream.requires_grad_(options.upstream_trainable)
@@ -351,7 +383,7 @@ def run_task(options: RunOptions) -> dict:
         stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
     distributed.barrier()
 
-    ctx = RunContext(task, upstream, options, run_dir, up_hash)
+    ctx = RunContext(task, upstream, options, run_dir, up_hash, audit.splits)
     task.setup(upstream.downsample_rate)
     lr = task.config.optimizer.lr
     try:

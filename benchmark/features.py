@@ -12,12 +12,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from common.audio import SAMPLE_RATE
+from common.audio import SAMPLE_RATE, require_samples
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
 from tasks.base import FeatureBatch
 
-from .cache import FeatureCache
+from .cache import FeatureCache, upstream_min_samples
 
 Crop = tuple[float, float]
 
@@ -101,8 +101,9 @@ class LiveFeatures:
 
     def batch(self, utts: Sequence[Utterance], crops: Sequence[Crop | None] | None = None) -> FeatureBatch:
         wavs = []
+        min_samples = upstream_min_samples(self.upstream)
         for i, utt in enumerate(utts):
-            wav = load_utterance_audio(utt)
+            wav = require_samples(load_utterance_audio(utt), min_samples, utt.path, utt.id)
             crop = crops[i] if crops else None
             if crop is not None:
                 wav = wav[int(crop[0] * SAMPLE_RATE): int((crop[0] + crop[1]) * SAMPLE_RATE)]

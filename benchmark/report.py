@@ -49,6 +49,7 @@ import pandas as pd
 
 from common.io import atomic_path, atomic_write_text
 
+from . import results
 from .superb_score import Reference, load_reference, superb_score
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ def read_results_rows(path: Path) -> tuple[str, list[str]]:
             continue
         fields = next(csv.reader(io.StringIO(line)), [])
         problem = None
-        if len(fields) != len(header):
+        # rows written before the newest columns existed are shorter (their missing trailing fields are empty)
+        oldest = results.COLUMNS.index("run_id") + 1 if "run_id" in header else len(header)
+        if not oldest <= len(fields) <= len(header):
             problem = f"{len(fields)} fields, expected {len(header)}"
         elif value_at is not None:
             try:
@@ -99,7 +102,7 @@ def read_results_rows(path: Path) -> tuple[str, list[str]]:
         if problem:
             log.warning("%s:%d: malformed row skipped (%s): %.80s", path, lineno, problem, line)
             continue
-        good.append(line)
+        good.append(line + "," * (len(header) - len(fields)))
     return lines[0], good
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from pathlib import Path
 from typing import Callable
 
 # errno values that mean "the place you asked me to write to cannot take it", not a bug in the toolkit
@@ -19,6 +20,9 @@ PATH_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 def user_error(e: BaseException) -> str | None:
     """The one-line message for a user-caused error, or None when ``e`` is a bug (let it raise)."""
     if isinstance(e, OSError) and e.errno in PATH_ERRNOS and e.filename is not None:
+        blocker = _file_in_the_way(str(e.filename)) if e.errno in (errno.EEXIST, errno.ENOTDIR) else None
+        if blocker is not None:
+            return f"{blocker} is a file, but a folder is expected there (to hold {e.filename})"
         where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
         hint = {errno.ENOSPC: " (free some space or choose another folder)",
                 errno.EDQUOT: " (disk quota exceeded: free some space or choose another folder)",
@@ -38,6 +42,15 @@ def print_error(line: str) -> None:
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
     print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+def _file_in_the_way(path: str) -> str | None:
+    """The first existing non-folder among ``path`` and its parents, when creating ``path`` failed because of it."""
+    p = Path(path)
+    for candidate in [*reversed(p.parents), p]:
+        if candidate.exists() and not candidate.is_dir():
+            return str(candidate)
+    return None
 
 
 def run_main(main: Callable[[], int]) -> int:

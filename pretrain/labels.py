@@ -16,7 +16,7 @@ import torchaudio
 from tqdm import tqdm
 
 from common.audio import SAMPLE_RATE, AudioError, load_audio
-from common.io import atomic_path
+from common.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 MFCC_RATE = 100  # frames per second (10 ms hop)
@@ -83,15 +83,16 @@ def fit_kmeans_labels(feats: list[torch.Tensor | None], cfg: LabelConfig) -> tup
 
 
 def save_labels(path: Path, labels: list[torch.Tensor], files: list[Path], label_rate: int) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"labels": labels, "files": [str(f) for f in files], "label_rate": label_rate}, tmp)
+    # through memory, then one atomic write: a full disk is an OSError naming the path (torch.save straight into
+    # the file fails with a C++ "enforce fail" instead)
+    save_checkpoint({"labels": labels, "files": [str(f) for f in files], "label_rate": label_rate}, path)
 
 
 def load_labels(path: Path, files: list[Path]) -> tuple[list[torch.Tensor], int] | None:
     """Cached labels when they were computed for exactly ``files``; else None."""
     if not path.is_file():
         return None
-    data = torch.load(path, weights_only=True)
+    data = load_checkpoint(path)  # weights_only=True
     if data["files"] != [str(f) for f in files]:
         return None
     return data["labels"], int(data["label_rate"])

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal, Protocol, Sequence
@@ -120,6 +121,25 @@ class RunOutcome:
 
 class DatasetNotFoundError(FileNotFoundError):
     """A task's dataset folder (or a file inside it) is missing; the message says which layout is expected."""
+
+
+class DatasetError(ValueError):
+    """The dataset has problems; the message lists every one found (with file and line where known)."""
+
+
+@dataclass
+class DatasetAudit:
+    """What :meth:`Task.audit` found: the loaded splits, the problems (each one line naming the file), and the
+    records each split drops on purpose by the task's protocol (split -> reason -> count)."""
+
+    splits: dict[str, list[Utterance]]
+    problems: list[str]
+    dropped: dict[str, dict[str, int]]
+    warnings: list[str] = field(default_factory=list)  # worth saying, not wrong (e.g. a class without train data)
+
+    def dropped_lines(self) -> list[str]:
+        return [f"{split}: dropped {n} {reason}" for split, reasons in self.dropped.items()
+                for reason, n in sorted(reasons.items())]
 
 
 # ---------------------------------------------------------------- configs shared by every task (YAML sections)
@@ -201,6 +221,67 @@ class Task(abc.ABC):
         self.downsample_rate: int | None = None
 
     # -- data
+    # splits that must hold records (QbE trains nothing: no train split)
+    required_splits: ClassVar[tuple[str, ...]] = SPLITS
+    # split pairs that share audio by the protocol (QbE's dev and test search the same documents); any other
+    # audio slice found in two splits is train/test leakage and an error
+    shared_audio_splits: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def count_dropped(self, split: str, reason: str, n: int = 1) -> None:
+        """Loaders call this for records the protocol leaves out on purpose (IEMOCAP's ``fru``, ...); the audit
+        prints the counts per split."""
+        dropped = self.__dict__.setdefault("_dropped", {})
+        dropped.setdefault(split, {}).setdefault(reason, 0)
+        dropped[split][reason] += n
+
+    def audit(self) -> DatasetAudit:
+        """Load every split and check the whole dataset before any training; returns what was found.
+
+        Checks: each split loads (a loader's error — a malformed line, a missing listed file, a 0-byte CSV, text
+        that is not UTF-8 — is recorded with its file and line, and the other splits are still checked); required
+        splits are not empty; ids are unique within a split; no audio slice is in two splits (leakage), except
+        ``shared_audio_splits``; plus the task's own :meth:`audit_splits`. Nothing raises: the caller decides.
+        """
+        self.__dict__["_dropped"] = {}
+        splits: dict[str, list[Utterance]] = {}
+        problems: list[str] = []
+        for split in SPLITS:
+            try:
+                splits[split] = self.load_split(split)
+            except (ValueError, FileNotFoundError) as e:  # loaders' errors name the file (and line)
+                problems.append(f"{split}: {e}")
+                continue
+            if not splits[split] and split in self.required_splits:
+                problems.append(f"{split}: the split is empty (no records found under {self.data_root})")
+            seen: dict[str, int] = {}
+            for u in splits[split]:
+                seen[u.id] = seen.get(u.id, 0) + 1
+            dups = [k for k, n in seen.items() if n > 1]
+            if dups:
+                problems.append(f"{split}: {len(dups)} id(s) listed more than once (e.g. {', '.join(dups[:3])})")
+        where: dict[tuple, str] = {}
+        shared: dict[tuple[str, str], list[Utterance]] = {}
+        for split, utts in splits.items():
+            for u in utts:
+                # realpath, not Path.resolve: a symlink loop is bad audio (named later), not a crash here
+                key = (os.path.realpath(u.path), round(u.start, 3), round(u.duration, 3))
+                first = where.setdefault(key, split)
+                if first != split and (first, split) not in self.shared_audio_splits \
+                        and (split, first) not in self.shared_audio_splits:
+                    shared.setdefault((first, split), []).append(u)
+        for (a, b), utts in shared.items():
+            problems.append(f"{a} and {b} share {len(utts)} audio file(s), which leaks between the splits "
+                            f"(e.g. {utts[0].path}, id {utts[0].id})")
+        warnings: list[str] = []
+        problems += self.audit_splits(splits, warnings)  # the splits that loaded
+        return DatasetAudit(splits, problems, dict(self.__dict__.get("_dropped", {})), warnings)
+
+    def audit_splits(self, splits: dict[str, list[Utterance]], warnings: list[str]) -> list[str]:
+        """The task's own checks of its loaded splits (unknown labels, ...; a split that failed to load is absent
+        from ``splits``): returns one line per problem and may append lines to ``warnings`` (said, not fatal).
+        Default: none."""
+        return []
+
     def check_data(self) -> None:
         """Raise :class:`DatasetNotFoundError` naming the missing folder and the expected layout."""
         for d in self.dataset_dirs:

@@ -33,6 +33,23 @@ class ClassificationTask(Task):
             raise ValueError(f"task {self.name!r}: label {e.args[0]!r} is not one of its {len(self.classes)} "
                              "classes (seen in training)") from None
 
+    def audit_splits(self, splits: dict[str, list[Utterance]], warnings: list[str]) -> list[str]:
+        """Every label is one of ``classes`` (for SID: a speaker seen in training): a label the head cannot output
+        would only show up as a crash or a silently lower score. A class without training data is a warning."""
+        problems = super().audit_splits(splits, warnings)
+        known = set(self.classes)
+        for split, utts in splits.items():
+            unknown = Counter(u.label for u in utts if u.label not in known)
+            if unknown:
+                shown = ", ".join(f"{label!r} ({n})" for label, n in unknown.most_common(5))
+                problems.append(f"{split}: {sum(unknown.values())} record(s) with labels outside the task's "
+                                f"{len(known)} classes: {shown}")
+        unseen = sorted(known - {u.label for u in splits.get("train", [])})
+        if unseen and splits.get("train"):
+            warnings.append(f"train: no training record for {len(unseen)} class(es): "
+                            f"{', '.join(map(repr, unseen[:5]))}")
+        return problems
+
     def build_head(self, input_dim: int) -> PooledLinearHead:
         """Output: ``[logits [batch, len(classes)]]`` (a one-item list) of the mean-pooled utterance."""
         return PooledLinearHead(input_dim, [len(self.classes)], self.config.head.proj_dim)

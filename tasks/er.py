@@ -40,14 +40,20 @@ class ERConfig(TaskConfig):
     data: ERDataConfig = field(default_factory=ERDataConfig)
 
 
-def read_session_labels(session_dir) -> dict[str, str]:
-    """``{utterance id: 4-class label}`` from ``SessionN/dialog/EmoEvaluation/*.txt`` (other lines ignored)."""
+def read_session_labels(session_dir, dropped: dict[str, str] | None = None) -> dict[str, str]:
+    """``{utterance id: 4-class label}`` from ``SessionN/dialog/EmoEvaluation/*.txt`` (other lines ignored).
+
+    Utterances whose label is outside the 4 classes (``fru``, ``xxx``, ...; SUPERB drops them) go into
+    ``dropped`` as ``{utterance id: label}`` when given."""
     labels = {}
     for path in sorted((session_dir / "dialog" / "EmoEvaluation").glob("*.txt")):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        # latin-1 never fails: only the ASCII header lines are read, and IEMOCAP's free-text comments vary
+        for line in path.read_text(encoding="latin-1").lstrip("\ufeff\xef\xbb\xbf").splitlines():
             m = LINE.match(line)
             if m and m.group(2) in LABEL_MAP:
                 labels[m.group(1)] = LABEL_MAP[m.group(2)]
+            elif m and dropped is not None:
+                dropped[m.group(1)] = m.group(2)
     return labels
 
 
@@ -71,8 +77,10 @@ class EmotionRecognition(ClassificationTask):
         session = self.data_root / IEMOCAP_DIR / f"Session{n}"
         if not session.is_dir():
             raise DatasetNotFoundError(f"task 'er': {session} not found (expected {self.layout_help})")
-        utts = []
-        for utt_id, label in sorted(read_session_labels(session).items()):
+        utts, dropped = [], {}
+        labels = read_session_labels(session, dropped)
+        self._dropped_ids = {**getattr(self, "_dropped_ids", {}), **dropped}
+        for utt_id, label in sorted(labels.items()):
             dialog = utt_id.rsplit("_", 1)[0]
             wav = session / "sentences" / "wav" / dialog / f"{utt_id}.wav"
             if not wav.is_file():
@@ -87,7 +95,14 @@ class EmotionRecognition(ClassificationTask):
 
     def load_split(self, split: str) -> list[Utterance]:
         fold = self.config.data.fold
+        self._dropped_ids = {}
         if split == "test":
-            return self._session(fold)
-        rest = [u for n in range(1, 6) if n != fold for u in self._session(n)]
-        return [u for u in rest if self._is_dev(u.id) == (split == "dev")]
+            utts = self._session(fold)
+        else:
+            rest = [u for n in range(1, 6) if n != fold for u in self._session(n)]
+            utts = [u for u in rest if self._is_dev(u.id) == (split == "dev")]
+            self._dropped_ids = {k: v for k, v in self._dropped_ids.items() if self._is_dev(k) == (split == "dev")}
+        for label in sorted(set(self._dropped_ids.values())):  # SUPERB keeps neu/hap(+exc)/ang/sad only
+            n = sum(v == label for v in self._dropped_ids.values())
+            self.count_dropped(split, f"utterances labelled {label!r} (not one of the 4 classes)", n)
+        return utts

@@ -53,10 +53,24 @@ class IntentClassification(Task):
 
         if split not in self._tables:
             path = require_file(self.data_root / FSC_DIR / "data" / CSV[split], self.name, f"{split} list")
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            try:  # utf-8-sig: a BOM written by a spreadsheet must not rename the first column
+                table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            except pd.errors.EmptyDataError:
+                raise ValueError(f"{path}: the file is empty (expected a header line ,path,speakerId,transcription,"
+                                 f"action,object,location and one row per utterance)") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: not UTF-8 text (byte offset {e.start}); save the file as UTF-8") from None
+            except pd.errors.ParserError as e:
+                raise ValueError(f"{path}: malformed CSV ({str(e).strip()})") from None
             missing = {"path", "speakerId", "transcription", *SLOTS} - set(table.columns)
             if missing:
                 raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+            repeated = table["path"].duplicated(keep="first")
+            if repeated.any():
+                first_line = {p: i + 2 for i, p in reversed(list(enumerate(table["path"])))}
+                shown = [f"{path}:{i + 2}: {p} repeats line {first_line[p]}"
+                         for i, p in zip(table.index[repeated], table["path"][repeated])]
+                raise ValueError(f"{int(repeated.sum())} duplicated row(s): " + "; ".join(shown[:3]))
             self._tables[split] = table
         return self._tables[split]
 

@@ -22,6 +22,7 @@ from common.audio import audio_duration
 
 from .base import DatasetNotFoundError, TaskConfig, Utterance, require_file
 from .classification import ClassificationTask, PooledHeadConfig, balanced_weights
+from .listfile import read_text_lines
 from .registry import register_task
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
@@ -47,8 +48,13 @@ def _word_label(word: str) -> str:
     return word if word in WORDS else UNKNOWN
 
 
-def _read_list(path: Path) -> set[str]:
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+def _read_list(path: Path) -> dict[str, int]:
+    """``{relative path: line number}`` of a Speech Commands list (BOM and CRLF accepted, blank lines skipped)."""
+    out: dict[str, int] = {}
+    for n, line in enumerate(read_text_lines(path), 1):
+        if line.strip():
+            out.setdefault(line.strip(), n)
+    return out
 
 
 @register_task("ks")
@@ -94,6 +100,27 @@ class KeywordSpotting(ClassificationTask):
                                           duration=clip, label=SILENCE))
                 n += 1
         return utts
+
+    def audit_splits(self, splits: dict[str, list[Utterance]], warnings: list[str]) -> list[str]:
+        """Every line of validation_list.txt / testing_list.txt names an existing file; the dev list is not empty
+        (else dev would silently be the silence clips and the listed files would train); no file is on both."""
+        root = self.data_root / TRAIN_DIR
+        problems = super().audit_splits(splits, warnings)
+        lists = {name: _read_list(root / name) for name in ("validation_list.txt", "testing_list.txt")}
+        if not lists["validation_list.txt"]:
+            problems.append(f"{root / 'validation_list.txt'} is empty: the dev split would hold only _silence_ "
+                            f"clips and the files meant for dev would be trained on")
+        for name, entries in lists.items():
+            missing = [(n, rel) for rel, n in entries.items() if not (root / rel).is_file()]
+            for n, rel in missing[:5]:
+                problems.append(f"{root / name}:{n}: {rel} does not exist under {root}")
+            if len(missing) > 5:
+                problems.append(f"{root / name}: {len(missing) - 5} more listed files do not exist")
+        both = sorted(set(lists["validation_list.txt"]) & set(lists["testing_list.txt"]))
+        if both:
+            problems.append(f"{len(both)} file(s) are in both validation_list.txt and testing_list.txt "
+                            f"(e.g. {both[0]})")
+        return problems
 
     def _load_test(self) -> list[Utterance]:
         root = self.data_root / TEST_DIR

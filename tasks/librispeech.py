@@ -13,6 +13,7 @@ from common import datasets
 from common.audio import audio_duration
 
 from .base import DatasetNotFoundError, Utterance
+from .listfile import ListFileError, read_text_lines
 
 LIBRISPEECH_DIR = datasets.LIBRISPEECH
 LAYOUT = ("LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac + <spk>-<chapter>.trans.txt "
@@ -20,11 +21,16 @@ LAYOUT = ("LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac + <s
 
 
 def _read_lines(path: Path) -> dict[str, str]:
-    out = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    """``{utterance id: rest of the line}``; an id on two lines is an error (the later one would silently win)."""
+    out: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for n, line in enumerate(read_text_lines(path), 1):
         if not line.strip():
             continue
         parts = line.strip().split(maxsplit=1)
+        if parts[0] in first:
+            raise ListFileError(path, n, f"id {parts[0]} is already on line {first[parts[0]]}", line)
+        first[parts[0]] = n
         out[parts[0]] = parts[1] if len(parts) > 1 else ""
     return out
 

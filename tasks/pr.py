@@ -88,6 +88,7 @@ class PhonemeRecognition(CTCTask):
                                   transcript=u.transcript))
         if dropped:
             log.warning("pr/%s: dropped %d utterance(s) with words missing from CMUdict", subset, dropped)
+            self.count_dropped(split, "utterances with words missing from CMUdict (no phone targets)", dropped)
         return utts
 
     def targets(self, utt: Utterance) -> list[str]:

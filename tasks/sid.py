@@ -19,6 +19,7 @@ from common.audio import audio_duration
 
 from .base import DatasetNotFoundError, TaskConfig, Utterance, require_file
 from .classification import ClassificationTask, PooledHeadConfig
+from .listfile import read_text_lines
 from .registry import register_task
 
 VOX_DIR = datasets.VOXCELEB1
@@ -43,14 +44,22 @@ class SpeakerIdentification(ClassificationTask):
     def _split_lines(self) -> list[tuple[str, str]]:
         if self._lines is None:
             path = require_file(self.data_root / VOX_DIR / "iden_split.txt", self.name, "identification split")
-            lines = []
-            for n, line in enumerate(path.read_text().splitlines(), 1):
+            lines, problems, first = [], [], {}
+            for n, line in enumerate(read_text_lines(path), 1):
                 if not line.strip():
                     continue
                 parts = line.split()
                 if len(parts) != 2 or parts[0] not in SPLIT_CODE.values():
-                    raise ValueError(f"{path}:{n}: expected '<1|2|3> <spk>/<video>/<file>.wav', got {line!r}")
+                    problems.append(f"{path}:{n}: expected '<1|2|3> <spk>/<video>/<file>.wav', got {line!r}")
+                    continue
+                if parts[1] in first:  # twice in one split, or in two splits (leakage): both are errors
+                    problems.append(f"{path}:{n}: {parts[1]} is already listed on line {first[parts[1]]}")
+                    continue
+                first[parts[1]] = n
                 lines.append((parts[0], parts[1]))
+            if problems:
+                more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+                raise ValueError("; ".join(problems[:5]) + more)
             self._lines = lines
             self.classes = sorted({rel.split("/")[0] for code, rel in lines if code == SPLIT_CODE["train"]})
         return self._lines

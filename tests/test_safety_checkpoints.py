@@ -108,6 +108,8 @@ def test_pretraining_resume_refuses_a_planted_last_pt(tmp_path, capsys):
               "model.conv_pos_groups=4", "model.final_dim=8", "labels.clusters=4", "labels.kmeans_init_runs=1",
               "front_end_warmup.steps=0", "iteration2.enabled=false", "run.max_minutes=0", *TINY_DISTILL]:
         args += ["-o", o]
+    assert run_pretrain.main(args) == 0
+    assert torch.load(out / "iter1" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     plant(out / "iter1" / "checkpoints" / "last.pt", marker)
     capsys.readouterr()
     assert run_pretrain.main(args + ["--resume"]) == 2

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.precision import check_precision
 
 from .distributed import DistEnv, setup_distributed
@@ -33,10 +33,12 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
     """Logging, the config (``--config`` + ``-o`` +
     ``--max-steps``), the process group and the CPU thread count. Returns ``(config, DistEnv)``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
+    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps is not None else [])
     if getattr(args, "precision", None):
         overrides.append(f"run.precision={args.precision}")
     cfg = load_config(config_class, args.config, overrides)
+    if cfg.run.max_steps < 1:  # 0 once meant "the YAML's steps" and a negative value an untrained model
+        raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
     use_cuda = cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available())
     check_precision(cfg.run.precision, "cuda" if use_cuda else "cpu", "--precision (run.precision)")
     env = setup_distributed(cfg.run.device)

@@ -37,3 +37,9 @@ class RunConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+# settings a --resume may change (they take effect in the resumed run); any other change is refused
+# (common/run_record.py). max_steps: the LR schedule is re-drawn to the new end (Trainer.load_checkpoint).
+SAFE_ON_RESUME = frozenset(f"config.run.{k}" for k in (
+    "max_steps", "max_minutes", "checkpoint_every", "log_every", "threads", "device", "data.num_workers"))

@@ -18,7 +18,7 @@ from typing import Iterator
 import soundfile as sf
 import torch
 
-from common.audio import SAMPLE_RATE, AudioError, load_audio
+from common.audio import SAMPLE_RATE, AudioError, check_audio_file, load_audio
 from common.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,10 @@ def collect_audio_files(sources: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for src in map(Path, sources):
         if src.is_dir():
-            files += [p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()]
+            # not only regular files: broken links, FIFOs, ... named *.wav are reported by scan_audio, not hidden
+            files += [p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir()]
         elif src.is_file() and src.suffix.lower() in LIST_SUFFIXES:
-            for line in src.read_text().splitlines():
+            for line in src.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip().split("\t")[0]
                 if line and not line.startswith("#"):
                     p = Path(line)
@@ -82,7 +83,11 @@ def scan_audio(files: list[Path], cfg: DataConfig, report: SkipReport) -> list[t
     kept = []
     for path in files:
         try:
+            check_audio_file(path)  # before opening: sf.info on a FIFO would block forever
             info = sf.info(str(path))
+        except AudioError as e:
+            report.add(path, str(e))
+            continue
         except Exception as e:  # soundfile raises several types for broken files
             report.add(path, f"unreadable: {e}")
             continue

@@ -78,6 +78,8 @@ class QueryByExample(Task):
     higher_is_better = True
     dataset_dirs = (QUESST_DIR,)
     layout_help = "quesst14Database/{Audio,dev_queries,eval_queries,scoring}/"
+    required_splits = ("dev", "test")  # nothing is trained
+    shared_audio_splits = (("dev", "test"),)  # QUESST 2014: dev and eval queries search the same documents
 
     def __init__(self, config: QbEConfig, data_root):
         super().__init__(config, data_root)

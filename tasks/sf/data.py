@@ -137,14 +137,17 @@ def _plain_chars(sentences: dict[str, SlotSentence]) -> set[str]:
 
 
 def load_split(data_root: str | Path, split: str, sentences: dict[str, SlotSentence],
-               vocab: SlotVocabulary) -> list[Utterance]:
-    """Utterances of ``split`` (train/dev/test → folders train/valid/test) that have a transcript."""
+               vocab: SlotVocabulary, dropped: list[Path] | None = None) -> list[Utterance]:
+    """Utterances of ``split`` (train/dev/test → folders train/valid/test) that have a transcript; the audio files
+    without one are appended to ``dropped`` when given."""
     folder = Path(data_root) / SNIPS_DIR / SPLIT_DIRS[split]
     if not folder.is_dir():
         raise DatasetNotFoundError(f"Audio SNIPS folder {folder} not found")
     utts = []
     for wav in sorted(folder.glob("*.wav")):
         if wav.stem not in sentences:
+            if dropped is not None:
+                dropped.append(wav)
             continue  # audio without a transcript line (s3prl skips these too)
         text = target_string(sentences[wav.stem])
         utts.append(Utterance(id=wav.stem, path=wav, duration=audio_duration(wav),

@@ -55,7 +55,11 @@ class SlotFilling(Task):
 
     def load_split(self, split: str) -> list[Utterance]:
         sentences, vocab = self._load()
-        return load_split(self.data_root, split, sentences, vocab)
+        dropped: list = []
+        utts = load_split(self.data_root, split, sentences, vocab, dropped)
+        if dropped:
+            self.count_dropped(split, "audio files without a transcript line (s3prl skips them too)", len(dropped))
+        return utts
 
     def build_head(self, input_dim: int) -> torch.nn.Module:
         """Output: log-probabilities ``[batch, frame, len(vocab)]`` (characters, slot tags and blank) at the
