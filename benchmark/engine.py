@@ -69,14 +69,19 @@ class RunOptions:
 class DownstreamModel(nn.Module):
     """Weighted sum over layers, then the task head: ``[layer, batch, frame, feature] -> head output``."""
 
-    def __init__(self, num_layers: int, head: nn.Module, layer: int | None = None):
+    def __init__(self, num_layers: int, head: nn.Module, layer: int | None = None,
+                 augment: nn.Module | None = None):
         super().__init__()
         self.weighted_sum = WeightedSum(num_layers, layer)
+        self.augment = augment  # e.g. SpecAugment on the weighted sum (ASR, SF); active in training mode only
         self.head = head
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> Any:
         device = module_device(self.head)
-        return self.head(self.weighted_sum(hidden.to(device)), lengths.to(device))
+        features = self.weighted_sum(hidden.to(device))
+        if self.augment is not None:
+            features = self.augment(features)
+        return self.head(features, lengths.to(device))
 
 
 class RunContext:
@@ -184,7 +189,8 @@ class RunContext:
     # ------------------------------------------------------------ model
     def build_model(self) -> DownstreamModel:
         torch.manual_seed(self.options.seed)
-        model = DownstreamModel(self.num_layers, self.task.build_head(self.feature_dim), self.layer)
+        model = DownstreamModel(self.num_layers, self.task.build_head(self.feature_dim), self.layer,
+                                self.task.build_augment())
         return model.to(self.options.device)
 
     def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:

@@ -85,6 +85,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     params = [p for m in mods.values() for p in m.parameters() if p.requires_grad]
     upstream_params = [p for p in mods["upstream"].parameters() if p.requires_grad] if "upstream" in mods else []
     opt, sched = build_optimizer([p for p in model.parameters() if p.requires_grad], task, lr, upstream_params)
+    precision, device = ctx.options.precision, ctx.options.device
+    scaler = grad_scaler(precision, device)  # enabled for fp16 on GPU only
     crop_rng = torch.Generator().manual_seed(seed + 17)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": 0, "bad_evals": 0, "dev": {}}
     last, best = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
@@ -94,6 +96,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
             m.load_state_dict(saved[k])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
+        if saved.get("scaler"):  # fp16 on GPU: the loss scale carries over
+            scaler.load_state_dict(saved["scaler"])
         state = saved["state"]
         crop_rng.set_state(saved["rng"]["crop"])
         set_rng_state(saved["rng"])
@@ -108,8 +112,6 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     weights = task.train_sampling_weights(train_utts)
     source = ctx.train_source()
     accum = max(1, cfg.batch.grad_accum)
-    precision, device = ctx.options.precision, ctx.options.device
-    scaler = grad_scaler(precision, device)  # enabled for fp16 on GPU only
     world, main = distributed.world(), distributed.is_main()
     # under torchrun: DDP averages the gradients of the ranks' shares of each global batch (benchmark/distributed.py)
     step_model = model if world == 1 else nn.parallel.DistributedDataParallel(
@@ -121,7 +123,8 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
             return
         rng = {"crop": crop_rng.get_state(), **rng_state()}  # tensors and ints: loads with weights_only=True
         save_checkpoint({**{k: m.state_dict() for k, m in mods.items()}, "optimizer": opt.state_dict(),
-               "scheduler": sched.state_dict(), "state": state, "rng": rng, "lr": lr}, last)
+               "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "state": state, "rng": rng,
+               "lr": lr}, last)
 
     for m in mods.values():  # a fine-tuned upstream trains too (its dropout active)
         m.train()

@@ -309,6 +309,16 @@ class Task(abc.ABC):
         return None
 
     # -- model
+    def build_augment(self) -> nn.Module | None:
+        """Feature augmentation between the weighted sum and the head in training (default none; ASR and SF:
+        SpecAugment when ``specaug.enabled``)."""
+        spec = getattr(self.config, "specaug", None)
+        if spec is None or not spec.enabled:
+            return None
+        from downstream.specaug import FeatureSpecAugment
+
+        return FeatureSpecAugment(spec)
+
     @abc.abstractmethod
     def build_head(self, input_dim: int) -> nn.Module:
         """Head: ``forward(features [batch, frame, input_dim], lengths [batch]) -> output``; each task's override

@@ -94,7 +94,8 @@ class Trainer:
             return
         state = {"step": self.step, "epoch": self.epoch, "batch": self.batch_pos,
                  "model": trainable_state(self.objective), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "horizon": self.horizon, "rng": rng_state(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                 "horizon": self.horizon, "rng": rng_state(),
                  "history": self.history,
                  "config": self.run_config_dict}
         save_checkpoint(state, self.ckpt_path)
@@ -110,6 +111,8 @@ class Trainer:
             raise ValueError(f"{self.ckpt_path}: checkpoint does not match this config (keys {bad[:5]}...)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # fp16 on GPU: the loss scale carries over
+            self.scaler.load_state_dict(state["scaler"])
         # a fitted horizon carries over (this session re-fits it to its own minutes); otherwise, as for a resume
         # with a larger --max-steps, the schedule runs to this config's max_steps
         saved = int(state.get("horizon", self.cfg.max_steps))

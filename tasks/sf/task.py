@@ -6,7 +6,8 @@ character-slot tokenizer); greedy CTC decoding. Metrics as s3prl's ``downstream/
 (primary, used for dev selection) and slot-value CER, in percent. Splits: the ``train``/``valid``/``test`` folders,
 which SUPERB separates by TTS speaker.
 
-Differences from SUPERB: no SpecAugment on the features (s3prl's snips.yaml applies it, as for ASR); the character
+Differences from SUPERB: SpecAugment on the features (``specaug``, on in the full config, as s3prl's snips.yaml)
+has no time warp (torchaudio has none for features); the character
 vocabulary is the set of characters of the transcript file (SUPERB ships a fixed list), with the same spelling
 normalisation (accent folding, ``&`` → ``AND``, punctuation-only words dropped); batches are sized by seconds
 (100 s ≈ SUPERB's 32 utterances) rather than by utterance count.
@@ -19,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from downstream.ctc_heads import BiLSTMCTCHead, BiLSTMCTCHeadConfig, ctc_greedy_decode, ctc_loss
+from downstream.specaug import SpecAugConfig
 from tasks.base import Task, TaskConfig, Utterance
 from tasks.registry import register_task
 
@@ -29,6 +31,7 @@ from .metrics import slot_type_f1, slot_value_cer
 @dataclass
 class SFConfig(TaskConfig):
     head: BiLSTMCTCHeadConfig = field(default_factory=BiLSTMCTCHeadConfig)
+    specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
 
 
 @register_task("sf")
