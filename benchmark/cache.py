@@ -143,6 +143,21 @@ class FeatureCache:
         atomic_write_text(_sum_path(path), json.dumps({"bytes": len(data), "xxh3_64": xxhash.xxh3_64_intdigest(data)}))
         self._verified.add(path)
 
+    def missing(self, utts: Sequence[Utterance],
+                on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> list[Utterance]:
+        """The utterances not cached yet. Finding the key stats the audio file: a missing file, broken link or loop
+        raises :class:`AudioError`, or goes to ``on_bad_audio`` (``--skip-bad-audio``) and is left out."""
+        out = []
+        for u in utts:
+            try:
+                if not self.has(u):
+                    out.append(u)
+            except AudioError as e:
+                if on_bad_audio is None:
+                    raise
+                on_bad_audio(u, e)
+        return out
+
     def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, max_seconds: float,
                on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
         """Extract the utterances not cached yet, batched by length under ``torch.inference_mode``.
@@ -153,15 +168,8 @@ class FeatureCache:
         if not self._use_recorded:
             self._record_use(upstream)
             self._use_recorded = True
-        missing, unchecked_before = [], self.unchecked
-        for u in utts:
-            try:  # the key stats the audio file: a missing file, broken link or loop fails here
-                if not self.has(u):
-                    missing.append(u)
-            except AudioError as e:
-                if on_bad_audio is None:
-                    raise
-                on_bad_audio(u, e)
+        unchecked_before = self.unchecked
+        missing = self.missing(utts, on_bad_audio)
         if self.unchecked > unchecked_before:
             log.warning("feature cache %s: %d entries have no checksum (written by an older version, or a run was "
                         "killed between an array and its checksum): extracting them again", self.dir,

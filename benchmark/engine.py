@@ -126,15 +126,7 @@ class RunContext:
         on_bad = self._record_bad if self.options.skip_bad_audio else None
         if self.cache is not None and distributed.world() > 1:
             # each rank extracts its share of the missing utterances; then every rank knows every skipped file
-            missing = []
-            for u in utts:
-                try:  # the key stats the audio file: a missing file, broken link or loop fails here
-                    if not self.cache.has(u):
-                        missing.append(u)
-                except AudioError as e:
-                    if on_bad is None:
-                        raise
-                    on_bad(u, e)
+            missing = self.cache.missing(utts, on_bad)
             distributed.barrier()  # every rank lists the same missing utterances before any rank extracts
             done = self.cache.ensure(distributed.shard(missing), self.upstream,
                                      self.task.config.batch.eval_max_seconds, on_bad)
