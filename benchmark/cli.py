@@ -127,6 +127,9 @@ def _run_one(options) -> int:
         return 0
     for split, metrics in summary["metrics"].items():
         print(f"{options.task} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    if summary.get("skipped_audio"):
+        print(f"{options.task}: skipped {summary['skipped_audio']} bad audio file(s), listed in "
+              f"{Path(summary['run_dir']) / 'skipped_audio.json'}")
     print(f"run folder: {summary['run_dir']}")
     return 0
 

@@ -140,3 +140,19 @@ def test_distillation_scan_lists_every_bad_kind_and_never_hangs(tmp_path, no_han
     for kind in ("broken_symlink", "symlink_loop", "fifo", "empty"):
         assert KINDS[kind][1] in reasons[f"{kind}.wav"], reasons[f"{kind}.wav"]
     assert "shorter than min_item_seconds" in reasons["too_short.wav"]
+
+
+def test_the_cli_says_how_many_files_it_skipped(clean_fsc, tmp_path, capsys, no_hang):
+    import run_benchmark
+
+    root = tmp_path / "data"
+    shutil.copytree(clean_fsc, root, symlinks=True)
+    fifo(root / "fluent_speech_commands_dataset" / BAD)
+    args = ["--upstream", TINY_UPSTREAM, "--task", "ic", "--data-root", str(root), "--results-dir",
+            str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "2", "--device", "cpu",
+            "--skip-bad-audio"]
+    for o in FAST:
+        args += ["-o", o]
+    assert run_benchmark.main(args) == 0
+    out = capsys.readouterr().out
+    assert "ic: skipped 1 bad audio file(s), listed in" in out and "skipped_audio.json" in out

@@ -1,5 +1,5 @@
-"""Issue 22 §6: the feature cache is verified (size + xxh3-64 hash per entry), self-healing (a corrupt entry is reported
-once by path and extracted again) and safe to prune (orphan .tmp files cleaned and counted; --unused-days must be
+"""Issue 22 §6: the feature cache is verified (size + xxh3-64 hash per entry), self-healing (a corrupt entry is
+reported once by path and extracted again) and safe to prune (orphan .tmp files cleaned and counted; --unused-days must be
 a number of days >= 0)."""
 from __future__ import annotations
 

@@ -171,3 +171,16 @@ def test_pr_counts_utterances_dropped_for_words_outside_cmudict(root):
     assert result.problems == []
     assert result.dropped_lines() == ["dev: dropped 1 utterances with words missing from CMUdict (no phone targets)"]
     assert utt not in ids(result.splits["dev"])
+
+
+def test_qbe_counts_the_queries_and_documents_of_other_languages(tmp_path):
+    from tests.test_tasks_qbe import make_quesst
+
+    result = audit("qbe", make_quesst(tmp_path))
+    assert result.problems == []  # dev and test share the documents by design; QbE has no train split
+    assert result.dropped_lines() == [
+        "dev: dropped 1 documents in languages other than english, nnenglish",
+        "dev: dropped 1 queries in languages other than english, nnenglish",
+        "test: dropped 1 documents in languages other than english, nnenglish",
+        "test: dropped 1 queries in languages other than english, nnenglish",
+    ]

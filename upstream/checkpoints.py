@@ -100,7 +100,7 @@ def load_model_state(model: HubertModel, state: dict[str, torch.Tensor], where: 
 # ---- the four formats ---------------------------------------------------------------------------------------------
 
 def _load_ours(path: Path, **kwargs) -> Upstream:
-    meta = yaml.safe_load((path / CONFIG_FILE).read_text())
+    meta = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8-sig"))
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("type") not in (
             "hubert", "transformers"):
         raise ConversionError(f"{path / CONFIG_FILE}: not a {FORMAT_NAME} file of type 'hubert' or 'transformers'")
@@ -130,7 +130,7 @@ def _upstream_from_state(cfg: HubertConfig, state: dict[str, torch.Tensor], path
 
 
 def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> Upstream:
-    hf_config = json.loads((path / "config.json").read_text())
+    hf_config = json.loads((path / "config.json").read_text(encoding="utf-8-sig"))  # a BOM from an editor
     from .hf_families import TRANSFORMERS_FAMILIES, load_transformers_upstream
 
     if isinstance(hf_config, dict) and hf_config.get("model_type") in TRANSFORMERS_FAMILIES:

@@ -7,7 +7,7 @@ Layout (docs/DATA_LAYOUTS.md): ``quesst14Database/Audio/*.wav`` documents, ``{de
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ class QbESet:
     queries: list[Utterance]
     documents: list[Utterance]
     targets: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)  # entries left out on purpose (other languages) -> count
 
 
 def _resolve(root: Path, name: str, default_dir: str, list_path: Path, lineno: int) -> Path:
@@ -45,14 +46,18 @@ def _resolve(root: Path, name: str, default_dir: str, list_path: Path, lineno: i
     raise ListFileError(list_path, lineno, f"audio for {name!r} not found (looked for {candidates[-1]})")
 
 
-def read_language_key(root: Path, list_name: str, default_dir: str, languages: set[str]) -> list[Utterance]:
-    """Utterances of ``scoring/<list_name>`` whose language is in ``languages``, in file order."""
+def read_language_key(root: Path, list_name: str, default_dir: str, languages: set[str],
+                      other: list[str] | None = None) -> list[Utterance]:
+    """Utterances of ``scoring/<list_name>`` whose language is in ``languages``, in file order; the languages of
+    the entries left out are appended to ``other`` when given."""
     list_path = root / "scoring" / list_name
     if not list_path.is_file():
         raise DatasetNotFoundError(f"QUESST 2014 list {list_path} not found (expected lines '<id> <language>')")
     utts = []
     for lineno, (name, language), _ in read_fields(list_path, 2, 2, "'<id or path> <language>'"):
         if language.lower() not in languages:
+            if other is not None:
+                other.append(language.lower())
             continue
         path = _resolve(root, name, default_dir, list_path, lineno)
         utts.append(Utterance(id=path.stem, path=path, duration=audio_duration(path)))
@@ -80,8 +85,10 @@ def load_quesst(data_root: str | Path, split: str, languages: set[str] | frozens
         raise ValueError(f"QUESST 2014 split must be 'dev' or 'eval', got {split!r}")
     root = Path(data_root) / QUESST_DIR
     languages = {lang.lower() for lang in languages}
-    documents = read_language_key(root, "language_key_utterances.lst", "Audio", languages)
-    queries = read_language_key(root, f"language_key_{split}.lst", QUERY_DIRS[split], languages)
+    other_docs: list[str] = []
+    other_queries: list[str] = []
+    documents = read_language_key(root, "language_key_utterances.lst", "Audio", languages, other_docs)
+    queries = read_language_key(root, f"language_key_{split}.lst", QUERY_DIRS[split], languages, other_queries)
     if not documents or not queries:
         raise DatasetNotFoundError(f"QUESST 2014 under {root}: no {sorted(languages)} "
                                    f"{'documents' if not documents else split + ' queries'} in the language keys")
@@ -93,4 +100,6 @@ def load_quesst(data_root: str | Path, split: str, languages: set[str] | frozens
     for query_id, doc_id in occurrences:
         if query_id in q_index and doc_id in d_index:  # other languages' occurrences are out of scope
             targets[q_index[query_id], d_index[doc_id]] = True
-    return QbESet(queries=queries, documents=documents, targets=targets)
+    dropped = {f"{kind} in languages other than {', '.join(sorted(languages))}": len(items)
+               for kind, items in (("queries", other_queries), ("documents", other_docs)) if items}
+    return QbESet(queries=queries, documents=documents, targets=targets, dropped=dropped)

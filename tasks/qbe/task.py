@@ -96,6 +96,8 @@ class QueryByExample(Task):
         if split == "train":
             return []
         s = self.qbe_set(split)
+        for reason, n in s.dropped.items():
+            self.count_dropped(split, reason, n)
         return s.queries + s.documents
 
     # QbE has no head and no loss; the engine never trains it (``run`` replaces the procedure).
