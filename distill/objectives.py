@@ -227,9 +227,20 @@ class DistillObjective(nn.Module):
         wav, lengths = batch["wav"], batch["wav_lengths"]
         if self.share_front_end:
             t_states, t_len, preds, s_len = self._shared_front_end_states(wav, lengths)
-        else:
-            t_states, t_len = self._teacher_states(wav, lengths)
-            preds, s_len = self._student_predictions(wav, lengths)
+            return self._losses(wav, t_states, t_len, preds, s_len)
+        t_states, t_len = self._teacher_states(wav, lengths)
+        return self.forward_with_targets(batch, t_states, t_len)
+
+    def forward_with_targets(self, batch: dict, t_states: list[torch.Tensor], t_len: torch.Tensor) -> dict:
+        """``forward`` with the teacher's hidden states given (``t_states``: its ``[batch, frame, dim]`` hidden
+        states, at least up to the last target layer, ``t_len [batch]`` frames), e.g. computed ahead or cached:
+        the student's step alone (``bench/distill_speed.py`` times it)."""
+        wav, lengths = batch["wav"], batch["wav_lengths"]
+        preds, s_len = self._student_predictions(wav, lengths)
+        return self._losses(wav, t_states, t_len, preds, s_len)
+
+    def _losses(self, wav: torch.Tensor, t_states: list[torch.Tensor], t_len: torch.Tensor,
+                preds: list[torch.Tensor], s_len: torch.Tensor) -> dict:
         frames = min(t_states[0].shape[1], preds[0].shape[1])
         valid = frame_mask(torch.minimum(t_len, s_len), frames)
         obj = self.cfg.objective

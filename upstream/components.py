@@ -1,8 +1,10 @@
 """Building blocks of HuBERT-like models, each a small module with one job (torchaudio-style).
 
-Valid lengths travel beside the tensors through every module, and padding never leaks: the CNN's group norm uses
-valid samples only, padded frames are zeroed after every conv layer and before the positional convolution, and
-attention masks padded keys. So an utterance's features do not depend on what else is in its batch.
+Utterances of different lengths run *packed*: the CNN and the positional conv see each utterance unpadded (equal
+lengths together), the linear layers and norms run on the frames of all utterances stacked as ``[sum(frames),
+feature]`` (:func:`pack`), and attention runs per utterance. No work is spent on padding and nothing of one
+utterance reaches another, so an utterance's features do not depend on what else is in its batch; padded
+``[batch, frame, feature]`` tensors appear only at the model's edges (:func:`unpack`). See ``docs/SPEED.md``.
 
 State-dict names follow transformers' ``HubertModel`` (``conv_layers.{i}.conv``, ``attention.q_proj``,
 ``feed_forward.intermediate_dense``, ``final_layer_norm``, ...) so checkpoint conversion is a few prefix renames.
@@ -10,12 +12,14 @@ State-dict names follow transformers' ``HubertModel`` (``conv_layers.{i}.conv``,
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
+from torch.nn.utils import parametrize
 
 from common.audio import SAMPLE_RATE
 from common.tensors import frame_mask as valid_mask  # the one valid-frame mask (name kept for this module)
@@ -27,12 +31,110 @@ def conv_output_lengths(lengths: torch.Tensor, kernel: int, stride: int) -> torc
     return torch.clamp(torch.div(lengths - kernel, stride, rounding_mode="floor") + 1, min=0)
 
 
+def pack(padded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[batch, frame, ...]`` → the valid frames of every utterance, one after another: ``[sum(lengths), ...]``."""
+    return padded[valid_mask(lengths, padded.shape[1])]
+
+
+def unpack(packed: torch.Tensor, lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """Inverse of :func:`pack`: ``[sum(lengths), ...]`` → ``[batch, max_len, ...]`` with zeros past each length
+    (``max_len`` defaults to the longest). Differentiable."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    out = packed.new_zeros(len(lengths), max_len, *packed.shape[1:])
+    out[valid_mask(lengths, max_len)] = packed
+    return out
+
+
+def per_utterance(fn, packed: torch.Tensor, lengths: list[int], out_dim: int) -> torch.Tensor:
+    """Apply ``fn`` (``[b, frame, feature]`` → ``[b, frame, out_dim]``, utterances unpadded) to each utterance of
+    ``packed`` ``[sum(lengths), feature]``: once for the whole batch when all lengths are equal, else once per
+    utterance (no padding, so nothing computed on it and nothing leaking). Returns ``[sum(lengths), out_dim]``."""
+    if lengths and min(lengths) == max(lengths) > 0:
+        return fn(packed.view(len(lengths), lengths[0], *packed.shape[1:])).flatten(0, 1)
+    outs = [fn(seg[None])[0] for seg in packed.split(lengths) if seg.shape[0] > 0]
+    return torch.cat(outs) if outs else packed.new_zeros(0, out_dim)
+
+
+# oneDNN for CPU linears and conv + GELU (issue 23, docs/SPEED.md). torch's fp32 matmul goes to MKL's sgemm, which
+# on this project's AMD CPUs runs ~48 GMAC/s per core where oneDNN's runs ~90 (measured, bench/upstream_speed.py
+# prints both); oneDNN also applies GELU as the GEMM's epilogue instead of another pass over memory. The ops are the
+# ones torch.compile's CPU backend emits (torch.ops.mkldnn.*); outputs agree with F.linear/F.conv1d to float
+# rounding (~3e-6). Off: DISTILSUPERB_ONEDNN=0 or set_onednn(False); never used on GPUs, in other dtypes, under
+# autocast (it would bypass it) or while tracing/exporting a graph (an ONNX export keeps plain ops).
+_ONEDNN = os.environ.get("DISTILSUPERB_ONEDNN", "1") != "0"
+
+
+def set_onednn(enabled: bool) -> bool:
+    """Turn the oneDNN CPU kernels on/off (e.g. to time them against torch's defaults); returns the old setting."""
+    global _ONEDNN
+    old, _ONEDNN = _ONEDNN, bool(enabled)
+    return old
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (_ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and not torch.compiler.is_exporting())
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """``F.linear`` on 2-D input, forward and backward GEMMs in oneDNN (the backward's as ``x @ wᵀ`` products of
+    transposed copies: a copy costs a memory pass, MKL's slower GEMM costs more)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        gemm = torch.ops.mkldnn._linear_pointwise  # gemm(a, b) = a @ bᵀ
+        grad_x = gemm(grad, weight.t().contiguous(), None, "none", [], "") if ctx.needs_input_grad[0] else None
+        grad_w = gemm(grad.t().contiguous(), x.t().contiguous(), None, "none", [], "") \
+            if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
+    """``F.linear`` (then exact GELU when ``gelu``), ``[..., in]`` → ``[..., out]``; oneDNN on CPU (see above)."""
+    if not _onednn(x, weight):
+        y = F.linear(x, weight, bias)
+        return F.gelu(y) if gelu else y
+    flat = x.reshape(-1, x.shape[-1]).contiguous()
+    if _needs_grad(x, weight, bias):
+        y = _OneDnnLinear.apply(flat, weight, bias)
+        y = F.gelu(y) if gelu else y
+    else:
+        y = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "gelu" if gelu else "none", [],
+                                               "none" if gelu else "")
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+def conv1d_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
+    """GELU(conv1d(x)) without padding, ``[batch, in, time]`` → ``[batch, out, frame]``; fused by oneDNN when
+    nothing needs gradients."""
+    if _onednn(x, weight) and not _needs_grad(x, weight, bias):
+        return torch.ops.mkldnn._convolution_pointwise(x.contiguous(), weight, bias, [0], [stride], [1], 1, "gelu",
+                                                       [], "none")
+    return F.gelu(F.conv1d(x, weight, bias, stride=stride))
+
+
 class MaskedGroupNorm(nn.Module):
     """GroupNorm with one group per channel (HuBERT Base's first conv layer), statistics over valid frames only.
 
-    Input ``[batch, channel, time]`` and valid lengths ``[batch]``. With no padding it is ``nn.GroupNorm(C, C)``;
-    with padding, each utterance is normalised over its own valid frames (fairseq/transformers include the padded
-    zeros in the statistics, which is why their features change with the batch) and padded frames are zero.
+    Holds the affine parameters; :meth:`ConvLayerBlock.forward` applies it to one utterance (or equal-length
+    utterances) at a time, so the statistics never include padding (fairseq/transformers include the padded
+    zeros, which is why their features change with the batch). ``forward`` is the plain reference:
+    ``[batch, channel, time]`` (no padding) → the same shape, ``nn.GroupNorm(C, C)``.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -41,21 +143,19 @@ class MaskedGroupNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[1]
-        if bool((lengths == x.shape[-1]).all()):
-            return F.group_norm(x, channels, self.weight, self.bias, self.eps)
-        out = torch.zeros_like(x)
-        for b, n in enumerate(lengths.tolist()):  # one fused kernel per utterance over its valid frames
-            if n > 0:
-                out[b, :, :n] = F.group_norm(x[b:b + 1, :, :n], channels, self.weight, self.bias, self.eps)[0]
-        return out
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 
 class ConvLayerBlock(nn.Module):
-    """Conv1d (no padding) → optional norm → GELU, then padded frames set to zero.
+    """Conv1d (no padding) → optional norm → GELU on unpadded utterances.
 
     ``norm``: None, "group_norm" (:class:`MaskedGroupNorm`) or "layer_norm" (over channels, per frame).
+    The per-channel group norm is folded into the convolution (exact up to float rounding): each output channel
+    ``y_c = w_c · a + b_c`` is linear in the input windows ``a``, so its mean and variance over the utterance are
+    ``w_c · mean(a) + b_c`` and ``w_cᵀ cov(a) w_c``, computed (in float64) from the small window covariance; the
+    normalisation then becomes the conv's weight scale and bias, and the ``[channel, time]`` output of the widest
+    layer is written once instead of three times (conv, norm, GELU).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool,
@@ -71,27 +171,55 @@ class ConvLayerBlock(nn.Module):
         elif norm is not None:
             raise ValueError(f"unknown conv norm {norm!r}; expected None, 'group_norm' or 'layer_norm'")
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: ``[batch, in_channel, time]`` → ``[batch, out_channel, frame]``, and the new valid lengths."""
-        x = self.conv(x)
-        lengths = conv_output_lengths(lengths, self.kernel, self.stride)
-        padded = not bool((lengths == x.shape[-1]).all())
+    def _folded_group_norm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv weight ``[out, in, kernel]`` and bias ``[batch, out]`` that compute conv → group norm for ``x``
+        ``[batch, in, time]``; the batch dim of the weight is folded in by the caller."""
+        windows = x.unfold(-1, self.kernel, self.stride).transpose(1, 2).flatten(2).double()  # [b, frame, in*k]
+        mean = windows.mean(1)                                                                  # [b, in*k]
+        centred = windows - mean[:, None]
+        cov = centred.transpose(1, 2) @ centred / windows.shape[1]                              # [b, in*k, in*k]
+        w = self.conv.weight.double().flatten(1)                                                # [out, in*k]
+        y_mean = mean @ w.t() + (0.0 if self.conv.bias is None else self.conv.bias.double())
+        y_var = ((w @ cov) * w).sum(-1)                                                         # [b, out]
+        norm = self.layer_norm
+        scale = norm.weight.double() * torch.rsqrt(y_var + norm.eps)                            # [b, out]
+        shift = norm.bias.double() - y_mean * scale
+        if self.conv.bias is not None:
+            shift = shift + self.conv.bias.double() * scale
+        return scale.to(x.dtype), shift.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``[batch, in_channel, time]``, no padding (each row one whole utterance) → ``[batch, out_channel,
+        frame]`` with ``frame = (time - kernel) // stride + 1`` (no frame, ``[batch, out_channel, 0]``, when the
+        input is shorter than the kernel)."""
+        if x.shape[-1] < self.kernel:
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
         if self.norm_kind == "group_norm":
-            x = self.layer_norm(x, lengths)  # zero past each length already, and GELU(0) = 0
-            padded = False
-        elif self.norm_kind == "layer_norm":
-            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)  # LayerNorm wants channels last
-        x = F.gelu(x)
-        if padded:
-            x = x * valid_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
-        return x, lengths
+            scale, shift = self._folded_group_norm(x)
+            weight = self.conv.weight[None] * scale[:, :, None, None]  # [batch, out, in, kernel]
+            if x.shape[1] == 1 and _onednn(x, weight) and not _needs_grad(x, weight):
+                # one input channel: the windows @ weightᵀ as one fused oneDNN GEMM (+ bias, GELU) per utterance
+                windows = x[:, 0].unfold(-1, self.kernel, self.stride)  # [batch, frame, kernel]
+                return torch.stack([linear(w, wt[:, 0], b, gelu=True).t() for w, wt, b in
+                                    zip(windows, weight, shift)])
+            if x.shape[0] == 1:
+                return conv1d_gelu(x, weight[0], shift[0], self.stride)
+            # several (equal-length) utterances, each its own folded weight: one conv, a group per utterance
+            y = F.conv1d(x.reshape(1, -1, x.shape[-1]), weight.flatten(0, 1), shift.flatten(), stride=self.stride,
+                         groups=x.shape[0])
+            return F.gelu(y.view(x.shape[0], self.conv.out_channels, -1))
+        if self.norm_kind == "layer_norm":
+            y = self.layer_norm(self.conv(x).transpose(1, 2)).transpose(1, 2)  # LayerNorm wants channels last
+            return F.gelu(y)
+        return conv1d_gelu(x, self.conv.weight, self.conv.bias, self.stride)
 
 
 class ConvFrontEnd(nn.Module):
     """HuBERT's waveform CNN. ``layers``: (channels, kernel, stride) per conv layer.
 
     mode "group_norm" (Base): a per-channel group norm after the first conv only; "layer_norm" (Large): a layer
-    norm after every conv.
+    norm after every conv. Utterances run unpadded (equal lengths together, else one at a time): no work on
+    padding, and nothing of one utterance reaches another.
     """
 
     def __init__(self, layers: Sequence[tuple[int, int, int]], mode: str = "group_norm", bias: bool = False):
@@ -112,14 +240,29 @@ class ConvFrontEnd(nn.Module):
             lengths = conv_output_lengths(lengths, block.kernel, block.stride)
         return lengths
 
-    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """wav ``[batch, sample]`` → features ``[batch, frame, channel]`` and frame lengths ``[batch]``."""
+    def _run(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[b, sample]`` unpadded → ``[b, frame, channel]``."""
         x = wav[:, None, :]
-        if not bool((lengths == wav.shape[-1]).all()):
-            x = x * valid_mask(lengths, wav.shape[-1])[:, None, :].to(wav.dtype)
         for block in self.conv_layers:
-            x, lengths = block(x, lengths)
-        return x.transpose(1, 2), lengths  # channels last for the projection
+            x = block(x)
+        return x.transpose(1, 2)
+
+    def forward_packed(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav ``[batch, sample]`` (padded), lengths ``[batch]`` → packed features ``[sum(frames), channel]``
+        (see :func:`pack`) and frame lengths ``[batch]``."""
+        frames = self.output_lengths(lengths)
+        n_samples, n_frames = lengths.tolist(), frames.tolist()
+        if min(n_samples) == max(n_samples) and n_frames[0] > 0:
+            return self._run(wav[:, : n_samples[0]]).flatten(0, 1), frames
+        outs = [self._run(w[None, :n])[0] for w, n, f in zip(wav, n_samples, n_frames) if f > 0]
+        return (torch.cat(outs) if outs else wav.new_zeros(0, self.output_dim)), frames
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav ``[batch, sample]`` → features ``[batch, frame, channel]`` (zeros past each length; ``frame`` is
+        what the padded width yields) and frame lengths ``[batch]``."""
+        packed, frames = self.forward_packed(wav, lengths)
+        width = int(self.output_lengths(torch.tensor([wav.shape[-1]]))[0])
+        return unpack(packed, frames, width), frames
 
 
 class FbankFrontEnd(nn.Module):
@@ -153,6 +296,11 @@ class FbankFrontEnd(nn.Module):
         x = x * valid_mask(lengths, x.shape[-1])[:, None, :]
         return x.transpose(1, 2), lengths
 
+    def forward_packed(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`ConvFrontEnd.forward_packed`: packed ``[sum(frames), output_dim]`` and frame lengths."""
+        features, frames = self(wav, lengths)
+        return pack(features, frames), frames
+
 
 class FeatureProjection(nn.Module):
     """Optional LayerNorm → Linear → dropout: features ``[batch, frame, in_dim]`` → ``[batch, frame, embed_dim]``.
@@ -170,14 +318,14 @@ class FeatureProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layer_norm is not None:
             x = self.layer_norm(x)
-        return self.dropout(self.projection(x))
+        return self.dropout(linear(x, self.projection.weight, self.projection.bias))
 
 
 class ConvPositionalEmbedding(nn.Module):
     """Weight-normalised grouped conv over time → GELU: ``[batch, frame, dim]`` → ``[batch, frame, dim]``.
 
-    Padded frames must be zero on input (the caller zeroes them), so an utterance sees the same zeros past its
-    end whether it is alone or padded in a batch. An even kernel yields one extra frame, trimmed at the end.
+    Give it unpadded utterances (the encoder does): the conv's own zero padding is what an utterance sees past its
+    ends. An even kernel yields one extra frame, trimmed at the end.
     """
 
     def __init__(self, dim: int, kernel: int, groups: int):
@@ -196,7 +344,13 @@ class ConvPositionalEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with torch SDPA; ``key_mask`` ``[batch, frame]`` (True = valid) hides padding."""
+    """Multi-head self-attention (torch SDPA) with one fused q/k/v projection.
+
+    Packed input (``x [sum(lengths), dim]`` and ``lengths``, what the encoder uses): attention runs per utterance
+    (once for equal lengths), so no query or key is padding and no mask is needed. Padded input (``x [batch, frame,
+    dim]`` and an optional ``key_mask [batch, frame]``, True = valid; for traced graphs such as an ONNX export):
+    padded keys are masked.
+    """
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -206,16 +360,27 @@ class SelfAttention(nn.Module):
         self.q_proj, self.k_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.v_proj, self.out_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        batch, frames, dim = x.shape
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, lengths: list[int] | None = None
+                ) -> torch.Tensor:
+        """Packed ``[sum(lengths), dim]`` or padded ``[batch, frame, dim]`` → the same shape."""
+        dim = x.shape[-1]
+        qkv = linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
+                     torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+        dropout = self.dropout if self.training else 0.0
 
-        def split(t: torch.Tensor) -> torch.Tensor:  # [batch, frame, dim] → [batch, head, frame, head_dim]
-            return t.view(batch, frames, self.heads, dim // self.heads).transpose(1, 2)
+        def attend(t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+            b, frames = t.shape[:2]  # [b, frame, 3 * dim] → [b, frame, dim]
+            q, k, v = t.view(b, frames, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # [b, head, frame, d]
+            return y.transpose(1, 2).reshape(b, frames, dim)
 
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)),
-                                           attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(y.transpose(1, 2).reshape(batch, frames, dim))
+        if x.dim() == 3:
+            y = attend(qkv, None if key_mask is None else key_mask[:, None, None, :])
+        else:
+            if lengths is None:
+                raise ValueError("packed attention input [frames, dim] needs the utterance lengths")
+            y = per_utterance(attend, qkv, lengths, dim)
+        return linear(y, self.out_proj.weight, self.out_proj.bias)
 
 
 class FeedForward(nn.Module):
@@ -228,7 +393,8 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output_dense(self.dropout(F.gelu(self.intermediate_dense(x))))
+        hidden = linear(x, self.intermediate_dense.weight, self.intermediate_dense.bias, gelu=True)
+        return linear(self.dropout(hidden), self.output_dense.weight, self.output_dense.bias)
 
 
 class EncoderLayer(nn.Module):
@@ -244,12 +410,14 @@ class EncoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """x ``[batch, frame, dim]`` → ``[batch, frame, dim]``."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, lengths: list[int] | None = None
+                ) -> torch.Tensor:
+        """x packed ``[sum(lengths), dim]`` with ``lengths``, or padded ``[batch, frame, dim]`` with an optional
+        ``key_mask`` (see :class:`SelfAttention`) → the same shape."""
         if self.layer_norm_first:
-            x = x + self.dropout(self.attention(self.layer_norm(x), key_mask))
+            x = x + self.dropout(self.attention(self.layer_norm(x), key_mask, lengths))
             return x + self.dropout(self.feed_forward(self.final_layer_norm(x)))
-        x = self.layer_norm(x + self.dropout(self.attention(x, key_mask)))
+        x = self.layer_norm(x + self.dropout(self.attention(x, key_mask, lengths)))
         return self.final_layer_norm(x + self.dropout(self.feed_forward(x)))
 
 
@@ -258,8 +426,9 @@ class Encoder(nn.Module):
 
     Post-LN: entry 0 = LayerNorm(x + pos_conv(x)); pre-LN: entry 0 = x + pos_conv(x) and the final LayerNorm is
     applied to the last entry only (as fairseq/s3prl and transformers 4 do; transformers 5 records the last layer
-    before it in ``hidden_states`` and after it in ``last_hidden_state``). Frames past the valid lengths are zero
-    in every entry.
+    before it in ``hidden_states`` and after it in ``last_hidden_state``). Utterances run packed (see
+    :func:`pack`): the positional conv sees each utterance alone (zeros past its ends, as when it is unpadded) and
+    attention runs per utterance, so no work is spent on padding and nothing leaks between utterances.
     """
 
     def __init__(self, dim: int, ffn_dim: int, heads: int, layers: int, layer_norm_first: bool, conv_pos: int,
@@ -274,27 +443,27 @@ class Encoder(nn.Module):
             EncoderLayer(dim, ffn_dim, heads, layer_norm_first, dropout, attention_dropout, activation_dropout, eps)
             for _ in range(layers)])
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """x ``[batch, frame, dim]`` (projected features), lengths ``[batch]`` → ``layers + 1`` hidden states."""
-        mask = valid_mask(lengths, x.shape[1])
-        padded = not bool(mask.all())
-        keep = mask[:, :, None].to(x.dtype)
-        if padded:
-            x = x * keep  # the positional conv must see zeros past each utterance's end
-        x = x + self.pos_conv(x)
+    def forward_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """x ``[sum(lengths), dim]`` (packed projected features), lengths ``[batch]`` → ``layers + 1`` packed
+        hidden states ``[sum(lengths), dim]``."""
+        n = lengths.tolist()
+        with parametrize.cached():  # the weight-normed pos-conv weight once, not once per utterance
+            x = x + per_utterance(self.pos_conv, x, n, x.shape[-1])
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
-        key_mask = mask if padded else None  # no mask lets SDPA pick its fastest kernel
         states = [x]
         for layer in self.layers:
-            x = layer(x, key_mask)
+            x = layer(x, lengths=n)
             states.append(x)
         if self.layer_norm_first:
             states[-1] = self.layer_norm(states[-1])
-        if padded:
-            states = [s * keep for s in states]
         return states
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """x ``[batch, frame, dim]`` (projected features), lengths ``[batch]`` → ``layers + 1`` hidden states
+        ``[batch, frame, dim]``, zero past each length."""
+        return [unpack(s, lengths, x.shape[1]) for s in self.forward_packed(pack(x, lengths), lengths)]
 
 
 class PredictionHead(nn.Sequential):
@@ -302,3 +471,7 @@ class PredictionHead(nn.Sequential):
 
     def __init__(self, dim: int, inter_dim: int, out_dim: int):
         super().__init__(nn.Linear(dim, inter_dim), nn.GELU(), nn.Linear(inter_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, _, last = self
+        return linear(linear(x, first.weight, first.bias, gelu=True), last.weight, last.bias)
