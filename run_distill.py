@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = run_parser(__doc__, "configs/distill/<recipe>.yaml", "output directory (student checkpoint, logs, plots)",
                    "continue from OUTPUT/checkpoints/last.pt")
     p.add_argument("--teacher", required=True, help="registered upstream name or checkpoint path")
+    p.add_argument("--teacher-ckpt", default=None, metavar="PATH",
+                   help="weights of a pretrained teacher name (e.g. --teacher hubert_base --teacher-ckpt "
+                   "hubert_base_ls960.pt)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a full unpickle of a legacy teacher checkpoint you trust (it can run code in it)")
     return p.parse_args(argv)
 
 
@@ -142,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
                                "distillation")
     if changed:
         log.info("resuming with changed settings (they apply from here on): %s", ", ".join(changed))
-    teacher = build_upstream(args.teacher)
+    teacher = build_upstream(args.teacher, checkpoint=args.teacher_ckpt, trust_pickle=args.trust_pickle)
     objective = DistillObjective(cfg, teacher)  # checks teacher/student shapes before any training
     report = SkipReport()
     entries = scan_audio(collect_audio_files(args.data), cfg.run.data, report)

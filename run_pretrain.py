@@ -136,6 +136,24 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
     return model
 
 
+def check_settings(cfg: PretrainConfig, model_cfg) -> None:
+    """Settings that would otherwise fail deep inside training (or, for iteration 2, after iteration 1 has run):
+    raises ConfigError naming the key."""
+    if model_cfg.layers < 1:
+        raise ConfigError(f"model.layers: expected at least 1 transformer layer, got {model_cfg.layers}")
+    if model_cfg.heads < 1 or model_cfg.embed_dim % model_cfg.heads:
+        raise ConfigError(f"model.heads={model_cfg.heads} must divide model.embed_dim={model_cfg.embed_dim}")
+    if cfg.labels.clusters < 2:
+        raise ConfigError(f"labels.clusters: expected at least 2 k-means clusters, got {cfg.labels.clusters}")
+    if not 0.0 < cfg.masking.mask_prob <= 1.0:
+        raise ConfigError(f"masking.mask_prob: expected a probability in (0, 1], got {cfg.masking.mask_prob}")
+    it2 = cfg.iteration2
+    if it2.enabled and not 1 <= it2.layer <= model_cfg.layers:
+        raise ConfigError(f"iteration2.layer={it2.layer} outside the model's layers 1..{model_cfg.layers}")
+    if it2.enabled and it2.clusters < 2:
+        raise ConfigError(f"iteration2.clusters: expected at least 2 k-means clusters, got {it2.clusters}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
     args = parse_args(argv)
@@ -161,21 +179,20 @@ def _run(args: argparse.Namespace, command: str) -> int:
     entries = scan_audio(collect_audio_files(args.data), cfg.run.data, report)
     files = [path for path, _ in entries]
     init = load_init(args.init) if args.init else None  # before anything is written: a bad --init leaves nothing
+    model_cfg = dataclasses.replace(cfg.model, num_codewords=cfg.labels.clusters,
+                                    final_dim=cfg.model.final_dim or 256, pred_layer_ids=())
+    if init is not None:
+        model_cfg = init_config(init, cfg)
+    check_settings(cfg, model_cfg)  # before anything is written or trained, not after iteration 1
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "pretrain_config.yaml", yaml.safe_dump(record, sort_keys=False))
 
     labels = make_labels(out / "iter1", files, mfcc_features, MFCC_RATE, cfg.labels, env)
-    model_cfg = dataclasses.replace(cfg.model, num_codewords=cfg.labels.clusters,
-                                    final_dim=cfg.model.final_dim or 256, pred_layer_ids=())
-    if init is not None:
-        model_cfg = init_config(init, cfg)
     model = train_iteration("iter1", cfg, model_cfg, labels, MFCC_RATE, entries, out, report, env, args.resume,
                             cfg.run.max_steps, init=init)
     if cfg.iteration2.enabled:
         it2 = cfg.iteration2
-        if not 1 <= it2.layer <= model_cfg.layers:
-            raise ValueError(f"iteration2.layer={it2.layer} outside the model's layers 1..{model_cfg.layers}")
         frame_rate = SAMPLE_RATE // model.downsample_rate  # the iteration-1 model's frames: iteration-2 labels
         labels = make_labels(out / "iter2", files, layer_features(model, it2.layer), frame_rate,
                              dataclasses.replace(cfg.labels, clusters=it2.clusters), env)

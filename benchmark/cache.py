@@ -54,7 +54,8 @@ def weights_hash(upstream: torch.nn.Module) -> str:
     own = getattr(upstream, "weights_hash", None)
     if callable(own):
         return str(own())
-    return tensors.weights_hash(upstream, {"class": f"{type(upstream).__module__}.{type(upstream).__qualname__}"})
+    return tensors.weights_hash(upstream.state_dict(),
+                                {"class": f"{type(upstream).__module__}.{type(upstream).__qualname__}"})
 
 
 def audio_key(utt: Utterance) -> str:

@@ -24,6 +24,13 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train and evaluate SUPERB tasks on an upstream "
                                 "(`run_benchmark.py report` renders the comparison table).")
     p.add_argument("--upstream", required=True, help="registered upstream name or checkpoint path")
+    p.add_argument("--upstream-ckpt", "-k", type=Path, default=None, metavar="PATH",
+                   help="weights of a pretrained name (hubert_base, hubert_large, distilhubert, ...), as s3prl's -k: "
+                   "fairseq .pt, s3prl .ckpt, Hugging Face dir or ours")
+    p.add_argument("--random-init", action="store_true",
+                   help="benchmark a pretrained name's architecture with random weights (recorded in the results)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a full unpickle of a legacy checkpoint you trust (it can run code stored in it)")
     p.add_argument("--task", required=True, nargs="+",
                    help="task names (pr, ks, ic, sid, er, asr, ...) run one after another, or `all`")
     p.add_argument("--data-root", type=Path, default=None,
@@ -190,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                              upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
                              use_cache=not args.no_cache, cache_dir=args.cache_dir,
                              skip_bad_audio=args.skip_bad_audio, overrides=args.override, profile=args.profile,
-                             fold=args.fold, feature_ram_gb=args.feature_ram_gb, precision=args.precision)
+                             fold=args.fold, feature_ram_gb=args.feature_ram_gb, precision=args.precision,
+                             upstream_ckpt=args.upstream_ckpt, random_init=args.random_init,
+                             trust_pickle=args.trust_pickle)
         options.device = device
         if run_main(lambda: _run_one(options)) != 0:  # a user error: one line, the next task still runs
             failed.append(task)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, upstream_min_samples, weights_hash
 from .features import CachedFeatures, HeldArrays, LiveFeatures
 from .trainer import train
-from .upstream_stats import write_upstream_stats
+from .upstream_stats import stats_path, write_upstream_stats
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class RunOptions:
     upstream: str
     task: str
     data_root: Path
+    upstream_ckpt: Path | None = None  # weights of a pretrained name (--upstream-ckpt)
+    random_init: bool = False  # a pretrained name's architecture with random weights (--random-init)
+    trust_pickle: bool = False  # full unpickle of a trusted legacy checkpoint (--trust-pickle)
     results_dir: Path = Path("results")
     seed: int = 0
     max_steps: int | None = None
@@ -120,6 +124,13 @@ class RunContext:
                 utts = [utts[i] for i in sorted(random.Random(0).sample(range(len(utts)), limit))]
             self._splits[split] = self.ensure_cached(utts)
         return self._splits[split]
+
+    def prepare(self) -> None:
+        """Before training: extract every split's features into the cache (without a cache: the cheap audio checks
+        of :meth:`ensure_cached`), so unreadable audio in dev or test stops the run now, not hours later."""
+        for split in SPLITS:
+            if self._loaded.get(split):
+                self.load_split(split)
 
     def ensure_cached(self, utts: Sequence[Utterance]) -> list[Utterance]:
         """Extract missing features into the cache; returns ``utts`` minus skipped bad audio."""
@@ -338,12 +349,18 @@ def run_task(options: RunOptions) -> dict:
     if options.fold is not None:
         overrides.append(f"data.fold={options.fold}")
     if options.max_steps is not None:
+        if options.max_steps <= 0:
+            raise ValueError(f"--max-steps must be a positive number of updates, got {options.max_steps}")
         overrides.append(f"train.max_steps={options.max_steps}")
     check_precision(options.precision, options.device)
     task = build_task(options.task, options.data_root, overrides, options.profile)
+    if task.config.train.max_steps <= 0:
+        raise ValueError(f"task {options.task!r}: train.max_steps must be a positive number of updates, got "
+                         f"{task.config.train.max_steps}")
     task.check_data()
-    audit = audit_dataset(task)
-    upstream = build_upstream(options.upstream).to(options.device)
+    audit = audit_dataset(task)  # every split's records are read and checked before anything is built or trained
+    upstream = build_upstream(options.upstream, checkpoint=options.upstream_ckpt, random_init=options.random_init,
+                              trust_pickle=options.trust_pickle).to(options.device)
     upstream.eval()
     upstream.requires_grad_(options.upstream_trainable)
     task_config = to_dict(task.config)
@@ -371,18 +388,26 @@ def run_task(options: RunOptions) -> dict:
     if distributed.broadcast((run_dir / "DONE").exists()):
         log.warning("run %s already finished; nothing to resume", run_dir)
         return json.loads((run_dir / "summary.json").read_text())
+    if options.resume and main and not run_dir.exists():
+        log.warning("--resume: %s", results.why_new_run(run_dir, identity, options.seed, fold))
+    created = not run_dir.exists()
     stats = {"params": sum(p.numel() for p in upstream.parameters())}
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
-            {"options": opts, "config_hash": chash, **identity,
-             **({"world_size": distributed.world()} if distributed.world() > 1 else {})}, sort_keys=False))
-        stats = write_upstream_stats(Path(options.results_dir) / label / "upstream_stats.json", upstream, up_hash)
-    distributed.barrier()
-
-    ctx = RunContext(task, upstream, options, run_dir, up_hash, audit.splits)
-    task.setup(upstream.downsample_rate)
+    try:  # until training starts, a failure removes the run folder it created (no half-made run, no "-2" next)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
+                {"options": opts, "config_hash": chash, **identity,
+                 **({"world_size": distributed.world()} if distributed.world() > 1 else {})}, sort_keys=False))
+            stats = write_upstream_stats(stats_path(Path(options.results_dir), label, up_hash), upstream, up_hash)
+        distributed.barrier()
+        ctx = RunContext(task, upstream, options, run_dir, up_hash, audit.splits)
+        task.setup(upstream.downsample_rate)
+        ctx.prepare()
+    except BaseException:
+        if created and main:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     lr = task.config.optimizer.lr
     try:
         if options.lr_sweep:
@@ -407,7 +432,8 @@ def run_task(options: RunOptions) -> dict:
     for rel, text in outcome.files.items():
         atomic_write_text(run_dir / rel, text)
     info = results.RunInfo(label, stats["params"], up_hash[:16], options.task, options.seed, chash,
-                           run_dir.name, fold, ctx.layer)
+                           run_dir.name, fold, ctx.layer, results.protocol_name(ctx.layer, options.upstream_trainable),
+                           bool(getattr(upstream, "random_init", False)))
     text = results.format_rows(info, outcome.metrics, outcome.steps, wall, lr, outcome.layer_weights)
     csv_path = results.append_rows(Path(options.results_dir), text)
     summary = {"run_dir": str(run_dir), "metrics": outcome.metrics, "selected": outcome.selected, "lr": lr,

@@ -1,6 +1,11 @@
 """``run_benchmark.py report``: one table of upstreams x task metrics, costs and SUPERB scores, plus plots.
 
 Columns (also written at the top of REPORT.md):
+* ``upstream`` — one row per upstream *and* protocol: an upstream is its label with its weights hash, written
+  ``label@hash8`` whenever one label names several weights (two ``checkpoint-1000`` folders of different
+  experiments, a retrained model); a protocol other than SUPERB's frozen weighted sum is appended in brackets
+  (``[layer-K]``, ``[finetune-weighted-sum]``) and never merged with it. ``protocol`` repeats it; ``random`` is
+  ``yes`` for randomly initialised weights (``--random-init``).
 * ``params_M`` — upstream parameters (millions); ``GMACs_per_s`` — multiply-accumulates per second of 16 kHz audio
   (torch FlopCounterMode on 1 s); ``RTF`` — forward time / audio time on the machine that ran the benchmark.
 * ``<task> <metric>`` — test-split value of the latest run (percent for accuracies and error rates); ER averages the
@@ -39,9 +44,9 @@ Pictures (PNG beside REPORT.md):
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +55,9 @@ import pandas as pd
 from common.io import atomic_path, atomic_write_text
 
 from . import results
+from .results import DEFAULT_PROTOCOL
 from .superb_score import Reference, load_reference, superb_score
+from .upstream_stats import read_upstream_stats
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,8 @@ def read_results_rows(path: Path) -> tuple[str, list[str]]:
 
 
 def load_results(results_dir: Path) -> pd.DataFrame:
+    """The results table with one ``upstream`` id per (label, weights hash, protocol) (see the module docstring);
+    the label, hash and protocol are kept in ``label``, ``checkpoint_hash`` and ``protocol``."""
     import io
 
     path = Path(results_dir) / "results.csv"
@@ -114,9 +123,23 @@ def load_results(results_dir: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"no results table at {path}: run `run_benchmark.py --upstream ... --task ...` first")
     header, rows = read_results_rows(path)
     df = pd.read_csv(io.StringIO("\n".join([header, *rows]) + "\n"),
-                     dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str})
+                     dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str,
+                            "checkpoint_hash": str, "protocol": str})
+    for column in ("protocol", "upstream_random"):
+        if column not in df:
+            df[column] = math.nan
     df["fold"] = pd.to_numeric(df["fold"], errors="coerce")
     df["layer_weights"] = df["layer_weights"].fillna("")
+    df["checkpoint_hash"] = df["checkpoint_hash"].fillna("").astype(str)
+    layer = pd.to_numeric(df["layer"], errors="coerce")
+    legacy = layer.map(lambda k: DEFAULT_PROTOCOL if math.isnan(k) else f"layer-{int(k)}")  # rows before `protocol`
+    df["protocol"] = df["protocol"].fillna(legacy)
+    df["upstream_random"] = pd.to_numeric(df["upstream_random"], errors="coerce").fillna(0).astype(int)
+    df["label"] = df["upstream"]
+    several = df.groupby("label")["checkpoint_hash"].nunique()
+    model = [label if several[label] <= 1 else f"{label}@{h[:8]}" for label, h in zip(df["label"],
+                                                                                       df["checkpoint_hash"])]
+    df["upstream"] = [m if p == DEFAULT_PROTOCOL else f"{m} [{p}]" for m, p in zip(model, df["protocol"])]
     return df
 
 
@@ -143,11 +166,6 @@ def _values_per_seed(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
             for seed, group in rows.groupby("seed")}
 
 
-def _stats(results_dir: Path, upstream: str) -> dict:
-    path = Path(results_dir) / upstream / "upstream_stats.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _columns(values: pd.DataFrame, upstream: str, tasks: list[str], ref: Reference) -> dict[str, float]:
     """One upstream's values by leaderboard column (``PR``, ``KS``, ...)."""
     out = {}
@@ -159,11 +177,13 @@ def _columns(values: pd.DataFrame, upstream: str, tasks: list[str], ref: Referen
     return out
 
 
-def fbank_anchor(by_column: dict[str, dict[str, float]], ref: Reference) -> dict[str, float]:
-    """Per leaderboard column, the better value of the FBANK rows present (``FBANK_ROWS``); {} when none is."""
+def fbank_anchor(by_column: dict[str, dict[str, float]], ref: Reference,
+                 rows: tuple[str, ...] | list[str] = FBANK_ROWS) -> dict[str, float]:
+    """Per leaderboard column, the better value of the FBANK rows present (``rows``: their ids in ``by_column``,
+    default ``FBANK_ROWS``); {} when none is."""
     anchor: dict[str, float] = {}
     for m in ref.metrics:
-        vals = [by_column[r][m.column] for r in FBANK_ROWS if m.column in by_column.get(r, {})]
+        vals = [by_column[r][m.column] for r in rows if m.column in by_column.get(r, {})]
         if vals:
             anchor[m.column] = max(vals) if m.higher_is_better else min(vals)
     return anchor
@@ -181,16 +201,25 @@ def _local_score_sd(per_seed: dict[int, pd.DataFrame], upstream: str, columns: s
     return float(pd.Series(scores).std()) if len(scores) > 1 else math.nan
 
 
+def _fbank_rows(df: pd.DataFrame) -> list[str]:
+    """Row ids of the FBANK anchor rows (``FBANK_ROWS``) under SUPERB's protocol: per label the latest weights, if a
+    label has several (another FBANK configuration run under the same name)."""
+    rows = df[df["label"].isin(FBANK_ROWS) & (df["protocol"] == DEFAULT_PROTOCOL)]
+    return [str(group["upstream"].iloc[-1]) for _, group in rows.groupby("label", sort=False)]
+
+
 def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataFrame:
     values = latest_test_values(df)
     upstreams = list(dict.fromkeys(values["upstream"]))
+    identity = df.drop_duplicates("upstream", keep="last").set_index("upstream")
     tasks = [t for t in ref.tasks if t in set(values["task"])]
     by_column: dict[str, dict[str, float]] = {}  # upstream -> leaderboard column -> value
     seeds = {u: int(values.loc[values.upstream == u, "seeds"].min()) for u in upstreams}
     rows = []
     for up in upstreams:
-        stats = _stats(results_dir, up)
-        row: dict = {"upstream": up,
+        who = identity.loc[up]
+        stats = read_upstream_stats(results_dir, who["label"], who["checkpoint_hash"])
+        row: dict = {"upstream": up, "protocol": who["protocol"], "random": "yes" if who["upstream_random"] else "",
                      "params_M": stats.get("params", math.nan) / 1e6 if stats else math.nan,
                      "GMACs_per_s": stats.get("macs_per_second", math.nan) / 1e9 if stats else math.nan,
                      "RTF": stats.get("rtf", math.nan)}
@@ -215,7 +244,7 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
             vals = [by_column[u][m.column] for u in upstreams if m.column in by_column[u]]
             if vals:
                 best[m.column] = max(vals) if m.higher_is_better else min(vals)
-    fbank_row = fbank_anchor(by_column, ref)
+    fbank_row = fbank_anchor(by_column, ref, _fbank_rows(df))
     table["SUPERB_s"] = [superb_score(by_column[u], ref.fbank, ref.sota, ref, tasks) for u in upstreams]
     table["SUPERB_local"] = [superb_score(by_column[u], fbank_row, ref.sota, ref, tasks, skip_unscaled=True)
                              for u in upstreams]
@@ -307,7 +336,7 @@ def plot_layer_weights(values: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xlabel("hidden state (0 = encoder input)")
         ax.set_title(f"{up}: learnt layer weights")
         fig.colorbar(im, ax=ax)
-        files.append(_save_figure(fig, out_dir / f"layer_weights_{up}.png"))
+        files.append(_save_figure(fig, out_dir / f"layer_weights_{re.sub(r'[^A-Za-z0-9_.+@-]+', '_', up)}.png"))
         plt.close(fig)
     return files
 
@@ -396,9 +425,9 @@ def retained_percent(table: pd.DataFrame, ref: Reference, teacher: str, students
             anchor[col] = (max(vals) if m.higher_is_better else min(vals), m.higher_is_better)
     rows = {}
     if "SUPERB_local" in t.columns:  # already on the anchor's scale (anchor = 0): the ratio of the scores
-        tv = float(t.loc[teacher, "SUPERB_local"])
-        rows["SUPERB_local"] = {s: 100.0 * float(t.loc[s, "SUPERB_local"]) / tv if tv > 0 else math.nan
-                                for s in students}
+        tv = pd.to_numeric(pd.Series([t.loc[teacher, "SUPERB_local"]]), errors="coerce").fillna(math.nan)[0]
+        local = pd.to_numeric(t["SUPERB_local"], errors="coerce")  # None (no FBANK row to anchor on) -> NaN
+        rows["SUPERB_local"] = {s: 100.0 * float(local[s]) / tv if tv > 0 else math.nan for s in students}
         rows["SUPERB_local"]["teacher_gain"] = tv
     for col, (a, hib) in anchor.items():
         tv = float(t.loc[teacher, col])
@@ -496,7 +525,10 @@ def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path
     if bars:
         files.append(bars)
     if teacher is not None and teacher in ups:
-        students = students or [u for u in ups if u != teacher and u not in FBANK_ROWS]
+        # default students: the other rows under SUPERB's protocol (not the teacher's own --layer/fine-tune rows)
+        same_protocol = set(table.loc[table["protocol"] == DEFAULT_PROTOCOL, "upstream"]) if "protocol" in table \
+            else set(ups)
+        students = students or [u for u in ups if u != teacher and u not in FBANK_ROWS and u in same_protocol]
         distil = plot_distillation(table, ref, out_dir, teacher, [s for s in students if s in ups])
         if distil:
             files.append(distil)

@@ -1,7 +1,11 @@
 """Run folders and the append-only results table ``results/results.csv`` (one row per metric and split).
 
 Rows are appended under a file lock (two runs finishing at once both land intact); earlier rows are never
-rewritten. Columns: see ``COLUMNS``.
+rewritten. Columns: see ``COLUMNS``. A row's upstream is identified by (``upstream`` label, ``checkpoint_hash``): two
+checkpoints that share a folder name are two upstreams. ``protocol`` says how the features were used
+(:func:`protocol_name`), ``upstream_random`` whether the upstream's weights were a random initialisation (1) or not
+(0). A table written before these columns existed gets them appended to its header on the next run (its rows are
+read with them empty).
 """
 from __future__ import annotations
 
@@ -15,11 +19,22 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common.io import locked_append
+from filelock import FileLock
+
+from common.io import atomic_write_text, locked_append
 
 COLUMNS = ["upstream", "params", "checkpoint_hash", "task", "split", "metric", "value", "seed", "steps",
-           "wall_time_s", "git_commit", "config_hash", "date", "lr", "fold", "layer", "layer_weights", "run_id"]
+           "wall_time_s", "git_commit", "config_hash", "date", "lr", "fold", "layer", "layer_weights", "run_id",
+           "protocol", "upstream_random"]
 RESULTS_FILE = "results.csv"
+DEFAULT_PROTOCOL = "weighted-sum"  # SUPERB's: frozen upstream, learnt softmax-weighted sum of all hidden states
+
+
+def protocol_name(layer: int | None, trainable: bool) -> str:
+    """``weighted-sum`` (frozen, SUPERB's protocol), ``layer-K`` (frozen, one hidden state), and ``finetune-`` +
+    either of them when the upstream is trained too. Results of different protocols are never merged."""
+    base = DEFAULT_PROTOCOL if layer is None else f"layer-{layer}"
+    return f"finetune-{base}" if trainable else base
 
 
 @dataclass
@@ -35,6 +50,8 @@ class RunInfo:
     run_id: str
     fold: int | None = None
     layer: int | None = None
+    protocol: str = DEFAULT_PROTOCOL
+    upstream_random: bool = False
 
 
 def safe_name(name: str) -> str:
@@ -80,6 +97,43 @@ def run_dir_for(results_dir: Path, upstream: str, task: str, run_id: str, resume
     return base / f"{run_id}-{len(attempts) + 1}"
 
 
+def _flatten(data: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        out: dict[str, object] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def why_new_run(run_dir: Path, identity: dict, seed: int, fold: int | None) -> str:
+    """One line for ``--resume`` that found no run of this config: which earlier run(s) it could have meant and the
+    config keys that differ, and that a new run starts in ``run_dir``."""
+    import yaml
+
+    want = _flatten(json.loads(json.dumps(identity, default=str)))
+    candidates = []
+    for cfg_file in sorted(Path(run_dir).parent.glob("*/config.yaml"), key=lambda p: p.stat().st_mtime):
+        try:
+            saved = yaml.safe_load(cfg_file.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        opts = saved.get("options", {}) if isinstance(saved, dict) else {}
+        if opts.get("seed") != seed or opts.get("fold") != fold:
+            continue
+        have = _flatten(json.loads(json.dumps({k: saved.get(k) for k in identity}, default=str)))
+        changed = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        done = (cfg_file.parent / "DONE").exists()
+        candidates.append((cfg_file.parent.name, done, changed))
+    if not candidates:
+        return (f"nothing to resume: no earlier run of this upstream and task with seed {seed} under "
+                f"{Path(run_dir).parent}; starting a new run in {run_dir}")
+    name, done, changed = ([c for c in candidates if not c[1]] or candidates)[-1]
+    shown = ", ".join(changed[:6]) + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
+    return (f"the config changed since run {name}{' (finished)' if done else ''}: {shown or 'its identity'} "
+            f"differ; a changed config is a different run, so a new run starts in {run_dir}")
+
+
 def format_rows(info: RunInfo, metrics: dict[str, dict[str, float]], steps: int, wall_time_s: float, lr: float | None,
                 layer_weights: list[float] | None) -> str:
     """CSV text (no header) of one row per (split, metric)."""
@@ -93,11 +147,30 @@ def format_rows(info: RunInfo, metrics: dict[str, dict[str, float]], steps: int,
             writer.writerow([info.upstream, info.params, info.checkpoint_hash, info.task, split, metric,
                              f"{float(value):.6g}", info.seed, steps, f"{wall_time_s:.1f}", commit, info.config_hash,
                              now, "" if lr is None else f"{lr:.3g}", "" if info.fold is None else info.fold,
-                             "" if info.layer is None else info.layer, weights, info.run_id])
+                             "" if info.layer is None else info.layer, weights, info.run_id, info.protocol,
+                             int(info.upstream_random)])
     return buf.getvalue()
 
 
 def append_rows(results_dir: Path, text: str) -> Path:
     path = Path(results_dir) / RESULTS_FILE
-    locked_append(path, text, header=",".join(COLUMNS) + "\n")
+    header = ",".join(COLUMNS)
+    _upgrade_header(path, header)
+    locked_append(path, text, header=header + "\n")
     return path
+
+
+def _upgrade_header(path: Path, header: str) -> None:
+    """A table from before the newest columns: append them to its header (rows stay as written; readers fill the
+    missing trailing fields with nothing). Any other header is not ours: refuse rather than mix columns."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with FileLock(str(path) + ".lock", timeout=60):
+        text = path.read_text(encoding="utf-8")
+        first, _, rest = text.partition("\n")
+        if first == header:
+            return
+        if not header.startswith(first + ","):
+            raise ValueError(f"{path}: its header is not this toolkit's results columns ({first[:80]}...); move it "
+                             "away or pass another --results-dir")
+        atomic_write_text(path, header + "\n" + rest)

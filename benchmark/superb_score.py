@@ -36,7 +36,14 @@ class Reference:
 
 def load_reference(path: str | Path | None = None) -> Reference:
     path = Path(path or DEFAULT_REFERENCE)
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such SUPERB reference file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with 'anchors' and 'tasks'")
     for key in ("anchors", "tasks"):
         if key not in data:
             raise ValueError(f"{path}: missing top-level key {key!r}")

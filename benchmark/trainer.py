@@ -102,7 +102,7 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
         crop_rng.set_state(saved["rng"]["crop"])
         set_rng_state(saved["rng"])
         log.info("resumed from %s at step %d", last, state["step"])
-    elif not resume:
+    else:  # a fresh run, or --resume with no checkpoint yet: both start from the same seeded state, bit for bit
         torch.manual_seed(seed)
 
     train_utts = ctx.load_split("train")

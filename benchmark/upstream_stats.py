@@ -47,8 +47,27 @@ def real_time_factor(upstream: torch.nn.Module, seconds: float = 4.0, repeats: i
     return best / seconds
 
 
+def stats_path(results_dir: Path, label: str, weights_hash: str) -> Path:
+    """``<results>/<label>/upstream_stats/<hash[:16]>.json``: one file per weights hash, so two checkpoints that
+    share a label (``expA/checkpoint-1000``, ``expB/checkpoint-1000``) never overwrite each other's costs."""
+    return Path(results_dir) / label / "upstream_stats" / f"{weights_hash[:16]}.json"
+
+
+def read_upstream_stats(results_dir: Path, label: str, weights_hash: str) -> dict:
+    """The stats of this (label, weights hash) (a hash prefix is enough), or {} when none were measured. A table
+    from before per-hash stats kept one ``<label>/upstream_stats.json``: used only when its hash matches."""
+    path = stats_path(results_dir, label, weights_hash)
+    legacy = Path(results_dir) / label / "upstream_stats.json"
+    for candidate in (path, legacy):
+        if candidate.is_file():
+            stats = json.loads(candidate.read_text())
+            if str(stats.get("checkpoint_hash", "")).startswith(str(weights_hash)):
+                return stats
+    return {}
+
+
 def write_upstream_stats(path: Path, upstream: torch.nn.Module, weights_hash: str) -> dict:
-    """Measure once per weights hash and store as JSON beside the upstream's runs; returns the stats."""
+    """Measure once per weights hash and store as JSON at ``path`` (:func:`stats_path`); returns the stats."""
     if path.is_file():
         stats = json.loads(path.read_text())
         if stats.get("checkpoint_hash") == weights_hash:

@@ -22,11 +22,11 @@ def module_device(module: nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
-def weights_hash(module: nn.Module, config: dict) -> str:
-    """sha256 (hex) of ``config`` (JSON, sorted keys) and every state-dict tensor of ``module`` (name, dtype, shape,
-    bytes), so any change of weights or of what ``config`` describes changes it."""
+def weights_hash(state: dict[str, torch.Tensor], config: dict) -> str:
+    """sha256 (hex) of ``config`` (JSON, sorted keys) and every tensor of ``state`` (name, dtype, shape, bytes), so
+    any change of the weights or of what ``config`` describes changes it."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -17,12 +17,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     parser.add_argument("--only", nargs="*", choices=list(BUILDERS), help="build only these parts")
     args = parser.parse_args(argv)
-    try:
-        build_corpus(args.out, args.size, args.seed, args.workers, args.only)
-    except SynthesisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    if not args.out.strip():
+        parser.error("--out: expected a folder, got an empty string")
+    if args.seed < 0:
+        parser.error(f"--seed: expected a non-negative integer, got {args.seed}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers: expected at least 1 process, got {args.workers}")
+    from common.cli import run_main
+
+    def build() -> int:
+        try:
+            build_corpus(args.out, args.size, args.seed, args.workers, args.only)
+        except SynthesisError as e:  # a missing speech engine: a RuntimeError, still the user's setup to fix
+            raise ValueError(str(e)) from None
+        return 0
+
+    return run_main(build)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,11 @@ def _claim(root: Path, size: str, seed: int) -> None:
     marker = root / STATE_DIR / "build.json"
     wanted = {"size": size, "seed": seed}
     if marker.exists():
-        found = json.loads(marker.read_text())
+        try:
+            found = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            raise ValueError(f"{marker}: damaged build marker (not JSON); delete {root} and build again, or use "
+                             "another --out folder") from None
         if found != wanted:
             raise ValueError(f"{root} holds a corpus built with {found}; asked for {wanted}. Use another --out folder.")
     else:
@@ -62,9 +66,9 @@ def _progress(count: int, total: int) -> None:
 def build_corpus(out: str | Path, size: str = "small", seed: int = 0, workers: int | None = None,
                  tasks: list[str] | None = None, verbose: bool = True) -> dict:
     """Build (or resume) the corpus under ``out``; returns per-task statistics."""
-    check_engines()
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # first: a --out that cannot be a folder is named before anything else
+    check_engines()
     cfg = load_size(size)
     workers = workers or os.cpu_count() or 1
     ctx = Context(root=root, seed=seed, size=cfg, speakers=build_speakers(seed))

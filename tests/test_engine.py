@@ -19,9 +19,9 @@ from benchmark.cache import FeatureCache, list_cache, remove_cache_entries, weig
 from benchmark.engine import RunOptions, run_task
 from benchmark.features import CachedFeatures, HeldArrays
 from common.utterance import load_utterance_audio
-from tests.fixtures.datasets import write_fsc, write_speech_commands
-from tests.fixtures.upstreams import TINY_UPSTREAM, TinyFrameUpstream
 from tasks.registry import build_task, get_task_class
+from tests.fixtures.datasets import write_fsc, write_librispeech, write_speech_commands, write_voxceleb1
+from tests.fixtures.upstreams import TINY_PRETRAINED, TINY_UPSTREAM, TinyFrameUpstream
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 
@@ -158,19 +158,25 @@ class Killed(Exception):
     """Stands for the process dying (the SIGKILL test below kills a real one)."""
 
 
-def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path, monkeypatch):
-    kw = dict(max_steps=10, overrides=FAST + ["optimizer.lr=1e-2"])
-    straight = run_task(options(data_root, tmp_path / "a", **kw))
-    task_class, losses = get_task_class("ic"), []
+def die_after(monkeypatch, task: str, updates: int) -> None:
+    """``task``'s loss raises :class:`Killed` in update ``updates + 1`` (one loss per update): the run dies there,
+    after its last checkpoint."""
+    task_class, losses = get_task_class(task), []
     real_loss = task_class.loss
 
-    def dies_in_step_8(self, *args):  # after the step-6 checkpoint and one more update
+    def dying_loss(self, *args):
         losses.append(1)
-        if len(losses) == 8:
+        if len(losses) == updates + 1:
             raise Killed
         return real_loss(self, *args)
 
-    monkeypatch.setattr(task_class, "loss", dies_in_step_8)
+    monkeypatch.setattr(task_class, "loss", dying_loss)
+
+
+def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path, monkeypatch):
+    kw = dict(max_steps=10, overrides=FAST + ["optimizer.lr=1e-2"])
+    straight = run_task(options(data_root, tmp_path / "a", **kw))
+    die_after(monkeypatch, "ic", 7)  # after the step-6 checkpoint and one more update
     with pytest.raises(Killed):
         run_task(options(data_root, tmp_path / "b", **kw))
     monkeypatch.undo()
@@ -323,3 +329,91 @@ def test_sigkill_during_training_then_resume(data_root, tmp_path):
     straight = run_task(options(data_root, tmp_path / "a", **kw))
     assert killed_early  # the kill landed mid-training, so the resume had work to do
     assert resumed["metrics"] == straight["metrics"] and resumed["steps"] == 120
+
+
+def test_rows_record_the_protocol_and_a_random_upstream(data_root, tmp_path):
+    """Every row says how the features were used and whether the upstream's weights were random."""
+    run_task(options(data_root, tmp_path, max_steps=2))
+    run_task(options(data_root, tmp_path, max_steps=2, layer=1))
+    run_task(options(data_root, tmp_path, max_steps=2, upstream_trainable=True))
+    with pytest.raises(ValueError, match="needs its weights: pass --upstream-ckpt PATH"):
+        run_task(options(data_root, tmp_path, upstream=TINY_PRETRAINED, max_steps=2))
+    run_task(options(data_root, tmp_path, upstream=TINY_PRETRAINED, random_init=True, max_steps=2))
+    with open(tmp_path / "results" / "results.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    assert [(r["upstream"], r["protocol"], r["upstream_random"]) for r in rows] == [
+        (TINY_UPSTREAM, "weighted-sum", "0"), (TINY_UPSTREAM, "layer-1", "0"),
+        (TINY_UPSTREAM, "finetune-weighted-sum", "0"), (TINY_PRETRAINED, "weighted-sum", "1")]
+    stats = list((tmp_path / "results" / TINY_PRETRAINED / "upstream_stats").glob("*.json"))
+    assert [p.stem for p in stats] == [rows[-1]["checkpoint_hash"]]
+
+
+ASR_FAST = ["train.eval_every=4", "batch.max_seconds=0.7", "batch.eval_max_seconds=2.0", "head.proj_dim=8",
+            "head.hidden_size=8", "head.dropout=0.5", "optimizer.lr=1e-2"]
+
+
+def test_resume_without_a_checkpoint_equals_a_fresh_run_bit_for_bit(tmp_path):
+    """--resume on a run that has no checkpoint yet re-seeds like a fresh run (the ASR head has dropout, which
+    draws from the global RNG: without the re-seed the final weights differed)."""
+    root = tmp_path / "data"
+    write_librispeech(root)
+    kw = dict(task="asr", max_steps=4, overrides=ASR_FAST)
+    fresh = run_task(options(root, tmp_path / "a", **kw))
+    resumed = run_task(options(root, tmp_path / "b", resume=True, **kw))
+    a = torch.load(Path(fresh["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(Path(resumed["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["metrics"] == fresh["metrics"]
+
+
+def test_resume_after_a_config_change_says_it_starts_a_new_run(data_root, tmp_path, caplog, monkeypatch):
+    die_after(monkeypatch, "ic", 1)
+    with pytest.raises(Killed):
+        run_task(options(data_root, tmp_path))
+    monkeypatch.undo()
+    with caplog.at_level("WARNING", logger="benchmark.engine"):
+        summary = run_task(options(data_root, tmp_path, resume=True, overrides=FAST + ["optimizer.lr=0.5"]))
+    said = [r.getMessage() for r in caplog.records if "--resume" in r.getMessage()]
+    assert len(said) == 1 and "task_config.optimizer.lr" in said[0] and "new run starts in" in said[0]
+    assert summary["run_dir"] in said[0] and len(list(Path(summary["run_dir"]).parent.iterdir())) == 2
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="benchmark.engine"):
+        run_task(options(data_root, tmp_path / "other", resume=True))
+    assert any("nothing to resume" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("steps", [0, -5])
+def test_max_steps_must_be_positive(data_root, tmp_path, steps):
+    with pytest.raises(ValueError, match=f"--max-steps must be a positive number of updates, got {steps}"):
+        run_task(options(data_root, tmp_path, max_steps=steps))
+    with pytest.raises(ValueError, match=f"train.max_steps must be a positive number of updates, got {steps}"):
+        run_task(options(data_root, tmp_path, max_steps=None, overrides=FAST + [f"train.max_steps={steps}"]))
+    assert not (tmp_path / "results").exists()  # no test rows scored on an untrained head
+
+
+def test_a_bad_test_line_stops_the_run_before_training(tmp_path, monkeypatch):
+    """A bad line in the test part of VoxCeleb1's iden_split.txt is reported before any training, and leaves no
+    run folder behind."""
+    root = tmp_path / "data"
+    write_voxceleb1(root)
+    split = root / "VoxCeleb1" / "iden_split.txt"
+    split.write_text(split.read_text() + "3 id10002/vid1/00009.wav extra-field\n")
+    trained = []
+    monkeypatch.setattr("benchmark.engine.train", lambda *a, **k: trained.append(1))
+    with pytest.raises(ValueError, match=r"iden_split.txt:9: expected"):
+        run_task(options(root, tmp_path, task="sid"))
+    assert not trained and not list((tmp_path / "results").glob("*/sid/*"))
+
+
+def test_a_run_failing_before_training_leaves_no_half_made_folder(data_root, tmp_path):
+    root = tmp_path / "data"
+    write_fsc(root)
+    bad = root / "fluent_speech_commands_dataset" / "wavs" / "speakers" / "S2" / "test2.wav"
+    good = bad.read_bytes()
+    bad.write_bytes(b"RIFF not really audio")  # the test split's audio is unreadable
+    with pytest.raises(ValueError, match="test2.wav"):
+        run_task(options(root, tmp_path))
+    assert not list((tmp_path / "results").glob("*/ic/*"))
+    bad.write_bytes(good)
+    summary = run_task(options(root, tmp_path))
+    assert not Path(summary["run_dir"]).name.endswith("-2")

@@ -8,6 +8,7 @@ import pytest
 from benchmark import results
 from benchmark.report import build_report
 from benchmark.superb_score import load_reference, superb_score
+from benchmark.upstream_stats import stats_path
 
 
 def test_superb_score_reproduces_the_leaderboard():
@@ -79,6 +80,76 @@ def test_report_averages_seeds_and_gives_the_spread_of_the_local_score(tmp_path)
     assert t.loc["student", "SUPERB_local_sd"] == pytest.approx(abs(per_seed[1] - per_seed[0]) / 2 ** 0.5)
     assert t.loc["student", "SUPERB_local"] == pytest.approx(sum(per_seed) / 2)
     assert t.loc["single", "SUPERB_local_sd"] != t.loc["single", "SUPERB_local_sd"]  # NaN: one seed has no spread
+
+
+def _row(results_dir, label, h, task, metric, value, protocol="weighted-sum", layer=None, random=False, params=1):
+    info = results.RunInfo(label, params, h, task, 0, "c", "r", layer=layer, protocol=protocol, upstream_random=random)
+    results.append_rows(results_dir, results.format_rows(info, {"test": {metric: value}}, 10, 1.0, 1e-3, None))
+
+
+def _stats(results_dir, label, h, params):
+    path = stats_path(results_dir, label, h)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"params": params, "macs_per_second": 1e9, "rtf": 0.1, "checkpoint_hash": h + "0" * 48}))
+
+
+def test_two_models_sharing_a_folder_name_are_two_rows(tmp_path):
+    """expA/checkpoint-1000 and expB/checkpoint-1000 (or s3prl's states-200000.ckpt in every experiment): one label,
+    two weights hashes, so two rows with their own tasks, stats and scores; nothing of A is shown for B."""
+    a, b = "a" * 16, "b" * 16
+    _stats(tmp_path, "checkpoint-1000", a, 3_000_000)
+    _stats(tmp_path, "checkpoint-1000", b, 9_000_000)
+    _row(tmp_path, "fbank", "f" * 16, "ks", "accuracy", 40.0)
+    _row(tmp_path, "fbank", "f" * 16, "ic", "accuracy", 30.0)
+    _row(tmp_path, "checkpoint-1000", a, "ks", "accuracy", 90.0)
+    _row(tmp_path, "checkpoint-1000", b, "ic", "accuracy", 60.0)
+    t = build_report(tmp_path).table.set_index("upstream")
+    assert set(t.index) == {"fbank", "checkpoint-1000@aaaaaaaa", "checkpoint-1000@bbbbbbbb"}
+    assert t.loc["checkpoint-1000@aaaaaaaa", "ks accuracy"] == 90.0
+    assert t.loc["checkpoint-1000@aaaaaaaa", "ic accuracy"] != t.loc["checkpoint-1000@aaaaaaaa", "ic accuracy"]
+    assert t.loc["checkpoint-1000@bbbbbbbb", "ic accuracy"] == 60.0
+    assert t.loc["checkpoint-1000@aaaaaaaa", "params_M"] == 3.0 and t.loc["checkpoint-1000@bbbbbbbb", "params_M"] == 9.0
+    assert t.loc["checkpoint-1000@aaaaaaaa", "tasks_scored"] == 1  # no SUPERB score combined from A's KS + B's IC
+    assert t.loc["checkpoint-1000@aaaaaaaa", "SUPERB_s"] != t.loc["checkpoint-1000@aaaaaaaa", "SUPERB_s"]
+
+
+def test_protocols_are_never_merged(tmp_path):
+    """A frozen weighted-sum run, a --layer run and an --upstream-trainable run of the same upstream and task are
+    three results; the latest (fine-tuned 12.5) must not replace the frozen 20.83."""
+    h = "c" * 16
+    _row(tmp_path, "hubert_mini", h, "ks", "accuracy", 20.83)
+    _row(tmp_path, "hubert_mini", h, "ks", "accuracy", 17.0, protocol="layer-3", layer=3)
+    _row(tmp_path, "hubert_mini", h, "ks", "accuracy", 12.5, protocol="finetune-weighted-sum")
+    report = build_report(tmp_path)
+    t = report.table.set_index("upstream")
+    assert t.loc["hubert_mini", "ks accuracy"] == 20.83 and t.loc["hubert_mini", "protocol"] == "weighted-sum"
+    assert t.loc["hubert_mini [layer-3]", "ks accuracy"] == 17.0
+    assert t.loc["hubert_mini [finetune-weighted-sum]", "ks accuracy"] == 12.5
+    assert "| hubert_mini [finetune-weighted-sum] | finetune-weighted-sum |" in report.markdown
+
+
+def test_random_init_is_shown_and_the_protocol_names():
+    assert results.protocol_name(None, False) == "weighted-sum"
+    assert results.protocol_name(4, False) == "layer-4"
+    assert results.protocol_name(None, True) == "finetune-weighted-sum"
+    assert results.protocol_name(2, True) == "finetune-layer-2"
+
+
+def test_results_table_from_before_the_protocol_columns_is_upgraded(tmp_path):
+    old = results.COLUMNS[: results.COLUMNS.index("protocol")]
+    row = ["fbank", "0", "f" * 16, "ks", "test", "accuracy", "40", "0", "10", "1.0", "x", "c", "2026-01-01", "0.001",
+           "", "2", "", "r"]
+    (tmp_path / "results.csv").write_text(",".join(old) + "\n" + ",".join(row) + "\n")
+    _row(tmp_path, "fbank", "f" * 16, "ks", "accuracy", 42.0, random=True)
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0] == ",".join(results.COLUMNS) and lines[1] == ",".join(row)  # the old row is kept as written
+    t = build_report(tmp_path).table.set_index("upstream")
+    assert t.loc["fbank [layer-2]", "ks accuracy"] == 40.0  # its protocol follows from its layer column
+    assert t.loc["fbank", "ks accuracy"] == 42.0 and t.loc["fbank", "random"] == "yes"
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "other.csv").rename(tmp_path / "results.csv")
+    with pytest.raises(ValueError, match="results.csv: its header is not"):
+        _row(tmp_path, "fbank", "f" * 16, "ks", "accuracy", 1.0)
 
 
 def test_local_score_anchor_is_the_better_of_the_two_fbank_rows_per_metric(tmp_path):

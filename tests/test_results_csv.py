@@ -56,14 +56,15 @@ def test_report_names_and_skips_a_malformed_line(tmp_path, caplog, capsys):
     path = results.append_rows(tmp_path, rows_text("a", 1.0))
     good = path.read_text().splitlines()[1]
     with open(path, "a") as f:
-        f.write(good + good + "\n")          # line 3: two rows glued together (35 fields)
+        f.write(good + good + "\n")          # line 3: two rows glued together (2 x columns - 1 fields)
         fields = good.split(",")
         fields[results.COLUMNS.index("value")] = "oops"
         f.write(",".join(fields) + "\n")  # line 4: a damaged value
     results.append_rows(tmp_path, rows_text("b", 2.0))
     df = load_results(tmp_path)
     assert list(df["upstream"]) == ["a", "b"]
-    assert f"{path}:3: malformed row skipped (35 fields, expected 18)" in caplog.text
+    width = len(results.COLUMNS)
+    assert f"{path}:3: malformed row skipped ({2 * width - 1} fields, expected {width})" in caplog.text
     assert f"{path}:4: malformed row skipped (value 'oops' is not a number)" in caplog.text
 
 

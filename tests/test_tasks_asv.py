@@ -28,13 +28,29 @@ def test_eer_hand_computed():
     assert equal_error_rate([1, 0], [0.1, 0.9])[0] == pytest.approx(1.0)
 
 
-def test_eer_matches_the_interpolated_roc_root():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 500)
-    scores = rng.normal(size=500) + 1.2 * labels
-    fpr, tpr, _ = roc_curve(labels, scores)
-    reference = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
-    assert equal_error_rate(labels, scores)[0] == pytest.approx(reference, abs=1e-9)
+@pytest.mark.parametrize("trials", [6, 10, 40, 100, 500])
+def test_eer_matches_the_interpolated_roc_root_at_small_trial_counts(trials):
+    """The reference implementation (s3prl's recipe: brentq on the interpolated ROC), 50 random trial lists per
+    size, every other one with tied scores."""
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 2, trials)
+        labels[:2] = [0, 1]
+        scores = rng.normal(size=trials) + 1.2 * labels
+        if seed % 2:
+            scores = np.round(scores, 1)
+        fpr, tpr, _ = roc_curve(labels, scores)
+        reference = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
+        assert equal_error_rate(labels, scores)[0] == pytest.approx(reference, abs=1e-9), (trials, seed)
+
+
+def test_eer_is_zero_for_a_perfect_system_unlike_pyannotes_det_curve():
+    """Why pyannote.metrics' det_curve EER is not the definition used (see equal_error_rate's docstring)."""
+    from pyannote.metrics.binary_classification import det_curve
+
+    labels, scores = np.array([1] * 20 + [0] * 20), np.linspace(1.0, 0.0, 40)  # every target above every impostor
+    assert equal_error_rate(labels, scores)[0] == 0.0
+    assert det_curve(labels.astype(bool), scores)[3] == pytest.approx(0.25)
 
 
 def test_min_dcf_hand_computed():

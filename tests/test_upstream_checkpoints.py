@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from upstream import build_upstream
-from upstream.builtin import random_upstream
+from upstream.builtin import WeightsRequiredError, random_upstream
 from upstream.checkpoints import ConversionError, UnsafeCheckpointError, save_upstream
-from tests.fixtures.upstreams import perturb_, random_wavs, tiny_config, tiny_hf_config
+from tests.fixtures.upstreams import foreign_class, perturb_, random_wavs, tiny_config, tiny_hf_config
 
 
 class Payload:
@@ -65,7 +65,7 @@ def test_malicious_pickle_never_runs(layout, tmp_path):
         path.mkdir()
         tiny_hf_config().save_pretrained(path)
         torch.save({"encoder.layer_norm.weight": Payload(marker)}, path / "pytorch_model.bin")
-    with pytest.raises(UnsafeCheckpointError, match="trust_pickle=True") as err:
+    with pytest.raises(UnsafeCheckpointError, match="--trust-pickle") as err:
         build_upstream(path)
     assert not marker.exists(), "the pickle payload ran"
     if layout != "raw_pickle":  # zip checkpoints: the offending global is named
@@ -92,3 +92,70 @@ def test_demo_student_is_found_in_the_demo_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(builtin, "REPO_ROOT", tmp_path)
     monkeypatch.delenv("DISTILSUPERB_DISTILHUBERT_MINI", raising=False)
     assert build_upstream("distilhubert_mini").weights_hash() == saved.weights_hash()
+
+
+def _spoofed_dictionary_file(tmp_path, marker, how):
+    """A pickle that uses the allow-listed name fairseq.data.dictionary.Dictionary to smuggle something in."""
+    path = tmp_path / f"spoof_{how}.pt"
+    if how == "payload_in_state":  # the record's attributes carry a payload
+        with foreign_class("fairseq.data.dictionary.Dictionary") as cls:
+            record = cls()
+            record.symbols = Payload(marker)
+            torch.save({"model": {}, "cfg": {}, "task_state": {"dictionaries": [record]}}, path)
+    elif how == "called_with_args":  # the name is called (pickle REDUCE) with arguments, as a function would be
+        with foreign_class("fairseq.data.dictionary.Dictionary",
+                           {"__reduce__": lambda self: (type(self), (str(marker), "w"))}) as cls:
+            torch.save({"model": {}, "cfg": {}, "task_state": {"dictionaries": [cls()]}}, path)
+    elif how == "other_fairseq_class":  # a fairseq class that is not on the inert list
+        with foreign_class("fairseq.models.hubert.HubertModel") as cls:
+            torch.save({"model": {}, "cfg": {}, "obj": cls()}, path)
+    return path
+
+
+@pytest.mark.parametrize("how,error,named", [("payload_in_state", UnsafeCheckpointError, "io.open"),
+                                             ("called_with_args", ConversionError, "spoof_called_with_args.pt"),
+                                             ("other_fairseq_class", UnsafeCheckpointError,
+                                              "fairseq.models.hubert.HubertModel")])
+def test_allow_listed_foreign_name_cannot_smuggle_code(how, error, named, tmp_path):
+    marker = tmp_path / "PWNED"
+    path = _spoofed_dictionary_file(tmp_path, marker, how)
+    with pytest.raises(error) as err:
+        build_upstream(path)
+    assert not marker.exists(), "the pickle payload ran"
+    assert named in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_truncated_and_garbage_checkpoints_are_conversion_errors(tmp_path):
+    torch.save({"model": {"w": torch.zeros(1000)}, "cfg": {}}, tmp_path / "full.pt")
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name in ("truncated.pt", "garbage.pt", "empty.pt"):
+        with pytest.raises(ConversionError, match=f"{name}: not a readable torch checkpoint") as err:
+            build_upstream(tmp_path / name)
+        assert "\n" not in str(err.value)
+
+
+def test_pretrained_names_need_weights_or_an_explicit_random_init(tmp_path):
+    for name in ("hubert_base", "hubert_large", "distilhubert"):
+        with pytest.raises(WeightsRequiredError, match=f"{name}.*--upstream-ckpt PATH.*--random-init"):
+            build_upstream(name)
+    random = build_upstream("distilhubert", random_init=True)
+    assert random.random_init and random.cfg.layers == 2
+    assert random.weights_hash() == build_upstream("distilhubert", random_init=True).weights_hash()
+    saved = perturb_(random_upstream(tiny_config(), seed=5))
+    save_upstream(saved, tmp_path / "w")
+    loaded = build_upstream("distilhubert", checkpoint=tmp_path / "w")
+    assert not loaded.random_init and loaded.weights_hash() == saved.weights_hash()
+    assert not build_upstream(tmp_path / "w").random_init
+    with pytest.raises(ValueError, match="exclude each other"):
+        build_upstream("hubert_base", checkpoint=tmp_path / "w", random_init=True)
+    with pytest.raises(FileNotFoundError, match="missing.pt: no such checkpoint"):
+        build_upstream("hubert_base", checkpoint=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="'fbank' has no weights"):
+        build_upstream("fbank", checkpoint=tmp_path / "w")
+    with pytest.raises(ValueError, match="'fbank' has no weights"):
+        build_upstream("fbank", random_init=True)
+    with pytest.raises(ValueError, match="is a checkpoint path already"):
+        build_upstream(tmp_path / "w", checkpoint=tmp_path / "w")

@@ -92,7 +92,7 @@ def test_registry_names_and_unknown_name():
 
 
 def test_builtin_sizes():
-    base_heads = build_upstream("distilhubert")
+    base_heads = build_upstream("distilhubert", random_init=True)
     assert isinstance(base_heads, HubertUpstream)
     n_student = sum(p.numel() for n, p in base_heads.model.named_parameters() if not n.startswith("pred_heads"))
     assert abs(n_student / 1e6 - 23.49) < 0.01  # DistilHuBERT paper: 23.49 M without heads

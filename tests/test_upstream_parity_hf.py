@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
 import pytest
 import torch
 import transformers
 
 from upstream import build_upstream
-from upstream.checkpoints import export_hf, load_upstream_from_path
-from tests.fixtures.upstreams import TINY_CONV_SPEC, perturb_, random_wavs, tiny_hf_config
+from tests.fixtures.upstreams import TINY_CONV_SPEC, foreign_class, perturb_, random_wavs, tiny_config, tiny_hf_config
+from upstream.builtin import random_upstream
+from upstream.checkpoints import ForeignRecord, export_hf, load_upstream_from_path, safe_torch_load
 
 LENGTHS = [400, 1234, 16000]
 VARIANTS = {
@@ -138,3 +140,45 @@ def test_export_hf_round_trip(name, tmp_path):
     # and back into ours, unchanged
     again = load_upstream_from_path(tmp_path / "export")
     assert_close_states(again([wav]).hidden_states, ours([wav]).hidden_states, tol=1e-6)
+
+
+def test_released_fairseq_pt_with_label_dictionaries_loads_without_fairseq(tmp_path):
+    """fairseq's released HuBERT .pt files pickle fairseq.data.dictionary.Dictionary objects in task_state: they
+    load into inert stand-ins, without fairseq installed and without trust_pickle."""
+    model = hf_model()
+    cfg = {"model": {"_name": "hubert", "conv_feature_layers": TINY_CONV_SPEC, "encoder_layers": 2,
+                     "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 4,
+                     "conv_pos": 16, "conv_pos_groups": 4, "extractor_mode": "default"},
+           "task": {"_name": "hubert_pretraining", "labels": ["km"]}}
+    with foreign_class("fairseq.data.dictionary.Dictionary") as dictionary_cls:
+        labels = dictionary_cls()
+        labels.__dict__.update(bos_word="<s>", symbols=["<s>", "<pad>", "</s>", "<unk>", "0", "1"],
+                               count=[1, 1, 1, 1, 50, 40], indices={"<s>": 0, "0": 4, "1": 5}, nspecial=4)
+        torch.save({"cfg": cfg, "model": to_fairseq(model.state_dict()), "task_state": {"dictionaries": [labels]},
+                    "optimizer_history": [{"num_updates": 400000}]}, tmp_path / "hubert_base_ls960.pt")
+    assert "fairseq" not in sys.modules
+    ckpt = safe_torch_load(tmp_path / "hubert_base_ls960.pt")
+    record = ckpt["task_state"]["dictionaries"][0]
+    assert isinstance(record, ForeignRecord) and record.state["symbols"][4:] == ["0", "1"]
+    up = build_upstream(tmp_path / "hubert_base_ls960.pt")
+    wav = random_wavs([6000])[0]
+    assert_close_states(up([wav]).hidden_states, hf_states(model, wav))
+    # the same file as the weights of a pretrained name (--upstream hubert_base -k FILE)
+    named = build_upstream("hubert_base", checkpoint=tmp_path / "hubert_base_ls960.pt")
+    assert named.weights_hash() == up.weights_hash() and not named.random_init
+
+
+def test_export_and_reload_keeps_the_weights_hash(tmp_path):
+    """An HF export drops dropout fields and the pretraining/prediction heads; the features are the same, so the
+    identity (feature cache key, report row) is too."""
+    up = perturb_(random_upstream(tiny_config(pred_layer_ids=(1, 2), pred_dim=48, final_dim=16, num_codewords=10,
+                                              dropout=0.05, attention_dropout=0.0)), seed=3)
+    export_hf(up, tmp_path / "hf")
+    again = load_upstream_from_path(tmp_path / "hf")
+    assert again.cfg != up.cfg  # the config changed (dropout, heads) ...
+    assert again.weights_hash() == up.weights_hash()  # ... the identity did not
+    with torch.no_grad():
+        next(up.model.encoder.layers[0].parameters()).view(-1)[0] += 1e-3  # a weight that changes the features
+    assert again.weights_hash() != up.weights_hash()
+    heads = random_upstream(tiny_config(pred_layer_ids=(1, 2), pred_dim=48), include_pred_heads=True)
+    assert heads.weights_hash() != random_upstream(tiny_config(pred_layer_ids=(1, 2), pred_dim=48)).weights_hash()

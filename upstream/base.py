@@ -35,6 +35,8 @@ class Upstream(nn.Module, abc.ABC):
 
     sample_rate: int = SAMPLE_RATE
     downsample_rate: int = 320
+    # True when the weights are a random initialisation rather than trained ones (recorded in every results row)
+    random_init: bool = False
 
     def min_samples(self) -> int:
         """Shortest waveform that yields at least one frame."""
@@ -59,10 +61,17 @@ class Upstream(nn.Module, abc.ABC):
         """What, besides the weights, determines the features (overridden by parametrised upstreams)."""
         return {"type": type(self).__name__}
 
+    def hash_state(self) -> dict[str, torch.Tensor]:
+        """The tensors that determine the features (default: the whole state dict; HuBERT leaves out its
+        pretraining heads, which an exported copy does not carry)."""
+        return self.state_dict()
+
     def weights_hash(self) -> str:
-        """sha256 of :meth:`hash_config` and every state-dict tensor (name, dtype, shape, bytes): a feature-cache
-        key. Parameter-free upstreams hash their config only."""
-        return tensors.weights_hash(self, self.hash_config())
+        """sha256 of :meth:`hash_config` and every :meth:`hash_state` tensor (name, dtype, shape, bytes): the
+        upstream's identity in the feature cache and the report. It covers what determines the features, not
+        incidental config (dropout rates, unused heads), so an exported and reloaded copy keeps it.
+        Parameter-free upstreams hash their config only."""
+        return tensors.weights_hash(self.hash_state(), self.hash_config())
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Number of output frames for waveforms of ``num_samples`` samples (overridden by conv front ends)."""

@@ -1,11 +1,13 @@
 """Registered HuBERT-family upstreams: ``hubert_base``, ``hubert_large``, ``distilhubert`` and the CPU demo pair
 ``hubert_mini`` / ``distilhubert_mini``.
 
-``checkpoint=PATH`` loads any format ``upstream/checkpoints.py`` reads. ``hubert_mini`` without it loads the weights
-shipped in ``upstream/pretrained/hubert_mini/`` (fp16 safetensors, loaded as fp32; see its PROVENANCE.md) after
-checking their sha256 against ``SHIPPED_SHA256`` below, and its untrained architecture needs the explicit
-``random_init=True``. The others are still randomly initialised without weights (with a fixed seed, so two builds
-hash alike in the feature cache).
+They are pretrained models, so they need weights: ``checkpoint=PATH`` (CLI ``--upstream-ckpt``; any format
+``upstream/checkpoints.py`` reads), or, for ``hubert_mini``, the weights shipped in ``upstream/pretrained/hubert_mini/``
+(fp16 safetensors, loaded as fp32; see its PROVENANCE.md), checked against ``SHIPPED_SHA256`` below, and for
+``distilhubert_mini`` the demo's saved student. Random initialisation (a fixed seed, so two builds hash alike in the
+feature cache) is only on request (``random_init=True``, CLI ``--random-init``): an s3prl user asking for
+``hubert_base`` expects the pretrained model, not 94 M random parameters. A random upstream has
+``random_init = True``, which every results row records.
 """
 from __future__ import annotations
 
@@ -88,19 +90,42 @@ def has_shipped_weights(name: str) -> bool:
     return True
 
 
+class WeightsRequiredError(ValueError):
+    """A pretrained upstream was asked for without its weights and without ``random_init=True``."""
+
+
 def random_upstream(cfg: HubertConfig, seed: int = 0, **kwargs) -> HubertUpstream:
-    """A randomly initialised upstream, the same weights for the same ``seed``."""
+    """A randomly initialised upstream, the same weights for the same ``seed``; marked ``random_init = True``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return HubertUpstream(HubertModel(cfg), **kwargs)
+        upstream = HubertUpstream(HubertModel(cfg), **kwargs)
+    upstream.random_init = True
+    return upstream
 
 
-def _build(cfg: HubertConfig, checkpoint: str | Path | None, seed: int, **kwargs) -> HubertUpstream:
+def _build(name: str, cfg: HubertConfig, checkpoint: str | Path | None, seed: int, random_init: bool,
+           trust_pickle: bool = False, **kwargs) -> HubertUpstream:
+    """Weights from ``checkpoint``; without one, random weights only when ``random_init`` (else
+    :class:`WeightsRequiredError`). The one rule for every pretrained name."""
     if checkpoint is not None:
-        upstream = load_upstream_from_path(checkpoint, **kwargs)
+        if random_init:
+            raise ValueError(f"upstream {name!r}: both a checkpoint ({checkpoint}) and random_init were given "
+                             "(--upstream-ckpt and --random-init exclude each other)")
+        if not Path(checkpoint).exists():
+            raise FileNotFoundError(f"{checkpoint}: no such checkpoint file or directory (upstream {name!r})")
+        upstream = load_upstream_from_path(checkpoint, trust_pickle=trust_pickle, **kwargs)
         if not isinstance(upstream, HubertUpstream):
             raise ValueError(f"{checkpoint}: not a HuBERT-family checkpoint")
+        if upstream.cfg.layers != cfg.layers or upstream.cfg.embed_dim != cfg.embed_dim:
+            log.warning("%s: %d layers x %d dims, not %s's %d x %d; using the checkpoint's architecture",
+                        checkpoint, upstream.cfg.layers, upstream.cfg.embed_dim, name, cfg.layers, cfg.embed_dim)
         return upstream
+    if not random_init:
+        raise WeightsRequiredError(
+            f"upstream {name!r} is a pretrained model and needs its weights: pass --upstream-ckpt PATH (s3prl's "
+            "-k: a fairseq .pt, s3prl .ckpt, Hugging Face dir or our format; run_distill.py: --teacher-ckpt) or "
+            "a checkpoint path as the upstream, or --random-init for the randomly initialised architecture")
+    log.warning("%s: random initialisation (seed %d), not pretrained weights", name, seed)
     return random_upstream(cfg, seed, **kwargs)
 
 
@@ -114,31 +139,37 @@ def _demo_checkpoint(name: str, checkpoint: str | Path | None, *demo_dirs: str) 
     for path in candidates:
         if (path / CONFIG_FILE).is_file():
             return path
-    log.warning("%s: no pretrained weights at %s (run the demo to create them); using random init", name,
+    log.warning("%s: no pretrained weights at %s (run the demo to create them)", name,
                 " or ".join(str(c) for c in candidates))
     return None
 
 
-@register_upstream("hubert_base")
-def hubert_base(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
-    """HuBERT Base: CNN (7 x 512) + 12 post-LN layers x 768 (FFN 3072, 12 heads); 94.4 M parameters."""
-    return _build(HUBERT_BASE, checkpoint, seed, **kwargs)
+@register_upstream("hubert_base", pretrained=True)
+def hubert_base(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
+                **kwargs) -> HubertUpstream:
+    """HuBERT Base: CNN (7 x 512) + 12 post-LN layers x 768 (FFN 3072, 12 heads); 94.4 M parameters.
+    Raises :class:`WeightsRequiredError` without ``checkpoint`` or ``random_init``."""
+    return _build("hubert_base", HUBERT_BASE, checkpoint, seed, random_init, **kwargs)
 
 
-@register_upstream("hubert_large")
-def hubert_large(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
-    """HuBERT Large: layer-norm CNN + 24 pre-LN ("stable layer norm") layers x 1024 (FFN 4096, 16 heads)."""
-    return _build(HUBERT_LARGE, checkpoint, seed, **kwargs)
+@register_upstream("hubert_large", pretrained=True)
+def hubert_large(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
+                 **kwargs) -> HubertUpstream:
+    """HuBERT Large: layer-norm CNN + 24 pre-LN ("stable layer norm") layers x 1024 (FFN 4096, 16 heads).
+    Raises :class:`WeightsRequiredError` without ``checkpoint`` or ``random_init``."""
+    return _build("hubert_large", HUBERT_LARGE, checkpoint, seed, random_init, **kwargs)
 
 
-@register_upstream("distilhubert")
-def distilhubert(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
+@register_upstream("distilhubert", pretrained=True)
+def distilhubert(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
+                 **kwargs) -> HubertUpstream:
     """DistilHuBERT: HuBERT's CNN + 2 layers x 768, heads predicting teacher layers 4/8/12 (not in hidden_states
-    unless ``include_pred_heads=True``)."""
-    return _build(DISTILHUBERT, checkpoint, seed, **kwargs)
+    unless ``include_pred_heads=True``). Raises :class:`WeightsRequiredError` without ``checkpoint`` or
+    ``random_init``."""
+    return _build("distilhubert", DISTILHUBERT, checkpoint, seed, random_init, **kwargs)
 
 
-@register_upstream("hubert_mini")
+@register_upstream("hubert_mini", pretrained=True)
 def hubert_mini(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
                 **kwargs) -> HubertUpstream:
     """The CPU demo's teacher (sizes above): the shipped weights (``upstream/pretrained/hubert_mini``, sha256
@@ -148,17 +179,16 @@ def hubert_mini(checkpoint: str | Path | None = None, seed: int = 0, random_init
     Raises ShippedWeightsError when neither is given and the shipped weights are absent or fail their check, and
     ValueError when both ``checkpoint`` and ``random_init`` are given.
     """
-    if random_init:
-        if checkpoint is not None:
-            raise ValueError("hubert_mini: checkpoint= and random_init=True exclude each other")
-        return random_upstream(HUBERT_MINI, seed, **kwargs)
-    return _build(HUBERT_MINI, checkpoint if checkpoint is not None else shipped_weights("hubert_mini"), seed,
-                  **kwargs)
+    if checkpoint is None and not random_init:
+        checkpoint = shipped_weights("hubert_mini")
+    return _build("hubert_mini", HUBERT_MINI, checkpoint, seed, random_init, **kwargs)
 
 
-@register_upstream("distilhubert_mini")
-def distilhubert_mini(checkpoint: str | Path | None = None, seed: int = 0, **kwargs) -> HubertUpstream:
+@register_upstream("distilhubert_mini", pretrained=True)
+def distilhubert_mini(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
+                      **kwargs) -> HubertUpstream:
     """The CPU demo's student of ``hubert_mini``; loads ``results/demo/distilhubert_mini`` (or the demo's
-    ``distilhubert_mini_cnn``) when saved."""
-    path = _demo_checkpoint("distilhubert_mini", checkpoint, "distilhubert_mini", "distilhubert_mini_cnn")
-    return _build(DISTILHUBERT_MINI, path, seed, **kwargs)
+    ``distilhubert_mini_cnn``) when saved, and falls back to a (marked) random init until then."""
+    path = checkpoint if random_init else _demo_checkpoint("distilhubert_mini", checkpoint, "distilhubert_mini",
+                                                           "distilhubert_mini_cnn")
+    return _build("distilhubert_mini", DISTILHUBERT_MINI, path, seed, random_init or path is None, **kwargs)

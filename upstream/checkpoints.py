@@ -6,7 +6,10 @@ Recognised by :func:`load_upstream_from_path`, tried in this order:
   (c) an s3prl distiller ``.ckpt`` (a torch pickle with ``Distiller`` weights and ``Config``);
   (b) a fairseq HuBERT ``.pt`` (a torch pickle with ``model`` weights and ``cfg`` or ``args``).
 Every pickle is read with ``torch.load(..., weights_only=True)``; plain types (argparse.Namespace, numpy scalars)
-are allow-listed. Anything else needs the explicit ``trust_pickle=True`` and is otherwise refused by name.
+are allow-listed, and known plain-data classes of other libraries (fairseq's ``Dictionary``, pickled in the
+``task_state`` of every released HuBERT ``.pt``) are read into inert stand-ins (:class:`ForeignRecord`) under their
+own qualified names, so those files load without fairseq and without running anything they hold. Anything else
+needs the explicit ``trust_pickle=True`` (CLI: ``--trust-pickle``) and is otherwise refused by name.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import hashlib
 import json
 import logging
 import pickle
+import pickletools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,38 +48,118 @@ SAFE_GLOBALS: list[Any] = [argparse.Namespace, np.dtype, np._core.multiarray.sca
 SAFE_GLOBALS += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A pickle needs globals outside the allow-list; loading it could run arbitrary code."""
+
+
+class ForeignRecord:
+    """Inert stand-in for a plain-data class of another library found in a checkpoint (see ``FOREIGN_RECORDS``).
+
+    torch's weights-only unpickler creates it with ``__new__`` (no arguments) and hands it the pickled attribute
+    dict, which it keeps as ``state`` (already unpickled by the same safe loader, so only allow-listed values);
+    it has no other behaviour, so nothing in the file runs. Calling it with arguments (a pickle ``REDUCE``) fails.
+    """
+
+    foreign_name = ""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:  # (dict, no slots) form
+            state = state[0]
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{self.foreign_name}: expected a dict of attributes, got "
+                                         f"{type(state).__name__}")
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<inert {self.foreign_name}>"
+
+
+def _record(qualified_name: str) -> type[ForeignRecord]:
+    return type(qualified_name.rsplit(".", 1)[-1], (ForeignRecord,), {"foreign_name": qualified_name})
+
+
+# Foreign classes that hold plain data only and that real checkpoints carry beside the weights. We never need their
+# content (fairseq's label dictionaries: symbols, counts, indices), only that the file loads.
+FOREIGN_RECORDS: dict[str, type[ForeignRecord]] = {
+    name: _record(name) for name in ("fairseq.data.dictionary.Dictionary",)}
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+    """A pickle needs globals outside the allow-list; loading it could run arbitrary code. A ValueError too: it is
+    the user's file, so the command-line tools report it in one line (exit code 2)."""
 
 
 # ---- safe reading -------------------------------------------------------------------------------------------------
 
 def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True`` and the plain-type allow-list, on CPU.
+    """``torch.load`` with ``weights_only=True``, the plain-type allow-list and the inert foreign records, on CPU.
 
-    A pickle that needs anything else raises :class:`UnsafeCheckpointError` naming the globals; only
-    ``trust_pickle=True`` (for files you trust) falls back to a full unpickle.
+    Raises :class:`UnsafeCheckpointError` (one line naming the file and the globals) for a pickle that needs
+    anything else, and :class:`ConversionError` for a file torch cannot read at all (truncated, not a
+    checkpoint). Only ``trust_pickle=True`` (for files you trust) falls back to a full unpickle.
     """
     if trust_pickle:
         log.warning("%s: full unpickle (trust_pickle=True): this can run code stored in the file", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as e:
+            raise ConversionError(f"{path}: the full unpickle needs the module {e.name!r}, which is not "
+                                  "installed") from None
+        except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as e:
+            raise ConversionError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
+    allowed = SAFE_GLOBALS + [(cls, name) for name, cls in FOREIGN_RECORDS.items()]
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        try:
-            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or str(e)
-        except Exception:  # not a zip checkpoint: torch's message names the first offending global or opcode
-            names = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), "unknown")
+        names = _unsafe_globals(path, e)
+        if names is None:
+            raise ConversionError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
         raise UnsafeCheckpointError(
-            f"{path}: refusing to unpickle: it needs globals outside the safe allow-list ({names}). Loading it "
-            "could execute code stored in the file. If you trust its source, pass trust_pickle=True "
-            "(e.g. build_upstream(path, trust_pickle=True)).") from None
+            f"{path}: refusing to unpickle: it needs globals outside the safe allow-list ({names}); loading it "
+            "could execute code stored in the file. If you trust its source, pass --trust-pickle "
+            "(Python: trust_pickle=True).") from None
+    except (RuntimeError, EOFError, ValueError, TypeError) as e:  # truncated zip, not a pickle, bad REDUCE args
+        raise ConversionError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
+
+
+def _safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file's bytes; a truncated or corrupt file is a :class:`ConversionError` naming it."""
+    try:
+        return safetensors.torch.load(data)
+    except Exception as e:  # safetensors' SafetensorError (a Rust error type) for a bad header or short file
+        raise ConversionError(f"{path}: not a readable safetensors file ({_first_line(e)}; truncated or "
+                              "corrupt?)") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _unsafe_globals(path: Path, error: pickle.UnpicklingError) -> str | None:
+    """The globals a refused pickle needs, or None when the refusal was not about globals (a corrupt file)."""
+    try:
+        names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path) if n not in FOREIGN_RECORDS]
+        if names:
+            return ", ".join(names)
+    except Exception:  # not a zip checkpoint: torch's message names the first offending global or opcode
+        pass
+    text = str(error)
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand:  # a real pickle opcode the safe loader does not run (INST, OBJ, ...), or a byte of garbage
+        return operand.group(0) if chr(int(operand.group(1))) in _PICKLE_OPCODES else None
+    for marker in ("Unsupported global", "Can only", "Trying to call reduce", "Unsupported class"):
+        hit = next((line.strip() for line in text.splitlines() if marker in line), None)
+        if hit:
+            return hit
+    return None
+
+
+_PICKLE_OPCODES = {op.code for op in pickletools.opcodes}
 
 
 def _read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return safetensors.torch.load_file(str(path))
+        return _safetensors(path.read_bytes(), path)
     state = safe_torch_load(path, trust_pickle)
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: expected a state dict, got {type(state).__name__}")
@@ -114,10 +199,10 @@ def _load_ours(path: Path, **kwargs) -> Upstream:
     if meta["type"] == "transformers":  # a wavlm / data2vec-audio upstream (e.g. fine-tuned): transformers' config
         from .hf_families import transformers_upstream_from_state
 
-        return transformers_upstream_from_state(meta.get("model_type"), meta["config"], safetensors.torch.load(data),
+        return transformers_upstream_from_state(meta.get("model_type"), meta["config"], _safetensors(data, weights),
                                                 str(weights))
     model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
-    load_model_state(model, safetensors.torch.load(data), str(weights), optional=())
+    load_model_state(model, _safetensors(data, weights), str(weights), optional=())
     return HubertUpstream(model, include_pred_heads=kwargs.get("include_pred_heads",
                                                                meta.get("include_pred_heads", False)))
 

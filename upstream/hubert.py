@@ -242,8 +242,22 @@ class HubertUpstream(Upstream):
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         return self.model.frame_lengths(num_samples)
 
+    # Config fields that do not change the features of a model in eval mode (dropout), and those of heads that are
+    # not part of hidden_states (HuBERT's pretraining head; the prediction heads unless include_pred_heads).
+    _UNHASHED = ("dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dim",
+                 "num_codewords", "logit_temp")
+    _PRED_FIELDS = ("pred_layer_ids", "pred_inter_dim", "pred_dim")
+
     def hash_config(self) -> dict:
-        return {"type": "hubert", "config": dataclasses.asdict(self.cfg), "pred": self.include_pred_heads}
+        skip = self._UNHASHED + (() if self.include_pred_heads else self._PRED_FIELDS)
+        cfg = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in skip}
+        return {"type": "hubert", "config": cfg, "pred": self.include_pred_heads}
+
+    def hash_state(self) -> dict[str, torch.Tensor]:
+        unused = ("model.final_proj.", "model.codeword_emb", "model.mask_emb")
+        if not self.include_pred_heads:
+            unused += ("model.pred_heads.",)
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(unused)}
 
     def _run(self, wavs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         padded, lengths = pad_waveforms(wavs)
