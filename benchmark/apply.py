@@ -24,7 +24,9 @@ import yaml
 from common.checkpoint import load_checkpoint
 from common.config import load_config
 from common.io import atomic_write_text
-from tasks.base import Task, Utterance, audio_duration
+from common.audio import audio_duration
+from common.utterance import Utterance
+from tasks.base import Task
 from tasks.registry import get_task_class
 from upstream import build_upstream
 
@@ -48,6 +50,7 @@ class LoadedRun:
     model: DownstreamModel
     saved: dict  # config.yaml
     summary: dict  # summary.json ({} when the run has none)
+    selected: dict  # the dev post-selection redone here (SD threshold / median filter), as the run chose
 
 
 def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | None = None) -> LoadedRun:
@@ -72,7 +75,7 @@ def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | No
     for key in ("data_root", "results_dir", "cache_dir", "upstream_ckpt"):
         if opts.get(key) is not None:
             opts[key] = Path(opts[key])
-    opts.update(resume=False, lr_sweep=False, crash_after_step=None)
+    opts.update(resume=False, lr_sweep=False)
     if device:
         opts["device"] = device
     elif not torch.cuda.is_available():
@@ -95,7 +98,7 @@ def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | No
     ctx = RunContext(task, upstream, options, work_dir or run_dir, up_hash)
     task.setup(upstream.downsample_rate)
     task.load_split("train")  # some tasks learn their class list from the train records (SID, SF, ASV, custom)
-    model = ctx.build_model(task)
+    model = ctx.build_model()
     weights = load_checkpoint(best)
     model.load_state_dict(weights["model"])
     if "upstream" in weights:  # a fine-tuned upstream (--upstream-trainable) is part of the best checkpoint
@@ -103,9 +106,10 @@ def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | No
     model.eval()
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    with torch.no_grad():
-        task.tune_on_dev(ctx, model)  # dev-only post-selection, as the run did before scoring (SD)
-    return LoadedRun(run_dir, task, ctx, model, saved, summary)
+    dev = ctx.load_split("dev")
+    # dev-only post-selection on the best checkpoint's dev predictions, as the run did before scoring (SD)
+    selected = task.tune_on_dev(dev, ctx.predict(model, dev))
+    return LoadedRun(run_dir, task, ctx, model, saved, summary, selected)
 
 
 # ---------------------------------------------------------------- predict
@@ -121,7 +125,7 @@ def predict_files(run: LoadedRun, paths: Sequence[str | Path]) -> list[dict]:
         if not u.path.is_file():
             raise RunFolderError(f"audio file {u.path} not found")
     utts = run.ctx.ensure_cached(utts)
-    source = run.ctx._source()
+    source = run.ctx._source()  # the engine's own feature source (cache or live upstream, the run's --layer)
     task, model = run.task, run.model
     out: list[dict[str, Any]] = [{} for _ in utts]
     with torch.no_grad():
@@ -167,10 +171,17 @@ def evaluate_run(run_dir: str | Path, splits: Sequence[str], device: str | None 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = run_dir / "reevaluations" / stamp
     run = load_run(run_dir, device, work_dir=work)
+    metrics, files = {}, {}
     try:
-        metrics = {split: run.ctx.evaluate_split(run.task, run.model, split) for split in splits}
+        for split in splits:
+            utts = run.ctx.load_split(split)
+            predictions = run.ctx.predict(run.model, utts)
+            metrics[split] = run.ctx.score(split, utts, predictions)
+            files.update(run.task.prediction_files(split, utts, predictions))
     finally:
         run.ctx.close()
+    for rel, text in files.items():  # the task's prediction files (predictions/<split>.jsonl, SD's RTTM)
+        atomic_write_text(work / rel, text)
     saved, summary = run.saved, run.summary
     results_dir = run_dir.parents[2]
     label = run_dir.parents[1].name
@@ -184,6 +195,7 @@ def evaluate_run(run_dir: str | Path, splits: Sequence[str], device: str | None 
     text = results.format_rows(info, metrics, int(summary.get("steps", 0)), time.time() - t0, summary.get("lr"),
                                run.model.weighted_sum.layer_weights())
     csv_path = results.append_rows(results_dir, text)
-    out = {"run_dir": str(run_dir), "metrics": metrics, "results_csv": str(csv_path), "folder": str(work)}
+    out = {"run_dir": str(run_dir), "metrics": metrics, "selected": run.selected, "results_csv": str(csv_path),
+           "folder": str(work)}
     atomic_write_text(work / "summary.json", json.dumps(out, indent=2))
     return out

@@ -183,7 +183,7 @@ class ManifestTask(Task):
         return [{} for _ in utts]
 
     # ------------------------------------------------------------ metrics
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         if self.task_type == "classification":
             from sklearn.metrics import f1_score
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .base import SPLITS, DatasetNotFoundError, audio_duration
+from common.audio import audio_duration
+
+from .base import SPLITS, DatasetNotFoundError
 
 TARGETS = {"label": "classification", "labels": "multilabel", "text": "transcription", "value": "regression"}
 TASK_TYPES = tuple(TARGETS.values())

@@ -12,7 +12,8 @@ import yaml
 
 import run_benchmark
 from benchmark.engine import RunOptions, run_task
-from benchmark.testing import TINY_UPSTREAM, write_speech_commands
+from tests.fixtures.datasets import write_speech_commands
+from tests.fixtures.upstreams import TINY_UPSTREAM
 from tests.test_custom_task import speech_commands_rows, write_csv
 
 FAST = ["train.eval_every=20", "batch.max_seconds=0.6", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]

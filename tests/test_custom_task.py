@@ -14,7 +14,7 @@ import soundfile as sf
 
 from benchmark.engine import RunOptions, run_task
 from benchmark.report import build_report
-from benchmark.testing import TINY_UPSTREAM
+from tests.fixtures.upstreams import TINY_UPSTREAM
 from tasks.manifest import ManifestError, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,8 +283,8 @@ def test_skip_bad_audio_run_skips_and_lists_missing_files(tiny_corpus, tmp_path)
     assert list(skipped) == [str(tmp_path / "gone.wav")] and summary["skipped_audio"] == 1
 
 
-def test_manifest_run_resumes_and_an_edited_manifest_is_another_run(tiny_corpus, tmp_path):
-    from benchmark.trainer import SimulatedCrash
+def test_manifest_run_resumes_and_an_edited_manifest_is_another_run(tiny_corpus, tmp_path, monkeypatch):
+    from tests.test_engine import Killed, die_after
 
     rows = speech_commands_rows(tiny_corpus, noise=False)
     manifest = write_csv(tmp_path / "kw.csv", ["path", "split", "label"],
@@ -295,8 +295,10 @@ def test_manifest_run_resumes_and_an_edited_manifest_is_another_run(tiny_corpus,
                           cache_dir=tmp_path / "cache", max_steps=10, device="cpu",
                           overrides=[f"data.manifest={manifest}", "train.eval_every=5"], **kw)
 
-    with pytest.raises(SimulatedCrash):
-        run_task(opts(crash_after_step=6))
+    die_after(monkeypatch, "custom", 6)  # the run dies in update 7, after its step-5 checkpoint
+    with pytest.raises(Killed):
+        run_task(opts())
+    monkeypatch.undo()
     resumed = run_task(opts(resume=True))
     assert resumed["steps"] == 10 and len(list((tmp_path / "results" / "tiny_frames" / "kw").iterdir())) == 1
     write_csv(manifest, ["path", "split", "label"], [[r["path"], r["split"], r["word"]] for r in rows[:-1]])
