@@ -14,8 +14,9 @@ Speed: real-time factor (compute seconds per second of audio) of one ``--seconds
 on-device case), fastest of ``--repeats`` interleaved runs per thread count, so load from other processes hits
 every variant alike. Peak memory: the largest resident set (``VmHWM``) of a fresh process that imports its runtime,
 loads the model and runs it once, and that minus the same process's resident set right after the imports (what the
-model and its activations add); the ONNX processes import onnxruntime and numpy only, not torch. Sizes: ``model.safetensors`` vs the ``.onnx`` files. Targets (issue 20):
-int8 ONNX >= 2x faster than PyTorch fp32 for the CNN student, and >= 3x smaller on disk.
+model and its activations add); the ONNX processes import onnxruntime and numpy only, not torch. Sizes:
+``model.safetensors`` vs the ``.onnx`` files. Targets (issue 20): int8 ONNX >= 2x faster than PyTorch fp32 for the
+CNN student, and >= 3x smaller on disk.
 """
 from __future__ import annotations
 

@@ -109,6 +109,18 @@ def test_int8_file_is_smaller_runs_and_its_error_is_measured(exported, capsys):
     assert weights_hash(up8) != weights_hash(build_upstream(fp32))  # the feature cache keys them apart
 
 
+def test_int8_fbank_student_keeps_its_spectrum_matmuls_fp32(exported, tmp_path):
+    from upstream.onnx_export import DFT_BASIS, MEL_FB, quantize_dynamic_int8
+
+    _, fp32 = exported["fbank"]
+    int8 = quantize_dynamic_int8(fp32, tmp_path / "fbank.int8.onnx")
+    nodes = onnx.load(str(int8)).graph.node
+    spectral = [n for n in nodes if any(DFT_BASIS in i or MEL_FB in i for i in n.input)]
+    assert len(spectral) == 2 and {n.op_type for n in spectral} == {"MatMul"}
+    assert any(n.op_type == "MatMulInteger" for n in nodes)  # the transformer's linears are int8
+    assert build_upstream(int8)(random_wavs([8000])).hidden_states[0].shape[1] == 24
+
+
 def test_cache_key_is_the_files_hash_and_the_label_keeps_the_suffix(exported, tmp_path):
     from common.io import sha256_file
 
@@ -227,4 +239,8 @@ def test_export_cli_bad_input(tmp_path, capsys):
     assert "no such file or directory" in capsys.readouterr().err
     assert run_distill.main(["export", "--student", "fbank", "--format", "onnx", "--out", str(tmp_path / "m.pt")]) == 2
     assert "ending in .onnx" in capsys.readouterr().err
+    (tmp_path / "d.onnx").mkdir()
+    argv = ["export", "--student", "fbank", "--format", "onnx", "--out", str(tmp_path / "d.onnx")]
+    assert run_distill.main(argv) == 2
+    assert "is a directory" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))

@@ -8,8 +8,10 @@ same hidden states as :class:`upstream.hubert.HubertUpstream`, padded frames zer
 (int64 valid frames). ``upstream/onnx_upstream.py`` runs such a file with onnxruntime behind the upstream contract.
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript). The TorchScript-based exporter
-(``dynamo=False``) cannot export the Fbank front end (it has no ONNX lowering for a complex STFT; measured with torch
-2.14.1), and it is deprecated; the dynamo exporter lowers ``torch.stft`` to ONNX's STFT op, which onnxruntime runs.
+(``dynamo=False``) fails on the Fbank front end's complex STFT (torch 2.14.1: "STFT does not currently support
+complex types") and is deprecated; tracing would also silently freeze whichever Python branch the example batch
+took, where torch.export refuses data-dependent branches. The Fbank spectrum is exported as a DFT matmul rather
+than ONNX's STFT op (see :meth:`ExportGraph._fbank`).
 
 The eager model skips masking when a batch has no padding and normalises the first CNN layer one utterance at a
 time (``MaskedGroupNorm``); both are Python control flow on tensor values, which a graph cannot hold. So the graph
@@ -40,8 +42,10 @@ log = logging.getLogger(__name__)
 METADATA_KEY = "distilsuperb"
 FORMAT_NAME = "distilsuperb-onnx-upstream"
 FORMAT_VERSION = 1
-# Opset 18: STFT (17) and LayerNormalization (17) are single ops; onnxruntime 1.31 runs every op of it on CPU.
-OPSET = 18
+# Opset 20: GELU is one op (Gelu-20; at 18 it is five elementwise passes over the CNN's largest tensors; the demo's
+# CNN student ran 0-20% faster at 20 in one interleaved run) and LayerNormalization is one op; onnxruntime 1.31
+# runs every op of the exported graphs on CPU.
+OPSET = 20
 QUANTIZE_CHOICES = ("dynamic", "fp16")
 # Buffers of the Fbank front end's spectrum matmuls; the quantizer leaves the matmuls reading them in fp32.
 DFT_BASIS, MEL_FB = "dft_basis", "mel_fb"
@@ -229,20 +233,21 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def quantized_path(out: str | Path, kind: str) -> Path:
-    """Where the second file of ``--quantize kind`` goes: ``model.onnx`` → ``model.int8.onnx`` / ``model.fp16.onnx``."""
+    """Where the second file of ``--quantize kind`` goes: ``m.onnx`` → ``m.int8.onnx`` / ``m.fp16.onnx``."""
     out = Path(out)
     tag = "int8" if kind == "dynamic" else kind
     return out.with_name(f"{out.stem}.{tag}{out.suffix or '.onnx'}")
 
 
 # onnxruntime's dynamic quantization of the weight matmuls. Stay fp32, and why:
-# * Conv (the waveform CNN, the Fbank stack conv, the grouped positional conv): ConvInteger has no fused int8 CPU
-#   kernel as fast as the fp32 one at these small channel counts, the grouped positional conv is not supported by
-#   it, and the first CNN layer sees raw audio, where 8-bit activations lose most (measured in bench/onnx_speed.py).
+# * Conv (the waveform CNN, the Fbank stack conv, the grouped positional conv): quantizing them too (ConvInteger,
+#   per-tensor uint8) was no faster on this 2-core AVX2 CPU for the demo's CNN student (fastest of 25 runs of 4 s:
+#   20 ms vs 16 ms with fp32 convs) and tripled its hidden-state error (4.1% relative vs 1.4%); the first CNN
+#   layer reads raw audio, where 8-bit activations lose most. Their weights are stored in fp16 instead (size only).
 # * MatMuls between two activations (attention scores and the attention-weighted values): MatMulConstBOnly keeps
 #   them fp32, since their per-tensor dynamic ranges change with every utterance.
-# * The Fbank front end's DFT and mel matmuls: int8 spectra would change log-mel features of quiet frames
-#   by orders of magnitude (the log amplifies their relative error); they are excluded by name.
+# * The Fbank front end's DFT and mel matmuls: the log after them amplifies the relative error of low-energy
+#   bins, which int8 rounding of the spectrum would make large; they are excluded by name.
 # * LayerNorm, GELU and softmax are not matmuls.
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
