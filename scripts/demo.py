@@ -65,7 +65,7 @@ class Budget:
 # LR schedule is fitted to them (run.fit_schedule_to_time), so a capped run still anneals. 7 + 2.5 minutes left the
 # benchmark of 4 upstreams x 10 tasks room in the 25 minutes. The shipped teacher frees the 7 minutes: the students
 # get 2.5 more each (they distil side by side, so that is 2.5 minutes of wall time), and the rest pays for the
-# fbank_no_cmvn row and the longer PR/ASR/SF demo heads.
+# fbank_no_cmvn row and the longer ASR/SF demo heads (docs/DEMO_HEADS.md).
 FULL = Budget(corpus_size="small", pretrain_steps=1000, distil_steps=1000, benchmark_steps=None, batch_seconds=32.0,
               item_seconds=6.0, pretrain_minutes=7.0, distil_minutes=2.5, shipped_distil_minutes=5.0)
 QUICK = Budget(corpus_size="tiny", pretrain_steps=20, distil_steps=10, benchmark_steps=5, batch_seconds=8.0,

@@ -149,4 +149,4 @@ def test_benchmark_cli_without_shipped_weights_exits_2_with_one_line(tmp_path, m
                                "--results-dir", str(tmp_path / "res"), "--max-steps", "1", "--no-cache"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and "hubert_mini: no shipped weights in" in err[0]
-    assert "random_init=True" in err[0]
+    assert "--random-init" in err[0]

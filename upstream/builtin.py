@@ -68,7 +68,8 @@ def shipped_weights(name: str) -> Path:
     if not weights.is_file() or not (folder / CONFIG_FILE).is_file():
         raise ShippedWeightsError(
             f"{name}: no shipped weights in {folder} ({WEIGHTS_FILE} + {CONFIG_FILE}); pass checkpoint=PATH "
-            f"(e.g. the demo's results/demo/{name}), or random_init=True for the untrained architecture")
+            f"(--upstream-ckpt; e.g. the demo's results/demo/{name}), or random_init=True (--random-init) for the "
+            "untrained architecture")
     expected = SHIPPED_SHA256.get(name)
     if expected is None:
         raise ShippedWeightsError(f"{weights}: no sha256 recorded for {name!r} in upstream/builtin.py SHIPPED_SHA256 "
