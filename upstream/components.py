@@ -255,8 +255,33 @@ class ConvFrontEnd(nn.Module):
         n_samples, n_frames = lengths.tolist(), frames.tolist()
         if min(n_samples) == max(n_samples) and n_frames[0] > 0:
             return self._run(wav[:, : n_samples[0]]).flatten(0, 1), frames
-        outs = [self._run(w[None, :n])[0] for w, n, f in zip(wav, n_samples, n_frames) if f > 0]
-        return (torch.cat(outs) if outs else wav.new_zeros(0, self.output_dim)), frames
+        kept = [(w[None, :n], f) for w, n, f in zip(wav, n_samples, n_frames) if f > 0]
+        if len(kept) < 2:
+            outs = [self._run(w)[0] for w, _ in kept]
+            return (torch.cat(outs) if outs else wav.new_zeros(0, self.output_dim)), frames
+        return self._run_chained(kept), frames
+
+    def _run_chained(self, utterances: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+        """Different lengths: the first layer (its norm is per utterance) runs per utterance, then its outputs are
+        chained along time into one sequence, each starting at a multiple of the remaining layers' total stride
+        (zeros between), and every later layer runs once over the chain: each output frame of an utterance then
+        reads only that utterance's frames (the frames straddling two utterances are computed and dropped). One
+        large conv per layer instead of one per utterance. Returns ``[sum(frames), channel]``."""
+        first, rest = self.conv_layers[0], self.conv_layers[1:]
+        hop = math.prod(block.stride for block in rest)
+        pieces, starts, position = [], [], 0
+        for wav, _ in utterances:
+            y = first(wav[:, None, :])[0]  # [channel, frame0]
+            starts.append(position)
+            end = position + y.shape[1]
+            position = -(-end // hop) * hop
+            pieces += [y, y.new_zeros(y.shape[0], position - end)]
+        x = torch.cat(pieces, dim=1)[None]
+        for block in rest:
+            x = block(x)
+        index = torch.cat([torch.arange(start // hop, start // hop + f, device=x.device)
+                           for start, (_, f) in zip(starts, utterances)])
+        return x[0].index_select(1, index).t()
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """wav ``[batch, sample]`` → features ``[batch, frame, channel]`` (zeros past each length; ``frame`` is
