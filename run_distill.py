@@ -29,9 +29,11 @@ from common.config import to_dict
 from common.io import atomic_write_text
 from common.run_record import check_run_folder
 from distill.config import DistillConfig
-from distill.data import SkipReport, collect_audio_files, scan_audio
 from distill.objectives import DistillObjective
-from distill.trainer import SAFE_ON_RESUME, Trainer, start_run
+from training.cli import run_parser, start_run
+from training.config import SAFE_ON_RESUME
+from training.data import SkipReport, collect_audio_files, scan_audio
+from training.loop import Trainer
 from upstream import build_upstream
 from upstream.base import count_parameters
 from upstream.checkpoints import WEIGHTS_FILE, save_upstream
@@ -41,22 +43,14 @@ log = logging.getLogger("run_distill")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="configs/distill/<recipe>.yaml")
+    p = run_parser(__doc__, "configs/distill/<recipe>.yaml", "output directory (student checkpoint, logs, plots)",
+                   "continue from OUTPUT/checkpoints/last.pt")
     p.add_argument("--teacher", required=True, help="registered upstream name or checkpoint path")
     p.add_argument("--teacher-ckpt", default=None, metavar="PATH",
                    help="weights of a pretrained teacher name (e.g. --teacher hubert_base --teacher-ckpt "
                    "hubert_base_ls960.pt)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a full unpickle of a legacy teacher checkpoint you trust (it can run code in it)")
-    p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
-    p.add_argument("--output", required=True, help="output directory (student checkpoint, logs, plots)")
-    p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="autocast dtype (sets run.precision): bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, e.g. -o run.optim.lr=1e-4 (repeatable)")
     return p.parse_args(argv)
 
 

@@ -36,13 +36,16 @@ from common.config import ConfigError, to_dict
 from common.io import atomic_write_text
 from common.machine import machine_summary
 from common.run_record import check_run_folder
-from distill.data import SkipReport, collect_audio_files, scan_audio
-from distill.trainer import SAFE_ON_RESUME, DistEnv, Trainer, start_run
 from pretrain.config import PretrainConfig
 from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
                              mfcc_features, save_labels)
 from pretrain.objective import MaskedPrediction
+from training.cli import run_parser, start_run
+from training.config import SAFE_ON_RESUME
+from training.data import SkipReport, collect_audio_files, scan_audio
+from training.distributed import DistEnv
+from training.loop import Trainer
 from upstream.base import count_parameters
 from upstream.checkpoints import WEIGHTS_FILE, save_upstream
 from upstream.hubert import HubertModel, HubertUpstream
@@ -51,15 +54,8 @@ log = logging.getLogger("run_pretrain")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="configs/pretrain/<model>.yaml")
-    p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
-    p.add_argument("--output", required=True, help="output directory (the pretrained teacher)")
-    p.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="autocast dtype (sets run.precision): bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
-    p.add_argument("--resume", action="store_true", help="continue interrupted iterations")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    p = run_parser(__doc__, "configs/pretrain/<model>.yaml", "output directory (the pretrained teacher)",
+                   "continue interrupted iterations")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="continue pretraining from a HuBERT-family checkpoint (weights; codewords when they fit)")
     return p.parse_args(argv)
@@ -197,7 +193,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
                             cfg.run.max_steps, init=init)
     if cfg.iteration2.enabled:
         it2 = cfg.iteration2
-        frame_rate = 16000 // HubertUpstream.downsample_rate
+        frame_rate = SAMPLE_RATE // model.downsample_rate  # the iteration-1 model's frames: iteration-2 labels
         labels = make_labels(out / "iter2", files, layer_features(model, it2.layer), frame_rate,
                              dataclasses.replace(cfg.labels, clusters=it2.clusters), env)
         model = train_iteration("iter2", cfg, dataclasses.replace(model_cfg, num_codewords=it2.clusters), labels,

@@ -28,7 +28,7 @@ from upstream import build_upstream  # noqa: E402
 
 def epoch_seconds(ctx: RunContext, task, utts, batches) -> float:
     """Wall time of one training epoch (data, forward, backward, update) with ``ctx``'s feature source."""
-    model = ctx.build_model(task)
+    model = ctx.build_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     source = ctx.train_source()
     t0 = time.perf_counter()
@@ -66,7 +66,7 @@ def main() -> None:
                               use_cache=mode == "cached", cache_dir=cache_dir, device="cpu")
             ctx = RunContext(task, up, opts, Path(tmp) / mode, weights_hash(up))
             t0 = time.perf_counter()
-            utts = ctx.load_split(task, "train")  # fills the cache in cached mode
+            utts = ctx.load_split("train")  # fills the cache in cached mode
             setup = time.perf_counter() - t0
             batches = epoch_batches([u.duration for u in utts], task.config.batch.max_seconds, 0, 0)
             best = min(epoch_seconds(ctx, task, utts, batches) for _ in range(args.epochs))

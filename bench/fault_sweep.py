@@ -32,14 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import run_benchmark  # noqa: E402
 import run_distill  # noqa: E402
-from benchmark.testing import (TINY_UPSTREAM, write_fsc, write_librispeech, write_speech_commands,  # noqa: E402
-                               write_voxceleb1)
+from common import datasets  # noqa: E402
 from common.audio import write_audio  # noqa: E402
-from distill.testing import tiny_teacher, write_tone_corpus  # noqa: E402
+from tests.fixtures.datasets import (write_fsc, write_librispeech, write_speech_commands,  # noqa: E402
+                                     write_tone_corpus, write_voxceleb1)
+from tests.fixtures.upstreams import register_tiny_upstream, tiny_teacher  # noqa: E402
 from upstream.checkpoints import save_upstream  # noqa: E402
 
+TINY_UPSTREAM = register_tiny_upstream()  # the tiny deterministic upstream, buildable by name in this process
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
-KS, FSC = "speech_commands_v0.01", "fluent_speech_commands_dataset"
+KS, FSC = datasets.SPEECH_COMMANDS, datasets.FLUENT
 BAD = "wavs/speakers/S1/train1.wav"
 
 

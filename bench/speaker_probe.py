@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """How much frame-level speaker information each hidden state of an upstream carries: the diagnosis behind the
-demo's SD plateau (configs/tasks/sd.yaml).
+demo's SD plateau (docs/results/task_sd.md).
 
     python bench/speaker_probe.py --upstream fbank mfcc results/demo/hubert_mini [--recordings 40]
 

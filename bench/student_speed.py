@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.audio import SAMPLE_RATE  # noqa: E402
 from common.config import load_config  # noqa: E402
 from pretrain.config import PretrainConfig  # noqa: E402
 from upstream import build_upstream  # noqa: E402
@@ -42,7 +43,7 @@ def time_models(models: dict[str, Upstream], batch: int, seconds: float, repeats
     of a small model lasts tens of milliseconds and thread scheduling adds noise only upwards: fastest of 5 runs
     gave Fbank-vs-CNN ratios from 1.3x to 1.9x on the same idle machine."""
     g = torch.Generator().manual_seed(0)
-    wavs = [torch.randn(int(seconds * 16000), generator=g) * 0.1 for _ in range(batch)]
+    wavs = [torch.randn(int(seconds * SAMPLE_RATE), generator=g) * 0.1 for _ in range(batch)]
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for model in models.values():  # warm-up

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.synth.build import build_corpus  # noqa: E402
+from synth.build import build_corpus  # noqa: E402
 
 
 def _cpu_seconds() -> float:

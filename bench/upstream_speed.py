@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.audio import SAMPLE_RATE  # noqa: E402
 from upstream.builtin import DISTILHUBERT, DISTILHUBERT_MINI, HUBERT_BASE, HUBERT_MINI, random_upstream  # noqa: E402
 from upstream.components import set_onednn  # noqa: E402
 from upstream.convert import config_to_hf, state_to_hf  # noqa: E402
@@ -132,7 +133,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     seconds = torch.linspace(args.min_seconds, args.max_seconds, args.utterances)
     seconds = seconds[torch.randperm(args.utterances, generator=gen)]
-    wavs = [torch.randn(int(s * 16000), generator=gen) * 0.1 for s in seconds]
+    wavs = [torch.randn(int(s * SAMPLE_RATE), generator=gen) * 0.1 for s in seconds]
     audio = float(seconds.sum())
     print(f"batch: {len(wavs)} utterances, {args.min_seconds:g}-{args.max_seconds:g} s, {audio:.1f} s of audio "
           f"({len(wavs) * float(seconds.max()):.1f} s padded); {args.threads} threads, {os.cpu_count()} CPUs; "

@@ -32,9 +32,11 @@ import torch
 import xxhash
 from tqdm import tqdm
 
+from common import tensors
 from common.audio import AudioError, check_audio_file, require_samples
 from common.io import atomic_write_bytes, atomic_write_text
-from tasks.base import Utterance
+from common.tensors import module_device
+from common.utterance import Utterance, load_utterance_audio
 
 from .batching import eval_batches
 
@@ -47,21 +49,13 @@ def default_cache_dir() -> Path:
 
 
 def weights_hash(upstream: torch.nn.Module) -> str:
-    """sha256 identifying an upstream's computation: its own ``weights_hash()`` when it has one, else its class,
-    config (``hash_config()`` when defined) and every parameter and buffer, bit for bit."""
+    """sha256 identifying an upstream's computation: its own ``weights_hash()`` (every :class:`upstream.base.Upstream`
+    has one), else :func:`common.tensors.weights_hash` of its class and weights."""
     own = getattr(upstream, "weights_hash", None)
     if callable(own):
         return str(own())
-    h = hashlib.sha256()
-    h.update(f"{type(upstream).__module__}.{type(upstream).__qualname__}".encode())
-    cfg = getattr(upstream, "hash_config", None)
-    if callable(cfg):
-        h.update(json.dumps(cfg(), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(upstream.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return tensors.weights_hash(upstream.state_dict(),
+                                {"class": f"{type(upstream).__module__}.{type(upstream).__qualname__}"})
 
 
 def audio_key(utt: Utterance) -> str:
@@ -90,7 +84,6 @@ class FeatureCache:
         self.source = source  # what the user asked for (name or path), recorded for `run_benchmark.py cache`
         self._keys: dict[tuple, str] = {}
         self._use_recorded = False  # upstream.json is written once per run, not once per split
-        self.extracted = 0  # utterances extracted by this object (tests assert a second run extracts none)
         self.corrupt = 0  # entries found corrupt (and extracted again) by this object
         self.unchecked = 0  # entries without a checksum (older version, or killed between array and sidecar)
         self._verified: set[Path] = set()  # entries checked against their sidecar by this object
@@ -151,8 +144,23 @@ class FeatureCache:
         atomic_write_text(_sum_path(path), json.dumps({"bytes": len(data), "xxh3_64": xxhash.xxh3_64_intdigest(data)}))
         self._verified.add(path)
 
-    def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, load_audio: Callable[[Utterance], torch.Tensor],
-               max_seconds: float, on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
+    def missing(self, utts: Sequence[Utterance],
+                on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> list[Utterance]:
+        """The utterances not cached yet. Finding the key stats the audio file: a missing file, broken link or loop
+        raises :class:`AudioError`, or goes to ``on_bad_audio`` (``--skip-bad-audio``) and is left out."""
+        out = []
+        for u in utts:
+            try:
+                if not self.has(u):
+                    out.append(u)
+            except AudioError as e:
+                if on_bad_audio is None:
+                    raise
+                on_bad_audio(u, e)
+        return out
+
+    def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, max_seconds: float,
+               on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
         """Extract the utterances not cached yet, batched by length under ``torch.inference_mode``.
 
         ``on_bad_audio`` (``--skip-bad-audio``) receives the bad utterances (missing, not a regular file, unreadable,
@@ -161,15 +169,8 @@ class FeatureCache:
         if not self._use_recorded:
             self._record_use(upstream)
             self._use_recorded = True
-        missing, unchecked_before = [], self.unchecked
-        for u in utts:
-            try:  # the key stats the audio file: a missing file, broken link or loop fails here
-                if not self.has(u):
-                    missing.append(u)
-            except AudioError as e:
-                if on_bad_audio is None:
-                    raise
-                on_bad_audio(u, e)
+        unchecked_before = self.unchecked
+        missing = self.missing(utts, on_bad_audio)
         if self.unchecked > unchecked_before:
             log.warning("feature cache %s: %d entries have no checksum (written by an older version, or a run was "
                         "killed between an array and its checksum): extracting them again", self.dir,
@@ -177,7 +178,7 @@ class FeatureCache:
         if not missing:
             return 0
         min_samples = upstream_min_samples(upstream)
-        device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+        device = module_device(upstream)
         done = 0
         batches = eval_batches([u.duration for u in missing], max_seconds)
         with tqdm(total=len(missing), desc="extracting features", unit="utt", leave=False) as bar:
@@ -185,7 +186,8 @@ class FeatureCache:
                 batch, wavs = [], []
                 for i in idx:
                     try:
-                        wav = require_samples(load_audio(missing[i]), min_samples, missing[i].path, missing[i].id)
+                        wav = require_samples(load_utterance_audio(missing[i]), min_samples, missing[i].path,
+                                              missing[i].id)
                         wavs.append(wav.to(device))
                         batch.append(missing[i])
                     except AudioError as e:
@@ -201,7 +203,6 @@ class FeatureCache:
                         self.save(utt, feats.to(torch.float16).cpu().numpy())
                     done += len(batch)
                 bar.update(len(idx))
-        self.extracted += done
         return done
 
     def _record_use(self, upstream: torch.nn.Module) -> None:

@@ -1,8 +1,9 @@
 """One benchmark run: build the task and the frozen upstream, train the head (weighted sum + task head) on cached
-features, select on dev, test, and append the results rows.
+features, select on dev, test, write the task's files, and append the results rows.
 
-:class:`RunContext` is what tasks see (see ``tasks/base.py``): split loading with bad-audio handling, cached
-feature batches, prediction, writing predictions, and the default ``train_and_test`` procedure.
+Control flows one way: the engine calls the task's methods with data (``tasks/base.py``) and gets data back; the
+run's result is a :class:`tasks.base.RunOutcome` value. :class:`RunContext` is the engine's own per-run state;
+a task that replaces the procedure (QbE) sees only :class:`SplitFeatures`.
 """
 from __future__ import annotations
 
@@ -24,15 +25,17 @@ from common.audio import SAMPLE_RATE, AudioError, check_audio_file, require_samp
 from common.config import to_dict
 from common.io import atomic_write_text
 from common.precision import check_precision
+from common.tensors import module_device
+from common.utterance import Utterance, load_utterance_audio
 from downstream.weighted_sum import WeightedSum
-from tasks.base import SPLITS, DatasetAudit, DatasetError, Task, Utterance
+from tasks.base import SPLITS, DatasetAudit, DatasetError, FeatureBatch, RunOutcome, Task
 from tasks.registry import build_task
 from upstream import build_upstream
 
 from . import distributed, results
 from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, upstream_min_samples, weights_hash
-from .features import CachedFeatures, FeatureBatch, HeldArrays, LiveFeatures, load_utterance_audio
+from .features import CachedFeatures, HeldArrays, LiveFeatures
 from .trainer import train
 from .upstream_stats import stats_path, write_upstream_stats
 
@@ -65,7 +68,6 @@ class RunOptions:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     feature_ram_gb: float = 2.0  # cached features kept in RAM during the run (see benchmark.features.HeldArrays)
     precision: str = "fp32"  # autocast of training steps (common/precision.py); extraction and evaluation stay fp32
-    crash_after_step: int | None = None  # test hook: raise after this update to mimic a killed run
 
 
 class DownstreamModel(nn.Module):
@@ -79,7 +81,7 @@ class DownstreamModel(nn.Module):
         self.head = head
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> Any:
-        device = next(self.head.parameters()).device
+        device = module_device(self.head)
         features = self.weighted_sum(hidden.to(device))
         if self.augment is not None:
             features = self.augment(features)
@@ -87,17 +89,14 @@ class DownstreamModel(nn.Module):
 
 
 class RunContext:
-    """The engine as tasks see it during one run."""
+    """The engine's own state during one run (tasks never see it): the task's splits with bad-audio handling, the
+    feature sources (cache or live upstream), building the downstream model, prediction, scoring and TensorBoard."""
 
     def __init__(self, task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path, upstream_hash: str,
                  loaded: dict[str, list[Utterance]] | None = None):
         self.task, self.upstream, self.options, self.run_dir = task, upstream, options, run_dir
         self._loaded = dict(loaded or {})  # splits the dataset audit already read
         self.is_main = distributed.is_main()  # under torchrun, rank 0 alone writes files (benchmark/distributed.py)
-        self.lr = task.config.optimizer.lr
-        self.layer_weights: list[float] | None = None
-        self.model: nn.Module | None = None  # the trained downstream model (train_and_test sets it)
-        self.steps = 0
         self.bad_audio: dict[str, str] = {}
         self._splits: dict[str, list[Utterance]] = {}
         self._writer = None
@@ -106,14 +105,15 @@ class RunContext:
                       if use_cache else None)
         self.held = HeldArrays(int(options.feature_ram_gb * 2**30))
         with torch.inference_mode():
-            probe = upstream([torch.zeros(16000, device=_device_of(upstream))])
+            probe = upstream([torch.zeros(SAMPLE_RATE, device=module_device(upstream))])
         self.num_layers = len(probe.hidden_states)
         self.feature_dim = int(probe.hidden_states[0].shape[-1])
         self.layer = None if options.layer is None else WeightedSum(self.num_layers, options.layer).layer
 
     # ------------------------------------------------------------ data
-    def load_split(self, task: Task, split: str) -> list[Utterance]:
+    def load_split(self, split: str) -> list[Utterance]:
         """The split's utterances (cached per run); unreadable audio raises, or is skipped with --skip-bad-audio."""
+        task = self.task
         if split not in self._splits:
             utts = self._loaded.pop(split) if split in self._loaded else task.load_split(split)
             if not utts:
@@ -130,31 +130,22 @@ class RunContext:
         of :meth:`ensure_cached`), so unreadable audio in dev or test stops the run now, not hours later."""
         for split in SPLITS:
             if self._loaded.get(split):
-                self.load_split(self.task, split)
+                self.load_split(split)
 
     def ensure_cached(self, utts: Sequence[Utterance]) -> list[Utterance]:
         """Extract missing features into the cache; returns ``utts`` minus skipped bad audio."""
         on_bad = self._record_bad if self.options.skip_bad_audio else None
         if self.cache is not None and distributed.world() > 1:
             # each rank extracts its share of the missing utterances; then every rank knows every skipped file
-            missing = []
-            for u in utts:
-                try:  # the key stats the audio file: a missing file, broken link or loop fails here
-                    if not self.cache.has(u):
-                        missing.append(u)
-                except AudioError as e:
-                    if on_bad is None:
-                        raise
-                    on_bad(u, e)
+            missing = self.cache.missing(utts, on_bad)
             distributed.barrier()  # every rank lists the same missing utterances before any rank extracts
-            done = self.cache.ensure(distributed.shard(missing), self.upstream, load_utterance_audio,
+            done = self.cache.ensure(distributed.shard(missing), self.upstream,
                                      self.task.config.batch.eval_max_seconds, on_bad)
             log.info("rank %d of %d: extracted %d features", distributed.rank(), distributed.world(), done)
             for bad in distributed.all_gather(dict(self.bad_audio)):
                 self.bad_audio.update(bad)
         elif self.cache is not None:
-            self.cache.ensure(utts, self.upstream, load_utterance_audio, self.task.config.batch.eval_max_seconds,
-                              on_bad)
+            self.cache.ensure(utts, self.upstream, self.task.config.batch.eval_max_seconds, on_bad)
         elif on_bad is not None:
             min_samples = upstream_min_samples(self.upstream)
             for u in utts:
@@ -199,10 +190,10 @@ class RunContext:
                 yield source.batch([utts[i] for i in idx])
 
     # ------------------------------------------------------------ model
-    def build_model(self, task: Task) -> DownstreamModel:
+    def build_model(self) -> DownstreamModel:
         torch.manual_seed(self.options.seed)
-        model = DownstreamModel(self.num_layers, task.build_head(self.feature_dim), self.layer,
-                                task.build_augment())
+        model = DownstreamModel(self.num_layers, self.task.build_head(self.feature_dim), self.layer,
+                                self.task.build_augment())
         return model.to(self.options.device)
 
     def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:
@@ -219,22 +210,19 @@ class RunContext:
                     out[i] = p
         return out
 
-    def evaluate_split(self, task: Task, model: nn.Module, split: str) -> dict[str, float]:
-        model.eval()
-        self.upstream.eval()
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """``task.score``, checked to hold the task's primary metric."""
         with torch.no_grad():
-            metrics = task.evaluate(self, model, split)
-        if task.primary_metric not in metrics:
-            raise KeyError(f"task {task.name!r}: evaluate() returned {sorted(metrics)}, "
-                           f"missing its primary metric {task.primary_metric!r}")
+            metrics = self.task.score(split, utts, predictions)
+        if self.task.primary_metric not in metrics:
+            raise KeyError(f"task {self.task.name!r}: score() returned {sorted(metrics)}, "
+                           f"missing its primary metric {self.task.primary_metric!r}")
         return metrics
 
-    def write_predictions(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> None:
-        if not self.is_main:
-            return
-        lines = [json.dumps({"id": u.id, "prediction": p, "reference": u.label if u.label is not None else
-                             u.transcript}, default=str) for u, p in zip(utts, predictions)]
-        atomic_write_text(self.run_dir / "predictions" / f"{split}.jsonl", "\n".join(lines) + "\n")
+    def evaluate_split(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Metrics of ``model`` on ``split`` (dev evaluations during training)."""
+        utts = self.load_split(split)
+        return self.score(split, utts, self.predict(model, utts))
 
     def log_scalar(self, name: str, value: float, step: int) -> None:
         if not self.is_main:
@@ -249,41 +237,63 @@ class RunContext:
         if self._writer is not None:
             self._writer.close()
 
-    # ------------------------------------------------------------ procedures
-    def train_and_test(self, task: Task) -> dict[str, dict[str, float]]:
-        """Default procedure: train with best-on-dev selection, optional dev post-selection, then dev and test."""
-        model = self.build_model(task)
-        outcome = train(self, task, model, self.lr, task.config.train.max_steps, self.run_dir / "checkpoints",
-                        resume=self.options.resume, crash_after_step=self.options.crash_after_step)
-        self.steps = outcome.steps
-        self.model = model
-        task.tune_on_dev(self, model)
-        metrics = {split: self.evaluate_split(task, model, split) for split in ("dev", "test")}
-        self.layer_weights = model.weighted_sum.layer_weights()
-        return metrics
 
-    def sweep_lr(self, task: Task) -> float:
-        """``--lr-sweep``: a short training run per learning rate of ``sweep.grid``; the best on dev wins."""
-        sweep = task.config.sweep
-        steps = min(sweep.steps, task.config.train.max_steps)
-        scores = {}
-        for lr in sweep.grid:
-            model = self.build_model(task)
-            outcome = train(self, task, model, lr, steps, self.run_dir / "sweep" / f"lr{lr:g}",
-                            resume=self.options.resume)
-            scores[lr] = outcome.best_dev
-            log.info("lr %g: dev %s = %s", lr, task.primary_metric, outcome.best_dev)
-        valid = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
-        best = max(valid, key=lambda lr: valid[lr] if task.higher_is_better else -valid[lr])
-        if self.is_main:
-            atomic_write_text(self.run_dir / "lr_sweep.json", json.dumps(
-                {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
-                 "chosen_lr": best}, indent=2))
-        return best
+@dataclass
+class SplitFeatures:
+    """The :class:`tasks.base.LayerFeatures` a task that replaces training (QbE) gets: records and one layer's
+    feature batches, nothing else of the engine."""
+
+    ctx: RunContext
+    layers: list[int]
+
+    def split(self, name: str) -> list[Utterance]:
+        return self.ctx.load_split(name)
+
+    def features(self, utts: Sequence[Utterance], layer: int) -> Iterator[FeatureBatch]:
+        return self.ctx.features(utts, layer=layer)
 
 
-def _device_of(module: nn.Module) -> torch.device:
-    return next((p.device for p in module.parameters()), torch.device("cpu"))
+# ---------------------------------------------------------------- procedures
+def train_and_test(ctx: RunContext, lr: float) -> tuple[RunOutcome, DownstreamModel]:
+    """Default procedure: train with best-on-dev selection, the task's dev post-selection, then dev and test.
+
+    Dev predictions of the selected model are computed once and serve both the post-selection and the dev
+    metrics; the task's prediction files of the final dev and test evaluations are returned for the engine to
+    write. Returns the outcome and the trained downstream model (best-on-dev weights).
+    """
+    task = ctx.task
+    model = ctx.build_model()
+    trained = train(ctx, task, model, lr, task.config.train.max_steps, ctx.run_dir / "checkpoints",
+                    resume=ctx.options.resume)
+    predictions = {"dev": ctx.predict(model, ctx.load_split("dev"))}
+    selected = task.tune_on_dev(ctx.load_split("dev"), predictions["dev"])
+    predictions["test"] = ctx.predict(model, ctx.load_split("test"))
+    metrics, files = {}, {}
+    for split in ("dev", "test"):
+        utts = ctx.load_split(split)
+        metrics[split] = ctx.score(split, utts, predictions[split])
+        files.update(task.prediction_files(split, utts, predictions[split]))
+    return RunOutcome(metrics, selected, files, trained.steps, model.weighted_sum.layer_weights()), model
+
+
+def sweep_lr(ctx: RunContext) -> float:
+    """``--lr-sweep``: a short training run per learning rate of ``sweep.grid``; the best on dev wins."""
+    task = ctx.task
+    sweep = task.config.sweep
+    steps = min(sweep.steps, task.config.train.max_steps)
+    scores = {}
+    for lr in sweep.grid:
+        model = ctx.build_model()
+        outcome = train(ctx, task, model, lr, steps, ctx.run_dir / "sweep" / f"lr{lr:g}", resume=ctx.options.resume)
+        scores[lr] = outcome.best_dev
+        log.info("lr %g: dev %s = %s", lr, task.primary_metric, outcome.best_dev)
+    valid = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
+    best = max(valid, key=lambda lr: valid[lr] if task.higher_is_better else -valid[lr])
+    if ctx.is_main:
+        atomic_write_text(ctx.run_dir / "lr_sweep.json", json.dumps(
+            {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
+             "chosen_lr": best}, indent=2))
+    return best
 
 
 def audit_dataset(task: Task) -> DatasetAudit:
@@ -314,7 +324,7 @@ def prepare_fine_tuning(upstream: nn.Module, freeze_front_end: bool) -> None:
         upstream.freeze_front_end(True)
 
 
-def save_fine_tuned(task: Task, ctx: RunContext, run_dir: Path) -> None:
+def save_fine_tuned(task: Task, ctx: RunContext, model: nn.Module | None, run_dir: Path) -> None:
     """Write the fine-tuned upstream (best-on-dev weights) in our format to ``run_dir/upstream``, and let the task
     export a self-contained transformers model when it can (ASR: ``HubertForCTC`` in ``run_dir/transformers_ctc``)."""
     from upstream.checkpoints import save_upstream
@@ -328,8 +338,8 @@ def save_fine_tuned(task: Task, ctx: RunContext, run_dir: Path) -> None:
     save_upstream(ctx.upstream, run_dir / "upstream")
     log.info("fine-tuned upstream written to %s (build_upstream loads it)", run_dir / "upstream")
     export = getattr(task, "export_fine_tuned", None)
-    if export is not None and ctx.model is not None:
-        export(ctx, ctx.model, run_dir / "transformers_ctc")
+    if export is not None and model is not None:
+        export(ctx.upstream, model, ctx.layer, ctx.num_layers, run_dir / "transformers_ctc")
 
 
 def run_task(options: RunOptions) -> dict:
@@ -398,30 +408,37 @@ def run_task(options: RunOptions) -> dict:
         if created and main:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    lr = task.config.optimizer.lr
     try:
         if options.lr_sweep:
-            ctx.lr = ctx.sweep_lr(task)
-        metrics = task.run(ctx)
+            lr = sweep_lr(ctx)
+        layers = [ctx.layer] if ctx.layer is not None else list(range(ctx.num_layers))
+        outcome, model = task.run(SplitFeatures(ctx, layers)), None
+        if outcome is None:
+            outcome, model = train_and_test(ctx, lr)
     finally:
         ctx.close()
     if options.upstream_trainable:
-        save_fine_tuned(task, ctx, run_dir)
-    unknown = set(metrics) - set(SPLITS)
+        save_fine_tuned(task, ctx, model, run_dir)
+    unknown = set(outcome.metrics) - set(SPLITS)
     if unknown:
         raise ValueError(f"task {task.name!r}: run() returned unknown split(s) {sorted(unknown)}")
     wall = time.time() - t0
-    if not main:  # rank 0 writes the rows, summary and DONE marker
+    if not main:  # rank 0 writes the files, rows, summary and DONE marker
         distributed.barrier()
-        return {"run_dir": str(run_dir), "metrics": metrics, "lr": ctx.lr, "steps": ctx.steps, "wall_time_s": wall,
-                "layer_weights": ctx.layer_weights, "skipped_audio": len(ctx.bad_audio), "rank": distributed.rank()}
+        return {"run_dir": str(run_dir), "metrics": outcome.metrics, "selected": outcome.selected, "lr": lr,
+                "steps": outcome.steps, "wall_time_s": wall, "layer_weights": outcome.layer_weights,
+                "skipped_audio": len(ctx.bad_audio), "rank": distributed.rank()}
+    for rel, text in outcome.files.items():
+        atomic_write_text(run_dir / rel, text)
     info = results.RunInfo(label, stats["params"], up_hash[:16], options.task, options.seed, chash,
                            run_dir.name, fold, ctx.layer, results.protocol_name(ctx.layer, options.upstream_trainable),
                            bool(getattr(upstream, "random_init", False)))
-    text = results.format_rows(info, metrics, ctx.steps, wall, ctx.lr, ctx.layer_weights)
+    text = results.format_rows(info, outcome.metrics, outcome.steps, wall, lr, outcome.layer_weights)
     csv_path = results.append_rows(Path(options.results_dir), text)
-    summary = {"run_dir": str(run_dir), "metrics": metrics, "lr": ctx.lr, "steps": ctx.steps,
-               "wall_time_s": wall, "layer_weights": ctx.layer_weights, "skipped_audio": len(ctx.bad_audio),
-               "results_csv": str(csv_path)}
+    summary = {"run_dir": str(run_dir), "metrics": outcome.metrics, "selected": outcome.selected, "lr": lr,
+               "steps": outcome.steps, "wall_time_s": wall, "layer_weights": outcome.layer_weights,
+               "skipped_audio": len(ctx.bad_audio), "results_csv": str(csv_path)}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(run_dir / "DONE", "")
     distributed.barrier()

@@ -1,39 +1,25 @@
 """Where a batch's hidden states come from: the feature cache, or the upstream run in the loop.
 
-Both sources return the same :class:`FeatureBatch`, so the training loop does not know which one it uses.
+Both sources return the same :class:`tasks.base.FeatureBatch`, so the training loop does not know which one it uses.
 A crop ``(start_s, duration_s)`` per utterance (relative to the utterance) supports random training crops (SID):
 the cached source cuts frames, the live source cuts samples.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from common.audio import load_audio, require_samples
-from tasks.base import Utterance
+from common.audio import SAMPLE_RATE, require_samples
+from common.tensors import module_device
+from common.utterance import Utterance, load_utterance_audio
+from tasks.base import FeatureBatch
 
 from .cache import FeatureCache, upstream_min_samples
 
 Crop = tuple[float, float]
-
-
-@dataclass
-class FeatureBatch:
-    """hidden: ``[layer, batch, frame, feature]`` float32 (one layer with ``--layer``); lengths: ``[batch]`` frames."""
-
-    hidden: torch.Tensor
-    lengths: torch.Tensor
-    utts: list[Utterance]
-
-
-def load_utterance_audio(utt: Utterance) -> torch.Tensor:
-    """The utterance's slice as a 16 kHz mono float32 ``[time]`` tensor."""
-    whole = utt.start == 0.0 and utt.duration <= 0.0
-    return load_audio(utt.path, start=utt.start, duration=None if whole else utt.duration)
 
 
 def _pad(arrays: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,8 +84,8 @@ class CachedFeatures:
             arr = self.held.get(key, lambda: self.cache.load(utt, self.layer))
             crop = crops[i] if crops else None
             if crop is not None:
-                first = int(crop[0] * 16000 / self.downsample_rate)
-                count = max(1, int(crop[1] * 16000 / self.downsample_rate))
+                first = int(crop[0] * SAMPLE_RATE / self.downsample_rate)
+                count = max(1, int(crop[1] * SAMPLE_RATE / self.downsample_rate))
                 arr = arr[:, first:first + count]
             items.append(arr)
         hidden, lengths = _pad(items)
@@ -111,7 +97,7 @@ class LiveFeatures:
 
     def __init__(self, upstream: torch.nn.Module, layer: int | None = None, trainable: bool = False):
         self.upstream, self.layer, self.trainable = upstream, layer, trainable
-        self.device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
+        self.device = module_device(upstream)
 
     def batch(self, utts: Sequence[Utterance], crops: Sequence[Crop | None] | None = None) -> FeatureBatch:
         wavs = []
@@ -120,7 +106,7 @@ class LiveFeatures:
             wav = require_samples(load_utterance_audio(utt), min_samples, utt.path, utt.id)
             crop = crops[i] if crops else None
             if crop is not None:
-                wav = wav[int(crop[0] * 16000): int((crop[0] + crop[1]) * 16000)]
+                wav = wav[int(crop[0] * SAMPLE_RATE): int((crop[0] + crop[1]) * SAMPLE_RATE)]
             wavs.append(wav.to(self.device))
         grad = self.trainable and torch.is_grad_enabled()
         with contextlib.nullcontext() if grad else torch.no_grad():

@@ -29,16 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class SimulatedCrash(RuntimeError):
-    """Raised by the ``crash_after_step`` test hook to mimic a killed run."""
-
-
 @dataclass
 class TrainOutcome:
-    best_dev: float | None
-    best_step: int
-    steps: int
-    dev_metrics: dict[str, float]
+    best_dev: float | None  # the best dev value of the primary metric (None: never evaluated)
+    steps: int              # optimiser updates done
 
 
 def _warmup(steps: int):
@@ -83,7 +77,7 @@ def _trainable_modules(ctx: RunContext, model: nn.Module) -> dict[str, nn.Module
 
 
 def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: int, ckpt_dir: Path,
-          resume: bool = False, crash_after_step: int | None = None) -> TrainOutcome:
+          resume: bool = False) -> TrainOutcome:
     """Train ``model`` (weighted sum + head) on ``task``'s train split; returns with the best-on-dev weights loaded."""
     cfg = task.config
     seed = ctx.options.seed
@@ -111,7 +105,7 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     else:  # a fresh run, or --resume with no checkpoint yet: both start from the same seeded state, bit for bit
         torch.manual_seed(seed)
 
-    train_utts = ctx.load_split(task, "train")
+    train_utts = ctx.load_split("train")
     durations = [u.duration for u in train_utts]
     crop_s = cfg.batch.train_crop_seconds
     eff_durations = [min(d, crop_s) if crop_s > 0 else d for d in durations]
@@ -181,7 +175,7 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 ctx.log_scalar("train/loss", loss_sum, step)
                 bar.set_postfix(loss=f"{loss_sum:.3f}")
             if step % cfg.train.eval_every == 0 or step >= max_steps:
-                dev = ctx.evaluate_split(task, model, "dev")
+                dev = ctx.evaluate_split(model, "dev")
                 for m in mods.values():
                     m.train()
                 for name, value in dev.items():
@@ -196,8 +190,6 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
                 if step >= max_steps or (cfg.train.patience and state["bad_evals"] >= cfg.train.patience):
                     stop = True
                 checkpoint()
-            if crash_after_step is not None and step >= crash_after_step:
-                raise SimulatedCrash(f"simulated crash after step {step}")
             if step >= max_steps:
                 stop = True
         if state["batch"] >= len(batches):
@@ -211,4 +203,4 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
             m.load_state_dict(saved[k])
     for m in mods.values():
         m.eval()
-    return TrainOutcome(state["best"], state["best_step"], state["step"], state["dev"])
+    return TrainOutcome(state["best"], state["step"])

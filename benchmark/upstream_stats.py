@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common.audio import SAMPLE_RATE
 from common.io import atomic_write_text
+from common.tensors import module_device
 
 
 def count_macs_per_second(upstream: torch.nn.Module) -> float:
@@ -16,8 +18,8 @@ def count_macs_per_second(upstream: torch.nn.Module) -> float:
 
     Operations the counter does not know (e.g. FFTs in a filterbank) count as zero.
     """
-    device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
-    wav = torch.randn(16000, device=device) * 0.1
+    device = module_device(upstream)
+    wav = torch.randn(SAMPLE_RATE, device=device) * 0.1
     # parameters that require grad (a fine-tuned upstream) break weight-normalised convs under FlopCounterMode even
     # in inference mode: count with them frozen, then restore
     flags = [(p, p.requires_grad) for p in upstream.parameters()]
@@ -33,8 +35,8 @@ def count_macs_per_second(upstream: torch.nn.Module) -> float:
 
 def real_time_factor(upstream: torch.nn.Module, seconds: float = 4.0, repeats: int = 3) -> float:
     """Best-of-``repeats`` forward time divided by audio duration (batch of one ``seconds`` utterance)."""
-    device = next((p.device for p in upstream.parameters()), torch.device("cpu"))
-    wav = torch.randn(int(16000 * seconds), device=device) * 0.1
+    device = module_device(upstream)
+    wav = torch.randn(int(SAMPLE_RATE * seconds), device=device) * 0.1
     best = float("inf")
     with torch.inference_mode():
         upstream([wav])  # warm-up

@@ -78,6 +78,22 @@ def load_audio(path: str | Path, start: float = 0.0, duration: float | None = No
     return out
 
 
+def audio_duration(path: str | Path) -> float:
+    """Duration of an audio file in seconds, from its header.
+
+    An unreadable file gives 0.0 instead of raising, so that a loader can list it: the engine reports it
+    by name when it loads the audio (or skips and records it with ``--skip-bad-audio``).
+    """
+    try:
+        check_audio_file(path)  # before opening: sf.info on a FIFO would block forever
+        info = sf.info(str(path))
+    except AudioError:
+        return 0.0
+    except Exception:  # soundfile raises several types for the same problem; the engine reports it later
+        return 0.0
+    return info.frames / info.samplerate
+
+
 def require_samples(wav: torch.Tensor, min_samples: int, path: str | Path, utterance: str = "") -> torch.Tensor:
     """``wav`` if it has at least ``min_samples`` samples (an upstream's one frame), else an :class:`AudioError`
     naming the file (a truncated file ends up here too: its header promises more than it holds)."""

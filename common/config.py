@@ -25,6 +25,9 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+_EXPECTED = {int: "an integer", bool: "true/false", str: "a string"}  # how errors name the scalar types
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert where it is lossless (int → float, list → tuple)."""
     origin = typing.get_origin(tp)
@@ -73,17 +76,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp in _EXPECTED:
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):  # YAML's true is not an integer
+            raise ConfigError(f"{where}: expected {_EXPECTED[tp]}, got {value!r}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
@@ -169,7 +164,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         data.update(load_yaml(path))
     data = apply_overrides(data, overrides)
     defaults = to_dict(cls()) if _all_have_defaults(cls) else {}
-    return from_dict(cls, _merge(defaults, data), where=str(path) if path else cls.__name__)
+    return from_dict(cls, merge_nested(defaults, data), where=str(path) if path else cls.__name__)
 
 
 def _all_have_defaults(cls: type) -> bool:
@@ -177,11 +172,12 @@ def _all_have_defaults(cls: type) -> bool:
                for f in dataclasses.fields(cls))
 
 
-def _merge(base: dict, new: dict) -> dict:
+def merge_nested(base: dict, new: dict) -> dict:
+    """``base`` updated with ``new``, recursing where both hold a dict under the same key (neither is modified)."""
     out = dict(base)
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge_nested(out[k], v)
         else:
             out[k] = v
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -53,6 +54,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
         if isinstance(e, OSError):
             raise _named(e, path) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``directory``; on success it replaces ``directory`` (an old one is removed
+    first), so readers see the old folder or the whole new one. On an exception the temporary folder is removed.
+    The folder gets ``0777 & ~umask`` (as ``mkdir`` gives), not ``mkdtemp``'s 0700."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())
+        yield tmp
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -1,1 +1,1 @@
-"""Distillation of a teacher upstream into small students: data, losses, objectives, the training loop, plots."""
+"""Distillation of a teacher upstream into small students: config, losses, objectives (the loop lives in training/)."""

@@ -42,7 +42,3 @@ def masked_sum(frame_values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Sum of ``frame_values [batch, frame]`` over frames where ``valid [batch, frame]`` is true."""
     return (frame_values * valid.to(frame_values.dtype)).sum()
 
-
-def valid_frames(lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """``[batch, frame]`` bool mask of frames before ``lengths [batch]``."""
-    return torch.arange(num_frames, device=lengths.device)[None, :] < lengths[:, None]

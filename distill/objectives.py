@@ -1,7 +1,7 @@
 """The distillation objective: a frozen teacher, a student ``HubertModel`` and the losses between them.
 
 ``DistillObjective.forward(batch)`` follows the trainer's contract (``loss_sum``, ``frames``, ``parts``; see
-``distill/trainer.py``). Teacher targets come through the upstream contract (any registered upstream works as a
+``training/loop.py``). Teacher targets come through the upstream contract (any registered upstream works as a
 teacher for the regression losses). The student's shape is derived from a HuBERT-family teacher (HuBERT, wav2vec2,
 DistilHuBERT: ``HubertUpstream``) or a transformers one (WavLM, data2vec-audio: ``TransformersUpstream``, through
 its HuBERT-sized equivalent); the student is initialised from the teacher's parts whose architecture matches and
@@ -15,12 +15,14 @@ import logging
 import torch
 from torch import nn
 
+from common.audio import SAMPLE_RATE
+from common.tensors import frame_mask
 from upstream.base import Upstream
 from upstream.hubert import (HubertConfig, HubertModel, HubertUpstream, init_student_from_teacher,
                              student_config_from_teacher)
 
 from .config import DistillConfig, ObjectiveConfig
-from .losses import codeword_kl_frame_loss, masked_sum, regression_frame_loss, valid_frames
+from .losses import codeword_kl_frame_loss, masked_sum, regression_frame_loss
 
 log = logging.getLogger(__name__)
 MAX_FRAME_MISMATCH = 2  # teacher and student frame counts may differ by rounding at the edges, never more
@@ -177,8 +179,8 @@ class DistillObjective(nn.Module):
     @torch.no_grad()
     def preflight(self) -> None:
         """One forward on 1 s of noise: shapes and frame rates must line up before training starts."""
-        wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
-        lengths = torch.tensor([16000])
+        wav = torch.randn(1, SAMPLE_RATE, generator=torch.Generator().manual_seed(0)) * 0.1
+        lengths = torch.tensor([SAMPLE_RATE])
         was_training = self.training
         self.eval()
         try:
@@ -240,7 +242,7 @@ class DistillObjective(nn.Module):
     def _losses(self, wav: torch.Tensor, t_states: list[torch.Tensor], t_len: torch.Tensor,
                 preds: list[torch.Tensor], s_len: torch.Tensor) -> dict:
         frames = min(t_states[0].shape[1], preds[0].shape[1])
-        valid = valid_frames(torch.minimum(t_len, s_len), frames)
+        valid = frame_mask(torch.minimum(t_len, s_len), frames)
         obj = self.cfg.objective
         parts: dict[str, torch.Tensor] = {}
         total = wav.new_zeros(())

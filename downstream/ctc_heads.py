@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .masking import frame_mask
+from common.tensors import frame_mask
+
 from .rnn import MaskedBiLSTM
 
 

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.tensors import frame_mask
+
 from .masking import utterance_cmvn
 
 
@@ -14,7 +16,7 @@ class DiarizationHead(nn.Module):
     """``[batch, frame, feature]`` → ``[batch, frame, num_speakers]`` speaker-activity logits.
 
     ``input_cmvn``: normalise each utterance's input over its own frames first (:func:`utterance_cmvn`). Not in
-    SUPERB's head, and off in the demo too (measurements in configs/tasks/sd.yaml).
+    SUPERB's head, and off in the demo too (measurements in docs/results/task_sd.md).
     """
 
     def __init__(self, input_dim: int, num_speakers: int = 2, hidden_size: int = 512, rnn_layers: int = 1,
@@ -47,8 +49,7 @@ def pit_bce_loss(logits: torch.Tensor, labels: torch.Tensor,
     """
     if logits.shape != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must have the same shape")
-    mask = (torch.arange(logits.shape[1], device=logits.device)[None, :] < lengths.to(logits.device)[:, None])
-    mask = mask.unsqueeze(-1).to(logits.dtype)
+    mask = frame_mask(lengths.to(logits.device), logits.shape[1]).unsqueeze(-1).to(logits.dtype)
     frames = mask.sum(dim=(1, 2)).clamp(min=1)
     perms = list(itertools.permutations(range(labels.shape[-1])))
     losses = torch.stack([

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import torch
 
-
-def frame_mask(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
-    """``[batch, frame]`` bool, True on valid frames."""
-    return torch.arange(max_frames, device=lengths.device)[None, :] < lengths[:, None]
+from common.tensors import frame_mask
 
 
 def mean_pool(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.tensors import frame_mask
+
 # (context size, dilation) of the five TDNN layers
 _TDNN_LAYERS = ((5, 1), (3, 2), (3, 3), (1, 1), (1, 1))
 RECEPTIVE_FIELD = 1 + sum((k - 1) * d for k, d in _TDNN_LAYERS)  # frames the TDNN stack consumes (15)
@@ -47,7 +49,7 @@ class XVectorHead(nn.Module):
     @staticmethod
     def statistics_pooling(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mean and (unbiased) standard deviation over the first ``lengths[b]`` frames: ``[batch, 2·feature]``."""
-        mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1).to(x.dtype)
+        mask = frame_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1).to(x.dtype)
         count = mask.sum(1)
         mean = (x * mask).sum(1) / count
         var = (((x - mean.unsqueeze(1)) ** 2) * mask).sum(1) / (count - 1).clamp(min=1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distill.trainer import RunConfig
+from training.config import RunConfig
 from upstream.hubert import HubertConfig
 
 from .front_end_warmup import FrontEndWarmupConfig

@@ -4,7 +4,7 @@ Not in HuBERT's recipe. HuBERT's CNN learns its filters from the masked-predicti
 updates than a CPU demo has: on the mini teacher the CNN is what limits learning (with masking off, 2 and 12
 transformer layers learn equally fast). Regressing the FBANK baseline's own log-mel features (per-utterance CMVN,
 no deltas) from the projected CNN output is cheap (no transformer in the graph) and gives masked prediction a
-front end that already hears. Measured on hubert_mini (see configs/pretrain/hubert_mini.yaml).
+front end that already hears. Measured on hubert_mini (see docs/results/pretrain_hubert_mini.md).
 
 The CNN's frame ``t`` reads samples ``[320 t, 320 t + 400)``, exactly the 25 ms window of Kaldi fbank frame ``2 t``
 (10 ms shift, snip_edges), so the targets are every second fbank frame, with no resampling.
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.losses import valid_frames
+from common.tensors import frame_mask
 from upstream.fbank import FbankUpstream
 from upstream.hubert import HubertModel
 
@@ -67,7 +67,7 @@ class FrontEndRegression(nn.Module):
         features, frame_lengths = self.front_end(wav, lengths)
         predicted = self.head(self.feature_projection(features))
         targets, exists = self.targets(wav, lengths, predicted.shape[1])
-        valid = valid_frames(frame_lengths, predicted.shape[1]) & exists
+        valid = frame_mask(frame_lengths, predicted.shape[1]) & exists
         error = F.l1_loss(predicted, targets, reduction="none").mean(-1)
         loss = error[valid].sum()
         return {"loss_sum": loss, "frames": valid.sum(), "parts": {"l1": loss.detach()}}

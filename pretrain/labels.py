@@ -15,7 +15,7 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-from common.audio import AudioError, load_audio
+from common.audio import SAMPLE_RATE, AudioError, load_audio
 from common.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class LabelConfig:
 
 def mfcc_features(wav: torch.Tensor) -> torch.Tensor:
     """wav ``[sample]`` (16 kHz) → ``[frame, 39]`` MFCC + Δ + ΔΔ at 100 Hz."""
-    mfcc = torchaudio.compliance.kaldi.mfcc(wav[None], sample_frequency=16000, use_energy=False)  # [frame, 13]
+    mfcc = torchaudio.compliance.kaldi.mfcc(wav[None], sample_frequency=SAMPLE_RATE, use_energy=False)  # [frame, 13]
     per_coeff = mfcc.t()  # compute_deltas works along the last axis (time)
     delta = torchaudio.functional.compute_deltas(per_coeff)
     delta2 = torchaudio.functional.compute_deltas(delta)

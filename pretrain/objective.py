@@ -1,4 +1,4 @@
-"""HuBERT's masked prediction as a trainer objective (see ``distill/trainer.py`` for the contract).
+"""HuBERT's masked prediction as a trainer objective (see ``training/loop.py`` for the contract).
 
 Built from torchaudio's HuBERT pretraining pieces where they fit: span masks come from torchaudio's
 ``_compute_mask_indices`` (fairseq's algorithm: ``mask_prob`` 0.8 / span 10 → 8% of frames start a span).
@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.models.wav2vec2.components import _compute_mask_indices
 
-from distill.losses import valid_frames
-from upstream.hubert import HubertModel, HubertUpstream
-
-SAMPLE_RATE = 16000
+from common.audio import SAMPLE_RATE
+from common.tensors import frame_mask
+from upstream.hubert import HubertModel
 
 
 @dataclass
@@ -28,7 +27,7 @@ class MaskingConfig:
     mask_length: int = 10
     min_masks: int = 2
     # weight of the loss on unmasked frames (fairseq's pred_nomask_weight). fairseq's Base uses 0; a tiny budget
-    # needs it: the unmasked term teaches the CNN front end quickly (see configs/pretrain/hubert_mini.yaml).
+    # needs it: the unmasked term teaches the CNN front end quickly (see docs/results/pretrain_hubert_mini.md).
     nomask_weight: float = 0.0
     # "uniform" (fairseq: U[0, 1) per dimension) or "zeros". Measured on the mini teacher (12 × 192, post-LN,
     # 300 updates): zeros reached 9.4% masked accuracy where uniform reached 5.4% (the label prior is ~3%).
@@ -53,7 +52,7 @@ class MaskedPrediction(nn.Module):
                 model.mask_emb.zero_()
         self.model, self.labels, self.masking = model, labels, masking
         # labels per model frame: 2 for 100 Hz MFCC labels and 50 Hz frames, 1 for iteration-2 labels
-        self.labels_per_frame = label_rate * HubertUpstream.downsample_rate / SAMPLE_RATE
+        self.labels_per_frame = label_rate * model.downsample_rate / SAMPLE_RATE
         self.label_rate = label_rate
 
     def frame_targets(self, indices: torch.Tensor, starts: torch.Tensor, num_frames: int
@@ -74,7 +73,7 @@ class MaskedPrediction(nn.Module):
         wav, lengths = batch["wav"], batch["wav_lengths"]
         frame_lengths = self.model.frame_lengths(lengths)
         num_frames = int(frame_lengths.max())
-        valid = valid_frames(frame_lengths, num_frames)
+        valid = frame_mask(frame_lengths, num_frames)
         mask = _compute_mask_indices((wav.shape[0], num_frames), (~valid).cpu(), self.masking.mask_prob,
                                      self.masking.mask_length, min_masks=self.masking.min_masks)
         mask = mask.to(wav.device) & valid

@@ -3,7 +3,7 @@
 Outputs: data/mini_superb and results/demo (quick: data/mini_superb_tiny and results/demo_quick).
 Stages, each skipped when its output exists from a run with the same settings (a ``.demo_stage.json`` marker beside
 the output records them; other settings rebuild the stage):
-  1. corpus     python -m tasks.synth --out data/mini_superb --size small (quick: tiny)
+  1. corpus     python -m synth --out data/mini_superb --size small (quick: tiny)
   2. teacher    the shipped teacher upstream/pretrained/hubert_mini (what ``build_upstream("hubert_mini")`` loads,
                 sha256 checked); with ``--pretrain`` (``make demo PRETRAIN=1``), or while no weights are shipped
                 (said in one line), run_pretrain.py → results/demo/hubert_mini from scratch within its time cap
@@ -166,7 +166,7 @@ class Stages:
             return
         if self.cached(self.data, "corpus"):
             return
-        if run([PY, "-m", "tasks.synth", "--out", str(self.data), "--size", self.budget.corpus_size]) != 0:
+        if run([PY, "-m", "synth", "--out", str(self.data), "--size", self.budget.corpus_size]) != 0:
             raise StageFailed("corpus synthesis failed; later stages need it", fatal=True)
         self.mark_done(self.data, "corpus")
 

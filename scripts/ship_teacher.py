@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from common.io import sha256_file  # noqa: E402
+from common.io import atomic_dir, sha256_file  # noqa: E402
 
 # The mean over this many final logged updates is "the final masked-prediction accuracy" (one update is noisy).
 FINAL_UPDATES = 10
@@ -79,7 +77,7 @@ def _corpus(data_dirs: list[str], summary: dict) -> dict:
     if files is None or hours is None:  # an older run_pretrain.py did not record them: read the headers now
         import soundfile as sf
 
-        from distill.data import collect_audio_files
+        from training.data import collect_audio_files
 
         paths = collect_audio_files(data_dirs)
         files = len(paths)
@@ -180,9 +178,7 @@ def ship(src: Path, dest: Path, name: str, args: argparse.Namespace) -> str:
         raise ShipError(f"{src}: no such folder; expected the --output folder of run_pretrain.py")
     prov = collect_provenance(src, args)
     half = to_fp16(src)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as tmp:
         save_upstream(half, tmp)
         weights = tmp / WEIGHTS_FILE
         size = weights.stat().st_size
@@ -190,13 +186,7 @@ def ship(src: Path, dest: Path, name: str, args: argparse.Namespace) -> str:
             raise ShipError(f"{src / WEIGHTS_FILE}: {size / 2**20:.1f} MiB in fp16, over --max-mb {args.max_mb}")
         sha = sha256_file(weights)
         (tmp / "PROVENANCE.md").write_text(render_provenance(name, prov, sha, size, count_parameters(half.model)))
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would make the shipped folder private
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.chmod(tmp, 0o755)  # the shipped folder is readable to all, whatever the umask
     return sha
 
 

@@ -82,40 +82,46 @@ class SpeechRecognition(CTCTask):
     def hypothesis_units(self, tokens: list[str]) -> list[str]:
         return chars_to_words(tokens)
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         """WER (the selected metric), and CER beside it: the character error rate over the same characters, each
         word boundary counting as one (reference ``text_to_chars(transcript)``, hypothesis its decoded words joined
         by ``|``). CER shows a head that learns spelling before it gets whole words right."""
-        scores = super().score(utts, predictions)
+        scores = super().score(split, utts, predictions)
         refs = [text_to_chars(u.transcript) for u in utts]
         hyps = [list(WORD_BOUNDARY.join(chars_to_words(p.split()))) for p in predictions]
         scores["cer"] = error_rate_percent(refs, hyps)
         return scores
 
     def build_head(self, input_dim: int) -> nn.Module:
+        """Output: log-probabilities ``[batch, frame, len(vocab)]`` (characters + blank) at the upstream frame
+        rate (``head.kind``: the BiLSTM, or one linear per frame); ``lengths`` stay the input's valid frames."""
         h = self.config.head
         if h.kind == "linear":
             return FrameLinearCTCHead(input_dim, len(self.vocab))
         return BiLSTMCTCHead(input_dim, len(self.vocab), h.proj_dim, h.hidden_size, h.num_layers, h.dropout)
 
-    def export_fine_tuned(self, ctx, model: nn.Module, directory: Path) -> Path | None:
+    def export_fine_tuned(self, upstream: nn.Module, model: nn.Module, layer: int | None, num_layers: int,
+                          directory: Path) -> Path | None:
         """After ``--upstream-trainable``: a transformers ``HubertForCTC`` dir (+ its CTC tokenizer and feature
         extractor) that decodes as this run does, when the run is representable: a HuBERT-family upstream,
-        ``head.kind=linear`` and ``--layer`` on the last hidden state. Otherwise logs why and returns None."""
+        ``head.kind=linear`` and ``--layer`` on the last hidden state. Otherwise logs why and returns None.
+
+        upstream: the fine-tuned upstream; model: the trained downstream model (``.head``); layer: the fixed hidden
+        state (None: the weighted sum); num_layers: how many hidden states the upstream has."""
         from upstream.checkpoints import export_hubert_ctc
         from upstream.hubert import HubertUpstream
 
         needs = []
         if self.config.head.kind != "linear":
             needs.append("-o head.kind=linear")
-        if ctx.layer != ctx.num_layers - 1:
-            needs.append(f"--layer {ctx.num_layers - 1} (the last hidden state)")
-        if not isinstance(ctx.upstream, HubertUpstream) or ctx.upstream.include_pred_heads:
+        if layer != num_layers - 1:
+            needs.append(f"--layer {num_layers - 1} (the last hidden state)")
+        if not isinstance(upstream, HubertUpstream) or upstream.include_pred_heads:
             needs.append("a HuBERT-family upstream without prediction-head outputs")
         if needs:
             log.info("no HubertForCTC export (transformers' CTC model is one linear on the last hidden state): "
                      "it needs %s", ", ".join(needs))
             return None
-        path = export_hubert_ctc(ctx.upstream, model.head.output, self.vocab, directory, WORD_BOUNDARY)
+        path = export_hubert_ctc(upstream, model.head.output, self.vocab, directory, WORD_BOUNDARY)
         log.info("HubertForCTC written to %s", path)
         return path

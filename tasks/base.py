@@ -38,19 +38,22 @@ a prediction rule and a metric. The smallest real example (a keyword classifier 
         def predict(self, output, lengths, utts):
             return [self.classes[i] for i in output[0].argmax(-1).tolist()]
 
-        def score(self, utts, predictions):
+        def score(self, split, utts, predictions):
             return {"accuracy": accuracy_percent([u.label for u in utts], predictions)}
 
-Hooks for tasks that do not fit the per-utterance mould (all optional):
+Control flows one way: the engine calls these methods with data (records, head outputs, predictions) and gets
+data back; a task never calls the engine. Hooks for tasks that do not fit the per-utterance mould (all optional):
 
-* ``run(ctx)`` — replace the whole train/test procedure (QbE: no training; DTW over one layer chosen on dev).
-  ``ctx`` is a :class:`benchmark.engine.RunContext`: ``ctx.features(utts, layer=None)`` yields cached feature
-  batches, ``ctx.train_and_test(self)`` is the default procedure, ``ctx.run_dir`` is the run folder.
-* ``evaluate(ctx, model, split)`` — metrics of a trained model on a split that is not a list of independently
-  scored utterances (ASV: embed every utterance of a trial list and compute EER; SD: stitch segments into
-  recordings and compute DER). ``ctx.predict(model, utts)`` returns ``predict``'s output per utterance.
-* ``tune_on_dev(ctx, model)`` — post-selection on dev after the best checkpoint is loaded and before test
-  (SD threshold / median filter). Never look at test here.
+* ``score(split, utts, predictions)`` sees the whole split, so a metric need not be per utterance (ASV: cosine
+  scores of the split's trial list → EER; SD: segments stitched into recordings → DER).
+* ``prediction_files(split, utts, predictions)`` — files the engine writes into the run folder after the final
+  dev/test evaluation (default: ``predictions/<split>.jsonl``; SD: ``<split>.rttm``).
+* ``tune_on_dev(utts, predictions)`` — post-selection on the dev predictions of the best checkpoint, before test
+  (SD threshold / median filter); returns the choices, which the run's ``summary.json`` records under
+  ``selected``. Never look at test here.
+* ``run(features)`` — replace the whole train/test procedure (QbE: no training; DTW over one layer chosen on dev).
+  ``features`` is a :class:`LayerFeatures` (the split's records, and feature batches of one hidden layer); the
+  task returns a :class:`RunOutcome`.
 * Frame-level labels: ``self.downsample_rate`` (samples per upstream frame) is set in ``setup`` before training.
 * Folds: put the fold in the task's data config (ER: ``data.fold``) and return it from ``fold()`` so results rows
   and run ids carry it; ``run_benchmark.py --fold K`` sets ``data.fold``.
@@ -61,37 +64,59 @@ Metrics are reported in the units of the SUPERB leaderboard: percentages for acc
 from __future__ import annotations
 
 import abc
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Iterator, Literal, Protocol, Sequence
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # the engine imports tasks, not the other way round
-    from benchmark.engine import RunContext
+from common.utterance import Utterance
 
 SPLITS = ("train", "dev", "test")
 
 
-@dataclass(frozen=True)
-class Utterance:
-    """One supervised piece of audio (lhotse-style record); nothing past the loader sees the dataset layout.
+@dataclass
+class FeatureBatch:
+    """Hidden states of a batch of utterances, as the engine hands them to heads and to :meth:`Task.run`.
 
-    id: unique within the task (used as the cache key together with the audio's identity).
-    path: audio file; ``start``/``duration`` (seconds) select a slice — ``duration`` is always the slice length.
-    speaker: speaker id ('' when unknown). label: the target (class name, tuple of slot values, phone list, ...).
-    transcript: the text, for tasks that have one.
+    hidden: ``[layer, batch, frame, feature]`` float32 (one layer when a layer is fixed); lengths: ``[batch]`` valid
+    frames; utts: the records, in batch order.
     """
 
-    id: str
-    path: Path
-    duration: float
-    start: float = 0.0
-    speaker: str = ""
-    label: Any = None
-    transcript: str = ""
+    hidden: torch.Tensor
+    lengths: torch.Tensor
+    utts: list[Utterance]
+
+
+class LayerFeatures(Protocol):
+    """What a task that replaces the training procedure (:meth:`Task.run`, QbE) gets from the engine."""
+
+    layers: list[int]  # the hidden states to consider: every one, or the one ``--layer`` fixes
+
+    def split(self, name: str) -> list[Utterance]:
+        """The split's records (as ``load_split``), minus audio skipped with ``--skip-bad-audio``."""
+
+    def features(self, utts: Sequence[Utterance], layer: int) -> Iterator[FeatureBatch]:
+        """Batches (no gradients) of hidden state ``layer`` of ``utts``: ``hidden`` is ``[1, batch, frame, dim]``."""
+
+
+@dataclass
+class RunOutcome:
+    """What one run produced, returned as a value (by the engine's default procedure or by :meth:`Task.run`).
+
+    metrics: ``{split: {metric: value}}`` (each becomes a results row); selected: the choices made on dev
+    (``summary.json["selected"]``, e.g. SD threshold, QbE layer); files: run-folder-relative path -> text, written
+    by the engine; steps: optimiser updates; layer_weights: the softmax weights of the layer sum (None untrained).
+    """
+
+    metrics: dict[str, dict[str, float]]
+    selected: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    steps: int = 0
+    layer_weights: list[float] | None = None
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -265,7 +290,7 @@ class Task(abc.ABC):
                     f"task {self.name!r}: dataset folder {self.data_root / d} not found. Expected layout: "
                     f"{self.layout_help or d} (see docs/DATA_LAYOUTS.md). Set --data-root to the folder holding "
                     f"{', '.join(self.dataset_dirs)}, or build the offline corpus: "
-                    f"python -m tasks.synth --out data/mini_superb --size tiny")
+                    f"python -m synth --out data/mini_superb --size tiny")
 
     @abc.abstractmethod
     def load_split(self, split: str) -> list[Utterance]:
@@ -296,34 +321,39 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def build_head(self, input_dim: int) -> nn.Module:
-        """Head: ``forward(features [batch, frame, input_dim], lengths [batch]) -> output`` (any structure)."""
+        """Head: ``forward(features [batch, frame, input_dim], lengths [batch]) -> output``; each task's override
+        says what its ``output`` is (shapes, units), and ``loss``/``predict`` receive exactly that."""
 
     @abc.abstractmethod
     def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
-        """Scalar training loss of a batch; targets come from ``utts``; ``lengths`` are valid frames per item."""
+        """Scalar training loss of a batch; ``output``: the head's (see ``build_head``); targets come from ``utts``;
+        ``lengths``: ``[batch]`` valid frames per item."""
 
     @abc.abstractmethod
     def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
-        """One JSON-serialisable prediction per utterance."""
+        """One JSON-serialisable prediction per utterance, from the head's ``output`` (see ``build_head``)."""
 
     @abc.abstractmethod
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
-        """Metrics (name -> value, SUPERB units) of ``predictions`` aligned with ``utts``; includes primary_metric."""
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """Metrics (name -> value, SUPERB units) of ``split`` (dev or test) from ``predictions`` aligned with
+        ``utts`` (the whole split); includes ``primary_metric``."""
 
     # -- hooks for tasks that do not fit the per-utterance mould
-    def evaluate(self, ctx: RunContext, model: nn.Module, split: str) -> dict[str, float]:
-        """Metrics of ``model`` on ``split``; the default predicts every utterance and calls :meth:`score`."""
-        utts = ctx.load_split(self, split)
-        predictions = ctx.predict(model, utts)
-        ctx.write_predictions(split, utts, predictions)
-        return self.score(utts, predictions)
+    def prediction_files(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, str]:
+        """Files (run-folder-relative path -> text) describing the final predictions on ``split``; the default is
+        ``predictions/<split>.jsonl``, one ``{"id", "prediction", "reference"}`` object per line."""
+        lines = [json.dumps({"id": u.id, "prediction": p, "reference": u.label if u.label is not None else
+                             u.transcript}, default=str) for u, p in zip(utts, predictions)]
+        return {f"predictions/{split}.jsonl": "\n".join(lines) + "\n"}
 
-    def tune_on_dev(self, ctx: RunContext, model: nn.Module) -> None:
-        """Post-selection on dev (thresholds, filters) after the best checkpoint is loaded; default: nothing."""
+    def tune_on_dev(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, Any]:
+        """Post-selection (thresholds, filters) on the dev ``predictions`` of the best checkpoint, before test;
+        returns the choices (recorded in ``summary.json`` under ``selected``). Default: nothing to choose."""
+        return {}
 
-    def run(self, ctx: RunContext) -> dict[str, dict[str, float]]:
-        """The whole procedure; returns ``{split: {metric: value}}`` (each becomes a results row)."""
-        return ctx.train_and_test(self)
+    def run(self, features: LayerFeatures) -> RunOutcome | None:
+        """A procedure that replaces training (QbE); None (the default) = the engine's train, dev and test."""
+        return None
 
     def better(self, new: float, best: float | None) -> bool:
         if best is None:
@@ -332,26 +362,6 @@ class Task(abc.ABC):
 
 
 # ---------------------------------------------------------------- helpers shared by loaders and tasks
-def audio_duration(path: str | Path) -> float:
-    """Duration of an audio file in seconds, from its header.
-
-    An unreadable file gives 0.0 instead of raising, so that a loader can list it: the engine reports it by name
-    when it loads the audio (or skips and records it with ``--skip-bad-audio``).
-    """
-    import soundfile as sf
-
-    from common.audio import AudioError, check_audio_file
-
-    try:
-        check_audio_file(path)  # before opening: sf.info on a FIFO would block forever
-        info = sf.info(str(path))
-    except AudioError:
-        return 0.0
-    except Exception:  # soundfile raises several types for the same problem; the engine reports it later
-        return 0.0
-    return info.frames / info.samplerate
-
-
 def require_file(path: Path, task: str, what: str) -> Path:
     """``path`` if it exists, else a :class:`DatasetNotFoundError` saying what the file should hold."""
     if not path.exists():

@@ -51,6 +51,7 @@ class ClassificationTask(Task):
         return problems
 
     def build_head(self, input_dim: int) -> PooledLinearHead:
+        """Output: ``[logits [batch, len(classes)]]`` (a one-item list) of the mean-pooled utterance."""
         return PooledLinearHead(input_dim, [len(self.classes)], self.config.head.proj_dim)
 
     def loss(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
@@ -59,7 +60,7 @@ class ClassificationTask(Task):
     def predict(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
         return [self.classes[i] for i in output[0].argmax(-1).tolist()]
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         return {"accuracy": accuracy_percent([u.label for u in utts], predictions)}
 
 

@@ -50,7 +50,7 @@ class CTCTask(Task):
     def predict(self, output: torch.Tensor, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
         return [" ".join(self.vocab[i] for i in ids) for ids in ctc_greedy_decode(output, lengths)]
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         refs = [self.reference_units(u) for u in utts]
         hyps = [self.hypothesis_units(p.split()) for p in predictions]
         return {self.primary_metric: error_rate_percent(refs, hyps)}

@@ -16,11 +16,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from .base import DatasetNotFoundError, TaskConfig, Utterance, audio_duration
+from common import datasets
+from common.audio import audio_duration
+
+from .base import DatasetNotFoundError, TaskConfig, Utterance
 from .classification import ClassificationTask, PooledHeadConfig
 from .registry import register_task
 
-IEMOCAP_DIR = "IEMOCAP_full_release"
+IEMOCAP_DIR = datasets.IEMOCAP
 LABEL_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
 LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(\S+)\t(\S+)\t\[")
 

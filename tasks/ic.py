@@ -17,13 +17,15 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from common import datasets
+from common.audio import audio_duration
 from downstream.pooled_linear import PooledLinearHead
 
-from .base import Task, TaskConfig, Utterance, accuracy_percent, audio_duration, require_file
+from .base import Task, TaskConfig, Utterance, accuracy_percent, require_file
 from .classification import PooledHeadConfig
 from .registry import register_task
 
-FSC_DIR = "fluent_speech_commands_dataset"
+FSC_DIR = datasets.FLUENT
 SLOTS = ("action", "object", "location")
 CSV = {"train": "train_data.csv", "dev": "valid_data.csv", "test": "test_data.csv"}
 
@@ -87,6 +89,7 @@ class IntentClassification(Task):
         return utts
 
     def build_head(self, input_dim: int) -> PooledLinearHead:
+        """Output: one ``logits [batch, values of that slot]`` per slot (action, object, location), mean-pooled."""
         return PooledLinearHead(input_dim, [len(v) for v in self.slot_values()], self.config.head.proj_dim)
 
     def loss(self, output: list[torch.Tensor], lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
@@ -102,5 +105,5 @@ class IntentClassification(Task):
         values = self.slot_values()
         return [tuple(values[k][picks[k][b]] for k in range(len(SLOTS))) for b in range(len(utts))]
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         return {"accuracy": accuracy_percent([tuple(u.label) for u in utts], [tuple(p) for p in predictions])}

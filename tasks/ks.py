@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .base import DatasetNotFoundError, TaskConfig, Utterance, audio_duration, require_file
+from common import datasets
+from common.audio import audio_duration
+
+from .base import DatasetNotFoundError, TaskConfig, Utterance, require_file
 from .classification import ClassificationTask, PooledHeadConfig, balanced_weights
 from .listfile import read_text_lines
 from .registry import register_task
@@ -25,7 +28,7 @@ from .registry import register_task
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
 CLASSES = WORDS + [UNKNOWN, SILENCE]
-TRAIN_DIR, TEST_DIR = "speech_commands_v0.01", "speech_commands_test_set_v0.01"
+TRAIN_DIR, TEST_DIR = datasets.SPEECH_COMMANDS, datasets.SPEECH_COMMANDS_TEST
 NOISE_DIR = "_background_noise_"
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DatasetNotFoundError, Utterance, audio_duration
+from common import datasets
+from common.audio import audio_duration
+
+from .base import DatasetNotFoundError, Utterance
 from .listfile import ListFileError, read_text_lines
 
-LIBRISPEECH_DIR = "LibriSpeech"
+LIBRISPEECH_DIR = datasets.LIBRISPEECH
 LAYOUT = ("LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac + <spk>-<chapter>.trans.txt "
           "(subsets train-clean-100, dev-clean, test-clean)")
 

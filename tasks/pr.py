@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from common.datasets import CMU_PHONES
 from downstream.ctc_heads import LinearCTCHead
 
 from .base import TaskConfig, Utterance
@@ -24,8 +25,6 @@ from .librispeech import LAYOUT, LIBRISPEECH_DIR, load_librispeech
 from .registry import register_task
 
 log = logging.getLogger(__name__)
-CMU_PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH"
-              .split())
 
 
 @dataclass
@@ -75,7 +74,7 @@ class PhonemeRecognition(CTCTask):
     primary_metric = "per"
     dataset_dirs = (LIBRISPEECH_DIR,)
     layout_help = LAYOUT
-    vocab = [BLANK] + CMU_PHONES
+    vocab = [BLANK, *CMU_PHONES]
 
     def load_split(self, split: str) -> list[Utterance]:
         subset = getattr(self.config.data, split)
@@ -96,4 +95,5 @@ class PhonemeRecognition(CTCTask):
         return list(utt.label)
 
     def build_head(self, input_dim: int) -> LinearCTCHead:
+        """Output: log-probabilities ``[batch, frame, 40]`` (blank + 39 CMU phones) at the upstream frame rate."""
         return LinearCTCHead(input_dim, len(self.vocab), self.config.head.proj_dim)

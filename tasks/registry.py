@@ -8,18 +8,17 @@ Every module of the ``tasks`` package is imported on first lookup, so a new task
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from pathlib import Path
 from typing import Callable
 
-from common.config import ConfigError, apply_overrides, load_config, load_yaml
+from common.config import ConfigError, apply_overrides, load_config, load_yaml, merge_nested
+from common.registry import Registry
 
 from .base import Task, TaskConfig
 
-_TASKS: dict[str, type[Task]] = {}
-_NOT_TASK_MODULES = {"base", "registry", "synth", "__main__"}
+_REGISTRY: Registry[type[Task]] = Registry("task", "tasks", Path(__file__).resolve().parent,
+                                           {"base", "registry", "synth", "__main__"})
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "tasks"
-_discovered = False
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
@@ -27,46 +26,25 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     def wrap(cls: type[Task]) -> type[Task]:
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise TypeError(f"@register_task({name!r}) must decorate a tasks.base.Task subclass, got {cls!r}")
-        if name in _TASKS and _TASKS[name] is not cls:
-            raise ValueError(f"task {name!r} is registered twice ({_TASKS[name].__module__} and {cls.__module__})")
+        _REGISTRY.register(name, cls)
         cls.name = name
-        _TASKS[name] = cls
         return cls
     return wrap
 
 
-def _discover() -> None:
-    """Import every module of the tasks package once, so their decorators run."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    package_dir = Path(__file__).resolve().parent
-    for info in pkgutil.iter_modules([str(package_dir)]):
-        if info.name in _NOT_TASK_MODULES or info.name.startswith("_"):
-            continue
-        importlib.import_module(f"tasks.{info.name}")
-
-
-def _is_module(name: str) -> bool:
-    package_dir = Path(__file__).resolve().parent
-    return name.isidentifier() and name not in _NOT_TASK_MODULES and (
-        (package_dir / f"{name}.py").is_file() or (package_dir / name / "__init__.py").is_file())
-
-
 def list_tasks() -> list[str]:
-    _discover()
-    return sorted(_TASKS)
+    return _REGISTRY.names()
 
 
 def get_task_class(name: str) -> type[Task]:
-    if name not in _TASKS and _is_module(name):
+    tasks = _REGISTRY.items
+    if name not in tasks and _REGISTRY.is_module(name):
         importlib.import_module(f"tasks.{name}")  # the usual case: task "ks" lives in tasks/ks.py (or tasks/ks/)
-    if name not in _TASKS:
-        _discover()
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+    if name not in tasks:
+        _REGISTRY.discover()
+    if name not in tasks:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(tasks))}")
+    return tasks[name]
 
 
 def load_task_config(name: str, overrides: list[str] | None = None, profile: str | None = None,
@@ -79,7 +57,7 @@ def load_task_config(name: str, overrides: list[str] | None = None, profile: str
     if profile is not None:
         if profile not in profiles:
             raise ConfigError(f"{path}: no profile {profile!r}; profiles: {sorted(profiles) or 'none'}")
-        data = _deep_merge(data, profiles[profile])
+        data = merge_nested(data, profiles[profile])
     data = apply_overrides(data, overrides)
     return load_config(cls.config_class, base=data)
 
@@ -89,9 +67,3 @@ def build_task(name: str, data_root: str | Path, overrides: list[str] | None = N
     cls = get_task_class(name)
     return cls(load_task_config(name, overrides, profile, config_path), data_root)
 
-
-def _deep_merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import DatasetNotFoundError, TaskConfig, Utterance, audio_duration, require_file
+from common import datasets
+from common.audio import audio_duration
+
+from .base import DatasetNotFoundError, TaskConfig, Utterance, require_file
 from .classification import ClassificationTask, PooledHeadConfig
 from .listfile import read_text_lines
 from .registry import register_task
 
-VOX_DIR = "VoxCeleb1"
+VOX_DIR = datasets.VOXCELEB1
 SPLIT_CODE = {"train": "1", "dev": "2", "test": "3"}
 
 

@@ -1,7 +1,7 @@
 """Shared pytest fixtures.
 
 ``tiny_corpus``: the offline mini-SUPERB corpus at size ``tiny`` (seed 0), built once and cached under
-``$DISTILSUPERB_CACHE`` (default ``~/.cache/distilsuperb``) in ``tiny-<hash of tasks/synth>``, so it is rebuilt only
+``$DISTILSUPERB_CACHE`` (default ``~/.cache/distilsuperb``) in ``tiny-<hash of synth/>``, so it is rebuilt only
 when the generator changes. A file lock keeps two pytest processes from building it at once.
 """
 from __future__ import annotations
@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from tests.fixtures.upstreams import register_tiny_upstream
+
+register_tiny_upstream()  # tests build the tiny deterministic upstream by name (run_task, run_benchmark.main)
+
 REPO = Path(__file__).resolve().parents[1]
-SYNTH_DIR = REPO / "tasks" / "synth"
+SYNTH_DIR = REPO / "synth"
 
 
 def synth_code_hash() -> str:
@@ -34,8 +38,8 @@ def cache_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus() -> Path:
     """Path of a complete tiny corpus (the layouts of docs/DATA_LAYOUTS.md). Treat it as read-only."""
-    from tasks.synth.build import MANIFEST, build_corpus
-    from tasks.synth.voices import SynthesisError
+    from synth.build import MANIFEST, build_corpus
+    from synth.voices import SynthesisError
 
     root = cache_root() / f"tiny-{synth_code_hash()}"
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import benchmark.testing  # noqa: F401  (registers the tiny deterministic upstream)
 from benchmark.engine import RunOptions, run_task
-from benchmark.testing import TINY_UPSTREAM
+from tests.fixtures.upstreams import TINY_UPSTREAM
 
 
 def run_and_read_rows(data_root: Path, task: str, out: Path, overrides: list[str] | None = None,

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from benchmark.engine import RunOptions, run_task
-from benchmark.testing import TINY_UPSTREAM, write_fsc
 from common.audio import AudioError, load_audio, write_audio
-from distill.data import DataConfig, SkipReport, collect_audio_files, scan_audio
+from tests.fixtures.datasets import write_fsc
+from tests.fixtures.upstreams import TINY_UPSTREAM
+from training.data import DataConfig, SkipReport, collect_audio_files, scan_audio
 
 FAST = ["train.eval_every=2", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 BAD = "wavs/speakers/S1/train1.wav"

@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 
 from benchmark.engine import RunOptions, run_task
-from benchmark.testing import write_speech_commands
 from common.checkpoint import load_checkpoint
-from distill.testing import free_port
+from tests.fixtures.datasets import write_speech_commands
+from tests.fixtures.ports import free_port
+from tests.fixtures.upstreams import tiny_config
 from upstream.checkpoints import save_upstream
 from upstream.hubert import HubertModel, HubertUpstream
-from upstream.testing import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # batches of 1 s of 0.3 s tones: 3 utterances, split 2 + 1 over the ranks (the uneven case of the loss weighting)

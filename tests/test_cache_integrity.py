@@ -12,9 +12,9 @@ import pytest
 
 import run_benchmark
 from benchmark.cache import FeatureCache, list_cache, weights_hash
-from benchmark.features import load_utterance_audio
-from benchmark.testing import TinyFrameUpstream, write_fsc
 from tasks.registry import build_task
+from tests.fixtures.datasets import write_fsc
+from tests.fixtures.upstreams import TinyFrameUpstream
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def utts(tmp_path_factory):
 def filled(tmp_path, utts):
     up = TinyFrameUpstream().eval()
     cache = FeatureCache(tmp_path, weights_hash(up))
-    assert cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    assert cache.ensure(utts, up, max_seconds=10.0) == len(utts)
     return up, cache
 
 
@@ -47,8 +47,8 @@ def test_a_corrupt_entry_is_reported_once_by_path_and_extracted_again(tmp_path, 
     damage(bad_path)
     again = reopen(tmp_path, up)
     with caplog.at_level(logging.WARNING):
-        assert again.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == 1  # only the damaged one
-        assert again.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == 0
+        assert again.ensure(utts, up, max_seconds=10.0) == 1  # only the damaged one
+        assert again.ensure(utts, up, max_seconds=10.0) == 0
     warnings = [r.getMessage() for r in caplog.records if "corrupt" in r.getMessage()]
     assert len(warnings) == 1 and str(bad_path) in warnings[0] and reason in warnings[0]
     np.testing.assert_array_equal(again.load(utts[1]), good)
@@ -58,7 +58,7 @@ def test_a_corrupt_entry_is_reported_once_by_path_and_extracted_again(tmp_path, 
 def test_an_entry_without_its_checksum_is_extracted_again(tmp_path, utts):
     up, cache = filled(tmp_path, utts)
     cache.path(utts[0]).with_suffix(".sum").unlink()  # killed between the array and its sidecar, or older cache
-    assert reopen(tmp_path, up).ensure(utts, up, load_utterance_audio, max_seconds=10.0) == 1
+    assert reopen(tmp_path, up).ensure(utts, up, max_seconds=10.0) == 1
 
 
 def test_an_entry_damaged_during_a_run_names_its_file(tmp_path, utts):
@@ -104,6 +104,6 @@ def test_entries_without_checksums_are_said_once_not_per_entry(tmp_path, utts, c
     for u in utts:
         cache.path(u).with_suffix(".sum").unlink()  # a cache written before checksums existed
     with caplog.at_level(logging.WARNING):
-        assert reopen(tmp_path, up).ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+        assert reopen(tmp_path, up).ensure(utts, up, max_seconds=10.0) == len(utts)
     said = [r.getMessage() for r in caplog.records if "checksum" in r.getMessage()]
     assert len(said) == 1 and f"{len(utts)} entries have no checksum" in said[0]

@@ -17,12 +17,12 @@ import transformers
 import run_benchmark
 import run_distill
 import run_pretrain
-from benchmark.testing import TINY_PRETRAINED, TINY_UPSTREAM, write_fsc, write_speech_commands, write_voxceleb1
-from distill.testing import tiny_teacher, tiny_teacher_config, write_tone_corpus
-from tasks.synth.__main__ import main as synth_main
+from synth.__main__ import main as synth_main
+from tests.fixtures.datasets import write_fsc, write_speech_commands, write_tone_corpus, write_voxceleb1
+from tests.fixtures.upstreams import (TINY_PRETRAINED, TINY_UPSTREAM, tiny_config, tiny_hf_config, tiny_teacher,
+                                     tiny_teacher_config)
 from upstream.builtin import random_upstream
 from upstream.checkpoints import save_upstream
-from upstream.testing import tiny_config, tiny_hf_config
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 TINY_DISTILL = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1"]

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 import run_benchmark
-from benchmark.testing import (TINY_UPSTREAM, tone, write_fsc, write_iemocap, write_librispeech,
-                               write_speech_commands, write_voxceleb1)
+from common import datasets
+from tests.fixtures.datasets import (tone, write_fsc, write_iemocap, write_librispeech, write_speech_commands,
+                                     write_voxceleb1)
 from tasks.registry import build_task
+from tests.fixtures.upstreams import TINY_UPSTREAM
 
-KS, FSC, VOX = "speech_commands_v0.01", "fluent_speech_commands_dataset", "VoxCeleb1"
+KS, FSC, VOX = datasets.SPEECH_COMMANDS, datasets.FLUENT, datasets.VOXCELEB1
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 
 import run_benchmark
 import run_distill
-from benchmark.testing import TINY_UPSTREAM, write_fsc
-from distill.testing import tiny_teacher, write_tone_corpus
+from tests.fixtures.datasets import write_fsc, write_tone_corpus
+from tests.fixtures.upstreams import TINY_UPSTREAM, tiny_pretrain_args, tiny_teacher
 from upstream.checkpoints import save_upstream
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
@@ -147,17 +147,9 @@ def test_distillation_output_that_is_a_file(distill_setup, tmp_path, capsys):
 def test_disk_full_while_pretraining_writes_its_labels(distill_setup, tmp_path, monkeypatch, capsys):
     """labels.pt went through torch.save straight into the file: a full disk was a C++ 'enforce fail'."""
     import run_pretrain
-    from distill.testing import tiny_teacher_config
 
-    cfg = tiny_teacher_config(codewords=0)
     out = tmp_path / "teacher"
-    args = ["--config", "configs/pretrain/hubert_mini.yaml", "--data", str(distill_setup / "audio"),
-            "--output", str(out), "--max-steps", "2"]
-    for o in [f"model.conv_layers={[list(c) for c in cfg.conv_layers]}", f"model.embed_dim={cfg.embed_dim}",
-              f"model.ffn_dim={cfg.ffn_dim}", f"model.heads={cfg.heads}", "model.layers=2", "model.conv_pos=8",
-              "model.conv_pos_groups=4", "model.final_dim=8", "labels.clusters=4", "labels.kmeans_init_runs=1",
-              "front_end_warmup.steps=0", "iteration2.enabled=false", "run.threads=1"]:
-        args += ["-o", o]
+    args = tiny_pretrain_args(distill_setup / "audio", out, 2, "run.threads=1")
     disk_full_under(monkeypatch, out / "iter1")
     assert run_pretrain.main(args) == 2
     line = one_error_line(capsys.readouterr().err)

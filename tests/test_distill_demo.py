@@ -119,7 +119,7 @@ def test_benchmark_workers_run_each_command_line_into_its_own_log(demo, tmp_path
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
-    from benchmark.testing import write_speech_commands
+    from tests.fixtures.datasets import write_speech_commands
 
     data = tmp_path / "data"
     write_speech_commands(data)

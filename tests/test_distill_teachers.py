@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import run_distill
-from distill.testing import write_tone_corpus
+from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.upstreams import tiny_family_model
 from upstream import build_upstream
-from upstream.testing import tiny_family_model
 
 TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1", "run.log_every=1",
         "run.optim.lr=2e-3"]

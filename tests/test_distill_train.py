@@ -15,9 +15,11 @@ import safetensors.torch
 import torch
 
 import run_distill
-from distill.testing import free_port, tiny_teacher, write_tone_corpus
+from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.ports import free_port
+from tests.fixtures.upstreams import tiny_teacher, write_teacher_and_audio
 from upstream import build_upstream
-from upstream.checkpoints import export_hf, save_upstream
+from upstream.checkpoints import export_hf
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1", "run.log_every=1",
@@ -26,10 +28,7 @@ TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    write_tone_corpus(root / "audio", count=6)
-    save_upstream(tiny_teacher(), root / "teacher")
-    return root
+    return write_teacher_and_audio(tmp_path_factory.mktemp("distill"))
 
 
 def history(out: Path) -> list[dict]:
@@ -110,7 +109,7 @@ def test_max_minutes_stops_early_with_a_checkpoint(setup):
 def test_a_schedule_fitted_to_the_time_cap_ends_at_zero_lr(setup, monkeypatch, fit):
     import types
 
-    import distill.trainer as trainer
+    import training.loop as trainer
 
     clock = [1000.0]  # fake seconds: every training step takes exactly one
     monkeypatch.setattr(trainer, "time", types.SimpleNamespace(time=lambda: clock[0]))
@@ -192,9 +191,10 @@ def test_two_ddp_processes_follow_the_single_process_loss_curve(setup):
 def test_a_file_that_breaks_mid_run_is_skipped_and_reported(tmp_path):
     from common.config import load_config
     from distill.config import DistillConfig
-    from distill.data import SkipReport, collect_audio_files, scan_audio
     from distill.objectives import DistillObjective
-    from distill.trainer import DistEnv, Trainer
+    from training.data import SkipReport, collect_audio_files, scan_audio
+    from training.distributed import DistEnv
+    from training.loop import Trainer
 
     paths = write_tone_corpus(tmp_path / "audio", count=6)
     cfg = load_config(DistillConfig, None, TINY + ["run.max_steps=6"])

@@ -9,10 +9,11 @@ import torch
 from common.audio import write_audio
 from common.config import load_config
 from distill.config import DistillConfig, ObjectiveConfig
-from distill.data import DataConfig, SecondsBatchSampler, SkipReport, UnlabelledAudio, collect_audio_files, scan_audio
 from distill.losses import codeword_kl_frame_loss, regression_frame_loss
 from distill.objectives import ConfigMismatch, DistillObjective, layer_to_layer_map, scaled_target_layers
-from distill.testing import tiny_teacher, write_tone_corpus
+from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.upstreams import tiny_teacher
+from training.data import DataConfig, SecondsBatchSampler, SkipReport, UnlabelledAudio, collect_audio_files, scan_audio
 
 
 def test_regression_loss_is_l1_plus_minus_log_sigmoid_cos():

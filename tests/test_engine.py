@@ -17,11 +17,11 @@ from benchmark import results
 from benchmark.batching import epoch_batches, eval_batches, pack_by_seconds
 from benchmark.cache import FeatureCache, list_cache, remove_cache_entries, weights_hash
 from benchmark.engine import RunOptions, run_task
-from benchmark.features import CachedFeatures, HeldArrays, load_utterance_audio
-from benchmark.testing import (TINY_PRETRAINED, TINY_UPSTREAM, TinyFrameUpstream, write_fsc, write_librispeech,
-                               write_speech_commands, write_voxceleb1)
-from benchmark.trainer import SimulatedCrash
-from tasks.registry import build_task
+from benchmark.features import CachedFeatures, HeldArrays
+from common.utterance import load_utterance_audio
+from tasks.registry import build_task, get_task_class
+from tests.fixtures.datasets import write_fsc, write_librispeech, write_speech_commands, write_voxceleb1
+from tests.fixtures.upstreams import TINY_PRETRAINED, TINY_UPSTREAM, TinyFrameUpstream
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 
@@ -41,11 +41,17 @@ def options(data_root: Path, tmp: Path, **kw) -> RunOptions:
     return RunOptions(**base)
 
 
-def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
+def filled_cache(data_root: Path, folder: Path):
+    """The tiny upstream, IC's train records and a feature cache in ``folder`` holding them (all extracted)."""
     up = TinyFrameUpstream().eval()
     utts = build_task("ic", data_root).load_split("train")
-    cache = FeatureCache(tmp_path, weights_hash(up))
-    assert cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    cache = FeatureCache(folder, weights_hash(up))
+    assert cache.ensure(utts, up, max_seconds=10.0) == len(utts)
+    return up, utts, cache
+
+
+def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
+    up, utts, cache = filled_cache(data_root, tmp_path)
     for u in utts:
         with torch.inference_mode():
             fresh = torch.stack(up([load_utterance_audio(u)]).hidden_states)[:, 0]  # [layer, frame, feature]
@@ -56,7 +62,7 @@ def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
         assert isinstance(one_layer, np.memmap)  # only that layer is read from disk
         np.testing.assert_array_equal(one_layer[0], cached[1])
     again = FeatureCache(tmp_path, weights_hash(up))
-    assert again.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == 0
+    assert again.ensure(utts, up, max_seconds=10.0) == 0
     # Other weights -> another hash -> a miss.
     assert weights_hash(TinyFrameUpstream(seed=1)) != weights_hash(up)
 
@@ -64,21 +70,18 @@ def test_cached_features_equal_fresh_ones_and_are_reused(data_root, tmp_path):
 def test_tasks_naming_the_same_audio_differently_share_its_features(data_root, tmp_path):
     import dataclasses
 
-    up = TinyFrameUpstream().eval()
-    utts = build_task("ic", data_root).load_split("train")
-    cache = FeatureCache(tmp_path, weights_hash(up))
-    assert cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    up, utts, cache = filled_cache(data_root, tmp_path)
     renamed = [dataclasses.replace(u, id=f"other-task/{u.id}") for u in utts]  # as SID and ASV name VoxCeleb files
-    assert cache.ensure(renamed, up, load_utterance_audio, max_seconds=10.0) == 0
+    assert cache.ensure(renamed, up, max_seconds=10.0) == 0
     sliced = [dataclasses.replace(u, duration=u.duration / 2) for u in utts]  # another slice is other audio
-    assert cache.ensure(sliced, up, load_utterance_audio, max_seconds=10.0) == len(utts)
+    assert cache.ensure(sliced, up, max_seconds=10.0) == len(utts)
 
 
 def test_features_held_in_ram_are_read_once_up_to_the_limit(data_root, tmp_path, monkeypatch):
     up = TinyFrameUpstream().eval()
     utts = build_task("ic", data_root).load_split("train")
     cache = FeatureCache(tmp_path, weights_hash(up))
-    cache.ensure(utts, up, load_utterance_audio, max_seconds=10.0)
+    cache.ensure(utts, up, max_seconds=10.0)
     reads = []
     original = FeatureCache.load
     monkeypatch.setattr(FeatureCache, "load", lambda self, u, layer=None: reads.append(u.id) or original(self, u, layer))
@@ -105,7 +108,7 @@ def test_cache_is_listed_with_its_upstreams_and_pruned_on_request(data_root, tmp
     utts = build_task("ic", data_root).load_split("train")
     for seed, source in ((0, "teacher_v1"), (1, "teacher_v2")):
         up = TinyFrameUpstream(seed=seed).eval()
-        FeatureCache(tmp_path, weights_hash(up), source).ensure(utts, up, load_utterance_audio, max_seconds=10.0)
+        FeatureCache(tmp_path, weights_hash(up), source).ensure(utts, up, max_seconds=10.0)
     entries = list_cache(tmp_path)
     assert sorted(e.upstream for e in entries) == ["teacher_v1", "teacher_v2"]
     assert all(e.files == len(utts) and e.bytes > 0 and e.last_used > 0 for e in entries)
@@ -151,11 +154,32 @@ def test_max_utterances_trains_on_the_same_seeded_subset(data_root, tmp_path, mo
     assert len(subset) == 2 and subset == train & set(saved["again"])
 
 
-def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path):
+class Killed(Exception):
+    """Stands for the process dying (the SIGKILL test below kills a real one)."""
+
+
+def die_after(monkeypatch, task: str, updates: int) -> None:
+    """``task``'s loss raises :class:`Killed` in update ``updates + 1`` (one loss per update): the run dies there,
+    after its last checkpoint."""
+    task_class, losses = get_task_class(task), []
+    real_loss = task_class.loss
+
+    def dying_loss(self, *args):
+        losses.append(1)
+        if len(losses) == updates + 1:
+            raise Killed
+        return real_loss(self, *args)
+
+    monkeypatch.setattr(task_class, "loss", dying_loss)
+
+
+def test_resume_after_crash_matches_uninterrupted_run(data_root, tmp_path, monkeypatch):
     kw = dict(max_steps=10, overrides=FAST + ["optimizer.lr=1e-2"])
     straight = run_task(options(data_root, tmp_path / "a", **kw))
-    with pytest.raises(SimulatedCrash):
-        run_task(options(data_root, tmp_path / "b", crash_after_step=7, **kw))
+    die_after(monkeypatch, "ic", 7)  # after the step-6 checkpoint and one more update
+    with pytest.raises(Killed):
+        run_task(options(data_root, tmp_path / "b", **kw))
+    monkeypatch.undo()
     resumed = run_task(options(data_root, tmp_path / "b", resume=True, **kw))
     assert resumed["metrics"] == straight["metrics"]
     assert resumed["steps"] == straight["steps"] == 10
@@ -282,7 +306,8 @@ KILLABLE_RUN = """
 import sys
 from pathlib import Path
 from benchmark.engine import RunOptions, run_task
-from benchmark.testing import TINY_UPSTREAM
+from tests.fixtures.upstreams import register_tiny_upstream
+TINY_UPSTREAM = register_tiny_upstream()
 run_task(RunOptions(upstream=TINY_UPSTREAM, task="ic", data_root=Path(sys.argv[1]), results_dir=Path(sys.argv[2]),
                     max_steps=120, cache_dir=Path(sys.argv[3]), overrides=sys.argv[4:], device="cpu", resume=True))
 """
@@ -341,9 +366,11 @@ def test_resume_without_a_checkpoint_equals_a_fresh_run_bit_for_bit(tmp_path):
     assert resumed["metrics"] == fresh["metrics"]
 
 
-def test_resume_after_a_config_change_says_it_starts_a_new_run(data_root, tmp_path, caplog):
-    with pytest.raises(SimulatedCrash):
-        run_task(options(data_root, tmp_path, crash_after_step=1))
+def test_resume_after_a_config_change_says_it_starts_a_new_run(data_root, tmp_path, caplog, monkeypatch):
+    die_after(monkeypatch, "ic", 1)
+    with pytest.raises(Killed):
+        run_task(options(data_root, tmp_path))
+    monkeypatch.undo()
     with caplog.at_level("WARNING", logger="benchmark.engine"):
         summary = run_task(options(data_root, tmp_path, resume=True, overrides=FAST + ["optimizer.lr=0.5"]))
     said = [r.getMessage() for r in caplog.records if "--resume" in r.getMessage()]

@@ -12,14 +12,14 @@ import torch
 import transformers
 
 from benchmark.engine import RunOptions, run_task
-from benchmark.testing import write_librispeech
 from common.audio import load_audio
 from common.checkpoint import load_checkpoint
 from tasks.asr import chars_to_words
+from tests.fixtures.datasets import write_librispeech
+from tests.fixtures.upstreams import perturb_, tiny_config
 from upstream import build_upstream
 from upstream.checkpoints import save_upstream
 from upstream.hubert import HubertModel, HubertUpstream
-from upstream.testing import perturb_, tiny_config
 
 
 @pytest.fixture(scope="module")

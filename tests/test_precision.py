@@ -11,10 +11,9 @@ import torch
 import run_benchmark
 import run_distill
 import run_pretrain
-from benchmark.testing import TINY_UPSTREAM, write_librispeech, write_speech_commands
 from common.precision import PrecisionError, autocast, check_precision, grad_scaler
-from distill.testing import tiny_teacher, write_tone_corpus
-from upstream.checkpoints import save_upstream
+from tests.fixtures.datasets import write_librispeech, write_speech_commands
+from tests.fixtures.upstreams import TINY_UPSTREAM, write_teacher_and_audio
 
 TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1", "run.log_every=1",
         "run.optim.lr=2e-3"]
@@ -25,10 +24,7 @@ BF16_LOSS_RTOL = 0.01
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("precision")
-    write_tone_corpus(root / "audio", count=6)
-    save_upstream(tiny_teacher(), root / "teacher")
-    return root
+    return write_teacher_and_audio(tmp_path_factory.mktemp("precision"))
 
 
 def distil(setup: Path, precision: str, steps: int = 8) -> tuple[int, Path]:

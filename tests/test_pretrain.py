@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import run_pretrain
-from distill.testing import tiny_teacher_config, write_tone_corpus
+from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.upstreams import tiny_teacher_config
 from pretrain.front_end_warmup import FrontEndRegression
 from pretrain.labels import LabelConfig, fit_kmeans_labels, mfcc_features
 from pretrain.objective import MaskedPrediction, MaskingConfig
@@ -198,7 +199,7 @@ def test_continued_pretraining_starts_from_the_checkpoint(tmp_path, clusters):
 
 
 def test_continued_pretraining_refuses_a_non_hubert_checkpoint(tmp_path, capsys):
-    from upstream.testing import tiny_family_model
+    from tests.fixtures.upstreams import tiny_family_model
 
     write_tone_corpus(tmp_path / "audio", count=2)
     tiny_family_model("wavlm").save_pretrained(tmp_path / "wavlm")

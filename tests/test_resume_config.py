@@ -12,7 +12,8 @@ import yaml
 
 import run_distill
 import run_pretrain
-from distill.testing import tiny_teacher, tiny_teacher_config, write_tone_corpus
+from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.upstreams import tiny_pretrain_args, tiny_teacher
 from upstream.checkpoints import save_upstream
 
 TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1", "run.optim.lr=2e-3"]
@@ -95,16 +96,8 @@ def test_max_steps_must_be_positive(setup, tmp_path, capsys, steps):
 
 
 def pretrain_args(tmp_path: Path, out: Path, *extra: str, steps: int = 2) -> list[str]:
-    cfg = tiny_teacher_config(codewords=0)
-    args = ["--config", "configs/pretrain/hubert_mini.yaml", "--data", str(tmp_path / "audio"),
-            "--output", str(out), "--max-steps", str(steps)]
-    for o in [f"model.conv_layers={[list(c) for c in cfg.conv_layers]}", f"model.embed_dim={cfg.embed_dim}",
-              f"model.ffn_dim={cfg.ffn_dim}", f"model.heads={cfg.heads}", "model.layers=2", "model.conv_pos=8",
-              "model.conv_pos_groups=4", "model.final_dim=8", "labels.clusters=4", "labels.kmeans_init_runs=1",
-              "front_end_warmup.steps=0", "iteration2.enabled=false", "run.max_minutes=0", "run.threads=1",
-              "run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", *extra]:
-        args += ["-o", o]
-    return args
+    return tiny_pretrain_args(tmp_path / "audio", out, steps, "run.max_minutes=0", "run.threads=1",
+                              "run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", *extra)
 
 
 def test_pretraining_follows_the_same_rules(setup, tmp_path, capsys):

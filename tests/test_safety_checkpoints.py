@@ -12,9 +12,9 @@ import torch
 import run_benchmark
 import run_distill
 import run_pretrain
-from benchmark.testing import TINY_UPSTREAM, write_fsc
 from common.checkpoint import CheckpointError, load_checkpoint
-from distill.testing import tiny_teacher, tiny_teacher_config, write_tone_corpus
+from tests.fixtures.datasets import write_fsc, write_tone_corpus
+from tests.fixtures.upstreams import TINY_UPSTREAM, tiny_pretrain_args, tiny_teacher
 from upstream.checkpoints import save_upstream
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
@@ -98,16 +98,9 @@ def test_distillation_resume_refuses_a_planted_last_pt(tmp_path, capsys):
 
 def test_pretraining_resume_refuses_a_planted_last_pt(tmp_path, capsys):
     write_tone_corpus(tmp_path / "audio", count=3)
-    cfg = tiny_teacher_config(codewords=0)
     marker = tmp_path / "pwned"
     out = tmp_path / "teacher"
-    args = ["--config", "configs/pretrain/hubert_mini.yaml", "--data", str(tmp_path / "audio"),
-            "--output", str(out), "--max-steps", "2"]
-    for o in [f"model.conv_layers={[list(c) for c in cfg.conv_layers]}", f"model.embed_dim={cfg.embed_dim}",
-              f"model.ffn_dim={cfg.ffn_dim}", f"model.heads={cfg.heads}", "model.layers=2", "model.conv_pos=8",
-              "model.conv_pos_groups=4", "model.final_dim=8", "labels.clusters=4", "labels.kmeans_init_runs=1",
-              "front_end_warmup.steps=0", "iteration2.enabled=false", "run.max_minutes=0", *TINY_DISTILL]:
-        args += ["-o", o]
+    args = tiny_pretrain_args(tmp_path / "audio", out, 2, "run.max_minutes=0", *TINY_DISTILL)
     assert run_pretrain.main(args) == 0
     assert torch.load(out / "iter1" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     plant(out / "iter1" / "checkpoints" / "last.pt", marker)

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 import run_pretrain
-import upstream.builtin as builtin
-from distill.testing import tiny_teacher_config, write_tone_corpus
+
+from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.upstreams import tiny_teacher_config
 from upstream import build_upstream
 from upstream.builtin import ShippedWeightsError
+import upstream.builtin as builtin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +143,7 @@ def test_ship_teacher_bad_inputs_exit_2_with_one_line_and_keep_the_previous_fold
 
 def test_benchmark_cli_without_shipped_weights_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     import run_benchmark
-    from benchmark.testing import write_speech_commands
+    from tests.fixtures.datasets import write_speech_commands
 
     write_speech_commands(tmp_path / "data")
     monkeypatch.setattr(builtin, "SHIPPED_DIR", tmp_path / "empty")

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tasks.synth import voices
-from tasks.synth.build import MANIFEST, build_corpus
+from synth import voices
+from synth.build import MANIFEST, build_corpus
 
 
 def _manifest(root: Path) -> dict[str, str]:
@@ -58,3 +60,10 @@ def test_folder_refuses_a_second_size_or_seed(tmp_path):
     build_corpus(tmp_path, size="tiny", seed=5, workers=1, verbose=False, tasks=["snips"])
     with pytest.raises(ValueError, match="Use another --out folder"):
         build_corpus(tmp_path, size="tiny", seed=6, workers=1, verbose=False, tasks=["snips"])
+
+
+@pytest.mark.parametrize("module", ["synth", "tasks.synth"])
+def test_the_builder_runs_as_python_m_synth_and_as_its_old_name(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "python -m synth" in out.stdout and "--size" in out.stdout

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import soundfile as sf
 
-from tasks.synth import iemocap, speech_commands
-from tasks.synth.context import Context
-from tasks.synth.phones import CMU_PHONES
-from tasks.synth.sizes import load_size
-from tasks.synth.voices import build_speakers
+from synth import iemocap, speech_commands
+from synth.context import Context
+from synth.phones import CMU_PHONES
+from synth.sizes import load_size
+from synth.voices import build_speakers
 
 
 def _lines(path: Path) -> list[str]:

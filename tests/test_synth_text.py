@@ -6,10 +6,10 @@ import random
 import numpy as np
 import pytest
 
-from tasks.synth.augment import add_noise, coloured_noise, random_channel, reverberate
-from tasks.synth.phones import CMU_PHONES, PhoneError, cmudict_phones, espeak_to_cmu
-from tasks.synth.text import SentenceGenerator, lexicon, vocabulary
-from tasks.synth.voices import build_speakers
+from synth.augment import add_noise, coloured_noise, random_channel, reverberate
+from synth.phones import CMU_PHONES, PhoneError, cmudict_phones, espeak_to_cmu
+from synth.text import SentenceGenerator, lexicon, vocabulary
+from synth.voices import build_speakers
 
 
 def test_vocabulary_is_large_and_in_cmudict():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.testing import write_all
+from tests.fixtures.datasets import write_all
 from tasks.base import DatasetNotFoundError
 from tasks.registry import build_task
 
@@ -52,9 +52,9 @@ def test_fluent_speech_commands(root):
     dev = ic.load_split("dev")
     assert dev[0].label == ("activate", "lights", "kitchen") and dev[0].speaker == "S0"
     assert ic.slot_values()[0] == ["activate", "deactivate", "increase"]
-    assert ic.score(dev, [u.label for u in dev])["accuracy"] == 100.0
+    assert ic.score("dev", dev, [u.label for u in dev])["accuracy"] == 100.0
     wrong_location = [(a, o, "elsewhere") for a, o, _ in (u.label for u in dev)]
-    assert ic.score(dev, wrong_location)["accuracy"] == 0.0  # all three slots must be right
+    assert ic.score("dev", dev, wrong_location)["accuracy"] == 0.0  # all three slots must be right
 
 
 def test_voxceleb1_identification_split(root):

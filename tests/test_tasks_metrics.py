@@ -42,7 +42,7 @@ def test_asr_wer_through_the_task(tmp_path):
 
     utts = [Utterance(id="u", path=tmp_path / "u.flac", duration=1.0, transcript="THE CAT SAT")]
     hyp = " ".join(text_to_chars("THE BAT SAT ON"))
-    scores = asr.score(utts, [hyp])
+    scores = asr.score("test", utts, [hyp])
     assert scores["wer"] == pytest.approx(200 / 3)  # 1 substitution + 1 insertion over 3 words
     # CER over "THE|CAT|SAT" (11 characters): C->B, then "|ON" inserted: 4 edits
     assert scores["cer"] == pytest.approx(400 / 11)

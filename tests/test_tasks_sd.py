@@ -1,6 +1,7 @@
 """SD: DER on a hand-computed case, median filtering, frame labels, PIT loss, Kaldi-dir loader and its errors."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,45 +113,36 @@ def test_scoring_writes_rttm_and_uses_dev_tuned_threshold(tmp_path):
     task.setup(downsample_rate=16000)
     (utt,) = task.load_split("dev")
     perfect = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
-    assert task.score([utt], [perfect])["der"] == pytest.approx(0.0)
+    assert task.score("dev", [utt], [perfect])["der"] == pytest.approx(0.0)
     shy = [[0.45, 0.0], [0.45, 0.45], [0.0, 0.45]]  # right shape, but below the default 0.5 threshold
-    assert task.score([utt], [shy])["der"] == pytest.approx(100.0)
-
-    class Ctx:  # the two engine calls tune_on_dev/evaluate make
-        run_dir = tmp_path / "run"
-
-        def load_split(self, t, split):
-            return t.load_split(split)
-
-        def predict(self, model, utts):
-            return [shy]
-
-    task.tune_on_dev(Ctx(), model=None)
+    assert task.score("dev", [utt], [shy])["der"] == pytest.approx(100.0)
+    # the engine hands the dev predictions to tune_on_dev and records what it returns as the run's choices
+    assert task.tune_on_dev([utt], [shy]) == {"threshold": 0.3, "median_frames": 1}
     assert task.threshold == 0.3 and task.median == 1
-    result = task.evaluate(Ctx(), None, "dev")
-    assert result["der"] == pytest.approx(0.0)
+    assert task.score("dev", [utt], [shy])["der"] == pytest.approx(0.0)
     # "speaker A = all speech" over A 0-2 s, B 1-3 s: B missed in the overlap (1 s) and confused after it (1 s), of
     # 4 s of reference speech
-    assert result["der_one_speaker"] == pytest.approx(50.0)
-    assert "SPEAKER mix1 1 0.000 2.000" in (tmp_path / "run" / "dev.rttm").read_text()
+    assert task.score("dev", [utt], [shy])["der_one_speaker"] == pytest.approx(50.0)
+    files = task.prediction_files("dev", [utt], [shy])
+    assert list(files) == ["dev.rttm"] and "SPEAKER mix1 1 0.000 2.000" in files["dev.rttm"]
 
 
 def test_malformed_kaldi_and_rttm_lines_name_file_and_line(tmp_path):
-    kaldi = make_libri2mix(tmp_path, "dev", segments="u1 mix1 0.00 2.00\nu2 mix1 one 3.00\n")
-    with pytest.raises(ListFileError, match=r"segments:2: start must be a number, got 'one'"):
-        load_kaldi_dir(kaldi)
-    (kaldi / "segments").write_text("u1 mix1 0.00\n")
-    with pytest.raises(ListFileError, match=r"segments:1: expected 4 fields"):
-        load_kaldi_dir(kaldi)
-    (kaldi / "segments").write_text("u1 mix9 0.00 1.00\n")
-    with pytest.raises(ListFileError, match=r"segments:1: recording 'mix9' is not in wav.scp"):
-        load_kaldi_dir(kaldi)
-    (kaldi / "rttm").write_text("SPEAKER mix1 1 0.00 2.00 <NA> <NA> spkA <NA> <NA>\nSPEAKER mix1 1 0.5\n")
-    with pytest.raises(ListFileError, match=r"rttm:2: expected 'SPEAKER"):
-        read_rttm(kaldi / "rttm")
-    (kaldi / "rttm").write_text("SPEAKER mix1 1 0.00 -2.00 <NA> <NA> spkA <NA> <NA>\n")
-    with pytest.raises(ListFileError, match=r"rttm:1: tbeg and tdur must not be negative"):
-        read_rttm(kaldi / "rttm")
+    kaldi = make_libri2mix(tmp_path, "dev")
+    cases = [  # (file, its text, how it is read, the error naming file and line)
+        ("segments", "u1 mix1 0.00 2.00\nu2 mix1 one 3.00\n", load_kaldi_dir,
+         r"segments:2: start must be a number, got 'one'"),
+        ("segments", "u1 mix1 0.00\n", load_kaldi_dir, r"segments:1: expected 4 fields"),
+        ("segments", "u1 mix9 0.00 1.00\n", load_kaldi_dir, r"segments:1: recording 'mix9' is not in wav.scp"),
+        ("rttm", "SPEAKER mix1 1 0.00 2.00 <NA> <NA> spkA <NA> <NA>\nSPEAKER mix1 1 0.5\n", read_rttm,
+         r"rttm:2: expected 'SPEAKER"),
+        ("rttm", "SPEAKER mix1 1 0.00 -2.00 <NA> <NA> spkA <NA> <NA>\n", read_rttm,
+         r"rttm:1: tbeg and tdur must not be negative"),
+    ]
+    for name, text, read, message in cases:
+        (kaldi / name).write_text(text)
+        with pytest.raises(ListFileError, match=message):
+            read(kaldi if read is load_kaldi_dir else kaldi / name)
 
 
 def test_sd_run_writes_rttm_and_rows(tmp_path):
@@ -159,21 +151,13 @@ def test_sd_run_writes_rttm_and_rows(tmp_path):
     for split in ("train", "dev", "test"):
         make_libri2mix(tmp_path / "data", split)
     summary, rows = run_and_read_rows(tmp_path / "data", "sd", tmp_path)
-    metrics = {(r["split"], r["metric"]): float(r["value"]) for r in rows}
-    assert {("dev", "der"), ("test", "der"), ("test", "threshold"), ("test", "median_frames"),
-            ("test", "der_one_speaker")} <= set(metrics)
-    assert metrics[("test", "threshold")] in (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert {(r["split"], r["metric"]) for r in rows} == {("dev", "der"), ("dev", "der_one_speaker"), ("test", "der"),
+                                                         ("test", "der_one_speaker")}
+    # dev choices are the run's, recorded in summary.json, not metric rows
+    assert summary["selected"]["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["selected"] == summary["selected"]
     rttm = (Path(summary["run_dir"]) / "test.rttm").read_text()
     assert all(line.startswith("SPEAKER mix1 1 ") for line in rttm.splitlines())
-
-
-def test_sd_on_tiny_offline_corpus(tiny_corpus, tmp_path):
-    from e2e_runs import run_and_read_rows
-
-    summary, rows = run_and_read_rows(tiny_corpus, "sd", tmp_path, max_steps=2)
-    primary = {"qbe": "mtwv", "sf": "slot_type_f1", "asv": "eer", "sd": "der"}["sd"]
-    assert {r["split"] for r in rows if r["metric"] == primary} == {"dev", "test"}
-    assert all(r["upstream"] == "tiny_frames" and r["value"] != "" for r in rows)
 
 
 def test_speaker_probe_reads_speakers_off_frames_that_carry_them():

@@ -129,12 +129,3 @@ def test_sf_run_writes_rows(tmp_path):
     assert all(0.0 <= v <= 100.0 for v in metrics.values())
     predictions = (Path(summary["run_dir"]) / "predictions" / "test.jsonl").read_text()
     assert "Joey-snips-test-0" in predictions
-
-
-def test_sf_on_tiny_offline_corpus(tiny_corpus, tmp_path):
-    from e2e_runs import run_and_read_rows
-
-    summary, rows = run_and_read_rows(tiny_corpus, "sf", tmp_path, max_steps=2)
-    primary = {"qbe": "mtwv", "sf": "slot_type_f1", "asv": "eer", "sd": "der"}["sf"]
-    assert {r["split"] for r in rows if r["metric"] == primary} == {"dev", "test"}
-    assert all(r["upstream"] == "tiny_frames" and r["value"] != "" for r in rows)

@@ -9,7 +9,7 @@ import torch
 from upstream import build_upstream
 from upstream.builtin import WeightsRequiredError, random_upstream
 from upstream.checkpoints import ConversionError, UnsafeCheckpointError, save_upstream
-from upstream.testing import foreign_class, perturb_, random_wavs, tiny_config, tiny_hf_config
+from tests.fixtures.upstreams import foreign_class, perturb_, random_wavs, tiny_config, tiny_hf_config
 
 
 class Payload:

@@ -9,7 +9,7 @@ import torch
 from upstream import build_upstream, list_upstreams
 from upstream.builtin import random_upstream
 from upstream.hubert import HubertUpstream
-from upstream.testing import perturb_, random_wavs, tiny_config
+from tests.fixtures.upstreams import perturb_, random_wavs, tiny_config
 
 INVARIANCE_CONFIGS = {
     "group_norm_post_ln": tiny_config(),

@@ -9,11 +9,11 @@ import pytest
 import torch
 import transformers
 
+from tests.fixtures.upstreams import random_wavs, tiny_family_model
 from upstream import build_upstream
 from upstream.checkpoints import ConversionError, load_upstream_from_path, save_upstream
 from upstream.hf_families import TransformersUpstream
 from upstream.hubert import HubertUpstream
-from upstream.testing import random_wavs, tiny_family_model
 
 LENGTHS = [400, 1234, 16000, 5000]
 FAMILIES = ["wav2vec2", "wav2vec2_stable_ln", "wavlm", "wavlm_stable_ln", "data2vec-audio"]
@@ -117,7 +117,7 @@ def test_unsupported_family_names_it_and_lists_the_supported(tmp_path):
 
 
 def test_unsupported_family_exits_2_in_the_benchmark_cli(tmp_path, capsys):
-    from benchmark.testing import write_speech_commands
+    from tests.fixtures.datasets import write_speech_commands
 
     import run_benchmark
 

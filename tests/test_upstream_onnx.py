@@ -15,13 +15,13 @@ from onnx import TensorProto, helper
 import run_distill
 from benchmark import results
 from benchmark.cache import weights_hash
-from benchmark.testing import write_speech_commands
+from tests.fixtures.datasets import write_speech_commands
+from tests.fixtures.upstreams import perturb_, random_wavs, tiny_config
 from upstream import build_upstream
 from upstream.checkpoints import save_upstream
 from upstream.hubert import HubertModel, HubertUpstream
 from upstream.onnx_export import METADATA_KEY, export_onnx, read_metadata
 from upstream.onnx_upstream import OnnxUpstream, OnnxUpstreamError
-from upstream.testing import perturb_, random_wavs, tiny_config
 
 LENGTHS = [16000, 7001, 23456]  # an odd length, a short and a long one
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.fixtures.upstreams import perturb_, random_wavs, tiny_config
 from upstream.builtin import random_upstream
 from upstream.components import ConvLayerBlock, pack, unpack
-from upstream.testing import perturb_, random_wavs, tiny_config
 
 
 def reference_block(block: ConvLayerBlock, x: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ import torch
 import transformers
 
 from upstream import build_upstream
+from tests.fixtures.upstreams import TINY_CONV_SPEC, foreign_class, perturb_, random_wavs, tiny_config, tiny_hf_config
 from upstream.builtin import random_upstream
 from upstream.checkpoints import ForeignRecord, export_hf, load_upstream_from_path, safe_torch_load
-from upstream.testing import TINY_CONV_SPEC, foreign_class, perturb_, random_wavs, tiny_config, tiny_hf_config
 
 LENGTHS = [400, 1234, 16000]
 VARIANTS = {

@@ -14,7 +14,7 @@ import torch
 
 from upstream import build_upstream
 from upstream.checkpoints import UnsafeCheckpointError
-from upstream.testing import TINY_CONV_SPEC, perturb_, random_wavs
+from tests.fixtures.upstreams import TINY_CONV_SPEC, perturb_, random_wavs
 
 distiller = pytest.importorskip("s3prl.upstream.distiller.model")
 

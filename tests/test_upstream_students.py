@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from upstream.hubert import HubertModel, HubertUpstream, init_student_from_teacher, student_config_from_teacher
-from upstream.testing import perturb_, random_wavs, tiny_config
+from tests.fixtures.upstreams import perturb_, random_wavs, tiny_config
 
 
 def teacher_model(**changes) -> HubertModel:

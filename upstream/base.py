@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import abc
-import hashlib
-import json
-import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
+
+from common import tensors
+from common.tensors import module_device
+from common.audio import SAMPLE_RATE
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Upstream(nn.Module, abc.ABC):
     ``forward`` validates the waveforms (clear ``ValueError`` naming the utterance) before calling ``extract``.
     """
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     downsample_rate: int = 320
     # True when the weights are a random initialisation rather than trained ones (recorded in every results row)
     random_init: bool = False
@@ -51,9 +52,9 @@ class Upstream(nn.Module, abc.ABC):
 
     @property
     def num_hidden_states(self) -> int:
-        """Length of ``hidden_states`` (layers + 1 for transformer upstreams)."""
+        """Length of ``hidden_states`` (layers + 1 for transformer upstreams), from one short forward pass."""
         with torch.inference_mode():
-            device = next((p.device for p in self.parameters()), torch.device("cpu"))
+            device = module_device(self)
             return len(self.forward([torch.zeros(self.min_samples() * 2, device=device)]).hidden_states)
 
     def hash_config(self) -> dict:
@@ -70,12 +71,7 @@ class Upstream(nn.Module, abc.ABC):
         upstream's identity in the feature cache and the report. It covers what determines the features, not
         incidental config (dropout rates, unused heads), so an exported and reloaded copy keeps it.
         Parameter-free upstreams hash their config only."""
-        h = hashlib.sha256(json.dumps(self.hash_config(), sort_keys=True, default=str).encode())
-        for name, tensor in sorted(self.hash_state().items()):
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        return tensors.weights_hash(self.hash_state(), self.hash_config())
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Number of output frames for waveforms of ``num_samples`` samples (overridden by conv front ends)."""
@@ -119,9 +115,19 @@ def pad_waveforms(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
     return padded, lengths
 
 
+def shortest_waveform(frames_for: Callable[[torch.Tensor], torch.Tensor]) -> int:
+    """The fewest samples for which ``frames_for`` (samples ``[n]`` -> frames ``[n]``) gives one frame (binary search
+    up to one second, which always yields a frame)."""
+    low, high = 1, SAMPLE_RATE
+    while low < high:
+        mid = (low + high) // 2
+        if int(frames_for(torch.tensor([mid]))[0]) >= 1:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
-
-def ceil_div(a: int, b: int) -> int:
-    return int(math.ceil(a / b))

@@ -17,12 +17,9 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import pickle
 import pickletools
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,8 @@ import torch
 import yaml
 
 from common.config import from_dict, to_dict
-from common.io import atomic_write_bytes, atomic_write_text
+from common.audio import SAMPLE_RATE
+from common.io import atomic_dir, atomic_write_bytes, atomic_write_text
 
 from .base import Upstream
 from .convert import (ConversionError, config_from_fairseq, config_from_hf, config_from_s3prl, config_to_hf,
@@ -213,6 +211,13 @@ def _load_ours(path: Path, **kwargs) -> Upstream:
                                                                meta.get("include_pred_heads", False)))
 
 
+def _upstream_from_state(cfg: HubertConfig, state: dict[str, torch.Tensor], path: Path, **kwargs) -> HubertUpstream:
+    """A HuBERT-family upstream of ``cfg`` holding ``state`` (converted weights read from ``path``)."""
+    model = HubertModel(cfg)
+    load_model_state(model, state, str(path))
+    return HubertUpstream(model, **kwargs)
+
+
 def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> Upstream:
     hf_config = json.loads((path / "config.json").read_text(encoding="utf-8-sig"))  # a BOM from an editor
     from .hf_families import TRANSFORMERS_FAMILIES, load_transformers_upstream
@@ -227,9 +232,7 @@ def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> Upstream:
             break
     else:
         raise ConversionError(f"{path}: config.json but neither model.safetensors nor pytorch_model.bin")
-    model = HubertModel(cfg)
-    load_model_state(model, state, str(path))
-    return HubertUpstream(model, **kwargs)
+    return _upstream_from_state(cfg, state, path, **kwargs)
 
 
 def _load_s3prl(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
@@ -240,9 +243,7 @@ def _load_s3prl(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
     state, ignored = state_from_fairseq(ckpt["Distiller"], cfg)
     if ignored:
         raise ConversionError(f"{path}: unrecognised distiller weights {ignored[:8]}")
-    model = HubertModel(cfg)
-    load_model_state(model, state, str(path))
-    return HubertUpstream(model, **kwargs)
+    return _upstream_from_state(cfg, state, path, **kwargs)
 
 
 def _load_fairseq(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
@@ -259,9 +260,7 @@ def _load_fairseq(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
     state, ignored = state_from_fairseq(ckpt["model"], cfg)
     if ignored:
         log.info("%s: ignoring fairseq weights outside the encoder: %s", path, ignored)
-    model = HubertModel(cfg)
-    load_model_state(model, state, str(path))
-    return HubertUpstream(model, **kwargs)
+    return _upstream_from_state(cfg, state, path, **kwargs)
 
 
 def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwargs) -> Upstream:
@@ -340,21 +339,18 @@ def export_hf(upstream_or_model: HubertUpstream | HubertModel, directory: str | 
 
     model, _ = _as_model(upstream_or_model)
     hf_model = transformers.HubertModel(transformers.HubertConfig(**config_to_hf(model.cfg)))
-    missing, unexpected = hf_model.load_state_dict(state_to_hf(model.state_dict()), strict=False)
-    if missing or unexpected:
-        raise ConversionError(f"export_hf: key mismatch, missing {missing}, unexpected {unexpected}")
+    _load_exact(hf_model, state_to_hf(model.state_dict()), "export_hf")
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
+
+
+def _load_exact(hf_model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into a transformers model; any missing or unexpected key is a :class:`ConversionError`."""
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConversionError(f"{what}: key mismatch, missing {missing}, unexpected {unexpected}")
 
 
 def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: torch.nn.Linear, vocab: list[str],
@@ -378,27 +374,17 @@ def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: 
     hf_model = transformers.HubertForCTC(config)
     state = {f"hubert.{k}": v for k, v in state_to_hf(model.state_dict()).items()}
     state["lm_head.weight"], state["lm_head.bias"] = lm_head.weight.detach(), lm_head.bias.detach()
-    missing, unexpected = hf_model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConversionError(f"export_hubert_ctc: key mismatch, missing {missing}, unexpected {unexpected}")
+    _load_exact(hf_model, state, "export_hubert_ctc")
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
         tokenizer = transformers.Wav2Vec2CTCTokenizer(str(tmp / "vocab.json"), pad_token=vocab[0],
                                                       unk_token=vocab[0], bos_token=None, eos_token=None,
                                                       word_delimiter_token=word_delimiter)
         tokenizer.save_pretrained(tmp)
-        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                                               do_normalize=False, return_attention_mask=True).save_pretrained(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -21,10 +21,9 @@ import torchaudio
 from torch import nn
 from torch.nn.utils import parametrize
 
+from common.audio import SAMPLE_RATE
+from common.tensors import frame_mask as valid_mask  # the one valid-frame mask (name kept for this module)
 
-def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """``[batch, max_len]`` bool mask, True at frames before ``lengths[b]``."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def conv_output_lengths(lengths: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -299,7 +298,7 @@ class FbankFrontEnd(nn.Module):
     rest of a student stays shape-compatible with its teacher.
     """
 
-    def __init__(self, output_dim: int, n_mels: int = 80, sample_rate: int = 16000):
+    def __init__(self, output_dim: int, n_mels: int = 80, sample_rate: int = SAMPLE_RATE):
         super().__init__()
         self.win, self.hop = sample_rate * 25 // 1000, sample_rate * 10 // 1000
         self.mel = torchaudio.transforms.MelSpectrogram(

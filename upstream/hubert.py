@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Upstream, UpstreamOutput, pad_waveforms
+from common.audio import SAMPLE_RATE
+
+from .base import Upstream, UpstreamOutput, pad_waveforms, shortest_waveform
 from .components import ConvFrontEnd, Encoder, FbankFrontEnd, FeatureProjection, PredictionHead, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -207,7 +209,7 @@ class HubertUpstream(Upstream):
     downsample_rate = 320
 
     def __init__(self, model: HubertModel, include_pred_heads: bool = False, bucket_fill: float = 0.0,
-                 min_bucket_size: int = 4, max_bucket_samples: int = 16000 * 240):
+                 min_bucket_size: int = 4, max_bucket_samples: int = SAMPLE_RATE * 240):
         super().__init__()
         self.model = model.eval()
         self.include_pred_heads = include_pred_heads
@@ -235,14 +237,7 @@ class HubertUpstream(Upstream):
         self.model.front_end.requires_grad_(not frozen)
 
     def min_samples(self) -> int:
-        low, high = 1, 16000
-        while low < high:  # smallest waveform with one output frame
-            mid = (low + high) // 2
-            if int(self.frames_for(torch.tensor([mid]))[0]) >= 1:
-                high = mid
-            else:
-                low = mid + 1
-        return low
+        return shortest_waveform(self.frames_for)
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         return self.model.frame_lengths(num_samples)

@@ -13,7 +13,7 @@ class MfccUpstream(Upstream):
 
     def __init__(self, n_mfcc: int = 40):
         super().__init__()
-        self.mfcc = torchaudio.transforms.MFCC(16000, n_mfcc, melkwargs={"n_fft": 400, "hop_length": 160})
+        self.mfcc = torchaudio.transforms.MFCC(self.sample_rate, n_mfcc, melkwargs={"n_fft": 400, "hop_length": 160})
 
     def frames_for(self, num_samples):
         return num_samples // 160 + 1  # torchaudio's centred frames

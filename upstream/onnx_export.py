@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.audio import SAMPLE_RATE
 from common.io import atomic_path
 
 from .base import Upstream, count_parameters
@@ -179,9 +180,9 @@ def export_onnx(upstream: Upstream, out: str | Path, source: str = "", macs_per_
                                     f"{type(upstream).__name__}")
     out = Path(out)
     graph = ExportGraph(upstream).eval()
-    num_states = len(upstream([torch.zeros(upstream.min_samples() * 2)]).hidden_states)
-    wav = torch.randn(2, 16000) * 0.1
-    lengths = torch.tensor([16000, 12000])
+    num_states = upstream.num_hidden_states
+    wav = torch.randn(2, SAMPLE_RATE) * 0.1
+    lengths = torch.tensor([SAMPLE_RATE, 12000])
     batch, time = torch.export.Dim("batch", min=1), torch.export.Dim("time", min=upstream.min_samples())
     names = [f"hidden_state_{i}" for i in range(num_states)] + ["frames"]
     with atomic_path(out) as tmp, torch.no_grad():

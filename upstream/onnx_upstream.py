@@ -16,7 +16,7 @@ import torch
 
 from common.io import sha256_file
 
-from .base import Upstream, UpstreamOutput, pad_waveforms
+from .base import Upstream, UpstreamOutput, pad_waveforms, shortest_waveform
 from .components import conv_output_lengths
 
 SUPPORTED_FAMILIES = ("hubert",)
@@ -132,14 +132,7 @@ class OnnxUpstream(Upstream):
         return num_samples
 
     def min_samples(self) -> int:
-        low, high = 1, 16000
-        while low < high:  # smallest waveform with one output frame
-            mid = (low + high) // 2
-            if int(self.frames_for(torch.tensor([mid]))[0]) >= 1:
-                high = mid
-            else:
-                low = mid + 1
-        return low
+        return shortest_waveform(self.frames_for)
 
     def hash_config(self) -> dict:
         return {"type": "onnx", "precision": self.precision, "source_hash": self.meta.get("source_hash")}

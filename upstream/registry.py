@@ -1,29 +1,18 @@
 """Registry of upstream builders, and ``build_upstream`` that accepts a registered name or a checkpoint path."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Callable
 
+from common.registry import Registry
+
 from .base import Upstream
 
-_BUILDERS: dict[str, Callable[..., Upstream]] = {}
-_PRETRAINED: set[str] = set()  # builders taking checkpoint= / random_init= / trust_pickle=
 # Modules of the package that hold no builders; every other module is imported on first lookup, so a new
 # upstream is one file with a decorated builder and nothing else to edit.
-_NOT_UPSTREAM_MODULES = {"base", "registry", "testing"}
-_discovered = False
-
-
-def _discover() -> None:
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    for info in pkgutil.iter_modules([str(Path(__file__).resolve().parent)]):
-        if info.name not in _NOT_UPSTREAM_MODULES and not info.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{info.name}")
+_REGISTRY: Registry[Callable[..., Upstream]] = Registry("upstream", __package__, Path(__file__).resolve().parent,
+                                                        {"base", "registry"})
+_PRETRAINED: set[str] = set()  # builders taking checkpoint= / random_init= / trust_pickle=
 
 
 def register_upstream(name: str, pretrained: bool = False) -> Callable[[Callable[..., Upstream]],
@@ -35,10 +24,7 @@ def register_upstream(name: str, pretrained: bool = False) -> Callable[[Callable
     ``upstream/builtin.py``). Other builders (fbank, mfcc) have no weights to load.
     """
     def wrap(builder: Callable[..., Upstream]) -> Callable[..., Upstream]:
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
-            raise ValueError(f"upstream {name!r} is registered twice "
-                             f"({_BUILDERS[name].__module__} and {builder.__module__})")
-        _BUILDERS[name] = builder
+        _REGISTRY.register(name, builder)
         if pretrained:
             _PRETRAINED.add(name)
         return builder
@@ -46,8 +32,7 @@ def register_upstream(name: str, pretrained: bool = False) -> Callable[[Callable
 
 
 def list_upstreams() -> list[str]:
-    _discover()
-    return sorted(_BUILDERS)
+    return _REGISTRY.names()
 
 
 def build_upstream(name_or_path: str | Path, checkpoint: str | Path | None = None, random_init: bool = False,
@@ -63,17 +48,18 @@ def build_upstream(name_or_path: str | Path, checkpoint: str | Path | None = Non
     ``ConversionError`` / ``UnsafeCheckpointError`` (unreadable or refused checkpoint).
     """
     key = str(name_or_path)
-    _discover()
-    if key in _BUILDERS:
+    _REGISTRY.discover()
+    builders = _REGISTRY.items
+    if key in builders:
         if key in _PRETRAINED:
-            return _BUILDERS[key](checkpoint=checkpoint, random_init=random_init, trust_pickle=trust_pickle,
+            return builders[key](checkpoint=checkpoint, random_init=random_init, trust_pickle=trust_pickle,
                                   **kwargs)
         if checkpoint is not None or random_init:
             flag = ("a checkpoint (--upstream-ckpt, --teacher-ckpt)" if checkpoint is not None
                     else "random_init (--random-init)")
             raise ValueError(f"upstream {key!r} has no weights, so {flag} does not apply; pretrained names: "
                              f"{', '.join(sorted(_PRETRAINED))}")
-        return _BUILDERS[key](**kwargs)
+        return builders[key](**kwargs)
     if Path(key).exists() and (checkpoint is not None or random_init):
         flag = "--upstream-ckpt" if checkpoint is not None else "--random-init"
         raise ValueError(f"upstream {key!r} is a checkpoint path already; {flag} applies to a registered "

@@ -10,10 +10,12 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.base import DatasetNotFoundError, Utterance, audio_duration
+from common import datasets
+from common.audio import audio_duration
+from tasks.base import DatasetNotFoundError, Utterance
 from tasks.listfile import ListFileError, read_fields
 
-VOX_DIR = "VoxCeleb1"
+VOX_DIR = datasets.VOXCELEB1
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,8 @@ class SpeakerVerification(Task):
         return self._trials[split]
 
     def build_head(self, input_dim: int) -> nn.Module:
+        """Output: ``(cosine [batch, training speakers]`` of the AM-softmax classifier, ``embedding [batch,
+        embed_dim])``; predictions are the unit-norm embeddings."""
         self._prepare()
         return SpeakerVerificationModel(input_dim, len(self.speakers), self.config.head)
 
@@ -121,19 +123,13 @@ class SpeakerVerification(Task):
     def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[list[float]]:
         return F.normalize(output[1].detach().float(), dim=-1).cpu().tolist()
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
-        """Scores of the trial list (dev or test) whose utterances ``utts`` are."""
-        ids = {u.id for u in utts}
-        for split in ("test", "dev"):
-            trials = self.trials(split)
-            if all(t.enroll in ids and t.test in ids for t in trials):
-                return self.score_trials(trials, utts, predictions)
-        raise ValueError("ASV: these utterances cover neither the dev nor the test trial list")
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """EER and minDCF of ``split``'s trial list from the embeddings (``predictions``) of its utterances."""
+        return self.score_trials(self.trials(split), utts, predictions)
 
-    def evaluate(self, ctx, model: nn.Module, split: str) -> dict[str, float]:
-        utts = ctx.load_split(self, split)
-        embeddings = ctx.predict(model, utts)
-        return self.score_trials(self.trials(split), utts, embeddings)
+    def prediction_files(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, str]:
+        """None: the predictions are embeddings (large, and only meaningful through the trial scores)."""
+        return {}
 
     @staticmethod
     def score_trials(trials: Sequence[Trial], utts: Sequence[Utterance], embeddings: Sequence[Any]) -> dict[str, float]:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.base import DatasetNotFoundError, Utterance, audio_duration
+from common import datasets
+from common.audio import audio_duration
+from tasks.base import DatasetNotFoundError, Utterance
 from tasks.listfile import ListFileError, read_fields
 
-QUESST_DIR = "quesst14Database"
+QUESST_DIR = datasets.QUESST14
 QUERY_DIRS = {"dev": "dev_queries", "eval": "eval_queries"}
 
 

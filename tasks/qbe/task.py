@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.io import atomic_write_text
 from downstream.dtw import match_scores, znorm_per_query
-from tasks.base import Task, TaskConfig, Utterance
+from tasks.base import LayerFeatures, RunOutcome, Task, TaskConfig, Utterance
 from tasks.registry import register_task
 
 from .data import QUESST_DIR, QbESet, load_quesst
@@ -103,6 +102,7 @@ class QueryByExample(Task):
 
     # QbE has no head and no loss; the engine never trains it (``run`` replaces the procedure).
     def build_head(self, input_dim: int) -> nn.Module:
+        """Never trained or called (``run`` replaces the procedure); the identity keeps the Task contract."""
         return nn.Identity()
 
     def loss(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> torch.Tensor:
@@ -111,7 +111,7 @@ class QueryByExample(Task):
     def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
         raise RuntimeError("QbE predictions come from DTW in QueryByExample.run, not from a head")
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         raise RuntimeError("QbE is scored with detection_metrics on a [query, document] score matrix")
 
     # -- the QbE procedure
@@ -138,43 +138,44 @@ class QueryByExample(Task):
         return {"mtwv": best.mtwv, "atwv": atwv, "mtwv_threshold": threshold,
                 "queries_scored": float(best.num_queries)}
 
-    def evaluate_layer(self, ctx, split: str, layer: int) -> tuple[dict[str, float], np.ndarray]:
-        """Metrics and scores of ``split`` with hidden state ``layer`` (features from the engine's cache)."""
-        features = {}
-        for fb in ctx.features(ctx.load_split(self, split), layer=layer):
+    def evaluate_layer(self, features: LayerFeatures, split: str, layer: int) -> tuple[dict[str, float], np.ndarray]:
+        """Metrics and scores of ``split`` with hidden state ``layer``."""
+        by_id = {}
+        for fb in features.features(features.split(split), layer):
             for b, utt in enumerate(fb.utts):
-                features[utt.id] = fb.hidden[0, b, : int(fb.lengths[b])]
-        missing = [u.id for u in self.load_split(split) if u.id not in features]
+                by_id[utt.id] = fb.hidden[0, b, : int(fb.lengths[b])]
+        missing = [u.id for u in self.load_split(split) if u.id not in by_id]
         if missing:  # skipped unreadable audio (--skip-bad-audio) cannot be matched
             raise ValueError(f"QbE: no features for {len(missing)} {split} utterances, e.g. {missing[0]}")
-        scores = self.detection_scores(split, features)
+        scores = self.detection_scores(split, by_id)
         return self.detection_metrics(split, scores), scores
 
-    def run(self, ctx) -> dict[str, dict[str, float]]:
-        """Sweep layers on dev (unless a layer is fixed), then score the eval queries with the chosen layer."""
-        layers = [ctx.layer] if ctx.layer is not None else list(range(ctx.num_layers))
+    def run(self, features: LayerFeatures) -> RunOutcome:
+        """Sweep layers on dev (unless a layer is fixed), then score the eval queries with the chosen layer.
+
+        Results rows: MTWV and ATWV of dev and test; ``selected``: the layer; files: the per-layer dev MTWV
+        (``qbe_dev_layers.tsv``), the chosen layer's details (``qbe_twv.json``) and the test scores.
+        """
+        layers = features.layers
         dev_by_layer = {}
         for layer in layers:
-            dev_by_layer[layer], _ = self.evaluate_layer(ctx, "dev", layer)
+            dev_by_layer[layer], _ = self.evaluate_layer(features, "dev", layer)
             log.info("QbE dev layer %d: MTWV %.4f", layer, dev_by_layer[layer]["mtwv"])
         best = max(layers, key=lambda k: (dev_by_layer[k]["mtwv"], -k))  # ties: the lower layer
-        test, scores = self.evaluate_layer(ctx, "test", best)
-        self._write_scores(ctx, "test", scores)
+        test, scores = self.evaluate_layer(features, "test", best)
         sweep = "\n".join(f"{k}\t{dev_by_layer[k]['mtwv']:.6f}" for k in layers)
         details = {"chosen_layer": best, "dev": dev_by_layer[best], "test": test}
-        if getattr(ctx, "is_main", True):  # under torchrun, rank 0 alone writes
-            atomic_write_text(ctx.run_dir / "qbe_dev_layers.tsv", "layer\tdev_mtwv\n" + sweep + "\n")
-            atomic_write_text(ctx.run_dir / "qbe_twv.json", json.dumps(details, indent=2))
-        # results rows: the detection metrics and the chosen layer (threshold details stay in qbe_twv.json)
-        return {split: {"mtwv": m["mtwv"], "atwv": m["atwv"], "layer": float(best)}
-                for split, m in (("dev", dev_by_layer[best]), ("test", test))}
+        files = {"qbe_test_scores.tsv": self.scores_tsv("test", scores),
+                 "qbe_dev_layers.tsv": "layer\tdev_mtwv\n" + sweep + "\n",
+                 "qbe_twv.json": json.dumps(details, indent=2)}
+        # results rows: the detection metrics (threshold details stay in qbe_twv.json)
+        metrics = {split: {"mtwv": m["mtwv"], "atwv": m["atwv"]} for split, m in (("dev", dev_by_layer[best]),
+                                                                                ("test", test))}
+        return RunOutcome(metrics, selected={"layer": best}, files=files)
 
-    def _write_scores(self, ctx, split: str, scores: np.ndarray) -> None:
-        """``<run dir>/<split>_scores.tsv``: query, document, standardised score (what the detector output)."""
-        if not getattr(ctx, "is_main", True):
-            return
+    def scores_tsv(self, split: str, scores: np.ndarray) -> str:
+        """query, document, standardised score (what the detector output), one row per pair."""
         s = self.qbe_set(split)
         rows = [f"{q.id}\t{d.id}\t{scores[i, j]:.4f}" for i, q in enumerate(s.queries)
                 for j, d in enumerate(s.documents)]
-        atomic_write_text(ctx.run_dir / f"qbe_{split}_scores.tsv",
-                          "query\tdocument\tscore\n" + "\n".join(rows) + "\n")
+        return "query\tdocument\tscore\n" + "\n".join(rows) + "\n"

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import datasets
 from tasks.base import DatasetNotFoundError
 from tasks.listfile import ListFileError, parse_float, read_fields
 
-KALDI_DIR = Path("Libri2Mix") / "kaldi"
+KALDI_DIR = Path(datasets.LIBRI2MIX) / "kaldi"
 
 
 @dataclass

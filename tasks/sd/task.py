@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.io import atomic_write_text
+from common.audio import SAMPLE_RATE
 from downstream.diarization import DiarizationHead, pit_bce_loss
 from tasks.base import Task, TaskConfig, Utterance
 from tasks.registry import register_task
@@ -108,10 +108,10 @@ class SpeakerDiarization(Task):
 
     def frame_labels(self, utts: Sequence[Utterance], num_frames: int) -> torch.Tensor:
         """``[batch, frame, speaker]`` 0/1 activity at the upstream frame rate: a turn ``[t0, t1)`` marks frames
-        ``floor(t0 / shift)`` up to (not including) ``floor(t1 / shift)`` (shift = samples per frame / 16 kHz)."""
+        ``floor(t0 / shift)`` up to (not including) ``floor(t1 / shift)`` (shift = samples per frame / SAMPLE_RATE)."""
         if self.downsample_rate is None:
             raise RuntimeError("SD: setup(downsample_rate) must run before frame labels are built")
-        shift = self.downsample_rate / 16000
+        shift = self.downsample_rate / SAMPLE_RATE
         labels = torch.zeros(len(utts), num_frames, self.config.data.num_speakers)
         for b, u in enumerate(utts):
             for spk, t0, t1 in u.label:
@@ -120,6 +120,8 @@ class SpeakerDiarization(Task):
 
     # -- model
     def build_head(self, input_dim: int) -> nn.Module:
+        """Output: speaker-activity logits ``[batch, frame, num_speakers]`` at the upstream frame rate; predictions
+        are per-frame sigmoid posteriors."""
         h = self.config.head
         return DiarizationHead(input_dim, self.config.data.num_speakers, h.hidden_size, h.rnn_layers,
                                input_cmvn=h.input_cmvn)
@@ -142,7 +144,7 @@ class SpeakerDiarization(Task):
     def der(self, split: str, utts: Sequence[Utterance], posteriors: Sequence[Any], threshold: float,
             median: int) -> tuple[float, dict[str, list]]:
         """DER (percent) of ``posteriors`` (one ``[frame, speaker]`` list per recording) and the hypothesis segments."""
-        shift = self.downsample_rate / 16000
+        shift = self.downsample_rate / SAMPLE_RATE
         hyps, segments = {}, {}
         for u, post in zip(utts, posteriors):
             post = np.asarray(post, dtype=np.float32).reshape(-1, self.config.data.num_speakers)
@@ -152,26 +154,17 @@ class SpeakerDiarization(Task):
         durations = {r.id: r.duration for r in self.recordings(split)}
         return 100.0 * diarization_error_rate(self.references(split), hyps, durations), segments
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
-        split = self._split_of(utts)
-        return {"der": self.der(split, utts, predictions, self.threshold, self.median)[0]}
-
-    def _split_of(self, utts: Sequence[Utterance]) -> str:
-        ids = {u.id for u in utts}
-        for split in ("dev", "test"):
-            if ids == {r.id for r in self.recordings(split)}:
-                return split
-        raise ValueError("SD: scoring needs every recording of the dev or the test split")
-
-    def evaluate(self, ctx, model: nn.Module, split: str) -> dict[str, float]:
-        utts = ctx.load_split(self, split)
-        posteriors = ctx.predict(model, utts)
-        der, segments = self.der(split, utts, posteriors, self.threshold, self.median)
-        lines = [line for u in utts for line in rttm_lines(segments[u.id], u.id)]
-        if getattr(ctx, "is_main", True):  # under torchrun, rank 0 alone writes
-            atomic_write_text(ctx.run_dir / f"{split}.rttm", "\n".join(lines) + ("\n" if lines else ""))
-        return {"der": der, "threshold": self.threshold, "median_frames": float(self.median),
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """DER (percent) of the split's recordings at the current threshold and median filter, and beside it the DER
+        of "speaker A = all speech" (``der_one_speaker``, see :meth:`one_speaker_der`)."""
+        return {"der": self.der(split, utts, predictions, self.threshold, self.median)[0],
                 "der_one_speaker": self.one_speaker_der(split)}
+
+    def prediction_files(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, str]:
+        """``<split>.rttm``: the hypothesis segments at the current threshold and median filter."""
+        segments = self.der(split, utts, predictions, self.threshold, self.median)[1]
+        lines = [line for u in utts for line in rttm_lines(segments[u.id], u.id)]
+        return {f"{split}.rttm": "\n".join(lines) + ("\n" if lines else "")}
 
     def one_speaker_der(self, split: str) -> float:
         """DER (percent) of the trivial hypothesis "speaker A = all speech": one label over every stretch of
@@ -183,14 +176,13 @@ class SpeakerDiarization(Task):
         durations = {r.id: r.duration for r in self.recordings(split)}
         return 100.0 * diarization_error_rate(refs, hyps, durations)
 
-    def tune_on_dev(self, ctx, model: nn.Module) -> None:
+    def tune_on_dev(self, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, Any]:
         """Pick threshold and median-filter width on dev (lowest DER; ties keep the earlier grid point)."""
-        utts = ctx.load_split(self, "dev")
-        posteriors = ctx.predict(model, utts)
         best = None
         for median in self.config.tune.medians:
             for threshold in self.config.tune.thresholds:
-                der = self.der("dev", utts, posteriors, threshold, median)[0]
+                der = self.der("dev", utts, predictions, threshold, median)[0]
                 if best is None or der < best[0]:
                     best = (der, threshold, median)
         _, self.threshold, self.median = best
+        return {"threshold": self.threshold, "median_frames": self.median}

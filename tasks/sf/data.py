@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.base import DatasetNotFoundError, Utterance, audio_duration
+from common import datasets
+from common.audio import audio_duration
+from tasks.base import DatasetNotFoundError, Utterance
 from tasks.listfile import ListFileError, read_fields
 
-SNIPS_DIR = "SNIPS"
+SNIPS_DIR = datasets.SNIPS
 SPLIT_DIRS = {"train": "train", "dev": "valid", "test": "test"}
 _PUNCTUATION = set("?!.,;-–…")
 # Accented letters folded to ASCII and '"' to a space, as SUPERB's SNIPS preparation does.

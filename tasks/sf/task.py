@@ -65,6 +65,8 @@ class SlotFilling(Task):
         return utts
 
     def build_head(self, input_dim: int) -> torch.nn.Module:
+        """Output: log-probabilities ``[batch, frame, len(vocab)]`` (characters, slot tags and blank) at the
+        upstream frame rate."""
         h = self.config.head
         return BiLSTMCTCHead(input_dim, len(self.vocab), proj_dim=h.proj_dim, hidden_size=h.hidden_size,
                              num_layers=h.num_layers, dropout=h.dropout)
@@ -75,7 +77,7 @@ class SlotFilling(Task):
     def predict(self, output: Any, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[str]:
         return [self.vocab.decode(ids) for ids in ctc_greedy_decode(output, lengths)]
 
-    def score(self, utts: Sequence[Utterance], predictions: Sequence[str]) -> dict[str, float]:
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[str]) -> dict[str, float]:
         refs = [u.transcript for u in utts]
         return {"slot_type_f1": 100.0 * slot_type_f1(list(predictions), refs),
                 "slot_value_cer": 100.0 * slot_value_cer(list(predictions), refs)}

@@ -1,4 +1,2 @@
-"""Offline mini-SUPERB corpus synthesised with espeak-ng and flite, written in the real datasets' on-disk layouts.
-
-Entry points: ``python -m tasks.synth --out DIR --size {tiny,small}`` and :func:`tasks.synth.build.build_corpus`.
-"""
+"""Alias kept for scripts and users: ``python -m tasks.synth`` runs ``python -m synth`` (the offline corpus builder,
+now the top-level package ``synth/``)."""

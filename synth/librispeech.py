@@ -6,13 +6,16 @@ pronunciations. Splits have disjoint speakers; no dev/test sentence occurs in tr
 """
 from __future__ import annotations
 
+from common import datasets
+from common.io import atomic_write_text
+
 from .augment import Degradation
 from .context import Context
 from .phones import cmudict_phones
 from .render import SpeechJob
 from .voices import Speaker
-from common.io import atomic_write_text
 
+ROOT = datasets.LIBRISPEECH
 SPLITS = ("train-clean-100", "dev-clean", "test-clean")
 DEGRADATION = Degradation(noise_prob=0.5, snr_db=(10.0, 30.0), reverb_prob=0.25)
 
@@ -47,7 +50,7 @@ def plan(ctx: Context):
                 for i in range(c * n // n_chapters, (c + 1) * n // n_chapters):
                     words = next(it)
                     utt = f"{spk}-{chapter}-{i:04d}"
-                    path = f"LibriSpeech/{split}/{spk}/{chapter}/{utt}.flac"
+                    path = f"{ROOT}/{split}/{spk}/{chapter}/{utt}.flac"
                     jobs.append(SpeechJob(path, speaker, (" ".join(words),), degradation=DEGRADATION,
                                           phonemes=True))
                     utts.append((utt, words, speaker, path))
@@ -56,7 +59,7 @@ def plan(ctx: Context):
     def finish(results: dict[str, dict]) -> dict:
         stats: dict[str, dict] = {s: {"utterances": 0, "hours": 0.0, "speakers": set()} for s in SPLITS}
         for split, spk, chapter, utts in chapters:
-            folder = ctx.root / "LibriSpeech" / split / spk / chapter
+            folder = ctx.root / ROOT / split / spk / chapter
             trans, phn = [], []
             for utt, words, speaker, path in utts:
                 trans.append(f"{utt} {' '.join(words).upper()}")
@@ -73,7 +76,7 @@ def plan(ctx: Context):
             minutes = stats[split]["hours"] * 60 / max(1, len(speakers))
             lines += [f"{speaker_id(s):<5}| {s.gender.upper()} | {split:<17}| {minutes:5.2f} | {s.voice} ({s.engine})"
                       for s in speakers]
-        atomic_write_text(ctx.root / "LibriSpeech" / "SPEAKERS.TXT", "\n".join(lines) + "\n")
+        atomic_write_text(ctx.root / ROOT / "SPEAKERS.TXT", "\n".join(lines) + "\n")
         return {split: {"utterances": st["utterances"], "hours": round(st["hours"], 3),
                         "speakers": len(st["speakers"])} for split, st in stats.items()}
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 
+from common import datasets
 from common.io import atomic_write_text
 
 from .augment import Degradation
 from .context import Context
 from .render import SpeechJob
 
-ROOT = "VoxCeleb1"
+ROOT = datasets.VOXCELEB1
 # "In the wild": more noise and reverberation than the read-speech sets.
 DEGRADATION = Degradation(noise_prob=0.8, snr_db=(5.0, 30.0), reverb_prob=0.4, channel_prob=0.8)
 _VIDEO_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"

@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,101 +27,14 @@ import torch.distributed as dist
 from torch import nn
 
 from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from common.config import ConfigError, load_config
 from common.io import atomic_write_text
-from common.precision import autocast, check_precision, grad_scaler
-from .data import DataConfig, SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
+from common.precision import autocast, grad_scaler
+
+from .config import RunConfig
+from .data import SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
+from .distributed import DistEnv, all_reduce
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OptimConfig:
-    """AdamW with linear warm-up then linear decay (s3prl's distiller runner: lr 2e-4, 7% warm-up, clip 5)."""
-
-    lr: float = 2.0e-4
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1.0e-6
-    weight_decay: float = 1.0e-6
-    warmup_ratio: float = 0.07
-    grad_clip: float = 5.0
-
-
-@dataclass
-class RunConfig:
-    max_steps: int = 200000
-    seed: int = 0
-    checkpoint_every: int = 2500
-    log_every: int = 50
-    device: str = "auto"   # "auto" = cuda when available (one GPU per rank), else cpu
-    threads: int = 0       # torch CPU threads per process; 0 = leave torch's default
-    max_minutes: float = 0.0  # wall-clock cap (0 = none): stop early, checkpointed, e.g. to keep a demo on budget
-    # with max_minutes: shorten the LR schedule to the steps that fit in the cap (re-estimated every
-    # SCHEDULE_EVERY steps from the measured step time), so a run cut by its cap still decays its LR to zero
-    # instead of stopping at a high LR mid-schedule
-    fit_schedule_to_time: bool = False
-    # autocast dtype of the forward pass (common/precision.py): bf16 on CPU or GPU, fp16 on GPU only (GradScaler);
-    # weights, optimizer and checkpoints stay fp32. --precision sets it.
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-
-
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str = "auto") -> DistEnv:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1): gloo on CPU, nccl on GPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return DistEnv(rank, world, dev)
-
-
-def start_run(config_class: type, args) -> tuple:
-    """The common start of run_distill.py and run_pretrain.py: logging, the config (``--config`` + ``-o`` +
-    ``--max-steps``), the process group and the CPU thread count. Returns ``(config, DistEnv)``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps is not None else [])
-    if getattr(args, "precision", None):
-        overrides.append(f"run.precision={args.precision}")
-    cfg = load_config(config_class, args.config, overrides)
-    if cfg.run.max_steps < 1:  # 0 once meant "the YAML's steps" and a negative value an untrained model
-        raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
-    use_cuda = cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available())
-    check_precision(cfg.run.precision, "cuda" if use_cuda else "cpu", "--precision (run.precision)")
-    env = setup_distributed(cfg.run.device)
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
-    return cfg, env
-
-
-def _all_reduce(t: torch.Tensor, env: DistEnv, op=None) -> torch.Tensor:
-    if env.world > 1:
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
-
-
-# settings a --resume may change (they take effect in the resumed run); any other change is refused
-# (common/run_record.py). max_steps: the LR schedule is re-drawn to the new end (Trainer.load_checkpoint).
-SAFE_ON_RESUME = frozenset(f"config.run.{k}" for k in (
-    "max_steps", "max_minutes", "checkpoint_every", "log_every", "threads", "device", "data.num_workers"))
 
 SCHEDULE_EVERY = 20  # steps between re-estimates of the step time (fit_schedule_to_time)
 
@@ -135,14 +46,13 @@ def _seed_step(seed: int, step: int, rank: int) -> None:
     random.seed(s)
 
 
-def _lr_lambda(max_steps: int, warmup_ratio: float) -> Callable[[int], float]:
-    warmup = max(1, int(math.ceil(max_steps * warmup_ratio)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (max_steps - step) / max(1, max_steps - warmup))
-    return factor
+def lr_factor(step: int, horizon: int, warmup_ratio: float) -> float:
+    """The LR multiplier at optimiser ``step`` (0-based) of a schedule ending at ``horizon``: linear warm-up over
+    ``ceil(horizon * warmup_ratio)`` steps (at least 1), then linear decay to 0 at ``horizon``."""
+    warmup = max(1, int(math.ceil(horizon * warmup_ratio)))
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (horizon - step) / max(1, horizon - warmup))
 
 
 def trainable_state(objective: nn.Module) -> dict[str, torch.Tensor]:
@@ -165,14 +75,15 @@ class Trainer:
             raise ValueError("the objective has no trainable parameters")
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg.max_steps, o.warmup_ratio))
+        self.horizon = cfg.max_steps  # the step the LR schedule ends at (fewer with fit_schedule_to_time)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, self.horizon, o.warmup_ratio))
         self.scaler = grad_scaler(cfg.precision, env.device)
         self.model: nn.Module = self.objective
         if env.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         self.step, self.epoch, self.batch_pos = 0, 0, 0
-        self.horizon = cfg.max_steps  # the step the LR schedule ends at (fewer with fit_schedule_to_time)
         self.history: list[dict] = []
         self.run_config_dict = run_config_dict or {}
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
@@ -292,12 +203,11 @@ class Trainer:
         self._set_horizon(int(horizon.item()))
 
     def _set_horizon(self, horizon: int) -> None:
-        self.horizon = horizon
-        factor = _lr_lambda(horizon, self.cfg.optim.warmup_ratio)
-        self.scheduler.lr_lambdas = [factor] * len(self.optimizer.param_groups)
-        # LambdaLR applies a new lambda from the next step(): set this step's LR now, so it follows the new curve
+        self.horizon = horizon  # the scheduler's lr_factor reads it from the next step() on
+        # set this step's LR now too, so that it follows the new curve
+        factor = lr_factor(self.scheduler.last_epoch, horizon, self.cfg.optim.warmup_ratio)
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-            group["lr"] = base * factor(self.scheduler.last_epoch)
+            group["lr"] = base * factor
 
     def _out_of_time(self, started: float) -> bool:
         """Whether ``max_minutes`` has passed (decided on rank 0 and shared, so all ranks stop together)."""
@@ -311,13 +221,13 @@ class Trainer:
     def _train_step(self, batch: dict, after_backward: Callable[[int], None] | None) -> dict | None:
         env = self.env
         has_data = torch.tensor(float(batch["wav"].shape[0] > 0), device=env.device)
-        if _all_reduce(has_data, env, dist.ReduceOp.MIN if env.world > 1 else None).item() == 0:
+        if all_reduce(has_data, env, dist.ReduceOp.MIN if env.world > 1 else None).item() == 0:
             return None  # every rank must skip together, or DDP would wait forever
         _seed_step(self.cfg.seed, self.step, env.rank)
         batch = {k: v.to(env.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with autocast(self.cfg.precision, env.device):
             out = self.model(batch)
-        global_frames = _all_reduce(out["frames"].detach().float().clone(), env).clamp(min=1)
+        global_frames = all_reduce(out["frames"].detach().float().clone(), env).clamp(min=1)
         # DDP averages gradients over ranks, hence "* world": the result is d(global sum / global frames)
         loss = out["loss_sum"].float() / global_frames * env.world
         self.scaler.scale(loss).backward()
@@ -332,7 +242,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         sums = torch.stack([out["loss_sum"].detach().float()] + [v.detach().float() for v in out["parts"].values()])
-        sums = _all_reduce(sums, env) / global_frames
+        sums = all_reduce(sums, env) / global_frames
         record = {"step": self.step, "loss": float(sums[0]), "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(grad_norm)}
         record.update({name: float(v) for name, v in zip(out["parts"], sums[1:])})

@@ -9,13 +9,14 @@ import csv
 import hashlib
 import io
 
+from common import datasets
 from common.io import atomic_write_text
 
 from .augment import Degradation
 from .context import Context
 from .render import SpeechJob
 
-ROOT = "fluent_speech_commands_dataset"
+ROOT = datasets.FLUENT
 LOCATIONS = ("kitchen", "bedroom", "washroom")
 DEGRADATION = Degradation(noise_prob=0.7, snr_db=(5.0, 30.0), reverb_prob=0.3)
 

@@ -1,4 +1,4 @@
-"""How big each part of the corpus is: typed settings loaded from ``tasks/synth/sizes/<size>.yaml``."""
+"""How big each part of the corpus is: typed settings loaded from ``synth/sizes/<size>.yaml``."""
 from __future__ import annotations
 
 import dataclasses

@@ -7,13 +7,14 @@ speakers.
 """
 from __future__ import annotations
 
+from common import datasets
 from common.io import atomic_write_text
 
 from .context import Context
 from .librispeech import speaker_id
 from .render import MixJob, Turn
 
-ROOT = "Libri2Mix"
+ROOT = datasets.LIBRI2MIX
 SPLITS = ("train", "dev", "test")
 
 

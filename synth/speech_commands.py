@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from common import datasets
 from common.io import atomic_write_text
 
 from .augment import NOISE_COLOURS, Degradation
@@ -17,7 +18,7 @@ from .render import NoiseJob, SpeechJob
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 AUXILIARY = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "bed", "bird", "cat",
              "dog", "happy", "house", "marvin", "sheila", "tree", "wow")
-TRAIN_ROOT, TEST_ROOT = "speech_commands_v0.01", "speech_commands_test_set_v0.01"
+TRAIN_ROOT, TEST_ROOT = datasets.SPEECH_COMMANDS, datasets.SPEECH_COMMANDS_TEST
 DEGRADATION = Degradation(noise_prob=0.8, snr_db=(5.0, 30.0), reverb_prob=0.3, channel_prob=0.6)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import quoteattr
 
+from common import datasets
 from common.io import atomic_write_text
 
 from .augment import Degradation
@@ -17,7 +18,7 @@ from .context import Context
 from .render import SpeechJob
 from .text import ADJECTIVES, NOUNS
 
-ROOT = "quesst14Database"
+ROOT = datasets.QUESST14
 LANGUAGE = "nnenglish"
 DEGRADATION = Degradation(noise_prob=0.6, snr_db=(10.0, 30.0), reverb_prob=0.3)
 QUERY_DEGRADATION = Degradation(noise_prob=0.3, snr_db=(15.0, 30.0), reverb_prob=0.1)

@@ -8,6 +8,7 @@ in the real data, happy utterances are labelled ``hap`` or ``exc`` and a few car
 """
 from __future__ import annotations
 
+from common import datasets
 from common.io import atomic_write_text
 
 from .augment import Degradation
@@ -15,7 +16,7 @@ from .context import Context
 from .render import SpeechJob
 from .voices import Style
 
-ROOT = "IEMOCAP_full_release"
+ROOT = datasets.IEMOCAP
 DEGRADATION = Degradation(noise_prob=0.5, snr_db=(10.0, 30.0), reverb_prob=0.3)
 EMOTION_STYLES = {
     "neu": Style(rate=1.0, pitch=0, pitch_range=1.0, volume=100),

@@ -6,10 +6,11 @@ based), first pronunciation, stress removed.
 """
 from __future__ import annotations
 
+from common import datasets
+
 from .text import lexicon
 
-CMU_PHONES = frozenset(
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH".split())
+CMU_PHONES = frozenset(datasets.CMU_PHONES)
 
 # espeak-ng English phoneme mnemonic -> CMU phones. Allophones (flap t#, glottal ?, dental t[) map to their phoneme;
 # r-coloured and centring diphthongs expand to vowel + R / vowel + AH as CMUdict writes them.

@@ -7,13 +7,14 @@ from __future__ import annotations
 import random
 import re
 
+from common import datasets
 from common.io import atomic_write_text
 
 from .augment import Degradation
 from .context import Context
 from .render import SpeechJob
 
-ROOT = "SNIPS"
+ROOT = datasets.SNIPS
 DEGRADATION = Degradation(noise_prob=0.5, snr_db=(10.0, 30.0), reverb_prob=0.2)
 FILLERS = {
     "artist": ["john lennon", "taylor swift", "miles davis", "the beatles", "bob marley", "elton john", "adele",

@@ -1,0 +1,20 @@
+"""The names every dataset reader and writer shares: the official folder names under a data root and the phone set.
+
+Task loaders (``tasks/``), the offline corpus builder (``synth/``) and the test fixtures import these, so a layout
+is named in one place (the full layouts: docs/DATA_LAYOUTS.md).
+"""
+from __future__ import annotations
+
+LIBRISPEECH = "LibriSpeech"                              # ASR, PR
+SPEECH_COMMANDS = "speech_commands_v0.01"                # KS train/dev (+ lists, _background_noise_)
+SPEECH_COMMANDS_TEST = "speech_commands_test_set_v0.01"  # KS test archive
+FLUENT = "fluent_speech_commands_dataset"                # IC
+VOXCELEB1 = "VoxCeleb1"                                  # SID, ASV
+IEMOCAP = "IEMOCAP_full_release"                         # ER
+QUESST14 = "quesst14Database"                            # QbE
+SNIPS = "SNIPS"                                          # SF (SUPERB's Audio-SNIPS)
+LIBRI2MIX = "Libri2Mix"                                  # SD
+
+# The 39-phone CMU set (ARPAbet without stress) of SUPERB's PR task, in the order of the PR vocabulary.
+CMU_PHONES: tuple[str, ...] = tuple(
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH".split())
