@@ -191,7 +191,7 @@ def evaluate_run(run_dir: str | Path, splits: Sequence[str], device: str | None 
     info = results.RunInfo(label, params, saved["upstream_hash"][:16], run_dir.parent.name, options.get("seed", 0),
                            saved.get("config_hash", ""), f"{run_dir.name}:reeval-{stamp}", run.task.fold(),
                            run.ctx.layer, results.protocol_name(run.ctx.layer, bool(options.get("upstream_trainable"))),
-                           bool(getattr(run.ctx.upstream, "random_init", False)))
+                           bool(getattr(run.ctx.upstream, "random_init", False)), len(run.ctx.bad_audio))
     text = results.format_rows(info, metrics, int(summary.get("steps", 0)), time.time() - t0, summary.get("lr"),
                                run.model.weighted_sum.layer_weights())
     csv_path = results.append_rows(results_dir, text)

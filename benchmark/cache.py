@@ -253,7 +253,7 @@ def _verify(path: Path) -> str | None:
 
 def clean_orphans(folder: str | Path, min_age_s: float = ORPHAN_AGE_S) -> int:
     """Delete the ``.tmp`` files (left by killed writes) under ``folder`` older than ``min_age_s``; returns how
-    many. Younger ones may be a write in progress by another run, and are left alone."""
+    many. Younger ones may be a write in progress by another run, and are left alone (see :func:`young_tmp_files`)."""
     now, removed = time.time(), 0
     for tmp in Path(folder).rglob("*.tmp"):
         try:
@@ -263,6 +263,11 @@ def clean_orphans(folder: str | Path, min_age_s: float = ORPHAN_AGE_S) -> int:
         except FileNotFoundError:  # renamed or removed meanwhile by its writer
             continue
     return removed
+
+
+def young_tmp_files(folder: str | Path) -> int:
+    """How many ``.tmp`` files under ``folder`` are too young for :func:`clean_orphans` to remove."""
+    return sum(1 for _ in Path(folder).rglob("*.tmp"))
 
 
 @dataclass
@@ -275,6 +280,7 @@ class CacheEntry:
     files: int
     last_used: float   # unix time (0 when not recorded)
     orphans_removed: int = 0  # .tmp files left by killed runs, removed while listing
+    tmp_kept: int = 0  # younger .tmp files, left alone (a write in progress, or a kill less than an hour ago)
 
 
 def list_cache(root: str | Path) -> list[CacheEntry]:
@@ -290,11 +296,11 @@ def list_cache(root: str | Path) -> list[CacheEntry]:
         except ValueError:
             log.warning("%s is not valid JSON: listing the folder without it", meta)
             info = {}
-        orphans = clean_orphans(folder)
+        orphans, kept = clean_orphans(folder), young_tmp_files(folder)
         arrays = list(folder.rglob("*.npy"))
         entries.append(CacheEntry(folder, info.get("upstream", info.get("class", "?")),
                                   sum(a.stat().st_size for a in arrays), len(arrays), float(info.get("last_used", 0)),
-                                  orphans))
+                                  orphans, kept))
     return sorted(entries, key=lambda e: -e.last_used)
 
 

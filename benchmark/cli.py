@@ -172,6 +172,10 @@ def cache_command(argv: list[str]) -> int:
     orphans = sum(e.orphans_removed for e in entries)
     if orphans:
         print(f"  removed {orphans} orphan .tmp files left by killed runs")
+    kept = sum(e.tmp_kept for e in entries)
+    if kept:
+        print(f"  left {kept} .tmp files younger than an hour alone (a run may be writing them; they are removed "
+              f"once older)")
     for e in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "unknown"
         print(f"  {e.path.name}  {e.bytes / 1e9:7.2f} GB  {e.files:6d} files  last used {used}  {e.upstream}")

@@ -438,7 +438,7 @@ def run_task(options: RunOptions) -> dict:
         atomic_write_text(run_dir / rel, text)
     info = results.RunInfo(label, stats["params"], up_hash[:16], task_label, options.seed, chash,
                            run_dir.name, fold, ctx.layer, results.protocol_name(ctx.layer, options.upstream_trainable),
-                           bool(getattr(upstream, "random_init", False)))
+                           bool(getattr(upstream, "random_init", False)), len(ctx.bad_audio))
     text = results.format_rows(info, outcome.metrics, outcome.steps, wall, lr, outcome.layer_weights)
     csv_path = results.append_rows(Path(options.results_dir), text)
     summary = {"run_dir": str(run_dir), "metrics": outcome.metrics, "selected": outcome.selected, "lr": lr,

@@ -4,7 +4,8 @@ Rows are appended under a file lock (two runs finishing at once both land intact
 rewritten. Columns: see ``COLUMNS``. A row's upstream is identified by (``upstream`` label, ``checkpoint_hash``): two
 checkpoints that share a folder name are two upstreams. ``protocol`` says how the features were used
 (:func:`protocol_name`), ``upstream_random`` whether the upstream's weights were a random initialisation (1) or not
-(0). A table written before these columns existed gets them appended to its header on the next run (its rows are
+(0), ``skipped_audio`` how many audio files ``--skip-bad-audio`` left out of the run (listed in its
+``skipped_audio.json``). A table written before these columns existed gets them appended to its header on the next run (its rows are
 read with them empty).
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from common.io import atomic_write_text, locked_append
 
 COLUMNS = ["upstream", "params", "checkpoint_hash", "task", "split", "metric", "value", "seed", "steps",
            "wall_time_s", "git_commit", "config_hash", "date", "lr", "fold", "layer", "layer_weights", "run_id",
-           "protocol", "upstream_random"]
+           "protocol", "upstream_random", "skipped_audio"]
 RESULTS_FILE = "results.csv"
 DEFAULT_PROTOCOL = "weighted-sum"  # SUPERB's: frozen upstream, learnt softmax-weighted sum of all hidden states
 
@@ -52,6 +53,7 @@ class RunInfo:
     layer: int | None = None
     protocol: str = DEFAULT_PROTOCOL
     upstream_random: bool = False
+    skipped_audio: int = 0  # bad audio files left out with --skip-bad-audio
 
 
 def safe_name(name: str) -> str:
@@ -148,7 +150,7 @@ def format_rows(info: RunInfo, metrics: dict[str, dict[str, float]], steps: int,
                              f"{float(value):.6g}", info.seed, steps, f"{wall_time_s:.1f}", commit, info.config_hash,
                              now, "" if lr is None else f"{lr:.3g}", "" if info.fold is None else info.fold,
                              "" if info.layer is None else info.layer, weights, info.run_id, info.protocol,
-                             int(info.upstream_random)])
+                             int(info.upstream_random), info.skipped_audio])
     return buf.getvalue()
 
 
@@ -166,8 +168,9 @@ def _upgrade_header(path: Path, header: str) -> None:
     if not path.is_file() or path.stat().st_size == 0:
         return
     with FileLock(str(path) + ".lock", timeout=60):
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM left by an editor is not part of the header
         first, _, rest = text.partition("\n")
+        first = first.rstrip("\r")
         if first == header:
             return
         if not header.startswith(first + ","):

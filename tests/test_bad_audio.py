@@ -156,3 +156,15 @@ def test_the_cli_says_how_many_files_it_skipped(clean_fsc, tmp_path, capsys, no_
     assert run_benchmark.main(args) == 0
     out = capsys.readouterr().out
     assert "ic: skipped 1 bad audio file(s), listed in" in out and "skipped_audio.json" in out
+
+
+def test_the_results_rows_record_how_many_files_were_skipped(clean_fsc, tmp_path, no_hang):
+    import csv
+
+    root = tmp_path / "data"
+    shutil.copytree(clean_fsc, root, symlinks=True)
+    broken_symlink(root / "fluent_speech_commands_dataset" / BAD)
+    run_task(opts(root, tmp_path, skip_bad_audio=True))
+    with open(tmp_path / "results" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["skipped_audio"] == "1" for r in rows)

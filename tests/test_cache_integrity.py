@@ -78,7 +78,7 @@ def test_orphan_tmp_files_are_cleaned_and_counted(tmp_path, utts, capsys):
     fresh.write_bytes(b"half")
     assert run_benchmark.main(["cache", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "removed 1 orphan .tmp files" in out
+    assert "removed 1 orphan .tmp files" in out and "left 1 .tmp files younger than an hour alone" in out
     assert not old.exists() and fresh.exists()
     assert list_cache(tmp_path)[0].files == len(utts)
 

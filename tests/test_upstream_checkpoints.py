@@ -159,3 +159,17 @@ def test_pretrained_names_need_weights_or_an_explicit_random_init(tmp_path):
         build_upstream("fbank", random_init=True)
     with pytest.raises(ValueError, match="is a checkpoint path already"):
         build_upstream(tmp_path / "w", checkpoint=tmp_path / "w")
+
+
+def test_trust_pickle_uses_the_safe_loader_first_and_names_a_missing_module(tmp_path):
+    """trust_pickle=True on a fairseq file no longer needs fairseq (the safe loader reads it); a legacy pickle of a
+    module that is not installed is one ConversionError naming the module, not a traceback."""
+    with foreign_class("fairseq.data.dictionary.Dictionary") as dictionary_cls:
+        torch.save({"model": {}, "cfg": {}, "task_state": {"dictionaries": [dictionary_cls()]}}, tmp_path / "fs.pt")
+    with foreign_class("somelib.models.Thing") as thing_cls:
+        torch.save({"model": {}, "cfg": {}, "obj": thing_cls()}, tmp_path / "legacy.pt")
+    from upstream.checkpoints import safe_torch_load
+
+    assert "task_state" in safe_torch_load(tmp_path / "fs.pt", trust_pickle=True)
+    with pytest.raises(ConversionError, match="legacy.pt: the full unpickle needs the module 'somelib'"):
+        safe_torch_load(tmp_path / "legacy.pt", trust_pickle=True)

@@ -97,6 +97,10 @@ def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
     checkpoint). Only ``trust_pickle=True`` (for files you trust) falls back to a full unpickle.
     """
     if trust_pickle:
+        try:  # the safe loader first: a file it reads (a fairseq .pt) needs no full unpickle and no fairseq
+            return safe_torch_load(path)
+        except UnsafeCheckpointError:
+            pass
         log.warning("%s: full unpickle (trust_pickle=True): this can run code stored in the file", path)
         try:
             return torch.load(path, map_location="cpu", weights_only=False)

@@ -26,7 +26,8 @@ def equal_error_rate(labels, scores) -> tuple[float, float]:
     Between the two ROC points that bracket the crossing, the rates are interpolated linearly. Reference
     implementation matched (to 1e-9, at any trial count, ties included; tests/test_tasks_asv.py): the root of the
     linearly interpolated ROC, ``brentq(lambda x: 1 - x - interp1d(fpr, tpr)(x), 0, 1)`` on scikit-learn's
-    ``roc_curve``, the recipe of s3prl's sv_voxceleb1 (SUPERB's ASV numbers) and of the VoxCeleb baselines.
+    ``roc_curve``: s3prl's own ``EER`` (s3prl/downstream/sv_voxceleb1/utils.py, SUPERB's ASV numbers), which the
+    test calls.
     Not ``pyannote.metrics``' ``det_curve`` EER: it averages the four rates of the two bracketing points of the
     thinned ROC, which agrees at 1k+ trials but not on small lists (1.2 points apart on average at 40 trials, up to
     6) and gives 25% to a perfectly separating system at any trial count.
