@@ -361,6 +361,17 @@ def _direction(higher_is_better: bool | None) -> str:
     return "" if higher_is_better is None else "↑ higher is better" if higher_is_better else "↓ lower is better"
 
 
+# metric names the field writes as acronyms (SUPERB paper, s3prl logs); others (accuracy, ...) stay as written
+ACRONYMS = {"per", "wer", "cer", "eer", "der", "mtwv", "atwv", "f1", "mindcf"}
+
+
+def _column_label(column: str) -> str:
+    """``"pr per"`` -> ``"PR PER"``, ``"ks accuracy"`` -> ``"KS accuracy"`` (for chart titles and axis labels)."""
+    task, _, metric = column.partition(" ")
+    words = [w.upper() if w.lower() in ACRONYMS else w for w in metric.replace("_", " ").split()]
+    return " ".join([task.upper(), *words])
+
+
 def plot_task_bars(table: pd.DataFrame, out_dir: Path, spread: pd.DataFrame | None = None,
                    directions: dict[str, bool] | None = None, teacher: str | None = None,
                    reference_der: float | None = None) -> Path | None:
@@ -398,7 +409,7 @@ def plot_task_bars(table: pd.DataFrame, out_dir: Path, spread: pd.DataFrame | No
         for yi, v, e in zip(y, vals, xerr):
             text = "—" if math.isnan(v) else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
             ax.text((0.0 if math.isnan(v) else v) + e + 0.02 * top, yi, text, va="center", fontsize=8)
-        title = f"{task.upper()} {metric}\n{_direction(directions.get(col))}"
+        title = f"{_column_label(col)}\n{_direction(directions.get(col))}"
         if (task, metric) == ("sd", "der") and reference_der is not None:
             ax.axvline(reference_der, color="crimson", ls=":", lw=1.5)
             title += f"; red: speaker A = all speech ({reference_der:.1f})"
@@ -490,7 +501,7 @@ def plot_distillation(table: pd.DataFrame, ref: Reference, out_dir: Path, teache
     ax.text(100, len(cols) - 0.45, f" teacher ({teacher})", color="navy", fontsize=8, va="bottom")
     dirs = metric_directions(ref)
     ax.set_yticks(y0, ["SUPERB_local (all tasks)" if c == "SUPERB_local" else
-                       f"{c.split(' ', 1)[0].upper()} {c.split(' ', 1)[1]} {'↑' if dirs.get(c) else '↓'}"
+                       f"{_column_label(c)} {'↑' if dirs.get(c) else '↓'}"
                        for c in cols])
     if cols[0] == "SUPERB_local":
         ax.axhline(y0[0] - 0.5, color="0.2", lw=0.8)

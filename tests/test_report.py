@@ -199,3 +199,12 @@ def test_report_pictures_sd_reference_and_cer_beside_wer(tmp_path):
     assert kept.loc["sd der", "student"] != kept.loc["sd der", "student"]  # teacher worse than FBANK's 20: no scale
     assert kept.loc["SUPERB_local", "student"] == pytest.approx(
         100 * t.loc["student", "SUPERB_local"] / t.loc["hubert_mini", "SUPERB_local"])
+
+
+def test_chart_labels_write_metric_acronyms_as_the_field_does():
+    from benchmark.report import _column_label
+
+    assert _column_label("pr per") == "PR PER"
+    assert _column_label("asv eer") == "ASV EER"
+    assert _column_label("sf slot_type_f1") == "SF slot type F1"
+    assert _column_label("ks accuracy") == "KS accuracy"
