@@ -23,6 +23,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from common.io import atomic_write_text, locked_append
+from common.run_record import flatten
 
 COLUMNS = ["upstream", "params", "checkpoint_hash", "task", "split", "metric", "value", "seed", "steps",
            "wall_time_s", "git_commit", "config_hash", "date", "lr", "fold", "layer", "layer_weights", "run_id",
@@ -99,21 +100,12 @@ def run_dir_for(results_dir: Path, upstream: str, task: str, run_id: str, resume
     return base / f"{run_id}-{len(attempts) + 1}"
 
 
-def _flatten(data: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(data, dict):
-        out: dict[str, object] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
 def why_new_run(run_dir: Path, identity: dict, seed: int, fold: int | None) -> str:
     """One line for ``--resume`` that found no run of this config: which earlier run(s) it could have meant and the
     config keys that differ, and that a new run starts in ``run_dir``."""
     import yaml
 
-    want = _flatten(json.loads(json.dumps(identity, default=str)))
+    want = flatten(json.loads(json.dumps(identity, default=str)))
     candidates = []
     for cfg_file in sorted(Path(run_dir).parent.glob("*/config.yaml"), key=lambda p: p.stat().st_mtime):
         try:
@@ -123,7 +115,7 @@ def why_new_run(run_dir: Path, identity: dict, seed: int, fold: int | None) -> s
         opts = saved.get("options", {}) if isinstance(saved, dict) else {}
         if opts.get("seed") != seed or opts.get("fold") != fold:
             continue
-        have = _flatten(json.loads(json.dumps({k: saved.get(k) for k in identity}, default=str)))
+        have = flatten(json.loads(json.dumps({k: saved.get(k) for k in identity}, default=str)))
         changed = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         done = (cfg_file.parent / "DONE").exists()
         candidates.append((cfg_file.parent.name, done, changed))
