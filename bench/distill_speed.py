@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import add_batch_options, interleaved_times, load_average, random_batch  # noqa: E402
 from common.config import load_config  # noqa: E402
 from distill.config import DistillConfig  # noqa: E402
 from distill.objectives import DistillObjective  # noqa: E402
@@ -67,32 +66,14 @@ def ours_step(objective: DistillObjective, batch: dict, t_states: list[torch.Ten
     objective.zero_grad(set_to_none=True)
 
 
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="4 utterances of 1-3 s, 3 repeats")
-    parser.add_argument("--utterances", type=int, default=8)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
-    parser.add_argument("--max-seconds", type=float, default=8.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    add_batch_options(parser, utterances=8, max_seconds=8.0, quick=(4, 1.0, 3.0, 3))
     args = parser.parse_args()
-    if args.quick:
-        args.utterances, args.min_seconds, args.max_seconds, args.repeats = 4, 1.0, 3.0, 3
-    torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(0)
-    seconds = torch.linspace(args.min_seconds, args.max_seconds, args.utterances)
-    seconds = seconds[torch.randperm(args.utterances, generator=gen)]
-    wavs = [torch.randn(int(s * 16000), generator=gen) * 0.1 for s in seconds]
+    _, wavs = random_batch(args)
     wav = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
     lengths = torch.tensor([w.numel() for w in wavs])
     batch = {"wav": wav, "wav_lengths": lengths}
-    print(f"batch: {len(wavs)} utterances, {args.min_seconds:g}-{args.max_seconds:g} s, {float(seconds.sum()):.1f} s "
-          f"of audio ({wav.shape[1] * len(wavs) / 16000:.1f} s padded); {args.threads} threads, {os.cpu_count()} CPUs; "
-          f"median of {args.repeats}; torch {torch.__version__}; load average (1/5/15 min) {load()}")
 
     teacher = random_upstream(HUBERT_BASE)
     cfg = load_config(DistillConfig, REPO / "configs" / "distill" / "distilhubert.yaml")
@@ -111,19 +92,13 @@ def main() -> None:
     runs = {"teacher": teacher_forward,
             "ours": lambda: ours_step(objective, batch, t_states, t_len),
             "s3prl": lambda: s3prl_step(s3prl, wav, pad_mask, targets)}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            torch.manual_seed(0)
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(runs, args.repeats, before_each=lambda: torch.manual_seed(0))
     t = {k: statistics.median(v) for k, v in times.items()}
     print(f"{'model':<14}{'s3prl step s':>14}{'ours step s':>13}{'speed-up':>10}{'teacher fwd s':>15}"
           f"{'teacher share (ours)':>22}")
     print(f"{'distilhubert':<14}{t['s3prl']:>14.2f}{t['ours']:>13.2f}{t['s3prl'] / t['ours']:>9.2f}x"
           f"{t['teacher']:>15.2f}{100 * t['teacher'] / (t['teacher'] + t['ours']):>21.0f}%")
-    print(f"load average after: {load()}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

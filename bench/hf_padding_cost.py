@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import add_timing_options, interleaved_times, set_threads  # noqa: E402
+from common.audio import SAMPLE_RATE  # noqa: E402
 from upstream.hf_families import TransformersUpstream  # noqa: E402
 
 
@@ -26,15 +27,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
+    add_timing_options(p, repeats=5, threads=1)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     model = transformers.WavLMModel(transformers.WavLMConfig(num_hidden_layers=args.layers)).eval()
     ours = TransformersUpstream(model, bucket_fill=0.0)
     g = torch.Generator().manual_seed(0)
-    wavs = [torch.randn(int(16000 * s), generator=g) * 0.1 for s in (2, 2.5, 3, 3.5, 4, 4.5, 5, 6)]
+    wavs = [torch.randn(int(SAMPLE_RATE * s), generator=g) * 0.1 for s in (2, 2.5, 3, 3.5, 4, 4.5, 5, 6)]
     padded = torch.zeros(len(wavs), max(w.numel() for w in wavs))
     for i, w in enumerate(wavs):
         padded[i, : w.numel()] = w
@@ -43,14 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     def theirs():
         return model(padded, attention_mask=mask).last_hidden_state
 
-    times = {"ours": [], "transformers": []}
     with torch.inference_mode():
         out_ours, out_theirs = ours(wavs), theirs()
-        for _ in range(args.repeats):
-            for name, fn in (("ours", lambda: ours(wavs)), ("transformers", theirs)):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        times = interleaved_times({"ours": lambda: ours(wavs), "transformers": theirs}, args.repeats)
         alone = [model(w[None]).last_hidden_state[0] for w in wavs]
     err_ours = max((out_ours.hidden_states[-1][i, : a.shape[0]] - a).abs().max().item() for i, a in enumerate(alone))
     err_theirs = max((out_theirs[i, : a.shape[0]] - a).abs().max().item() for i, a in enumerate(alone))

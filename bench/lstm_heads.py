@@ -19,6 +19,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.timing import add_timing_options, set_threads  # noqa: E402
 from downstream.rnn import MaskedBiLSTM  # noqa: E402
 
 
@@ -41,10 +42,9 @@ def packed_lstm(lstm: nn.LSTM, lengths: torch.Tensor):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=10)
+    add_timing_options(p, repeats=10, threads=1)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     cases = [  # name, input dim, hidden, layers, bidirectional, batch, frames
         ("ASR/SF demo head, FBANK 100 Hz, 10 s batch", 64, 64, 2, True, 3, 340),

@@ -25,7 +25,7 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.timing import interleaved_times  # noqa: E402
+from common.audio import SAMPLE_RATE  # noqa: E402
 
 RECIPES = {"cnn_student": REPO / "configs" / "distill" / "distilhubert_mini.yaml",
            "fbank_student": REPO / "configs" / "distill" / "fbank_student_mini.yaml"}
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         students = {Path(s).name: build_upstream(s).eval().requires_grad_(False) for s in args.students}
     else:
         students = {name: recipe_student(recipe) for name, recipe in RECIPES.items()}
-    wav = np.random.default_rng(0).standard_normal((1, int(args.seconds * 16000)), dtype=np.float32) * 0.1
+    wav = np.random.default_rng(0).standard_normal((1, int(args.seconds * SAMPLE_RATE)), dtype=np.float32) * 0.1
     kinds = ["pytorch", "onnx_fp32", "onnx_int8", "onnx_fp16"]
     with tempfile.TemporaryDirectory() as tmp:
         for name, student in students.items():
@@ -143,14 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             rtf: dict[tuple[str, int], float] = {}
             for threads in args.threads:
                 runs = {k: runner(k, files[k], threads) for k in kinds}
-                times: dict[str, list[float]] = {k: [] for k in kinds}
-                for run in runs.values():
-                    run(wav)  # warm-up
-                for _ in range(args.repeats):
-                    for k, run in runs.items():
-                        start = time.perf_counter()
-                        run(wav)
-                        times[k].append(time.perf_counter() - start)
+                times = interleaved_times({k: partial(run, wav) for k, run in runs.items()}, args.repeats,
+                                          warm_up=True)
                 for k in kinds:
                     rtf[k, threads] = min(times[k]) / args.seconds
             for k in kinds:

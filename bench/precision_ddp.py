@@ -19,12 +19,14 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import add_timing_options, interleaved_times, set_threads  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.precision import autocast  # noqa: E402
 from distill.config import DistillConfig  # noqa: E402
@@ -80,16 +82,13 @@ def head_step_fn(device: str, batch: int, frames: int, hidden: int):
 
 
 def fastest(step, precisions: list[str], repeats: int, steps: int) -> dict[str, float]:
-    for p in precisions:  # warm-up (oneDNN picks its kernels on the first calls)
-        step(p)
-    times: dict[str, list[float]] = {p: [] for p in precisions}
-    for _ in range(repeats):
-        for p in precisions:
-            start = time.perf_counter()
-            for _ in range(steps):
-                step(p)
-            times[p].append((time.perf_counter() - start) / steps)
-    return {p: min(t) for p, t in times.items()}
+    def run(p: str) -> None:
+        for _ in range(steps):
+            step(p)
+
+    # warm-up: oneDNN picks its kernels on the first calls
+    times = interleaved_times({p: partial(run, p) for p in precisions}, repeats, warm_up=True)
+    return {p: min(t) / steps for p, t in times.items()}
 
 
 def _ddp_worker(rank: int, world: int, port: int, batch: int, frames: int, hidden: int, steps: int, out) -> None:
@@ -152,12 +151,11 @@ def ddp_throughput(world: int, batch: int, frames: int, hidden: int, steps: int)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeats", type=int, default=5)
+    add_timing_options(p, repeats=5, threads=1)  # --threads: torch threads for the precision timings
     p.add_argument("--steps", type=int, default=3, help="steps per timed round")
     p.add_argument("--full-head", action="store_true", help="SUPERB's 1024-wide ASR head instead of 256")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the precision timings")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     hidden = 1024 if args.full_head else 256
     precisions = ["fp32", "bf16"] + (["fp16"] if args.device.startswith("cuda") else [])
     print(f"device {args.device}, {torch.get_num_threads()} thread(s); fastest of {args.repeats} rounds of "

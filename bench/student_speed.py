@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import add_timing_options, interleaved_times, set_threads  # noqa: E402
 from common.audio import SAMPLE_RATE  # noqa: E402
 from common.config import load_config  # noqa: E402
 from pretrain.config import PretrainConfig  # noqa: E402
@@ -44,15 +45,9 @@ def time_models(models: dict[str, Upstream], batch: int, seconds: float, repeats
     gave Fbank-vs-CNN ratios from 1.3x to 1.9x on the same idle machine."""
     g = torch.Generator().manual_seed(0)
     wavs = [torch.randn(int(seconds * SAMPLE_RATE), generator=g) * 0.1 for _ in range(batch)]
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for model in models.values():  # warm-up
-            model(wavs)
-        for _ in range(repeats):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(wavs)
-                times[name].append(time.perf_counter() - start)
+        times = interleaved_times({name: partial(model, wavs) for name, model in models.items()}, repeats,
+                                  warm_up=True)
     return {name: min(t) for name, t in times.items()}
 
 
@@ -63,10 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/pretrain/hubert_mini.yaml", help="teacher architecture (default)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seconds", type=float, default=8.0)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--threads", type=int, default=2)
+    add_timing_options(p, repeats=20, threads=2)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.teacher:
         models = {"teacher": build_upstream(args.teacher)}
         models.update({Path(s).name: build_upstream(s) for s in args.students})

@@ -21,10 +21,8 @@ timed too, for the "student ≥ 2x faster" target. The load average before and a
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.audio import SAMPLE_RATE  # noqa: E402
+from bench.timing import add_batch_options, interleaved_times, load_average, random_batch  # noqa: E402
 from upstream.builtin import DISTILHUBERT, DISTILHUBERT_MINI, HUBERT_BASE, HUBERT_MINI, random_upstream  # noqa: E402
 from upstream.components import set_onednn  # noqa: E402
 from upstream.convert import config_to_hf, state_to_hf  # noqa: E402
@@ -50,13 +48,7 @@ def to_transformers(up: HubertUpstream):
 
 def interleaved_median(runs: dict, repeats: int) -> dict[str, float]:
     """Median wall time of each callable over ``repeats`` rounds, the callables taking turns within a round."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in interleaved_times(runs, repeats).items()}
 
 
 def mm_runner(size: int, onednn: bool = False):
@@ -110,34 +102,16 @@ def count_macs(up: HubertUpstream, wavs: list[torch.Tensor]) -> float:
     return counter.get_total_flops() / 2
 
 
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="6 utterances of 1-4 s, 3 repeats")
-    parser.add_argument("--utterances", type=int, default=16)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
-    parser.add_argument("--max-seconds", type=float, default=15.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    add_batch_options(parser, utterances=16, max_seconds=15.0, quick=(6, 1.0, 4.0, 3))
     parser.add_argument("--mm-size", type=int, default=2048, help="the roofline torch.mm is N x N times N x N")
     parser.add_argument("--skip-mini", action="store_true", help="leave out the demo pair")
     parser.add_argument("--levers", action="store_true",
                         help="also time ours with torch's default kernels (no oneDNN linears/epilogues)")
     args = parser.parse_args()
-    if args.quick:
-        args.utterances, args.min_seconds, args.max_seconds, args.repeats = 6, 1.0, 4.0, 3
-    torch.set_num_threads(args.threads)
-    gen = torch.Generator().manual_seed(0)
-    seconds = torch.linspace(args.min_seconds, args.max_seconds, args.utterances)
-    seconds = seconds[torch.randperm(args.utterances, generator=gen)]
-    wavs = [torch.randn(int(s * SAMPLE_RATE), generator=gen) * 0.1 for s in seconds]
+    seconds, wavs = random_batch(args)
     audio = float(seconds.sum())
-    print(f"batch: {len(wavs)} utterances, {args.min_seconds:g}-{args.max_seconds:g} s, {audio:.1f} s of audio "
-          f"({len(wavs) * float(seconds.max()):.1f} s padded); {args.threads} threads, {os.cpu_count()} CPUs; "
-          f"median of {args.repeats}; torch {torch.__version__}; load average (1/5/15 min) {load()}")
     longest = int(torch.argmax(seconds))
     mm_macs = float(args.mm_size) ** 3
     onednn = torch.backends.mkldnn.is_available()
@@ -183,7 +157,7 @@ def main() -> None:
         for name, t in mini.items():
             print(f"{name:<18} ours {t:.2f} s, RTF {t / audio:.3f}")
         print(f"distilhubert_mini vs hubert_mini: {mini['hubert_mini'] / mini['distilhubert_mini']:.2f}x faster")
-    print(f"load average after: {load()}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

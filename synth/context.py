@@ -4,10 +4,20 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from .sizes import SizeConfig
 from .text import SentenceGenerator
 from .voices import Speaker
+
+
+class TaskDraws(NamedTuple):
+    """One task builder's share of the context, keyed by the task's name once: its section of the size
+    settings, its private generator and its sentence generator (both seeded from the corpus seed and the name)."""
+
+    size: Any  # e.g. sizes.QuesstSize for "quesst"
+    rng: random.Random
+    text: SentenceGenerator
 
 
 @dataclasses.dataclass
@@ -23,6 +33,10 @@ class Context:
 
     def sentences(self, task: str) -> SentenceGenerator:
         return SentenceGenerator(self.rng(f"{task}-text"))
+
+    def draws(self, task: str) -> TaskDraws:
+        """``(size section, rng, sentences)`` of ``task`` (a field name of :class:`SizeConfig`)."""
+        return TaskDraws(getattr(self.size, task), self.rng(task), self.sentences(task))
 
     def speaker_groups(self, task: str, counts: list[int], espeak_only: bool = False) -> list[list[Speaker]]:
         """Disjoint groups of ``counts[i]`` speakers drawn for ``task`` (deterministic per seed and task)."""

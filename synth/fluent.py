@@ -68,8 +68,7 @@ def phrasings(intent: tuple[str, str, str]) -> list[str]:
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.fluent
-    rng = ctx.rng("fluent")
+    cfg, rng, _ = ctx.draws("fluent")
     groups = ctx.speaker_groups("fluent", [cfg.train_speakers, cfg.valid_speakers, cfg.test_speakers])
     jobs, rows = [], {}
     for split, speakers, per_intent in zip(("train", "valid", "test"), groups,

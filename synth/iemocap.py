@@ -34,9 +34,7 @@ _DIALOGS = ("impro01", "impro02", "script01_1", "script02_1")
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.iemocap
-    rng = ctx.rng("iemocap")
-    text = ctx.sentences("iemocap")
+    cfg, rng, text = ctx.draws("iemocap")
     females = [s for s in ctx.speakers if s.gender == "f" and s.engine == "espeak-ng"]
     males = [s for s in ctx.speakers if s.gender == "m" and s.engine == "espeak-ng"]
     pick = ctx.rng("iemocap-speakers")

@@ -19,9 +19,7 @@ SPLITS = ("train", "dev", "test")
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.libri2mix
-    rng = ctx.rng("libri2mix")
-    text = ctx.sentences("libri2mix")
+    cfg, rng, text = ctx.draws("libri2mix")
     groups = ctx.speaker_groups("libri2mix", list(cfg.speakers_per_split))
     jobs, recos = [], {s: [] for s in SPLITS}
     for split, speakers, count in zip(SPLITS, groups, (cfg.train_recordings, cfg.dev_recordings,

@@ -26,11 +26,9 @@ def speaker_id(speaker: Speaker) -> str:
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.librispeech
-    rng = ctx.rng("librispeech")
+    cfg, rng, text = ctx.draws("librispeech")
     groups = ctx.speaker_groups("librispeech", [cfg.train_speakers, cfg.dev_speakers, cfg.test_speakers])
     per_speaker = [cfg.train_utts_per_speaker, cfg.eval_utts_per_speaker, cfg.eval_utts_per_speaker]
-    text = ctx.sentences("librispeech")
     # Held-out sentences first, so training can exclude them.
     held_out = text.unique_sentences(sum(len(groups[i]) * per_speaker[i] for i in (1, 2)),
                                      min_words=cfg.min_words, max_words=cfg.max_words)

@@ -25,9 +25,7 @@ QUERY_DEGRADATION = Degradation(noise_prob=0.3, snr_db=(15.0, 30.0), reverb_prob
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.quesst
-    rng = ctx.rng("quesst")
-    text = ctx.sentences("quesst")
+    cfg, rng, text = ctx.draws("quesst")
     doc_speakers, query_speakers = ctx.speaker_groups("quesst", [cfg.document_speakers, cfg.query_speakers])
     # Longer words make better spoken-term-detection targets.
     candidates = sorted({w for w in NOUNS + ADJECTIVES if len(w) >= 6})

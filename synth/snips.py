@@ -72,8 +72,7 @@ def sample_sentence(rng: random.Random) -> tuple[str, list[str], list[str]]:
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.snips
-    rng = ctx.rng("snips")
+    cfg, rng, _ = ctx.draws("snips")
     groups = ctx.speaker_groups("snips", [8, 4, 4])
     jobs, lines, stats = [], [], {}
     for split, speakers, per_speaker in zip(("train", "valid", "test"), groups,

@@ -27,8 +27,7 @@ def speaker_hash(seed: int, name: str) -> str:
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.speech_commands
-    rng = ctx.rng("speech_commands")
+    cfg, rng, _ = ctx.draws("speech_commands")
     train, valid, testing, test_set = ctx.speaker_groups(
         "speech_commands", [cfg.train_speakers, cfg.validation_speakers, cfg.testing_speakers, cfg.test_set_speakers])
     jobs: list = []

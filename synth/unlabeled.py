@@ -12,9 +12,7 @@ DEGRADATION = Degradation(noise_prob=0.6, reverb_prob=0.3, channel_prob=0.3)
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.unlabeled
-    rng = ctx.rng("unlabeled")
-    text = ctx.sentences("unlabeled")
+    cfg, rng, text = ctx.draws("unlabeled")
     jobs = []
     for i in range(cfg.utterances):
         speaker = ctx.speakers[i % len(ctx.speakers)]

@@ -41,9 +41,7 @@ def _nationality(voice: str) -> str:
 
 
 def plan(ctx: Context):
-    cfg = ctx.size.voxceleb
-    rng = ctx.rng("voxceleb")
-    text = ctx.sentences("voxceleb")
+    cfg, rng, text = ctx.draws("voxceleb")
     dev, test = ctx.speaker_groups("voxceleb", [cfg.dev_speakers, cfg.test_speakers])
     jobs, iden, utts_of, meta = [], [], {}, []
     for part, speakers, first_id in (("dev", dev, 10001), ("test", test, 10270)):

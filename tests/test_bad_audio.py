@@ -14,7 +14,7 @@ import pytest
 
 from benchmark.engine import RunOptions, run_task
 from common.audio import AudioError, load_audio, write_audio
-from tests.fixtures.datasets import write_fsc
+from tests.fixtures.datasets import module_corpus, write_fsc
 from tests.fixtures.upstreams import TINY_UPSTREAM
 from training.data import DataConfig, SkipReport, collect_audio_files, scan_audio
 
@@ -70,11 +70,7 @@ KINDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def clean_fsc(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fsc")
-    write_fsc(root)
-    return root
+clean_fsc = module_corpus("fsc", write_fsc)
 
 
 @pytest.fixture

@@ -19,23 +19,13 @@ import run_distill
 import run_pretrain
 from synth.__main__ import main as synth_main
 from tests.fixtures.datasets import write_fsc, write_speech_commands, write_tone_corpus, write_voxceleb1
-from tests.fixtures.upstreams import (TINY_PRETRAINED, TINY_UPSTREAM, tiny_config, tiny_hf_config, tiny_teacher,
-                                     tiny_teacher_config)
+from tests.fixtures.unsafe import Payload
+from tests.fixtures.upstreams import (TINY_DISTILL_RUN, TINY_PRETRAINED, TINY_UPSTREAM, tiny_config, tiny_hf_config,
+                                     tiny_pretrain_args, tiny_teacher)
 from upstream.builtin import random_upstream
 from upstream.checkpoints import save_upstream
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
-TINY_DISTILL = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1"]
-
-
-class Payload:
-    """Unpickling this would create the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def call(main, argv: list[str], capsys) -> tuple[int, str]:
@@ -193,25 +183,37 @@ def test_run_benchmark_bad_input(case, w, capsys):
 
 # ---------------------------------------------------------------- run_distill.py
 
+def training_cli_cases(run) -> dict:
+    """The bad inputs run_distill.py and run_pretrain.py share (the same flags and config loader), for
+    ``run(w, *extra, config=, data=, out=)`` building either's arguments."""
+    return {
+        "config missing": (lambda w: run(w, config=w["root"] / "nope.yaml"), "nope.yaml"),
+        "config unknown key": (lambda w: run(w, config=w["unknown_key_yaml"]), "max_stepz"),
+        "config not YAML": (lambda w: run(w, config=w["bad_yaml"]), "bad.yaml"),
+        "config not a mapping": (lambda w: run(w, config=w["list_yaml"]), "list.yaml"),
+        "--max-steps 0": (lambda w: run(w, "--max-steps", "0"), "max-steps"),
+        "--max-steps negative": (lambda w: run(w, "--max-steps", "-1"), "max-steps"),
+        "--max-steps not a number": (lambda w: run(w, "--max-steps", "two"), "--max-steps"),
+        "data missing": (lambda w: run(w, data=w["root"] / "no_audio_here"), "no_audio_here"),
+        "data has no audio": (lambda w: run(w, data=w["empty"]), str(Path("empty"))),
+        "data all unreadable": (lambda w: run(w, data=w["corrupt_audio"]), "corrupt_audio"),
+        "output is a file": (lambda w: run(w, out=w["a_file"]), "a_file.txt"),
+    }
+
+
 def distill(w, *extra, teacher=None, config="configs/distill/distilhubert.yaml", data=None, out=None):
     args = ["--config", config, "--teacher", teacher or w["teacher"], "--data", data or w["audio"],
             "--output", out or w["root"] / "student", "--max-steps", "2"]
-    for o in TINY_DISTILL:
+    for o in TINY_DISTILL_RUN:
         args += ["-o", o]
     return args + [str(e) for e in extra]
 
 
 DISTILL_CASES = {
-    "config missing": (lambda w: distill(w, config=w["root"] / "nope.yaml"), "nope.yaml"),
-    "config unknown key": (lambda w: distill(w, config=w["unknown_key_yaml"]), "max_stepz"),
-    "config not YAML": (lambda w: distill(w, config=w["bad_yaml"]), "bad.yaml"),
-    "config not a mapping": (lambda w: distill(w, config=w["list_yaml"]), "list.yaml"),
+    **training_cli_cases(distill),
     "unknown -o key": (lambda w: distill(w, "-o", "run.optim.lrr=1"), "lrr"),
     "-o wrong type": (lambda w: distill(w, "-o", "run.optim.lr=fast"), "run.optim.lr"),
     "-o without =": (lambda w: distill(w, "-o", "run.optim.lr"), "run.optim.lr"),
-    "--max-steps 0": (lambda w: distill(w, "--max-steps", "0"), "max-steps"),
-    "--max-steps negative": (lambda w: distill(w, "--max-steps", "-1"), "max-steps"),
-    "--max-steps not a number": (lambda w: distill(w, "--max-steps", "two"), "--max-steps"),
     "unknown teacher": (lambda w: distill(w, teacher="nope"), "nope"),
     "pretrained teacher without weights": (lambda w: distill(w, teacher="hubert_base"), "--teacher-ckpt"),
     "--teacher-ckpt missing": (lambda w: distill(w, "--teacher-ckpt", w["root"] / "missing.pt",
@@ -223,10 +225,6 @@ DISTILL_CASES = {
     "teacher HF dir without weights": (lambda w: distill(w, teacher=w["hf_no_weights"]), "hf_no_weights"),
     "teacher config/weights mismatch": (lambda w: distill(w, teacher=w["hf_mismatch"]), "hf_mismatch"),
     "teacher garbage": (lambda w: distill(w, teacher=w["garbage"]), "garbage.pt"),
-    "data missing": (lambda w: distill(w, data=w["root"] / "no_audio_here"), "no_audio_here"),
-    "data has no audio": (lambda w: distill(w, data=w["empty"]), str(Path("empty"))),
-    "data all unreadable": (lambda w: distill(w, data=w["corrupt_audio"]), "corrupt_audio"),
-    "output is a file": (lambda w: distill(w, out=w["a_file"]), "a_file.txt"),
     "target layer beyond the reference depth": (lambda w: distill(w, "-o", "objective.target_layers=[4, 8, 99]"),
                                                  "objective.target_layers"),
 }
@@ -243,38 +241,18 @@ def test_run_distill_bad_input(case, w, capsys):
 
 # ---------------------------------------------------------------- run_pretrain.py
 
-def tiny_pretrain_overrides() -> list[str]:
-    cfg = tiny_teacher_config(codewords=0)
-    return [f"model.conv_layers={[list(c) for c in cfg.conv_layers]}", f"model.embed_dim={cfg.embed_dim}",
-            f"model.ffn_dim={cfg.ffn_dim}", f"model.heads={cfg.heads}", "model.layers=2", "model.conv_pos=8",
-            "model.conv_pos_groups=4", "model.final_dim=8", "labels.clusters=4", "labels.kmeans_init_runs=1",
-            "front_end_warmup.steps=0", "iteration2.enabled=false", "run.max_minutes=0", *TINY_DISTILL]
-
-
 def pretrain(w, *extra, config="configs/pretrain/hubert_mini.yaml", data=None, out=None):
-    args = ["--config", config, "--data", data or w["audio"], "--output", out or w["root"] / "teacher_out",
-            "--max-steps", "2"]
-    for o in tiny_pretrain_overrides():
-        args += ["-o", o]
+    args = tiny_pretrain_args(data or w["audio"], out or w["root"] / "teacher_out", 2, "run.max_minutes=0",
+                              *TINY_DISTILL_RUN, config=config)
     return args + [str(e) for e in extra]
 
 
 PRETRAIN_CASES = {
-    "config missing": (lambda w: pretrain(w, config=w["root"] / "nope.yaml"), "nope.yaml"),
-    "config unknown key": (lambda w: pretrain(w, config=w["unknown_key_yaml"]), "max_stepz"),
-    "config not YAML": (lambda w: pretrain(w, config=w["bad_yaml"]), "bad.yaml"),
-    "config not a mapping": (lambda w: pretrain(w, config=w["list_yaml"]), "list.yaml"),
+    **training_cli_cases(pretrain),
     "unknown -o key": (lambda w: pretrain(w, "-o", "labels.clusterz=3"), "clusterz"),
     "-o wrong type": (lambda w: pretrain(w, "-o", "labels.clusters=many"), "labels.clusters"),
     "-o malformed conv layers": (lambda w: pretrain(w, "-o", "model.conv_layers=[[16, 10]]"), "model.conv_layers"),
     "-o without =": (lambda w: pretrain(w, "-o", "model.layers"), "model.layers"),
-    "--max-steps 0": (lambda w: pretrain(w, "--max-steps", "0"), "max-steps"),
-    "--max-steps negative": (lambda w: pretrain(w, "--max-steps", "-2"), "max-steps"),
-    "--max-steps not a number": (lambda w: pretrain(w, "--max-steps", "x"), "--max-steps"),
-    "data missing": (lambda w: pretrain(w, data=w["root"] / "no_audio_here"), "no_audio_here"),
-    "data has no audio": (lambda w: pretrain(w, data=w["empty"]), "empty"),
-    "data all unreadable": (lambda w: pretrain(w, data=w["corrupt_audio"]), "corrupt_audio"),
-    "output is a file": (lambda w: pretrain(w, out=w["a_file"]), "a_file.txt"),
     "iteration2 layer out of range": (lambda w: pretrain(w, "-o", "iteration2.enabled=true", "-o",
                                                          "iteration2.layer=9"), "iteration2.layer"),
     "heads do not divide the width": (lambda w: pretrain(w, "-o", "model.heads=5"), "model.heads"),

@@ -11,23 +11,16 @@ import pytest
 
 import run_benchmark
 from common import datasets
-from tests.fixtures.datasets import (tone, write_fsc, write_iemocap, write_librispeech, write_speech_commands,
-                                     write_voxceleb1)
+from tests.fixtures.datasets import (module_corpus, tone, write_fsc, write_iemocap, write_librispeech,
+                                     write_speech_commands, write_voxceleb1)
 from tasks.registry import build_task
 from tests.fixtures.upstreams import TINY_UPSTREAM
 
 KS, FSC, VOX = datasets.SPEECH_COMMANDS, datasets.FLUENT, datasets.VOXCELEB1
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("audit_clean")
-    write_speech_commands(root)
-    write_fsc(root)
-    write_voxceleb1(root)
-    write_librispeech(root)
-    write_iemocap(root)
-    return root
+clean = module_corpus("audit_clean", write_speech_commands, write_fsc, write_voxceleb1, write_librispeech,
+                      write_iemocap)
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ import pytest
 
 import run_benchmark
 import run_distill
-from tests.fixtures.datasets import write_fsc, write_tone_corpus
-from tests.fixtures.upstreams import TINY_UPSTREAM, tiny_pretrain_args, tiny_teacher
-from upstream.checkpoints import save_upstream
+from tests.fixtures.datasets import module_corpus, write_fsc
+from tests.fixtures.upstreams import TINY_UPSTREAM, tiny_distill_args, tiny_pretrain_args, write_teacher_and_tones
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 
@@ -47,11 +46,7 @@ def read_only_under(monkeypatch, folder: Path) -> None:
     monkeypatch.setattr(os, "mkdir", guarded_mkdir)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("disk_data")
-    write_fsc(root)
-    return root
+data_root = module_corpus("disk_data", write_fsc)
 
 
 def bench_args(data_root: Path, tmp: Path, results: Path | None = None, cache: Path | None = None) -> list[str]:
@@ -73,11 +68,16 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+def disk_full_error(monkeypatch, capsys, folder: Path, main, args: list[str]) -> str:
+    """Runs ``main(args)`` with a full disk under ``folder``; asserts exit code 2 and returns its one error line."""
+    disk_full_under(monkeypatch, folder)
+    assert main(args) == 2
+    return one_error_line(capsys.readouterr().err)
+
+
 def test_disk_full_on_the_cache_dir(data_root, tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
-    disk_full_under(monkeypatch, cache)
-    assert run_benchmark.main(bench_args(data_root, tmp_path)) == 2
-    line = one_error_line(capsys.readouterr().err)
+    line = disk_full_error(monkeypatch, capsys, cache, run_benchmark.main, bench_args(data_root, tmp_path))
     assert str(cache) in line and "No space left on device" in line
     assert tmp_files(cache) == [] and list(cache.rglob("*.npy")) == []  # no partial array
 
@@ -112,27 +112,12 @@ def test_a_file_where_a_folder_is_expected(data_root, tmp_path, capsys, which):
     assert blocker.read_text() == "not a folder"
 
 
-@pytest.fixture(scope="module")
-def distill_setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("disk_distill")
-    write_tone_corpus(root / "audio", count=3)
-    save_upstream(tiny_teacher(), root / "teacher")
-    return root
-
-
-def distil_args(setup: Path, out: Path) -> list[str]:
-    args = ["--config", "configs/distill/distilhubert.yaml", "--teacher", str(setup / "teacher"),
-            "--data", str(setup / "audio"), "--output", str(out), "--max-steps", "2"]
-    for o in ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1"]:
-        args += ["-o", o]
-    return args
+distill_setup = module_corpus("disk_distill", write_teacher_and_tones)
 
 
 def test_disk_full_on_the_distillation_output(distill_setup, tmp_path, monkeypatch, capsys):
     out = tmp_path / "student"
-    disk_full_under(monkeypatch, out)
-    assert run_distill.main(distil_args(distill_setup, out)) == 2
-    line = one_error_line(capsys.readouterr().err)
+    line = disk_full_error(monkeypatch, capsys, out, run_distill.main, tiny_distill_args(distill_setup, out, 2))
     assert str(out) in line and "No space left on device" in line
     assert tmp_files(out) == [] and not (out / "model.safetensors").exists()
 
@@ -140,7 +125,7 @@ def test_disk_full_on_the_distillation_output(distill_setup, tmp_path, monkeypat
 def test_distillation_output_that_is_a_file(distill_setup, tmp_path, capsys):
     out = tmp_path / "student"
     out.write_text("x")
-    assert run_distill.main(distil_args(distill_setup, out)) == 2
+    assert run_distill.main(tiny_distill_args(distill_setup, out, 2)) == 2
     assert f"{out} is a file, but a folder is expected there" in one_error_line(capsys.readouterr().err)
 
 
@@ -150,8 +135,6 @@ def test_disk_full_while_pretraining_writes_its_labels(distill_setup, tmp_path, 
 
     out = tmp_path / "teacher"
     args = tiny_pretrain_args(distill_setup / "audio", out, 2, "run.threads=1")
-    disk_full_under(monkeypatch, out / "iter1")
-    assert run_pretrain.main(args) == 2
-    line = one_error_line(capsys.readouterr().err)
+    line = disk_full_error(monkeypatch, capsys, out / "iter1", run_pretrain.main, args)
     assert f"{out / 'iter1' / 'labels.pt'}: No space left on device" in line
     assert tmp_files(out) == [] and not (out / "iter1" / "labels.pt").exists()

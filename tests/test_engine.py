@@ -20,18 +20,13 @@ from benchmark.engine import RunOptions, run_task
 from benchmark.features import CachedFeatures, HeldArrays
 from common.utterance import load_utterance_audio
 from tasks.registry import build_task, get_task_class
-from tests.fixtures.datasets import write_fsc, write_librispeech, write_speech_commands, write_voxceleb1
+from tests.fixtures.datasets import module_corpus, write_fsc, write_librispeech, write_speech_commands, write_voxceleb1
 from tests.fixtures.upstreams import TINY_PRETRAINED, TINY_UPSTREAM, TinyFrameUpstream
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("engine_data")
-    write_fsc(root)
-    write_speech_commands(root)
-    return root
+data_root = module_corpus("engine_data", write_fsc, write_speech_commands)
 
 
 def options(data_root: Path, tmp: Path, **kw) -> RunOptions:

@@ -12,29 +12,14 @@ import yaml
 
 import run_distill
 import run_pretrain
-from tests.fixtures.datasets import write_tone_corpus
-from tests.fixtures.upstreams import tiny_pretrain_args, tiny_teacher
-from upstream.checkpoints import save_upstream
+from tests.fixtures.datasets import module_corpus
+from tests.fixtures.upstreams import tiny_distill_args, tiny_pretrain_args, write_teacher_and_tones
 
-TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1", "run.optim.lr=2e-3"]
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume_cfg")
-    write_tone_corpus(root / "audio", count=3)
-    save_upstream(tiny_teacher(), root / "teacher")
-    return root
+setup = module_corpus("resume_cfg", write_teacher_and_tones)
 
 
 def distil_args(setup: Path, out: Path, steps: int | None, *extra: str) -> list[str]:
-    args = ["--config", "configs/distill/distilhubert.yaml", "--teacher", str(setup / "teacher"),
-            "--data", str(setup / "audio"), "--output", str(out)]
-    if steps is not None:
-        args += ["--max-steps", str(steps)]
-    for o in TINY + list(extra):
-        args += ["-o", o]
-    return args
+    return tiny_distill_args(setup, out, steps, "run.optim.lr=2e-3", *extra)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -42,33 +27,28 @@ def snapshot(folder: Path) -> dict[str, bytes]:
             if p.is_file() and "tensorboard" not in p.parts}
 
 
-def test_resume_with_a_changed_learning_rate_is_refused_and_changes_nothing(setup, tmp_path, capsys):
-    out = tmp_path / "run"
+def finished_run(setup: Path, out: Path, capsys) -> dict[str, bytes]:
+    """Distils 2 steps into ``out``; returns the :func:`snapshot` of what it wrote (captured output cleared)."""
     assert run_distill.main(distil_args(setup, out, 2)) == 0
-    before = snapshot(out)
     capsys.readouterr()
-    assert run_distill.main(distil_args(setup, out, 2, "run.optim.lr=1e-3") + ["--resume"]) == 2
+    return snapshot(out)
+
+
+@pytest.mark.parametrize("override, change", [("run.optim.lr=1e-3", "config.run.optim.lr: 0.002 -> 0.001"),
+                                              ("student.layers=3", "config.student.layers: 2 -> 3")])
+def test_resume_with_a_changed_setting_is_refused_and_changes_nothing(setup, tmp_path, capsys, override, change):
+    out = tmp_path / "run"
+    before = finished_run(setup, out, capsys)
+    assert run_distill.main(distil_args(setup, out, 2, override) + ["--resume"]) == 2
     err = capsys.readouterr().err
-    assert "--resume with changed settings (config.run.optim.lr: 0.002 -> 0.001)" in err
+    assert f"--resume with changed settings ({change})" in err
     assert "config.run.max_steps" in err  # the message says which keys may change
     assert snapshot(out) == before  # distill_config.yaml (and everything else) untouched
 
 
-def test_resume_with_a_changed_architecture_is_refused_and_changes_nothing(setup, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert run_distill.main(distil_args(setup, out, 2)) == 0
-    before = snapshot(out)
-    capsys.readouterr()
-    assert run_distill.main(distil_args(setup, out, 2, "student.layers=3") + ["--resume"]) == 2
-    assert "config.student.layers: 2 -> 3" in capsys.readouterr().err
-    assert snapshot(out) == before
-
-
 def test_a_rerun_into_a_finished_output_is_refused_and_changes_nothing(setup, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_distill.main(distil_args(setup, out, 2)) == 0
-    before = snapshot(out)
-    capsys.readouterr()
+    before = finished_run(setup, out, capsys)
     assert run_distill.main(distil_args(setup, out, 3, "student.layers=3")) == 2
     err = capsys.readouterr().err
     assert f"{out} already holds a distillation run" in err and "pass --resume" in err

@@ -14,21 +14,11 @@ import run_distill
 import run_pretrain
 from common.checkpoint import CheckpointError, load_checkpoint
 from tests.fixtures.datasets import write_fsc, write_tone_corpus
-from tests.fixtures.upstreams import TINY_UPSTREAM, tiny_pretrain_args, tiny_teacher
+from tests.fixtures.unsafe import Payload
+from tests.fixtures.upstreams import TINY_DISTILL_RUN, TINY_UPSTREAM, tiny_pretrain_args, tiny_teacher
 from upstream.checkpoints import save_upstream
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
-TINY_DISTILL = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1"]
-
-
-class Payload:
-    """Unpickling this calls ``open(marker, "w")``: the file appears only if the pickle's code runs."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
 
 
 def plant(path: Path, marker: Path) -> None:
@@ -83,7 +73,7 @@ def test_distillation_resume_refuses_a_planted_last_pt(tmp_path, capsys):
     out = tmp_path / "student"
     args = ["--config", "configs/distill/distilhubert.yaml", "--teacher", str(tmp_path / "teacher"),
             "--data", str(tmp_path / "audio"), "--output", str(out), "--max-steps", "2"]
-    for o in TINY_DISTILL:
+    for o in TINY_DISTILL_RUN:
         args += ["-o", o]
     assert run_distill.main(args) == 0
     ours = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
@@ -100,7 +90,7 @@ def test_pretraining_resume_refuses_a_planted_last_pt(tmp_path, capsys):
     write_tone_corpus(tmp_path / "audio", count=3)
     marker = tmp_path / "pwned"
     out = tmp_path / "teacher"
-    args = tiny_pretrain_args(tmp_path / "audio", out, 2, "run.max_minutes=0", *TINY_DISTILL)
+    args = tiny_pretrain_args(tmp_path / "audio", out, 2, "run.max_minutes=0", *TINY_DISTILL_RUN)
     assert run_pretrain.main(args) == 0
     assert torch.load(out / "iter1" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     plant(out / "iter1" / "checkpoints" / "last.pt", marker)

@@ -9,17 +9,8 @@ import torch
 from upstream import build_upstream
 from upstream.builtin import WeightsRequiredError, random_upstream
 from upstream.checkpoints import ConversionError, UnsafeCheckpointError, save_upstream
+from tests.fixtures.unsafe import Payload
 from tests.fixtures.upstreams import foreign_class, perturb_, random_wavs, tiny_config, tiny_hf_config
-
-
-class Payload:
-    """Unpickling this would create the marker file: the test proves it never happens."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_own_format_round_trip(tmp_path):
