@@ -33,11 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import run_benchmark  # noqa: E402
 import run_distill  # noqa: E402
 from common import datasets  # noqa: E402
-from common.audio import write_audio  # noqa: E402
-from tests.fixtures.datasets import (write_fsc, write_librispeech, write_speech_commands,  # noqa: E402
-                                     write_tone_corpus, write_voxceleb1)
-from tests.fixtures.upstreams import register_tiny_upstream, tiny_teacher  # noqa: E402
-from upstream.checkpoints import save_upstream  # noqa: E402
+from tests.fixtures import bad_audio  # noqa: E402
+from tests.fixtures.datasets import write_fsc, write_librispeech, write_speech_commands, write_voxceleb1  # noqa: E402
+from tests.fixtures.upstreams import register_tiny_upstream, tiny_distill_args, write_teacher_and_tones  # noqa: E402
 
 TINY_UPSTREAM = register_tiny_upstream()  # the tiny deterministic upstream, buildable by name in this process
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
@@ -190,27 +188,8 @@ def _bad_audio(kind: str, damage: Callable[[Path], None]):
     return situation
 
 
-def _fifo(p: Path) -> None:
-    p.unlink()
-    os.mkfifo(p)
-
-
-def _loop(p: Path) -> None:
-    p.unlink()
-    p.symlink_to(p)
-
-
-def _broken(p: Path) -> None:
-    p.unlink()
-    p.symlink_to(p.parent / "gone.wav")
-
-
 def s4_resume_changed_lr(work: Path):
-    write_tone_corpus(work / "audio", count=3)
-    save_upstream(tiny_teacher(), work / "teacher")
-    args = ["--config", "configs/distill/distilhubert.yaml", "--teacher", str(work / "teacher"), "--data",
-            str(work / "audio"), "--output", str(work / "out"), "--max-steps", "2", "-o", "run.threads=1",
-            "-o", "run.data.max_batch_seconds=4.0", "-o", "run.data.max_item_seconds=1.5"]
+    args = tiny_distill_args(write_teacher_and_tones(work), work / "out", 2)
     call(run_distill.main, args)
     before = (work / "out" / "distill_config.yaml").read_bytes()
     o = call(run_distill.main, args + ["--resume", "-o", "run.optim.lr=1e-3"])
@@ -219,10 +198,7 @@ def s4_resume_changed_lr(work: Path):
 
 
 def s4_max_steps_zero(work: Path):
-    write_tone_corpus(work / "audio", count=2)
-    save_upstream(tiny_teacher(), work / "teacher")
-    o = call(run_distill.main, ["--config", "configs/distill/distilhubert.yaml", "--teacher", str(work / "teacher"),
-                                "--data", str(work / "audio"), "--output", str(work / "out"), "--max-steps", "0"])
+    o = call(run_distill.main, tiny_distill_args(write_teacher_and_tones(work), work / "out", 0))
     return o, o.code == 2 and "must be >= 1" in o.line and not (work / "out").exists()
 
 
@@ -300,12 +276,12 @@ SITUATIONS = [
     ("§2", "0-byte IC CSV", s2_zero_byte_csv),
     ("§2", "non-UTF-8 transcript", s2_non_utf8_transcript),
     ("§2", "file in train and test CSV", s2_train_test_overlap),
-    ("§3", "too-short clip (50 samples)", _bad_audio("short", lambda p: write_audio(p, np.zeros(50, np.float32)))),
-    ("§3", "truncated wav", _bad_audio("truncated", lambda p: p.write_bytes(p.read_bytes()[:164]))),
-    ("§3", "missing audio file", _bad_audio("missing", lambda p: p.unlink())),
-    ("§3", "broken symlink", _bad_audio("broken", _broken)),
-    ("§3", "symlink loop", _bad_audio("loop", _loop)),
-    ("§3", "FIFO named *.wav", _bad_audio("fifo", _fifo)),
+    ("§3", "too-short clip (50 samples)", _bad_audio("short", bad_audio.too_short)),
+    ("§3", "truncated wav", _bad_audio("truncated", bad_audio.truncated)),
+    ("§3", "missing audio file", _bad_audio("missing", bad_audio.missing)),
+    ("§3", "broken symlink", _bad_audio("broken", bad_audio.broken_symlink)),
+    ("§3", "symlink loop", _bad_audio("loop", bad_audio.symlink_loop)),
+    ("§3", "FIFO named *.wav", _bad_audio("fifo", bad_audio.fifo)),
     ("§4", "distill --resume with a new lr", s4_resume_changed_lr),
     ("§4", "distill --max-steps 0", s4_max_steps_zero),
     ("§5", "results.csv without final newline", s5_results_without_final_newline),

@@ -96,26 +96,29 @@ def _cache_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_benchmark.py predict",
-                                description="Apply a finished run's upstream (hash-checked) and best head to audio "
-                                "files: class + probabilities, transcript, slots, ASV embedding, SD RTTM.")
+def _finished_run_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The parser of a subcommand that works on a finished run folder (``predict``, ``evaluate``): ``--run`` and
+    ``--device``."""
+    p = argparse.ArgumentParser(prog=f"run_benchmark.py {command}", description=description)
     p.add_argument("--run", type=Path, required=True, help="run folder results/<upstream>/<task>/<run-id>")
-    p.add_argument("audio", nargs="*", type=Path, help="audio files (any format soundfile reads; resampled to 16 kHz)")
-    p.add_argument("--list", type=Path, default=None, help="text file with one audio path per line")
-    p.add_argument("--out", type=Path, default=None,
-                   help="write one JSON line per file here (default: print a summary line per file only)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     return p
 
 
+def _predict_parser() -> argparse.ArgumentParser:
+    p = _finished_run_parser("predict", "Apply a finished run's upstream (hash-checked) and best head to audio "
+                             "files: class + probabilities, transcript, slots, ASV embedding, SD RTTM.")
+    p.add_argument("audio", nargs="*", type=Path, help="audio files (any format soundfile reads; resampled to 16 kHz)")
+    p.add_argument("--list", type=Path, default=None, help="text file with one audio path per line")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write one JSON line per file here (default: print a summary line per file only)")
+    return p
+
+
 def _evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_benchmark.py evaluate",
-                                description="Re-score a finished run's best checkpoint on a split without training; "
-                                "appends results rows whose run_id ends in ':reeval-<time>'.")
-    p.add_argument("--run", type=Path, required=True, help="run folder results/<upstream>/<task>/<run-id>")
+    p = _finished_run_parser("evaluate", "Re-score a finished run's best checkpoint on a split without training; "
+                             "appends results rows whose run_id ends in ':reeval-<time>'.")
     p.add_argument("--split", nargs="+", default=["test"], choices=["dev", "test"])
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     return p
 
 

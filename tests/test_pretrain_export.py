@@ -1,7 +1,6 @@
 """A pretraining checkpoint exported as an upstream (pretrain/export.py, scripts/teacher_curve.py)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,20 +9,13 @@ import torch
 import run_pretrain
 from pretrain.export import ExportError, model_from_checkpoint
 from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.scripts import load_script
 from tests.fixtures.upstreams import tiny_pretrain_args
 from upstream.checkpoints import save_upstream
 from upstream.hubert import HubertUpstream
 from upstream.registry import build_upstream
 
 TINY_RUN = ["run.max_minutes=0", "run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _curve_script():
-    spec = importlib.util.spec_from_file_location("teacher_curve", ROOT / "scripts" / "teacher_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +48,7 @@ def test_a_file_that_is_not_a_pretraining_checkpoint_is_named(tmp_path):
 
 
 def test_teacher_curve_bad_point_is_one_line_exit_2(tmp_path, capsys):
-    curve = _curve_script()
+    curve = load_script("scripts/teacher_curve.py")
     assert curve.main(["--out", str(tmp_path / "c"), "--point", "no_equals_sign"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --point 'no_equals_sign': expected NAME=SOURCE:CPU_MINUTES") and "\n" not in err
@@ -65,7 +57,7 @@ def test_teacher_curve_bad_point_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_teacher_curve_export_stage_writes_an_upstream_per_checkpoint(pretrained, tmp_path, capsys):
-    curve = _curve_script()
+    curve = load_script("scripts/teacher_curve.py")
     ckpt = pretrained / "iter1" / "checkpoints" / "last.pt"
     out = tmp_path / "curve"
     assert curve.main(["--out", str(out), "--only", "export", "--point", f"u2={ckpt}:0.5",

@@ -15,8 +15,8 @@ import run_pretrain
 from common.checkpoint import CheckpointError, load_checkpoint
 from tests.fixtures.datasets import write_fsc, write_tone_corpus
 from tests.fixtures.unsafe import Payload
-from tests.fixtures.upstreams import TINY_DISTILL_RUN, TINY_UPSTREAM, tiny_pretrain_args, tiny_teacher
-from upstream.checkpoints import save_upstream
+from tests.fixtures.upstreams import (TINY_DISTILL_RUN, TINY_UPSTREAM, tiny_distill_args, tiny_pretrain_args,
+                                     write_teacher_and_tones)
 
 FAST = ["train.eval_every=3", "batch.max_seconds=0.3", "batch.eval_max_seconds=2.0", "head.proj_dim=8"]
 
@@ -66,36 +66,30 @@ def test_benchmark_resume_refuses_a_planted_last_pt(tmp_path, capsys):
     assert not marker.exists()
 
 
-def test_distillation_resume_refuses_a_planted_last_pt(tmp_path, capsys):
-    write_tone_corpus(tmp_path / "audio", count=3)
-    save_upstream(tiny_teacher(), tmp_path / "teacher")
-    marker = tmp_path / "pwned"
-    out = tmp_path / "student"
-    args = ["--config", "configs/distill/distilhubert.yaml", "--teacher", str(tmp_path / "teacher"),
-            "--data", str(tmp_path / "audio"), "--output", str(out), "--max-steps", "2"]
-    for o in TINY_DISTILL_RUN:
-        args += ["-o", o]
-    assert run_distill.main(args) == 0
-    ours = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert ours["step"] == 2
-    plant(out / "checkpoints" / "last.pt", marker)
+def assert_resume_refuses_a_planted_last_pt(main, args: list[str], last_pt: Path, marker: Path, capsys) -> None:
+    """After a finished run (``main(args)``), a ``last.pt`` replaced by a pickle with code makes ``--resume`` stop
+    with one line (exit code 2) without running the code."""
+    assert torch.load(last_pt, weights_only=True)["step"] == 2
+    plant(last_pt, marker)
     capsys.readouterr()
-    assert run_distill.main(args + ["--resume"]) == 2
+    assert main(args + ["--resume"]) == 2
     err = capsys.readouterr().err
     assert "last.pt: refusing to load" in err
     assert not marker.exists()
+
+
+def test_distillation_resume_refuses_a_planted_last_pt(tmp_path, capsys):
+    out = tmp_path / "student"
+    args = tiny_distill_args(write_teacher_and_tones(tmp_path), out, 2)
+    assert run_distill.main(args) == 0
+    assert_resume_refuses_a_planted_last_pt(run_distill.main, args, out / "checkpoints" / "last.pt",
+                                            tmp_path / "pwned", capsys)
 
 
 def test_pretraining_resume_refuses_a_planted_last_pt(tmp_path, capsys):
     write_tone_corpus(tmp_path / "audio", count=3)
-    marker = tmp_path / "pwned"
     out = tmp_path / "teacher"
     args = tiny_pretrain_args(tmp_path / "audio", out, 2, "run.max_minutes=0", *TINY_DISTILL_RUN)
     assert run_pretrain.main(args) == 0
-    assert torch.load(out / "iter1" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
-    plant(out / "iter1" / "checkpoints" / "last.pt", marker)
-    capsys.readouterr()
-    assert run_pretrain.main(args + ["--resume"]) == 2
-    err = capsys.readouterr().err
-    assert "last.pt: refusing to load" in err
-    assert not marker.exists()
+    assert_resume_refuses_a_planted_last_pt(run_pretrain.main, args, out / "iter1" / "checkpoints" / "last.pt",
+                                            tmp_path / "pwned", capsys)

@@ -2,9 +2,7 @@
 loading exactly those weights (sha256 checked, fp16 on disk, fp32 in memory), and the explicit random-init opt-in."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,19 +10,11 @@ import torch
 import run_pretrain
 
 from tests.fixtures.datasets import write_tone_corpus
+from tests.fixtures.scripts import load_script
 from tests.fixtures.upstreams import tiny_teacher_config
 from upstream import build_upstream
 from upstream.builtin import ShippedWeightsError
 import upstream.builtin as builtin
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _ship_module():
-    spec = importlib.util.spec_from_file_location("ship_teacher", ROOT / "scripts" / "ship_teacher.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def pretrained(tmp_path_factory):
 def shipped(pretrained, tmp_path, monkeypatch, capsys):
     """The tiny teacher shipped into a temporary upstream/pretrained/, its printed sha256 recorded."""
     dest = tmp_path / "pretrained" / "hubert_mini"
-    assert _ship_module().main([str(pretrained), "--dest", str(dest)]) == 0
+    assert load_script("scripts/ship_teacher.py").main([str(pretrained), "--dest", str(dest)]) == 0
     out = capsys.readouterr().out
     sha = next(line.split()[1] for line in out.splitlines() if line.startswith("sha256 "))
     assert f"SHIPPED_SHA256 = {{'hubert_mini': '{sha}'}}" in out  # the line to paste into upstream/builtin.py
@@ -119,7 +109,7 @@ def test_missing_or_unrecorded_shipped_weights_need_an_explicit_choice(tmp_path,
 
 def test_ship_teacher_bad_inputs_exit_2_with_one_line_and_keep_the_previous_folder(pretrained, shipped, tmp_path,
                                                                                      capsys):
-    ship = _ship_module()
+    ship = load_script("scripts/ship_teacher.py")
     before = (shipped / "model.safetensors").read_bytes()
     assert ship.main([str(tmp_path / "nope"), "--dest", str(shipped)]) == 2
     assert "nope: no such folder" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from tasks.listfile import ListFileError
 from tasks.sd.data import load_kaldi_dir, read_rttm
 from tasks.sd.der import activity_to_segments, decide, diarization_error_rate, rttm_lines, to_annotation
 from tasks.sd.task import SDConfig, SpeakerDiarization
+from tests.fixtures.scripts import load_script
 
 
 def test_der_hand_computed():
@@ -161,12 +162,7 @@ def test_sd_run_writes_rttm_and_rows(tmp_path):
 
 
 def test_speaker_probe_reads_speakers_off_frames_that_carry_them():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("speaker_probe", Path(__file__).parents[1] / "bench" /
-                                                  "speaker_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_script("bench/speaker_probe.py")
     from tasks.sd.data import Recording
 
     rec = Recording("r", Path("r.wav"), 4.0, [("a", 0.0, 1.0), ("b", 1.0, 2.0), ("a", 1.8, 3.0), ("b", 3.0, 4.0)])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -131,3 +132,79 @@ def shortest_waveform(frames_for: Callable[[torch.Tensor], torch.Tensor]) -> int
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
+
+class BucketedUpstream(Upstream):
+    """An encoder ``self.model`` (an ``nn.Module``) behind the contract, run by the subclass's :meth:`_run` on groups
+    of utterances (:meth:`buckets`) whose results are scattered back in input order: HuBERT-family and transformers
+    upstreams.
+
+    The model is frozen and stays in eval mode (no dropout) unless ``fine_tune`` is set (``--upstream-trainable``):
+    then gradients flow and ``train()`` puts it in train mode.
+    """
+
+    def __init__(self, model: nn.Module, bucket_fill: float, min_bucket_size: int, max_bucket_samples: int):
+        super().__init__()
+        self.model = model.eval()
+        self.bucket_fill, self.min_bucket_size = bucket_fill, min_bucket_size
+        self.max_bucket_samples = max_bucket_samples
+        self.fine_tune = False
+
+    @abc.abstractmethod
+    def _run(self, wavs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Hidden states ``[batch, frame, feature]`` (zero past each length) and lengths ``[batch]`` in frames of one
+        group of validated waveforms."""
+
+    def train(self, mode: bool = True) -> "BucketedUpstream":
+        """A frozen feature extractor keeps its model in eval mode (no dropout); with ``fine_tune`` it follows
+        ``mode``."""
+        super().train(mode)
+        if not self.fine_tune:
+            self.model.eval()
+        return self
+
+    def min_samples(self) -> int:
+        return shortest_waveform(self.frames_for)
+
+    def buckets(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped longest first. An utterance joins the current group while the group stays at least
+        ``bucket_fill`` real audio (vs padding) and within ``max_bucket_samples`` padded samples; a trailing group
+        of fewer than ``min_bucket_size`` joins the one before it (on CPU, tiny batches run less efficiently than
+        a little padding costs)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        groups: list[list[int]] = []
+        for i in order:
+            if groups:
+                group = groups[-1]
+                padded = lengths[group[0]] * (len(group) + 1)
+                real = sum(lengths[j] for j in group) + lengths[i]
+                if real >= self.bucket_fill * padded and padded <= self.max_bucket_samples:
+                    group.append(i)
+                    continue
+            groups.append([i])
+        if len(groups) > 1 and len(groups[-1]) < self.min_bucket_size:
+            tail = groups.pop()
+            if lengths[groups[-1][0]] * (len(groups[-1]) + len(tail)) <= self.max_bucket_samples:
+                groups[-1] += tail
+            else:
+                groups.append(tail)
+        return groups
+
+    def extract(self, wavs: list[torch.Tensor]) -> UpstreamOutput:
+        # no_grad unless fine-tuning with gradients on (weight norm under FlopCounterMode needs no_grad, not only
+        # inference_mode)
+        with contextlib.nullcontext() if self.fine_tune and torch.is_grad_enabled() else torch.no_grad():
+            groups = self.buckets([w.numel() for w in wavs])
+            if len(groups) == 1:
+                states, frames = self._run([wavs[i] for i in groups[0]])
+                order = torch.argsort(torch.tensor(groups[0], device=frames.device))
+                return UpstreamOutput([s[order] for s in states], frames[order])
+            runs = [(g, *self._run([wavs[i] for i in g])) for g in groups]
+            frames = torch.zeros(len(wavs), dtype=torch.long, device=runs[0][2].device)
+            max_frames = max(int(r[2].max()) for r in runs)
+            outs = [s.new_zeros(len(wavs), max_frames, s.shape[-1]) for s in runs[0][1]]
+            for g, states, lens in runs:
+                index = torch.tensor(g, device=lens.device)
+                frames[index] = lens
+                for out, s in zip(outs, states):
+                    out[index, : s.shape[1]] = s
+            return UpstreamOutput(outs, frames)

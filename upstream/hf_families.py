@@ -40,9 +40,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .base import Upstream, UpstreamOutput
+from common.audio import SAMPLE_RATE
+
+from .base import BucketedUpstream
 from .components import conv_output_lengths, valid_mask
-from .hubert import HubertUpstream
 
 log = logging.getLogger(__name__)
 
@@ -67,51 +68,35 @@ def transformers_classes(model_type: str) -> tuple[type, type]:
     return classes[model_type]
 
 
-class TransformersUpstream(Upstream):
+class TransformersUpstream(BucketedUpstream):
     """A transformers ``WavLMModel`` or ``Data2VecAudioModel`` behind the upstream contract.
 
     hidden_states: ``num_hidden_layers + 1`` tensors ``[batch, frame, hidden_size]``, transformers' convention
     (entry 0 after the positional embedding and, post-LN, the layer norm; the last entry is ``last_hidden_state``,
     with the final LayerNorm for stable-layer-norm models). lengths ``[batch]`` frames; 20 ms frames
     (``downsample_rate`` = product of the conv strides, 320). Utterances are grouped by length exactly as
-    :class:`HubertUpstream` does (same ``buckets``), and padding is kept out as the module docstring explains,
-    so an utterance's features do not depend on its batch mates.
+    :class:`HubertUpstream` does (both are a :class:`~upstream.base.BucketedUpstream`), and padding is kept out as
+    the module docstring explains, so an utterance's features do not depend on its batch mates.
 
-    The model stays in eval mode (no dropout) unless ``fine_tune`` is set, as for :class:`HubertUpstream`.
+    The model stays in eval mode (no dropout) unless ``fine_tune`` is set (:class:`~upstream.base.BucketedUpstream`).
     Raises ValueError for an unsupported family or an adapter model (``add_adapter``, which changes the frame rate).
     """
 
     def __init__(self, model: nn.Module, bucket_fill: float = 0.7, min_bucket_size: int = 4,
-                 max_bucket_samples: int = 16000 * 240):
-        super().__init__()
+                 max_bucket_samples: int = SAMPLE_RATE * 240):
         config = model.config
         if config.model_type not in TRANSFORMERS_FAMILIES:
             raise ValueError(unsupported_family_message(config.model_type, "TransformersUpstream"))
         if getattr(config, "add_adapter", False):
             raise ValueError(f"{config.model_type}: add_adapter=True models are not supported (the adapter changes "
                              "the frame rate and is a fine-tuning head, not part of the upstream)")
-        self.model = model.eval()
+        super().__init__(model, bucket_fill, min_bucket_size, max_bucket_samples)
         self.model_type = config.model_type
-        self.fine_tune = False
         self.kernels = [int(k) for k in config.conv_kernel]
         self.strides = [int(s) for s in config.conv_stride]
         self.downsample_rate = math.prod(self.strides)
         self.group_norm_cnn = getattr(config, "feat_extract_norm", "layer") == "group"
         self.stable_layer_norm = bool(getattr(config, "do_stable_layer_norm", False))
-        self.bucket_fill, self.min_bucket_size = bucket_fill, min_bucket_size
-        self.max_bucket_samples = max_bucket_samples
-
-    # HubertUpstream's length bucketing and scatter-back are model-agnostic (they only call ``self._run``).
-    buckets = HubertUpstream.buckets
-    extract = HubertUpstream.extract
-    min_samples = HubertUpstream.min_samples
-
-    def train(self, mode: bool = True) -> "TransformersUpstream":
-        """A frozen feature extractor keeps its model in eval mode; with ``fine_tune`` it follows ``mode``."""
-        super().train(mode)
-        if not self.fine_tune:
-            self.model.eval()
-        return self
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         for kernel, stride in zip(self.kernels, self.strides):

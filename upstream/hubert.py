@@ -5,7 +5,6 @@ heads, optionally an Fbank front end) are all :class:`HubertModel` with a differ
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from torch import nn
 
 from common.audio import SAMPLE_RATE
 
-from .base import Upstream, UpstreamOutput, pad_waveforms, shortest_waveform
+from .base import BucketedUpstream, pad_waveforms
 from .components import ConvFrontEnd, Encoder, FbankFrontEnd, FeatureProjection, PredictionHead, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -192,7 +191,7 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class HubertUpstream(Upstream):
+class HubertUpstream(BucketedUpstream):
     """A frozen :class:`HubertModel` behind the upstream contract.
 
     hidden_states: ``layers + 1`` entries (transformers' convention; for pre-LN models the last entry includes the
@@ -210,13 +209,9 @@ class HubertUpstream(Upstream):
 
     def __init__(self, model: HubertModel, include_pred_heads: bool = False, bucket_fill: float = 0.0,
                  min_bucket_size: int = 4, max_bucket_samples: int = SAMPLE_RATE * 240):
-        super().__init__()
-        self.model = model.eval()
+        super().__init__(model, bucket_fill, min_bucket_size, max_bucket_samples)
         self.include_pred_heads = include_pred_heads
         self.downsample_rate = model.downsample_rate
-        self.bucket_fill, self.min_bucket_size = bucket_fill, min_bucket_size
-        self.max_bucket_samples = max_bucket_samples
-        self.fine_tune = False
         if include_pred_heads and model.pred_heads is None:
             raise ValueError("include_pred_heads=True but the model has no prediction heads")
 
@@ -224,20 +219,9 @@ class HubertUpstream(Upstream):
     def cfg(self) -> HubertConfig:
         return self.model.cfg
 
-    def train(self, mode: bool = True) -> "HubertUpstream":
-        """A frozen feature extractor keeps its model in eval mode (no dropout); with ``fine_tune`` it follows
-        ``mode``."""
-        super().train(mode)
-        if not self.fine_tune:
-            self.model.eval()
-        return self
-
     def freeze_front_end(self, frozen: bool = True) -> None:
         """Freeze (or unfreeze) the CNN / Fbank front end, as transformers' ``freeze_feature_encoder``."""
         self.model.front_end.requires_grad_(not frozen)
-
-    def min_samples(self) -> int:
-        return shortest_waveform(self.frames_for)
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         return self.model.frame_lengths(num_samples)
@@ -266,50 +250,6 @@ class HubertUpstream(Upstream):
             states = states + list(self.model.predict(states[-1]).unbind(1))
         width = int(frames.max())
         return [unpack(s, frames, width) for s in states], frames
-
-    def buckets(self, lengths: list[int]) -> list[list[int]]:
-        """Indices grouped longest first. An utterance joins the current group while the group stays at least
-        ``bucket_fill`` real audio (vs padding) and within ``max_bucket_samples`` padded samples; a trailing group
-        of fewer than ``min_bucket_size`` joins the one before it (on CPU, tiny batches run less efficiently than
-        a little padding costs)."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        groups: list[list[int]] = []
-        for i in order:
-            if groups:
-                group = groups[-1]
-                padded = lengths[group[0]] * (len(group) + 1)
-                real = sum(lengths[j] for j in group) + lengths[i]
-                if real >= self.bucket_fill * padded and padded <= self.max_bucket_samples:
-                    group.append(i)
-                    continue
-            groups.append([i])
-        if len(groups) > 1 and len(groups[-1]) < self.min_bucket_size:
-            tail = groups.pop()
-            if lengths[groups[-1][0]] * (len(groups[-1]) + len(tail)) <= self.max_bucket_samples:
-                groups[-1] += tail
-            else:
-                groups.append(tail)
-        return groups
-
-    def extract(self, wavs: list[torch.Tensor]) -> UpstreamOutput:
-        # no_grad unless fine-tuning with gradients on (weight norm under FlopCounterMode needs no_grad, not only
-        # inference_mode)
-        with contextlib.nullcontext() if self.fine_tune and torch.is_grad_enabled() else torch.no_grad():
-            groups = self.buckets([w.numel() for w in wavs])
-            if len(groups) == 1:
-                states, frames = self._run([wavs[i] for i in groups[0]])
-                order = torch.argsort(torch.tensor(groups[0], device=frames.device))
-                return UpstreamOutput([s[order] for s in states], frames[order])
-            runs = [(g, *self._run([wavs[i] for i in g])) for g in groups]
-            frames = torch.zeros(len(wavs), dtype=torch.long, device=runs[0][2].device)
-            max_frames = max(int(r[2].max()) for r in runs)
-            outs = [s.new_zeros(len(wavs), max_frames, s.shape[-1]) for s in runs[0][1]]
-            for g, states, lens in runs:
-                index = torch.tensor(g, device=lens.device)
-                frames[index] = lens
-                for out, s in zip(outs, states):
-                    out[index, : s.shape[1]] = s
-            return UpstreamOutput(outs, frames)
 
 
 def student_config_from_teacher(teacher_cfg: HubertConfig, layers: int = 2,
