@@ -20,17 +20,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmark.batching import epoch_batches  # noqa: E402
-from benchmark.engine import RunContext, RunOptions  # noqa: E402
+from benchmark.engine import RunOptions, RunParts, open_run  # noqa: E402
+from benchmark.model import build_downstream  # noqa: E402
 from benchmark.cache import weights_hash  # noqa: E402
 from tasks.registry import build_task  # noqa: E402
 from upstream import build_upstream  # noqa: E402
 
 
-def epoch_seconds(ctx: RunContext, task, utts, batches) -> float:
-    """Wall time of one training epoch (data, forward, backward, update) with ``ctx``'s feature source."""
-    model = ctx.build_model()
+def epoch_seconds(parts: RunParts, task, utts, batches) -> float:
+    """Wall time of one training epoch (data, forward, backward, update) with the run's feature source."""
+    model = build_downstream(task, parts.shape, parts.options.seed, parts.options.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    source = ctx.train_source()
+    source = parts.sources.for_run()
     t0 = time.perf_counter()
     for idx in batches:
         fb = source.batch([utts[i] for i in idx])
@@ -64,12 +65,12 @@ def main() -> None:
         for mode in ("live", "cached"):
             opts = RunOptions(upstream=args.upstream, task=args.task, data_root=args.data_root,
                               use_cache=mode == "cached", cache_dir=cache_dir, device="cpu")
-            ctx = RunContext(task, up, opts, Path(tmp) / mode, weights_hash(up))
+            parts = open_run(task, up, opts, Path(tmp) / mode, weights_hash(up))
             t0 = time.perf_counter()
-            utts = ctx.load_split("train")  # fills the cache in cached mode
+            utts = parts.splits.load("train")  # fills the cache in cached mode
             setup = time.perf_counter() - t0
             batches = epoch_batches([u.duration for u in utts], task.config.batch.max_seconds, 0, 0)
-            best = min(epoch_seconds(ctx, task, utts, batches) for _ in range(args.epochs))
+            best = min(epoch_seconds(parts, task, utts, batches) for _ in range(args.epochs))
             times[mode] = best
             audio = sum(u.duration for u in utts)
             extra = f", one-off extraction {setup:.2f} s" if mode == "cached" else ""

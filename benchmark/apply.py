@@ -33,7 +33,8 @@ from upstream import build_upstream
 from . import results
 from .batching import eval_batches
 from .cache import weights_hash
-from .engine import DownstreamModel, RunContext, RunOptions
+from .engine import RunOptions, RunParts, open_run
+from .model import DownstreamModel, build_downstream
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class RunFolderError(ValueError):
 class LoadedRun:
     run_dir: Path
     task: Task
-    ctx: RunContext
+    parts: RunParts
     model: DownstreamModel
     saved: dict  # config.yaml
     summary: dict  # summary.json ({} when the run has none)
@@ -56,7 +57,7 @@ class LoadedRun:
 def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | None = None) -> LoadedRun:
     """Rebuild a finished run (task, upstream, best downstream weights); raises :class:`RunFolderError`.
 
-    ``work_dir``: where the context writes predictions/RTTM files (default: the run folder itself).
+    ``work_dir``: where the run's parts write (skipped audio, TensorBoard; default: the run folder itself).
     """
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
@@ -95,10 +96,10 @@ def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | No
                              f"{saved['upstream_hash'][:16]}, but {options.upstream!r} now has {up_hash[:16]} "
                              "(retrained or replaced); its head does not fit these features")
     upstream.requires_grad_(False)
-    ctx = RunContext(task, upstream, options, work_dir or run_dir, up_hash)
+    parts = open_run(task, upstream, options, work_dir or run_dir, up_hash)
     task.setup(upstream.downsample_rate)
     task.load_split("train")  # some tasks learn their class list from the train records (SID, SF, ASV, custom)
-    model = ctx.build_model()
+    model = build_downstream(task, parts.shape, options.seed, options.device)
     weights = load_checkpoint(best)
     model.load_state_dict(weights["model"])
     if "upstream" in weights:  # a fine-tuned upstream (--upstream-trainable) is part of the best checkpoint
@@ -106,10 +107,10 @@ def load_run(run_dir: str | Path, device: str | None = None, work_dir: Path | No
     model.eval()
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    dev = ctx.load_split("dev")
+    dev = parts.splits.load("dev")
     # dev-only post-selection on the best checkpoint's dev predictions, as the run did before scoring (SD)
-    selected = task.tune_on_dev(dev, ctx.predict(model, dev))
-    return LoadedRun(run_dir, task, ctx, model, saved, summary, selected)
+    selected = task.tune_on_dev(dev, parts.evaluator.predict(model, dev))
+    return LoadedRun(run_dir, task, parts, model, saved, summary, selected)
 
 
 # ---------------------------------------------------------------- predict
@@ -124,8 +125,8 @@ def predict_files(run: LoadedRun, paths: Sequence[str | Path]) -> list[dict]:
     for u in utts:
         if not u.path.is_file():
             raise RunFolderError(f"audio file {u.path} not found")
-    utts = run.ctx.ensure_cached(utts)
-    source = run.ctx._source()  # the engine's own feature source (cache or live upstream, the run's --layer)
+    utts = run.parts.prep.ensure(utts)
+    source = run.parts.sources.for_run()  # the run's own feature source (cache or live upstream, its --layer)
     task, model = run.task, run.model
     out: list[dict[str, Any]] = [{} for _ in utts]
     with torch.no_grad():
@@ -174,12 +175,12 @@ def evaluate_run(run_dir: str | Path, splits: Sequence[str], device: str | None 
     metrics, files = {}, {}
     try:
         for split in splits:
-            utts = run.ctx.load_split(split)
-            predictions = run.ctx.predict(run.model, utts)
-            metrics[split] = run.ctx.score(split, utts, predictions)
+            utts = run.parts.splits.load(split)
+            predictions = run.parts.evaluator.predict(run.model, utts)
+            metrics[split] = run.parts.evaluator.score(split, utts, predictions)
             files.update(run.task.prediction_files(split, utts, predictions))
     finally:
-        run.ctx.close()
+        run.parts.scalars.close()
     for rel, text in files.items():  # the task's prediction files (predictions/<split>.jsonl, SD's RTTM)
         atomic_write_text(work / rel, text)
     saved, summary = run.saved, run.summary
@@ -190,8 +191,9 @@ def evaluate_run(run_dir: str | Path, splits: Sequence[str], device: str | None 
     options = saved["options"]
     info = results.RunInfo(label, params, saved["upstream_hash"][:16], run_dir.parent.name, options.get("seed", 0),
                            saved.get("config_hash", ""), f"{run_dir.name}:reeval-{stamp}", run.task.fold(),
-                           run.ctx.layer, results.protocol_name(run.ctx.layer, bool(options.get("upstream_trainable"))),
-                           bool(getattr(run.ctx.upstream, "random_init", False)), len(run.ctx.bad_audio))
+                           run.parts.shape.layer,
+                           results.protocol_name(run.parts.shape.layer, bool(options.get("upstream_trainable"))),
+                           bool(getattr(run.parts.upstream, "random_init", False)), len(run.parts.prep.bad_audio))
     text = results.format_rows(info, metrics, int(summary.get("steps", 0)), time.time() - t0, summary.get("lr"),
                                run.model.weighted_sum.layer_weights())
     csv_path = results.append_rows(results_dir, text)

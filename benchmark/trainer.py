@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,9 +21,8 @@ from tasks.base import Task
 
 from . import distributed
 from .batching import epoch_batches
-
-if TYPE_CHECKING:
-    from .engine import RunContext
+from .evaluation import Evaluator
+from .run_data import FeatureSources, RunSplits
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +31,29 @@ log = logging.getLogger(__name__)
 class TrainOutcome:
     best_dev: float | None  # the best dev value of the primary metric (None: never evaluated)
     steps: int              # optimiser updates done
+
+
+class ScalarLog:
+    """TensorBoard scalars of one run in ``run_dir/tensorboard``: rank 0 alone writes, and the writer opens with the
+    first scalar."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.is_main = distributed.is_main()
+        self._writer = None
+
+    def add(self, name: str, value: float, step: int) -> None:
+        if not self.is_main:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self._writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _warmup(steps: int):
@@ -69,23 +90,18 @@ def _as_float(out):
     return out
 
 
-def _trainable_modules(ctx: RunContext, model: nn.Module) -> dict[str, nn.Module]:
-    mods = {"model": model}
-    if ctx.options.upstream_trainable:
-        mods["upstream"] = ctx.upstream
-    return mods
+def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSources, evaluator: Evaluator,
+          scalars: ScalarLog, lr: float, max_steps: int, ckpt_dir: Path, *, seed: int, precision: str, device: str,
+          upstream: nn.Module | None = None, resume: bool = False) -> TrainOutcome:
+    """Train ``model`` (weighted sum + head) on ``task``'s train split; returns with the best-on-dev weights loaded.
 
-
-def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: int, ckpt_dir: Path,
-          resume: bool = False) -> TrainOutcome:
-    """Train ``model`` (weighted sum + head) on ``task``'s train split; returns with the best-on-dev weights loaded."""
+    ``upstream``: a fine-tuned upstream (``--upstream-trainable``) trained, checkpointed and restored with ``model``
+    (features then come from it live, with gradients); ``precision``: autocast of the training steps."""
     cfg = task.config
-    seed = ctx.options.seed
-    mods = _trainable_modules(ctx, model)
+    mods = {"model": model} if upstream is None else {"model": model, "upstream": upstream}
     params = [p for m in mods.values() for p in m.parameters() if p.requires_grad]
     upstream_params = [p for p in mods["upstream"].parameters() if p.requires_grad] if "upstream" in mods else []
     opt, sched = build_optimizer([p for p in model.parameters() if p.requires_grad], task, lr, upstream_params)
-    precision, device = ctx.options.precision, ctx.options.device
     scaler = grad_scaler(precision, device)  # enabled for fp16 on GPU only
     crop_rng = torch.Generator().manual_seed(seed + 17)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": 0, "bad_evals": 0, "dev": {}}
@@ -105,12 +121,12 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
     else:  # a fresh run, or --resume with no checkpoint yet: both start from the same seeded state, bit for bit
         torch.manual_seed(seed)
 
-    train_utts = ctx.load_split("train")
+    train_utts = splits.load("train")
     durations = [u.duration for u in train_utts]
     crop_s = cfg.batch.train_crop_seconds
     eff_durations = [min(d, crop_s) if crop_s > 0 else d for d in durations]
     weights = task.train_sampling_weights(train_utts)
-    source = ctx.train_source()
+    source = sources.for_run(trainable=upstream is not None)
     accum = max(1, cfg.batch.grad_accum)
     world, main = distributed.world(), distributed.is_main()
     # under torchrun: DDP averages the gradients of the ranks' shares of each global batch (benchmark/distributed.py)
@@ -172,14 +188,14 @@ def train(ctx: RunContext, task: Task, model: nn.Module, lr: float, max_steps: i
             step = state["step"]
             bar.update(1)
             if step % cfg.train.log_every == 0 or step == 1:
-                ctx.log_scalar("train/loss", loss_sum, step)
+                scalars.add("train/loss", loss_sum, step)
                 bar.set_postfix(loss=f"{loss_sum:.3f}")
             if step % cfg.train.eval_every == 0 or step >= max_steps:
-                dev = ctx.evaluate_split(model, "dev")
+                dev = evaluator.evaluate_split(model, "dev")
                 for m in mods.values():
                     m.train()
                 for name, value in dev.items():
-                    ctx.log_scalar(f"dev/{name}", value, step)
+                    scalars.add(f"dev/{name}", value, step)
                 value = dev[task.primary_metric]
                 if task.better(value, state["best"]):
                     state.update(best=value, best_step=step, bad_evals=0, dev=dev)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.engine import DownstreamModel
+from benchmark.model import DownstreamModel
 from downstream.specaug import FeatureSpecAugment, SpecAugConfig
 from tasks.registry import build_task
 
