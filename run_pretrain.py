@@ -44,7 +44,7 @@ from pretrain.objective import MaskedPrediction
 from training.cli import run_parser, start_run
 from training.config import SAFE_ON_RESUME
 from training.data import SkipReport, collect_audio_files, scan_audio
-from training.distributed import DistEnv
+from common.distributed import DistEnv
 from training.loop import Trainer
 from upstream.base import count_parameters
 from upstream.checkpoints import WEIGHTS_FILE, save_upstream

@@ -198,8 +198,7 @@ def report_command(argv: list[str]) -> int:
 def _run_one(options) -> int:
     """One task's run (``options``: a ``benchmark.engine.RunOptions``) and its metrics printed; exit code 0."""
     from benchmark.engine import run_task
-
-    from benchmark import distributed
+    from common import distributed
 
     summary = run_task(options)
     if not distributed.is_main():
@@ -266,12 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from benchmark import distributed
-
     import torch
 
-    # under torchrun: join the process group (gloo on CPU, nccl on GPUs); one device per rank
-    device = distributed.setup(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from common import distributed
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if distributed.launched_world() > 1:  # under torchrun: join the process group; one device per rank
+        device = str(distributed.setup_distributed(device).device)
     failed = []
     for task in tasks:  # one process for several tasks: torch is imported once, and one bad task stops no other
         options = RunOptions(upstream=args.upstream, task=task, data_root=data_root, results_dir=args.results_dir,

@@ -5,6 +5,14 @@ Control flows one way: the engine calls the task's methods with data (``tasks/ba
 run's result is a :class:`tasks.base.RunOutcome` value. The engine's per-run state is a record of single-purpose parts
 (:class:`RunParts`: the upstream's shape, feature preparation, the splits, feature sources, the evaluator,
 TensorBoard scalars); a task that replaces the procedure (QbE) sees only :class:`SplitFeatures`.
+
+Under ``torchrun --nproc_per_node N run_benchmark.py ...`` (process group: ``common/distributed.py``) every rank
+builds the same task, upstream and batches; the feature cache is filled with each rank extracting its share of the
+missing utterances; each global training batch (``batch.max_seconds``, the same whatever N) is split across ranks
+and the per-rank losses are weighted by their share of the batch, so the averaged gradient equals the 1-process
+gradient of the whole batch; rank 0 alone writes checkpoints, predictions, TensorBoard logs and results rows.
+Dev/test evaluation runs whole on every rank (the same weights give the same metric), so only training and
+extraction are split.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import torch
 import yaml
 from torch import nn
 
+from common import distributed
 from common.config import to_dict
 from common.io import atomic_write_text
 from common.precision import check_precision
@@ -29,7 +38,7 @@ from tasks.base import SPLITS, DatasetAudit, DatasetError, FeatureBatch, RunOutc
 from tasks.registry import build_task
 from upstream import build_upstream
 
-from . import distributed, results
+from . import results
 from .batching import eval_batches
 from .cache import FeatureCache, default_cache_dir, weights_hash
 from .evaluation import Evaluator

@@ -17,12 +17,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from common import distributed
 from common.audio import SAMPLE_RATE, AudioError, check_audio_file, require_samples
 from common.io import atomic_write_text
 from common.utterance import Utterance, load_utterance_audio
 from tasks.base import SPLITS, Task
 
-from . import distributed
 from .cache import FeatureCache, upstream_min_samples
 from .features import CachedFeatures, HeldArrays, LiveFeatures
 from .model import UpstreamShape

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common import distributed
 from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from common.precision import autocast, grad_scaler
 from tasks.base import Task
 
-from . import distributed
 from .batching import epoch_batches
 from .evaluation import Evaluator
 from .run_data import FeatureSources, RunSplits
@@ -129,7 +129,7 @@ def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSourc
     source = sources.for_run(trainable=upstream is not None)
     accum = max(1, cfg.batch.grad_accum)
     world, main = distributed.world(), distributed.is_main()
-    # under torchrun: DDP averages the gradients of the ranks' shares of each global batch (benchmark/distributed.py)
+    # under torchrun: DDP averages the gradients of the ranks' shares of each global batch (see benchmark/engine.py)
     step_model = model if world == 1 else nn.parallel.DistributedDataParallel(
         model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
         find_unused_parameters=True)
@@ -177,7 +177,7 @@ def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSourc
                     out = step_model(fb.hidden, fb.lengths)
                 loss = task.loss(_as_float(out), fb.lengths, fb.utts) * (share / accum)
                 scaler.scale(loss).backward()
-                loss_sum += float(distributed.all_reduce_sum(loss.detach().float().clone())) / world
+                loss_sum += float(distributed.all_reduce(loss.detach().float().clone())) / world
             scaler.unscale_(opt)  # clip the true gradients
             if cfg.optimizer.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip)

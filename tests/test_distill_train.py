@@ -193,7 +193,7 @@ def test_a_file_that_breaks_mid_run_is_skipped_and_reported(tmp_path):
     from distill.config import DistillConfig
     from distill.objectives import DistillObjective
     from training.data import SkipReport, collect_audio_files, scan_audio
-    from training.distributed import DistEnv
+    from common.distributed import DistEnv
     from training.loop import Trainer
 
     paths = write_tone_corpus(tmp_path / "audio", count=6)

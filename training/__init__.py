@@ -2,6 +2,6 @@
 
 ``loop.py`` (the :class:`~training.loop.Trainer`: objective contract, resume, LR schedule, time cap),
 ``config.py`` (the ``run:`` section), ``data.py`` (unlabelled audio discovery, health scan, seconds-sized
-batches), ``distributed.py`` (torchrun process group), ``cli.py`` (the start of ``run_distill.py`` and
-``run_pretrain.py``), ``plots.py`` (loss curves).
+batches), ``cli.py`` (the start of ``run_distill.py`` and ``run_pretrain.py``: arguments, config, the torchrun
+process group of ``common/distributed.py``), ``plots.py`` (loss curves).
 """

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from common.config import ConfigError, load_config
+from common.distributed import DistEnv, setup_distributed, uses_cuda
 from common.precision import check_precision
 
-from .distributed import DistEnv, setup_distributed
 
 
 def run_parser(doc: str, config_help: str, output_help: str, resume_help: str) -> argparse.ArgumentParser:
@@ -39,8 +39,7 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
     cfg = load_config(config_class, args.config, overrides)
     if cfg.run.max_steps < 1:  # 0 once meant "the YAML's steps" and a negative value an untrained model
         raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
-    use_cuda = cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available())
-    check_precision(cfg.run.precision, "cuda" if use_cuda else "cpu", "--precision (run.precision)")
+    check_precision(cfg.run.precision, "cuda" if uses_cuda(cfg.run.device) else "cpu", "--precision (run.precision)")
     env = setup_distributed(cfg.run.device)
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)

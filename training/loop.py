@@ -27,12 +27,12 @@ import torch.distributed as dist
 from torch import nn
 
 from common.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from common.distributed import DistEnv, all_reduce
 from common.io import atomic_write_text
 from common.precision import autocast, grad_scaler
 
 from .config import RunConfig
 from .data import SecondsBatchSampler, SkipReport, UnlabelledAudio, epoch_loader
-from .distributed import DistEnv, all_reduce
 
 log = logging.getLogger(__name__)
 
@@ -221,13 +221,13 @@ class Trainer:
     def _train_step(self, batch: dict, after_backward: Callable[[int], None] | None) -> dict | None:
         env = self.env
         has_data = torch.tensor(float(batch["wav"].shape[0] > 0), device=env.device)
-        if all_reduce(has_data, env, dist.ReduceOp.MIN if env.world > 1 else None).item() == 0:
+        if all_reduce(has_data, dist.ReduceOp.MIN).item() == 0:
             return None  # every rank must skip together, or DDP would wait forever
         _seed_step(self.cfg.seed, self.step, env.rank)
         batch = {k: v.to(env.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with autocast(self.cfg.precision, env.device):
             out = self.model(batch)
-        global_frames = all_reduce(out["frames"].detach().float().clone(), env).clamp(min=1)
+        global_frames = all_reduce(out["frames"].detach().float().clone()).clamp(min=1)
         # DDP averages gradients over ranks, hence "* world": the result is d(global sum / global frames)
         loss = out["loss_sum"].float() / global_frames * env.world
         self.scaler.scale(loss).backward()
@@ -242,7 +242,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         sums = torch.stack([out["loss_sum"].detach().float()] + [v.detach().float() for v in out["parts"].values()])
-        sums = all_reduce(sums, env) / global_frames
+        sums = all_reduce(sums) / global_frames
         record = {"step": self.step, "loss": float(sums[0]), "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(grad_norm)}
         record.update({name: float(v) for name, v in zip(out["parts"], sums[1:])})
