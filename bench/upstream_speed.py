@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import add_batch_options, interleaved_times, load_average, random_batch  # noqa: E402
 from upstream.builtin import DISTILHUBERT, DISTILHUBERT_MINI, HUBERT_BASE, HUBERT_MINI, random_upstream  # noqa: E402
-from upstream.components import set_onednn  # noqa: E402
+from upstream.kernels import set_onednn  # noqa: E402
 from upstream.convert import config_to_hf, state_to_hf  # noqa: E402
 from upstream.hubert import HubertUpstream  # noqa: E402
 

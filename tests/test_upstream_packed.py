@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from tests.fixtures.upstreams import perturb_, random_wavs, tiny_config
 from upstream.builtin import random_upstream
-from upstream.components import ConvLayerBlock, pack, unpack
+from upstream.components import ConvLayerBlock
+from upstream.kernels import pack, unpack
 
 
 def reference_block(block: ConvLayerBlock, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,8 @@ def test_training_gradients_do_not_depend_on_the_batch():
 
 def test_padded_attention_with_key_mask_equals_packed():
     """The padded interface (for traced graphs, e.g. ONNX export) gives the packed path's values on valid frames."""
-    from upstream.components import EncoderLayer, valid_mask
+    from upstream.components import EncoderLayer
+    from upstream.kernels import valid_mask
 
     torch.manual_seed(0)
     layer = perturb_(EncoderLayer(16, 32, 4, False, 0.0, 0.0, 0.0), seed=3).eval()
@@ -99,7 +101,7 @@ def test_padded_attention_with_key_mask_equals_packed():
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 def test_onednn_kernels_match_torch_defaults():
     """The oneDNN CPU path (fused GELU epilogues, oneDNN GEMMs) gives torch's default ops' values and gradients."""
-    from upstream.components import linear, set_onednn
+    from upstream.kernels import linear, set_onednn
 
     up = random_upstream(tiny_config(pred_layer_ids=(1, 2)), include_pred_heads=True)
     perturb_(up, seed=8)

@@ -43,7 +43,7 @@ from torch import nn
 from common.audio import SAMPLE_RATE
 
 from .base import BucketedUpstream
-from .components import conv_output_lengths, valid_mask
+from .kernels import conv_output_lengths, valid_mask
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from torch import nn
 from common.audio import SAMPLE_RATE
 
 from .base import BucketedUpstream, pad_waveforms
-from .components import ConvFrontEnd, Encoder, FbankFrontEnd, FeatureProjection, PredictionHead, pack, unpack
+from .components import ConvFrontEnd, Encoder, FbankFrontEnd, FeatureProjection, PredictionHead
+from .kernels import pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class HubertModel(nn.Module):
     def encode_packed(self, wav: torch.Tensor, wav_lengths: torch.Tensor, frame_mask: torch.Tensor | None = None
                       ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``encode`` without the padding: ``layers + 1`` hidden states ``[sum(frames), dim]`` holding each
-        utterance's valid frames one after another (``components.pack``), and frame lengths ``[batch]``."""
+        utterance's valid frames one after another (``kernels.pack``), and frame lengths ``[batch]``."""
         if wav.dim() != 2 or wav_lengths.shape != (wav.shape[0],):
             raise ValueError(f"expected wav [batch, sample] and wav_lengths [batch], got {tuple(wav.shape)} "
                              f"and {tuple(wav_lengths.shape)}")

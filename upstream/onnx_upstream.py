@@ -17,7 +17,7 @@ import torch
 from common.io import sha256_file
 
 from .base import Upstream, UpstreamOutput, pad_waveforms, shortest_waveform
-from .components import conv_output_lengths
+from .kernels import conv_output_lengths
 
 SUPPORTED_FAMILIES = ("hubert",)
 
