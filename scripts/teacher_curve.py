@@ -115,7 +115,7 @@ def curve_table(out: Path, minutes: dict[str, float], anchors: Path | None):
     """The report table (benchmark/report.py) of the points and the FBANK anchor rows, with ``cpu_minutes``."""
     import pandas as pd
 
-    from benchmark.report import build_table, load_results
+    from benchmark.table import build_table, load_results
     from benchmark.superb_score import load_reference
 
     df = load_results(out / "benchmark")
@@ -134,8 +134,9 @@ def plot(table, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmark.report import _column_label, metric_directions
+    from benchmark.charts import column_label
     from benchmark.superb_score import load_reference
+    from benchmark.table import metric_directions
 
     directions = metric_directions(load_reference(None))
     points = table[table["cpu_minutes"].notna()]
@@ -152,7 +153,7 @@ def plot(table, out: Path) -> Path:
                 ax.axhline(a[column], color="grey", linestyle=style, label=a["upstream"])
         arrow = "" if column == "SUPERB_local" else (" (higher is better)" if directions[column]
                                                      else " (lower is better)")
-        ax.set_title(("SUPERB_local" if column == "SUPERB_local" else _column_label(column)) + arrow, fontsize=9)
+        ax.set_title(("SUPERB_local" if column == "SUPERB_local" else column_label(column)) + arrow, fontsize=9)
         ax.set_xlabel("pretraining CPU minutes", fontsize=8)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
@@ -209,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
     table = curve_table(args.out, minutes, args.anchors)
     shown = [c for c in table.columns if c in ("upstream", "cpu_minutes", "SUPERB_local", "asr cer")
              or (" " in c and c.split(" ")[0] in {"pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "asv", "sd"})]
-    from benchmark.report import to_markdown
+    from benchmark.table import to_markdown
 
     atomic_write_text(args.out / "teacher_curve.md", to_markdown(table[shown]) + "\n")
     print(to_markdown(table[shown]))

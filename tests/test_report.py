@@ -168,7 +168,7 @@ def test_local_score_anchor_is_the_better_of_the_two_fbank_rows_per_metric(tmp_p
 
 
 def test_report_pictures_sd_reference_and_cer_beside_wer(tmp_path):
-    from benchmark.report import retained_percent, seed_spread, load_results
+    from benchmark.table import load_results, retained_percent, seed_spread
 
     stats = {"fbank": 0, "fbank_no_cmvn": 0, "hubert_mini": 5_000_000, "student": 1_000_000}
     rtf = {"fbank": 0.001, "fbank_no_cmvn": 0.001, "hubert_mini": 0.02, "student": 0.005}
@@ -202,9 +202,9 @@ def test_report_pictures_sd_reference_and_cer_beside_wer(tmp_path):
 
 
 def test_chart_labels_write_metric_acronyms_as_the_field_does():
-    from benchmark.report import _column_label
+    from benchmark.charts import column_label
 
-    assert _column_label("pr per") == "PR PER"
-    assert _column_label("asv eer") == "ASV EER"
-    assert _column_label("sf slot_type_f1") == "SF slot type F1"
-    assert _column_label("ks accuracy") == "KS accuracy"
+    assert column_label("pr per") == "PR PER"
+    assert column_label("asv eer") == "ASV EER"
+    assert column_label("sf slot_type_f1") == "SF slot type F1"
+    assert column_label("ks accuracy") == "KS accuracy"

@@ -10,7 +10,7 @@ import pytest
 
 import run_benchmark
 from benchmark import results
-from benchmark.report import load_results
+from benchmark.table import load_results
 from common import io as common_io
 
 
