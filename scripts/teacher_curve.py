@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     points = [parse_point(t) for t in args.point]
     if not points:
         raise UsageError("--point: give at least one NAME=SOURCE:CPU_MINUTES")
-    if args.anchors is not None and not (args.anchors / "results.csv").is_file():
+    if args.anchors is not None and args.only in (None, "plot") and not (args.anchors / "results.csv").is_file():
         raise UsageError(f"--anchors {args.anchors}: no results.csv there")
     minutes = {name: m for name, _, m in points}
     dirs = export(points, args.out)

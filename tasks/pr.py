@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Literal
+
+from torch import nn
 
 from common.datasets import CMU_PHONES
 from common.phones import cmudict_phones
-from downstream.ctc_heads import LinearCTCHead
+from downstream.ctc_heads import BiLSTMCTCHead, LinearCTCHead
 
 from .base import TaskConfig, Utterance
 from .ctc import BLANK, CTCTask
@@ -30,7 +33,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PRHeadConfig:
+    # "linear": SUPERB's probe (projector + frame-wise linear, no non-linearity between). "bilstm": the ASR head's
+    # BiLSTM-CTC (hidden_size, num_layers) -- not SUPERB's PR protocol; results rows record the config
+    kind: Literal["linear", "bilstm"] = "linear"
     proj_dim: int = 256
+    hidden_size: int = 128
+    num_layers: int = 1
 
 
 @dataclass
@@ -80,6 +88,10 @@ class PhonemeRecognition(CTCTask):
     def targets(self, utt: Utterance) -> list[str]:
         return list(utt.label)
 
-    def build_head(self, input_dim: int) -> LinearCTCHead:
-        """Output: log-probabilities ``[batch, frame, 40]`` (blank + 39 CMU phones) at the upstream frame rate."""
-        return LinearCTCHead(input_dim, len(self.vocab), self.config.head.proj_dim)
+    def build_head(self, input_dim: int) -> nn.Module:
+        """Output: log-probabilities ``[batch, frame, 40]`` (blank + 39 CMU phones) at the upstream frame rate;
+        ``head.kind`` chooses SUPERB's linear probe or a BiLSTM (see :class:`PRHeadConfig`)."""
+        h = self.config.head
+        if h.kind == "bilstm":
+            return BiLSTMCTCHead(input_dim, len(self.vocab), h.proj_dim, h.hidden_size, h.num_layers, dropout=0.0)
+        return LinearCTCHead(input_dim, len(self.vocab), h.proj_dim)
