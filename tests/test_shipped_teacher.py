@@ -14,6 +14,7 @@ from tests.fixtures.scripts import load_script
 from tests.fixtures.upstreams import tiny_teacher_config
 from upstream import build_upstream
 from upstream.builtin import ShippedWeightsError
+from upstream.hubert import HubertUpstream
 import upstream.builtin as builtin
 
 
@@ -142,3 +143,31 @@ def test_benchmark_cli_without_shipped_weights_exits_2_with_one_line(tmp_path, m
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and "hubert_mini: no shipped weights in" in err[0]
     assert "--random-init" in err[0]
+
+
+def test_ship_teacher_from_an_iteration_checkpoint(pretrained, tmp_path, capsys):
+    """--checkpoint ships that iteration's model; provenance counts the stages up to it, not the later ones."""
+    from pretrain.export import model_from_checkpoint
+
+    ship = load_script("scripts/ship_teacher.py")
+    ckpt = pretrained / "iter1" / "checkpoints" / "last.pt"
+    dest = tmp_path / "iter1_teacher"
+    assert ship.main([str(pretrained), "--dest", str(dest), "--checkpoint", str(ckpt),
+                      "--note", "82.8 CPU minutes"]) == 0
+    prov = (dest / "PROVENANCE.md").read_text()
+    assert "iter1 4" in prov and "iter1_front_end 2" in prov and "iter2" not in prov.split("## Pretraining")[0]
+    assert "| note | 82.8 CPU minutes |" in prov and "iter1 is the shipped model" in prov
+    model, _ = model_from_checkpoint(ckpt)
+    shipped = build_upstream(str(dest))
+    wav = [torch.randn(8000)]
+    with torch.inference_mode():
+        ours = shipped(wav).hidden_states[-1]
+        expected = HubertUpstream(model.half().float())(wav).hidden_states[-1]
+    torch.testing.assert_close(ours, expected)
+    capsys.readouterr()
+    stray = tmp_path / "elsewhere.pt"
+    stray.write_bytes(ckpt.read_bytes())
+    assert ship.main([str(pretrained), "--dest", str(dest), "--checkpoint", str(stray)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "elsewhere.pt: expected a checkpoint inside" in err and "\n" not in err
+    assert (dest / "PROVENANCE.md").read_text() == prov  # the refused run left the shipped folder as it was

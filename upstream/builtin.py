@@ -50,7 +50,7 @@ DISTILHUBERT_MINI = student_config_from_teacher(HUBERT_MINI, 2, (4, 8, 12))
 # Weights shipped inside the project: upstream/pretrained/<name>/{model.safetensors, upstream.yaml, PROVENANCE.md},
 # written by scripts/ship_teacher.py, which prints the sha256 to record here. None: nothing shipped yet.
 SHIPPED_DIR = REPO_ROOT / "upstream" / "pretrained"
-SHIPPED_SHA256: dict[str, str | None] = {"hubert_mini": None}
+SHIPPED_SHA256: dict[str, str | None] = {"hubert_mini": "602b5564400924b669caf0c380373c6aa90a7606dab17e03acb7762bf412b43b"}
 
 
 class ShippedWeightsError(ValueError):
