@@ -108,7 +108,7 @@ def peak_memory(kind: str, path: Path, threads: int, seconds: float) -> tuple[fl
             + ("import torch, upstream\n" if kind == "pytorch" else "import onnxruntime\n")
             + "base = [int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmRSS:')][0]\n"
             + load
-            + f"run(np.random.default_rng(0).standard_normal((1, {int(seconds * 16000)}), dtype=np.float32) * 0.1)\n"
+            + f"run(np.random.default_rng(0).standard_normal((1, {int(seconds * SAMPLE_RATE)}), dtype=np.float32) * 0.1)\n"
             + "peak = [int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
             + "print(json.dumps([peak, peak - base]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import add_timing_options, interleaved_times, set_threads  # noqa: E402
+from common.audio import SAMPLE_RATE  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.precision import autocast  # noqa: E402
 from distill.config import DistillConfig  # noqa: E402
@@ -44,8 +45,8 @@ def distill_step_fn(device: str, batch: int, seconds: float):
     objective = DistillObjective(cfg, teacher).to(device).train()
     opt = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=1e-4)
     g = torch.Generator().manual_seed(1)
-    data = {"wav": (torch.randn(batch, int(seconds * 16000), generator=g) * 0.1).to(device),
-            "wav_lengths": torch.full((batch,), int(seconds * 16000), device=device)}
+    data = {"wav": (torch.randn(batch, int(seconds * SAMPLE_RATE), generator=g) * 0.1).to(device),
+            "wav_lengths": torch.full((batch,), int(seconds * SAMPLE_RATE), device=device)}
 
     def step(precision: str) -> None:
         with autocast(precision, device):

@@ -111,8 +111,9 @@ def bench(upstreams: dict[str, str], tasks: list[str], seeds: list[int], data_ro
     return failed
 
 
-def curve_table(out: Path, minutes: dict[str, float], anchors: Path | None):
-    """The report table (benchmark/report.py) of the points and the FBANK anchor rows, with ``cpu_minutes``."""
+def curve_table(out: Path, minutes: dict[str, float], anchors: Path | None, seeds: list[int]):
+    """The report table (benchmark/report.py) of the points and the FBANK anchor rows, with ``cpu_minutes``; anchor
+    rows from ``anchors`` count only the curve's ``seeds`` (a demo run with more seeds is not averaged in)."""
     import pandas as pd
 
     from benchmark.table import build_table, load_results
@@ -121,7 +122,9 @@ def curve_table(out: Path, minutes: dict[str, float], anchors: Path | None):
     df = load_results(out / "benchmark")
     if anchors is not None:
         extra = load_results(anchors)
-        df = pd.concat([df[~df["label"].isin(ANCHORS)], extra[extra["label"].isin(ANCHORS)]], ignore_index=True)
+        seed = pd.to_numeric(extra["seed"], errors="coerce").fillna(0).astype(int)
+        extra = extra[extra["label"].isin(ANCHORS) & seed.isin(seeds)]
+        df = pd.concat([df[~df["label"].isin(ANCHORS)], extra], ignore_index=True)
     table = build_table(df, load_reference(None), out / "benchmark")
     table = table[table["upstream"].isin(list(minutes) + list(ANCHORS))].copy()
     table.insert(1, "cpu_minutes", [minutes.get(u) for u in table["upstream"]])
@@ -207,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         if args.only == "bench":
             return 0
-    table = curve_table(args.out, minutes, args.anchors)
+    table = curve_table(args.out, minutes, args.anchors, args.seeds)
     shown = [c for c in table.columns if c in ("upstream", "cpu_minutes", "SUPERB_local", "asr cer")
              or (" " in c and c.split(" ")[0] in {"pr", "ks", "ic", "sid", "er", "asr", "qbe", "sf", "asv", "sd"})]
     from benchmark.table import to_markdown

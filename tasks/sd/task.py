@@ -179,7 +179,7 @@ class SpeakerDiarization(Task):
     def rttm(self, utts: Sequence[Utterance], posteriors: Sequence[Any]) -> list[str]:
         """RTTM lines of ``posteriors`` (one ``[frame, speaker]`` list per utterance) at the tuned threshold and
         median filter; speakers are named by output index (``run_benchmark.py predict``)."""
-        shift = self.downsample_rate / 16000
+        shift = self.downsample_rate / SAMPLE_RATE
         lines = []
         for u, post in zip(utts, posteriors):
             post = np.asarray(post, dtype=np.float32).reshape(-1, self.config.data.num_speakers)
