@@ -10,9 +10,11 @@ the output records them; other settings rebuild the stage):
   3. distil     run_distill.py → results/demo/distilhubert_mini_cnn and results/demo/distilhubert_mini_fbank
                 (both at once; logs in results/demo/logs); with the shipped teacher they get the minutes
                 pretraining no longer takes (``Budget.shipped_distil_minutes``)
-  4. benchmark  run_benchmark.py for fbank, fbank_no_cmvn, the teacher and both students on every task of
-                tasks.list_tasks() (features cached in results/demo/benchmark/feature_cache)
-  5. report     run_benchmark.py report (params, RTF, each task's metric, SUPERB score) + bench/student_speed.py
+  4. int8       run_distill.py export --format onnx --quantize dynamic of the CNN student
+                → results/demo/onnx/distilhubert_mini_cnn.int8.onnx (the on-device row, run with onnxruntime)
+  5. benchmark  run_benchmark.py for fbank, fbank_no_cmvn, the teacher, both students and the int8 CNN student on
+                every task of tasks.list_tasks() (features cached in results/demo/benchmark/feature_cache)
+  6. report     run_benchmark.py report (params, RTF, each task's metric, SUPERB score) + bench/student_speed.py
 Every stage is a command line (the demo knows nothing else): a subprocess, except the benchmark's runs, which go to
 two long-lived workers that import torch once (benchmark/workers.py). A failing task is reported loudly, the
 demo goes on, and it exits non-zero at the end.
@@ -233,8 +235,34 @@ class Stages:
         with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
             list(pool.map(lambda item: one(*item), todo.items()))
 
+    @property
+    def int8_student(self) -> Path:
+        """The CNN student exported to ONNX with int8 dynamic quantization (``run_distill.py export``)."""
+        return self.out / "onnx" / "distilhubert_mini_cnn.int8.onnx"
+
+    def export_int8(self) -> None:
+        """The on-device row: ``run_distill.py export --format onnx --quantize dynamic`` of the CNN student; its
+        fp32 ONNX file is written beside it and not benchmarked (it matches PyTorch within 1e-4, docs/ONNX.md)."""
+        student = self.students()["cnn"]
+        if not (student / "upstream.yaml").is_file():
+            return  # its distillation failed, already reported
+        folder = self.int8_student.parent
+        marker = folder / ".demo_stage.json"
+        settings = json.dumps({"student": (student / "model.safetensors").stat().st_mtime})
+        if self.int8_student.is_file() and marker.is_file() and marker.read_text() == settings:
+            print(f"  cached: {_shown(self.int8_student)}", flush=True)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [PY, "run_distill.py", "export", "--student", str(student), "--format", "onnx",
+               "--out", str(folder / "distilhubert_mini_cnn.onnx"), "--quantize", "dynamic"]
+        if run(cmd, self.out / "logs" / "export_int8.log") != 0:
+            raise StageFailed(f"int8 export failed (log {self.out}/logs/export_int8.log)")
+        marker.write_text(settings)
+
     def upstreams(self) -> list[str]:
         found = [str(p) for p in [self.teacher, *self.students().values()] if (p / "upstream.yaml").is_file()]
+        if self.int8_student.is_file():
+            found.append(str(self.int8_student))
         # both FBANK rows: the report's zero anchor is the better of the two per metric (benchmark/report.py)
         return ["fbank", "fbank_no_cmvn"] + found
 
@@ -252,7 +280,7 @@ class Stages:
         done_dir.mkdir(parents=True, exist_ok=True)
         jobs = []
         for upstream in self.upstreams():
-            weights = ROOT / upstream / "model.safetensors"
+            weights = Path(upstream) if upstream.endswith(".onnx") else ROOT / upstream / "model.safetensors"
             # a retrained upstream invalidates its results
             settings = json.dumps({**self._settings("benchmark"),
                                    "weights_mtime": weights.stat().st_mtime if weights.is_file() else None})
@@ -361,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!!! {e}", flush=True)
         return 1
     stages.timed("3 distil students", stages.distil)
-    stages.timed("4 benchmark", lambda: stages.benchmark(args.tasks))
-    stages.timed("5 report", stages.report)
+    stages.timed("4 int8 export", stages.export_int8)
+    stages.timed("5 benchmark", lambda: stages.benchmark(args.tasks))
+    stages.timed("6 report", stages.report)
     print("\nstage times: " + ", ".join(f"{n} {s:.0f} s" for n, s in stages.timings) +
           f"; total {time.time() - started:.0f} s")
     if stages.failures:

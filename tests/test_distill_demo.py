@@ -192,3 +192,37 @@ def test_pretrain_flag_pretrains_even_with_shipped_weights(demo, tmp_path, monke
     s = stages(demo, tmp_path, quick=False, pretrain=True)
     assert s.teacher == tmp_path / "res" / "hubert_mini" and s.distil_minutes == demo.FULL.distil_minutes
     assert not stages(demo, tmp_path, quick=False, pretrain=False).teacher.is_relative_to(tmp_path)
+
+
+def test_the_int8_cnn_student_is_exported_once_and_benchmarked_as_a_row(demo, tmp_path, monkeypatch):
+    exported: list[list[str]] = []
+
+    def run(cmd, log=None):  # stands in for run_distill.py export: writes the int8 file it names
+        exported.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.with_name(out.stem + ".int8.onnx").write_bytes(b"onnx")
+        return 0
+    monkeypatch.setattr(demo, "run", run)
+    s = stages(demo, tmp_path, quick=True)
+    s.export_int8()
+    assert exported == [] and str(s.int8_student) not in s.upstreams()  # no CNN student yet: nothing to export
+    cnn = s.students()["cnn"]
+    cnn.mkdir(parents=True)
+    (cnn / "upstream.yaml").write_text("student")
+    (cnn / "model.safetensors").write_bytes(b"w")
+    s.export_int8()
+    (cmd,) = exported
+    assert cmd[1:3] == ["run_distill.py", "export"] and cmd[cmd.index("--student") + 1] == str(cnn)
+    assert cmd[cmd.index("--quantize") + 1] == "dynamic" and cmd[cmd.index("--format") + 1] == "onnx"
+    assert s.upstreams()[-1] == str(s.int8_student)
+    s.export_int8()
+    assert len(exported) == 1  # cached while the student is unchanged
+    (cnn / "model.safetensors").write_bytes(b"retrained")
+    import os
+    os.utime(cnn / "model.safetensors", (1, 1))
+    s.export_int8()
+    assert len(exported) == 2  # a retrained student is exported again
+    commands = []
+    monkeypatch.setattr(demo, "run_benchmark", lambda cmd, log, workers: commands.append(cmd) or 0)
+    s.benchmark(["ks"])
+    assert str(s.int8_student) in [cmd[cmd.index("--upstream") + 1] for cmd in commands]
