@@ -32,6 +32,7 @@ Columns (also written at the top of REPORT.md):
 
 Below the table: the SD reference DER of "speaker A = all speech" (one label over all reference speech) on the test
 set, which a diarization head that learnt only speech activity reaches.
+With several seeds, a second table gives each metric as mean ± standard deviation over the seeds.
 
 Pictures (PNG beside REPORT.md):
 * ``tasks_by_upstream.png`` — one panel per metric, one bar per upstream, the direction (higher/lower is better) in
@@ -55,8 +56,8 @@ from common.io import atomic_path, atomic_write_text
 from .charts import plot_distillation, plot_layer_weights, plot_task_bars
 from .results import DEFAULT_PROTOCOL
 from .superb_score import load_reference
-from .table import (FBANK_ROWS, build_table, latest_test_values, load_results, metric_directions, one_speaker_der,
-                    report_notes, seed_spread, to_markdown)
+from .table import (FBANK_ROWS, build_table, latest_test_values, load_results, mean_sd_table, metric_directions,
+                    one_speaker_der, report_notes, seed_spread, to_markdown)
 
 DEFAULT_TEACHER = "hubert_mini"
 
@@ -81,6 +82,9 @@ def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path
     values = latest_test_values(df)
     notes = report_notes(values)
     markdown = to_markdown(table) + "".join(f"\n\n{n}" for n in notes)
+    spread_table = mean_sd_table(table, seed_spread(df), metric_directions(ref)) if len(table) else None
+    if spread_table is not None:
+        markdown += "\n\nMean ± standard deviation over seeds:\n\n" + to_markdown(spread_table)
     files = []
     with atomic_path(out_dir / "report.csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -220,6 +220,25 @@ def seed_spread(df: pd.DataFrame) -> pd.DataFrame:
     return per_seed.groupby(["upstream", "task", "metric"], sort=False)["value"].std().rename("sd").reset_index()
 
 
+def mean_sd_table(table: pd.DataFrame, spread: pd.DataFrame, directions: dict[str, bool]) -> pd.DataFrame | None:
+    """Each metric column of ``table`` as ``mean ± sd`` strings over seeds (``spread``: :func:`seed_spread`), plus
+    ``seeds``; None when no row has more than one seed. The ordering of upstreams is read against this spread."""
+    if "seeds" not in table or table["seeds"].max() <= 1:
+        return None
+    sd = {(u, f"{t} {m}"): v for u, t, m, v in spread.itertuples(index=False)}
+    columns = [c for c in table.columns if c in directions]
+    rows = []
+    for row in table.to_dict("records"):
+        out = {"upstream": row["upstream"], "seeds": row["seeds"]}
+        for c in columns:
+            mean, dev = row[c], sd.get((row["upstream"], c), math.nan)
+            digits = 4 if abs(mean) < 1 else 2
+            out[c] = "—" if math.isnan(mean) else (f"{mean:.{digits}f}" if math.isnan(dev)
+                                                   else f"{mean:.{digits}f} ± {dev:.{digits}f}")
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
 def metric_directions(ref: Reference) -> dict[str, bool]:
     """Table column (``"<task> <metric>"``) -> higher is better, for the scored and the extra metrics."""
     out = {f"{m.task} {m.metric}": m.higher_is_better for m in ref.metrics}

@@ -80,6 +80,9 @@ def test_report_averages_seeds_and_gives_the_spread_of_the_local_score(tmp_path)
     assert t.loc["student", "SUPERB_local_sd"] == pytest.approx(abs(per_seed[1] - per_seed[0]) / 2 ** 0.5)
     assert t.loc["student", "SUPERB_local"] == pytest.approx(sum(per_seed) / 2)
     assert t.loc["single", "SUPERB_local_sd"] != t.loc["single", "SUPERB_local_sd"]  # NaN: one seed has no spread
+    spread = (tmp_path / "REPORT.md").read_text().split("Mean ± standard deviation over seeds:")[1]
+    assert "| student | 2 | 75.00 ± 7.07 |" in spread  # sd of 70 and 80
+    assert "| single | 1 | 75.00 |" in spread  # one seed: no spread to give
 
 
 def _row(results_dir, label, h, task, metric, value, protocol="weighted-sum", layer=None, random=False, params=1):
