@@ -82,7 +82,8 @@ def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path
     values = latest_test_values(df)
     notes = report_notes(values)
     markdown = to_markdown(table) + "".join(f"\n\n{n}" for n in notes)
-    spread_table = mean_sd_table(table, seed_spread(df), metric_directions(ref)) if len(table) else None
+    spread = seed_spread(df)
+    spread_table = mean_sd_table(table, spread, metric_directions(ref)) if len(table) else None
     if spread_table is not None:
         markdown += "\n\nMean ± standard deviation over seeds:\n\n" + to_markdown(spread_table)
     files = []
@@ -95,7 +96,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None, reference: Path
     files += plot_layer_weights(values, out_dir)
     ups = list(table["upstream"]) if len(table) else []
     teacher = teacher or (DEFAULT_TEACHER if DEFAULT_TEACHER in ups else None)
-    bars = plot_task_bars(table, out_dir, seed_spread(df), metric_directions(ref), teacher, one_speaker_der(values))
+    bars = plot_task_bars(table, out_dir, spread, metric_directions(ref), teacher, one_speaker_der(values))
     if bars:
         files.append(bars)
     if teacher is not None and teacher in ups:

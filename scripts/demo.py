@@ -122,10 +122,11 @@ class Stages:
         fields = {"corpus": ["corpus_size"],
                   "pretrain": ["pretrain_steps", "batch_seconds", "item_seconds", "pretrain_minutes"],
                   "distil": ["distil_steps", "batch_seconds", "item_seconds", self._distil_minutes_field],
-                  "benchmark": ["benchmark_steps"]}[stage.split("-")[0]]
+                  "benchmark": ["benchmark_steps"], "int8": []}[stage.split("-")[0]]
         inputs = {"pretrain": [self.data / "MANIFEST.sha256"],
                   "distil": [self.data / "MANIFEST.sha256", self.teacher / "model.safetensors"],
-                  "benchmark": [self.data / "MANIFEST.sha256"]}.get(stage.split("-")[0], [])
+                  "benchmark": [self.data / "MANIFEST.sha256"],
+                  "int8": [self.students()["cnn"] / "model.safetensors"]}.get(stage.split("-")[0], [])
         recipes = {"pretrain": [PRETRAIN_RECIPE], "distil-cnn": [DISTIL_RECIPES["cnn"]],
                    "distil-fbank": [DISTIL_RECIPES["fbank"]]}.get(stage, [])
         return {"stage": stage, "budget": {k: b[k] for k in fields},
@@ -247,17 +248,14 @@ class Stages:
         if not (student / "upstream.yaml").is_file():
             return  # its distillation failed, already reported
         folder = self.int8_student.parent
-        marker = folder / ".demo_stage.json"
-        settings = json.dumps({"student": (student / "model.safetensors").stat().st_mtime})
-        if self.int8_student.is_file() and marker.is_file() and marker.read_text() == settings:
-            print(f"  cached: {_shown(self.int8_student)}", flush=True)
+        if self.cached(folder, "int8"):
             return
         folder.mkdir(parents=True, exist_ok=True)
         cmd = [PY, "run_distill.py", "export", "--student", str(student), "--format", "onnx",
                "--out", str(folder / "distilhubert_mini_cnn.onnx"), "--quantize", "dynamic"]
         if run(cmd, self.out / "logs" / "export_int8.log") != 0:
             raise StageFailed(f"int8 export failed (log {self.out}/logs/export_int8.log)")
-        marker.write_text(settings)
+        self.mark_done(folder, "int8")
 
     def upstreams(self) -> list[str]:
         found = [str(p) for p in [self.teacher, *self.students().values()] if (p / "upstream.yaml").is_file()]
