@@ -244,3 +244,24 @@ def test_export_cli_bad_input(tmp_path, capsys):
     assert run_distill.main(argv) == 2
     assert "is a directory" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_int8_quantizes_every_weight_matmul_of_a_wider_model(tmp_path):
+    # 96-dim: q/k/v weights of 96 x 96 = 9216 elements, over the 8192-element limit of the exporter's own constant
+    # folding, so the fused q/k/v weight (a Concat of three weights) must be folded by export_onnx itself; the
+    # 64-dim fixtures above are under the limit and would not notice. Unfolded, the quantizer skips the q/k/v
+    # matmuls (their weight is not a constant) and the file stays half fp32.
+    from upstream.onnx_export import quantize_dynamic_int8
+
+    torch.manual_seed(0)
+    upstream = HubertUpstream(HubertModel(tiny_config(embed_dim=96, ffn_dim=128, layers=1)))
+    fp32 = export_onnx(upstream, tmp_path / "wide.onnx")
+    int8 = quantize_dynamic_int8(fp32, tmp_path / "wide.int8.onnx")
+    nodes = onnx.load(str(int8)).graph.node
+    # feature projection + per layer: fused q/k/v, out_proj, two feed-forward linears
+    assert sum(n.op_type == "MatMulInteger" for n in nodes) == 1 + 4
+    assert not [n for n in nodes if n.op_type == "Concat" and "q_proj" in " ".join(n.input)]
+    wav = random_wavs([16000], seed=5)
+    with torch.no_grad():
+        ref = upstream(wav).hidden_states
+    assert all((a - r).abs().max() < 1e-4 for a, r in zip(build_upstream(fp32)(wav).hidden_states, ref))

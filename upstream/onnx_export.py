@@ -187,9 +187,11 @@ def export_onnx(upstream: Upstream, out: str | Path, source: str = "", macs_per_
     batch, time = torch.export.Dim("batch", min=1), torch.export.Dim("time", min=upstream.min_samples())
     names = [f"hidden_state_{i}" for i in range(num_states)] + ["frames"]
     with atomic_path(out) as tmp, torch.no_grad():
-        torch.onnx.export(graph, (wav, lengths), str(tmp), dynamo=True, opset_version=OPSET,
-                          input_names=["wav", "wav_lengths"], output_names=names,
-                          dynamic_shapes=({0: batch, 1: time}, {0: batch}), external_data=False, verbose=False)
+        program = torch.onnx.export(graph, (wav, lengths), dynamo=True, opset_version=OPSET,
+                                    input_names=["wav", "wav_lengths"], output_names=names,
+                                    dynamic_shapes=({0: batch, 1: time}, {0: batch}), verbose=False)
+        _fold_weight_subgraphs(program, max(p.numel() for p in graph.parameters()))
+        program.save(str(tmp), external_data=False)
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "family": "hubert",
                 "source": str(source), "source_hash": upstream.weights_hash(),
                 "hash_config": upstream.hash_config(), "downsample_rate": int(upstream.downsample_rate),
@@ -198,6 +200,20 @@ def export_onnx(upstream: Upstream, out: str | Path, source: str = "", macs_per_
                 "precision": "fp32", "torch": torch.__version__}
         _write_metadata(tmp, meta)
     return out
+
+
+def _fold_weight_subgraphs(program, largest_weight: int) -> None:
+    """Fold every subgraph that reads only weights into one initializer (in place), e.g. the Concat + Transpose
+    that builds the fused q/k/v weight from ``q_proj``/``k_proj``/``v_proj`` (:class:`upstream.components.SelfAttention`).
+
+    The exporter's own pass (onnxscript's optimizer) skips inputs over 8192 elements, so for any model wider than
+    a test fixture the fused weight stayed a runtime Concat: the int8 quantizer, which only quantizes matmuls with
+    a constant weight, then left all q/k/v projections fp32 (the demo's CNN student's int8 file was 2.17x smaller
+    than fp32 instead of ~3x). Folding is exact (concatenation and transposition copy values)."""
+    from onnxscript import optimizer
+
+    limit = 3 * largest_weight  # the fused q/k/v weight is the largest folded result
+    optimizer.optimize(program.model, input_size_limit=limit, output_size_limit=limit)
 
 
 def _store_conv_weights_fp16(model) -> None:
