@@ -127,3 +127,24 @@ def test_onednn_kernels_match_torch_defaults():
     ref = torch.autograd.grad((F.gelu(F.linear(x, w, bias)) * weights).sum(), [x, w, bias])
     for g, r in zip(got, ref):
         assert (g - r).abs().max().item() < 1e-5
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (2, 2), (4, 2), (5, 3)])
+@pytest.mark.parametrize("time", [None, 0, 1, 2, 37])  # None: exactly one kernel; else kernel + extra frames
+def test_channels_last_conv_gemms_match_conv1d(kernel, stride, time):
+    """conv1d_gelu_channels_last (the CNN's later layers as GEMMs on strided views) equals GELU(conv1d) for every
+    length, including views that start inside a larger tensor (a storage offset) and inputs one kernel long."""
+    from upstream.kernels import conv1d_gelu_channels_last, conv_gemm_applies
+
+    torch.manual_seed(0)
+    n = kernel + (time or 0)
+    weight, bias = torch.randn(6, 5, kernel), torch.randn(6)
+    whole = torch.randn(n + 3, 5)
+    x = whole[3:]  # storage offset 15
+    assert conv_gemm_applies(x, weight, bias, stride)
+    for b in (None, bias):
+        got = conv1d_gelu_channels_last(x, weight, b, stride)
+        ref = F.gelu(F.conv1d(x.t()[None], weight, b, stride=stride))[0].t()
+        assert got.shape == ref.shape == ((n - kernel) // stride + 1, 6)
+        assert (got - ref).abs().max().item() < 1e-5

@@ -23,8 +23,8 @@ from torch.nn.utils import parametrize
 
 from common.audio import SAMPLE_RATE
 
-from .kernels import (conv1d_gelu, conv_output_lengths, linear, needs_grad, onednn_applies, pack, per_utterance, unpack,
-                      valid_mask)
+from .kernels import (conv1d_gelu, conv1d_gelu_channels_last, conv_gemm_applies, conv_output_lengths, linear,
+                      needs_grad, onednn_applies, pack, per_utterance, unpack, valid_mask)
 
 
 class MaskedGroupNorm(nn.Module):
@@ -151,35 +151,57 @@ class ConvFrontEnd(nn.Module):
         (see :func:`pack`) and frame lengths ``[batch]``."""
         frames = self.output_lengths(lengths)
         n_samples, n_frames = lengths.tolist(), frames.tolist()
+        kept = [(w[None, :n], f) for w, n, f in zip(wav, n_samples, n_frames) if f > 0]
+        if kept and self._channels_last_applies(wav):
+            return self._run_chained(kept, channels_last=True), frames
         if min(n_samples) == max(n_samples) and n_frames[0] > 0:
             return self._run(wav[:, : n_samples[0]]).flatten(0, 1), frames
-        kept = [(w[None, :n], f) for w, n, f in zip(wav, n_samples, n_frames) if f > 0]
         if len(kept) < 2:
             outs = [self._run(w)[0] for w, _ in kept]
             return (torch.cat(outs) if outs else wav.new_zeros(0, self.output_dim)), frames
         return self._run_chained(kept), frames
 
-    def _run_chained(self, utterances: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
-        """Different lengths: the first layer (its norm is per utterance) runs per utterance, then its outputs are
-        chained along time into one sequence, each starting at a multiple of the remaining layers' total stride
-        (zeros between), and every later layer runs once over the chain: each output frame of an utterance then
-        reads only that utterance's frames (the frames straddling two utterances are computed and dropped). One
-        large conv per layer instead of one per utterance. Returns ``[sum(frames), channel]``."""
+    def _channels_last_applies(self, wav: torch.Tensor) -> bool:
+        """Whether every layer after the first runs as channels-last GEMMs (:func:`conv1d_gelu_channels_last`):
+        group-norm mode (no norm after the first layer) and the GEMM path applies to each layer's weights."""
+        rest = self.conv_layers[1:]
+        return bool(rest) and all(block.norm_kind is None and
+                                  conv_gemm_applies(wav, block.conv.weight, block.conv.bias, block.stride)
+                                  for block in rest)
+
+    def _run_chained(self, utterances: list[tuple[torch.Tensor, int]], channels_last: bool = False
+                     ) -> torch.Tensor:
+        """The first layer (its norm is per utterance) runs per utterance, then its outputs are chained along time
+        into one sequence, each starting at a multiple of the remaining layers' total stride (zeros between), and
+        every later layer runs once over the chain: each output frame of an utterance then reads only that
+        utterance's frames (the frames straddling two utterances are computed and dropped). One large conv per
+        layer instead of one per utterance. ``channels_last``: the chain is ``[time, channel]`` and the later
+        layers run as GEMMs (:func:`conv1d_gelu_channels_last`; then also for one utterance or equal lengths).
+        Returns ``[sum(frames), channel]``."""
         first, rest = self.conv_layers[0], self.conv_layers[1:]
         hop = math.prod(block.stride for block in rest)
+        time_dim = 0 if channels_last else 1
         pieces, starts, position = [], [], 0
         for wav, _ in utterances:
             y = first(wav[:, None, :])[0]  # [channel, frame0]
+            y = y.t() if channels_last else y
             starts.append(position)
-            end = position + y.shape[1]
+            end = position + y.shape[time_dim]
             position = -(-end // hop) * hop
-            pieces += [y, y.new_zeros(y.shape[0], position - end)]
-        x = torch.cat(pieces, dim=1)[None]
-        for block in rest:
-            x = block(x)
+            gap = (position - end, y.shape[1]) if channels_last else (y.shape[0], position - end)
+            pieces += [y, y.new_zeros(gap)]
+        x = torch.cat(pieces, dim=time_dim)
+        if channels_last:  # [time, channel]
+            for block in rest:
+                x = conv1d_gelu_channels_last(x, block.conv.weight, block.conv.bias, block.stride)
+        else:  # [1, channel, time]
+            x = x[None]
+            for block in rest:
+                x = block(x)
+            x = x[0].t()
         index = torch.cat([torch.arange(start // hop, start // hop + f, device=x.device)
                            for start, (_, f) in zip(starts, utterances)])
-        return x[0].index_select(1, index).t()
+        return x.index_select(0, index)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """wav ``[batch, sample]`` → features ``[batch, frame, channel]`` (zeros past each length; ``frame`` is

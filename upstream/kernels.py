@@ -114,3 +114,41 @@ def conv1d_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         return torch.ops.mkldnn._convolution_pointwise(x.contiguous(), weight, bias, [0], [stride], [1], 1, "gelu",
                                                        [], "none")
     return F.gelu(F.conv1d(x, weight, bias, stride=stride))
+
+
+def conv_gemm_applies(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> bool:
+    """Whether :func:`conv1d_gelu_channels_last` runs as oneDNN GEMMs (else it falls back to ``F.conv1d``): the
+    oneDNN path applies, nothing needs gradients, and ``stride <= kernel <= 2 * stride`` (HuBERT's CNN after the
+    first layer: kernel 3 / stride 2 and kernel 2 / stride 2)."""
+    kernel = weight.shape[-1]
+    return (stride <= kernel <= 2 * stride and onednn_applies(x, weight) and not needs_grad(x, weight, bias)
+            and hasattr(torch.ops.mkldnn._linear_pointwise, "binary"))
+
+
+def conv1d_gelu_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int
+                              ) -> torch.Tensor:
+    """GELU(conv1d(x)) without padding on channels-last input: ``x [time, in]`` → ``[frame, out]``, ``frame =
+    (time - kernel) // stride + 1`` (``time >= kernel``); ``weight [out, in, kernel]``.
+
+    With ``stride <= kernel <= 2 * stride`` the conv is at most two GEMMs on strided views of ``x``, no copy of it:
+    output frame t reads input frames ``stride*t .. stride*t + kernel - 1``, which are row t of ``x`` viewed as
+    ``[frame, stride * in]`` (the first ``stride`` frames, weight taps ``0..stride-1``) plus the first
+    ``kernel - stride`` frames of row t + 1 (taps ``stride..kernel-1``). The second GEMM adds into the first as
+    oneDNN's binary post-op. Measured on HuBERT's 512→512 kernel-3 stride-2 layer, 5 s of audio, one thread: 59 ms
+    against 77 ms for oneDNN's direct conv + GELU (:func:`conv1d_gelu`), whose channels-first layout also costs a
+    transpose at each end of the CNN. Outputs agree with ``F.conv1d`` to float rounding (the sum order differs)."""
+    out_ch, in_ch, kernel = weight.shape
+    if not conv_gemm_applies(x, weight, bias, stride):
+        return F.gelu(F.conv1d(x.t()[None], weight, bias, stride=stride))[0].t()
+    x = x.contiguous()
+    frames = (x.shape[0] - kernel) // stride + 1
+    row = stride * in_ch  # elements between the first input frames of consecutive output frames
+    head = x.as_strided((frames, row), (row, 1), x.storage_offset())
+    w_head = weight[:, :, :stride].permute(0, 2, 1).reshape(out_ch, row).contiguous()  # [out, tap * in] like x
+    if kernel == stride:
+        return torch.ops.mkldnn._linear_pointwise(head, w_head, bias, "gelu", [], "none")
+    tail = x.as_strided((frames, (kernel - stride) * in_ch), (row, 1), x.storage_offset() + row)
+    w_tail = weight[:, :, stride:].permute(0, 2, 1).reshape(out_ch, -1).contiguous()  # strided: oneDNN ~300x slower
+    y = torch.ops.mkldnn._linear_pointwise(head, w_head, bias, "none", [], "")
+    y = torch.ops.mkldnn._linear_pointwise.binary(tail, y, w_tail, None, "add")
+    return F.gelu(y)
