@@ -70,6 +70,22 @@ class ConvLayerBlock(nn.Module):
         elif norm is not None:
             raise ValueError(f"unknown conv norm {norm!r}; expected None, 'group_norm' or 'layer_norm'")
 
+    def _first_layer_gemm(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The group-normed first layer (one input channel) as one fused oneDNN GEMM (+ bias, GELU) per utterance
+        over its windows, ``[batch, 1, time]`` → ``[batch, frame, out]`` (channels last, as the GEMM writes it);
+        None when that path does not apply (other layers, gradients needed, no oneDNN, too short)."""
+        if self.norm_kind != "group_norm" or x.shape[1] != 1 or x.shape[-1] < self.kernel:
+            return None
+        if not onednn_applies(x, self.conv.weight) or needs_grad(x, self.conv.weight, self.conv.bias,
+                                                                  self.layer_norm.weight, self.layer_norm.bias):
+            return None
+        scale, shift = self._folded_group_norm(x)
+        weight = self.conv.weight[None, :, 0] * scale[:, :, None]  # [batch, out, kernel]
+        windows = x[:, 0].unfold(-1, self.kernel, self.stride)  # [batch, frame, kernel]
+        if x.shape[0] == 1:
+            return linear(windows[0], weight[0], shift[0], gelu=True)[None]
+        return torch.stack([linear(w, wt, b, gelu=True) for w, wt, b in zip(windows, weight, shift)])
+
     def _folded_group_norm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Conv weight ``[out, in, kernel]`` and bias ``[batch, out]`` that compute conv → group norm for ``x``
         ``[batch, in, time]``; the batch dim of the weight is folded in by the caller."""
@@ -87,20 +103,21 @@ class ConvLayerBlock(nn.Module):
             shift = shift + self.conv.bias.double() * scale
         return scale.to(x.dtype), shift.to(x.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
         """x: ``[batch, in_channel, time]``, no padding (each row one whole utterance) → ``[batch, out_channel,
         frame]`` with ``frame = (time - kernel) // stride + 1`` (no frame, ``[batch, out_channel, 0]``, when the
-        input is shorter than the kernel)."""
+        input is shorter than the kernel); ``channels_last``: ``[batch, frame, out_channel]`` instead."""
+        if channels_last:
+            y = self._first_layer_gemm(x)
+            return self(x).transpose(1, 2) if y is None else y
         if x.shape[-1] < self.kernel:
             return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
+        y = self._first_layer_gemm(x)
+        if y is not None:
+            return y.transpose(1, 2).contiguous()
         if self.norm_kind == "group_norm":
             scale, shift = self._folded_group_norm(x)
             weight = self.conv.weight[None] * scale[:, :, None, None]  # [batch, out, in, kernel]
-            if x.shape[1] == 1 and onednn_applies(x, weight) and not needs_grad(x, weight):
-                # one input channel: the windows @ weightᵀ as one fused oneDNN GEMM (+ bias, GELU) per utterance
-                windows = x[:, 0].unfold(-1, self.kernel, self.stride)  # [batch, frame, kernel]
-                return torch.stack([linear(w, wt[:, 0], b, gelu=True).t() for w, wt, b in
-                                    zip(windows, weight, shift)])
             if x.shape[0] == 1:
                 return conv1d_gelu(x, weight[0], shift[0], self.stride)
             # several (equal-length) utterances, each its own folded weight: one conv, a group per utterance
@@ -183,8 +200,7 @@ class ConvFrontEnd(nn.Module):
         time_dim = 0 if channels_last else 1
         pieces, starts, position = [], [], 0
         for wav, _ in utterances:
-            y = first(wav[:, None, :])[0]  # [channel, frame0]
-            y = y.t() if channels_last else y
+            y = first(wav[:, None, :], channels_last=channels_last)[0]  # [frame0, channel] or [channel, frame0]
             starts.append(position)
             end = position + y.shape[time_dim]
             position = -(-end // hop) * hop
