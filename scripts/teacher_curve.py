@@ -60,22 +60,26 @@ def parse_point(text: str) -> tuple[str, Path, float]:
 
 
 def export(points: list[tuple[str, Path, float]], out: Path) -> dict[str, Path]:
-    """name -> upstream dir; checkpoints are exported once into ``out/upstreams/NAME``."""
+    """name -> upstream dir; each point is saved once into ``out/upstreams/NAME``, upstream dirs too: the benchmark
+    labels its rows by the folder's name, so a point must live in a folder called NAME to be found by the plot."""
     from pretrain.export import model_from_checkpoint
     from upstream.checkpoints import save_upstream
     from upstream.hubert import HubertUpstream
+    from upstream.registry import build_upstream
 
     dirs = {}
     for name, source, _ in points:
-        if source.is_dir():
-            dirs[name] = source
-            continue
         target = out / "upstreams" / name
         if not (target / "upstream.yaml").is_file():
-            model, step = model_from_checkpoint(source)
-            save_upstream(HubertUpstream(model), target)
-            atomic_write_text(target / "SOURCE.json", json.dumps({"checkpoint": str(source), "step": step}) + "\n")
-            print(f"  exported {source} (update {step}) -> {target}", flush=True)
+            if source.is_dir():
+                upstream, step = build_upstream(str(source)), None
+            else:
+                model, step = model_from_checkpoint(source)
+                upstream = HubertUpstream(model)
+            save_upstream(upstream, target)
+            atomic_write_text(target / "SOURCE.json", json.dumps({"source": str(source), "step": step}) + "\n")
+            print(f"  exported {source}" + ("" if step is None else f" (update {step})") + f" -> {target}",
+                  flush=True)
         dirs[name] = target
     return dirs
 
