@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import run_benchmark
+    from benchmark.cli import DEFAULT_DATA_ROOT
     from benchmark.report import build_report
     from benchmark.results import safe_name
     from tasks.registry import list_tasks
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = list_tasks() if args.tasks == ["all"] else args.tasks
     students = [Path(s) for s in args.students]
     pairs = [(s, export_pair(s, args.results_dir / "onnx")) for s in students]
-    data_root = Path(args.data_root) if args.data_root else run_benchmark.DEFAULT_DATA_ROOT
+    data_root = Path(args.data_root) if args.data_root else DEFAULT_DATA_ROOT
     if args.feature_utts > 0 and (data_root / "unlabeled").is_dir():
         for student, int8 in pairs:
             errors = feature_error(student, int8, data_root / "unlabeled", args.feature_utts)
