@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from tests.fixtures.upstreams import perturb_, random_wavs, tiny_config
 from upstream.builtin import random_upstream
-from upstream.components import ConvLayerBlock
+from upstream.front_ends import ConvLayerBlock
 from upstream.kernels import pack, unpack
 
 

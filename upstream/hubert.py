@@ -17,7 +17,8 @@ from torch import nn
 from common.audio import SAMPLE_RATE
 
 from .base import BucketedUpstream, pad_waveforms
-from .components import ConvFrontEnd, Encoder, FbankFrontEnd, FeatureProjection, PredictionHead
+from .components import Encoder, FeatureProjection, PredictionHead
+from .front_ends import ConvFrontEnd, FbankFrontEnd
 from .kernels import pack, unpack
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,7 @@ class HubertUpstream(BucketedUpstream):
 
     hidden_states: ``layers + 1`` entries (transformers' convention; for pre-LN models the last entry includes the
     final LayerNorm, like transformers' ``last_hidden_state`` and s3prl), plus one per prediction head when
-    ``include_pred_heads``. ``extract`` runs the utterances packed (no work on padding, see ``components``) in
+    ``include_pred_heads``. ``extract`` runs the utterances packed (no work on padding, see ``front_ends`` and ``components``) in
     groups of at most ``max_bucket_samples`` padded samples (a memory bound); ``bucket_fill > 0`` also splits
     groups by length (longest first), which packing made unnecessary for speed, so the default is 0. Since nothing
     leaks between utterances, the result equals running each utterance alone.

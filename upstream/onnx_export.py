@@ -34,7 +34,7 @@ from common.audio import SAMPLE_RATE
 from common.io import atomic_path
 
 from .base import Upstream, count_parameters
-from .components import ConvFrontEnd, FbankFrontEnd
+from .front_ends import ConvFrontEnd, FbankFrontEnd
 from .kernels import conv_output_lengths, valid_mask
 from .hubert import HubertModel, HubertUpstream
 
