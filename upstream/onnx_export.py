@@ -204,7 +204,8 @@ def export_onnx(upstream: Upstream, out: str | Path, source: str = "", macs_per_
 
 def _fold_weight_subgraphs(program, largest_weight: int) -> None:
     """Fold every subgraph that reads only weights into one initializer (in place), e.g. the Concat + Transpose
-    that builds the fused q/k/v weight from ``q_proj``/``k_proj``/``v_proj`` (:class:`upstream.components.SelfAttention`).
+    that builds the fused q/k/v weight from ``q_proj``/``k_proj``/``v_proj``
+    (:class:`upstream.components.SelfAttention`).
 
     The exporter's own pass (onnxscript's optimizer) skips inputs over 8192 elements, so for any model wider than
     a test fixture the fused weight stayed a runtime Concat: the int8 quantizer, which only quantizes matmuls with
