@@ -200,8 +200,8 @@ class HubertUpstream(BucketedUpstream):
     final LayerNorm, like transformers' ``last_hidden_state`` and s3prl), plus one per prediction head when
     ``include_pred_heads``. ``extract`` runs the utterances packed (no work on padding, see ``front_ends`` and
     ``components``) in groups of at most ``max_bucket_samples`` padded samples (a memory bound); ``bucket_fill > 0``
-    also splits groups by length (longest first), which packing made unnecessary for speed, so the default is 0. Since nothing
-    leaks between utterances, the result equals running each utterance alone.
+    also splits groups by length (longest first), which packing made unnecessary for speed, so the default is 0.
+    Since nothing leaks between utterances, the result equals running each utterance alone.
     Runs under ``torch.no_grad`` rather than ``inference_mode`` so trainable heads can consume the outputs.
     With ``fine_tune = True`` (``--upstream-trainable``) gradients flow and ``train()`` puts the model in train mode
     (dropout active); otherwise the model always stays in eval mode.
