@@ -15,6 +15,14 @@ QUESST14 = "quesst14Database"                            # QbE
 SNIPS = "SNIPS"                                          # SF (SUPERB's Audio-SNIPS)
 LIBRI2MIX = "Libri2Mix"                                  # SD
 
+# Audio SNIPS voices (Amazon Polly) per split, as SUPERB keeps them (s3prl downstream/ctc/snips.yaml:49-99): the
+# folders may hold other voices, which SUPERB leaves out. The offline corpus names its SNIPS speakers the same way.
+SNIPS_VOICES: dict[str, tuple[str, ...]] = {
+    "train": ("Ivy", "Joanna", "Joey", "Justin", "Kendra", "Kimberly", "Matthew", "Salli"),
+    "dev": ("Aditi", "Amy", "Geraint", "Nicole"),
+    "test": ("Brian", "Emma", "Raveena", "Russell"),
+}
+
 # The 39-phone CMU set (ARPAbet without stress) of SUPERB's PR task, in the order of the PR vocabulary.
 CMU_PHONES: tuple[str, ...] = tuple(
     "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH".split())
