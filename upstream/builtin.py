@@ -157,7 +157,11 @@ def hubert_base(checkpoint: str | Path | None = None, seed: int = 0, random_init
 def hubert_large(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
                  **kwargs) -> HubertUpstream:
     """HuBERT Large: layer-norm CNN + 24 pre-LN ("stable layer norm") layers x 1024 (FFN 4096, 16 heads).
+    A checkpoint says whether it normalises its waveforms (fairseq ``task.normalize``, HF ``do_normalize``); the
+    random-init architecture does, as HuBERT Large was pretrained (fairseq ``hubert_large_lv60k`` config).
     Raises :class:`WeightsRequiredError` without ``checkpoint`` or ``random_init``."""
+    if checkpoint is None:
+        kwargs.setdefault("normalize_waveform", True)
     return _build("hubert_large", HUBERT_LARGE, checkpoint, seed, random_init, **kwargs)
 
 

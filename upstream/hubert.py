@@ -204,14 +204,16 @@ class HubertUpstream(BucketedUpstream):
     Since nothing leaks between utterances, the result equals running each utterance alone.
     Runs under ``torch.no_grad`` rather than ``inference_mode`` so trainable heads can consume the outputs.
     With ``fine_tune = True`` (``--upstream-trainable``) gradients flow and ``train()`` puts the model in train mode
-    (dropout active); otherwise the model always stays in eval mode.
+    (dropout active); otherwise the model always stays in eval mode. ``normalize_waveform``: layer-norm each
+    waveform first (models pretrained on normalised audio; read from the checkpoint by ``upstream/checkpoints.py``).
     """
 
     downsample_rate = 320
 
     def __init__(self, model: HubertModel, include_pred_heads: bool = False, bucket_fill: float = 0.0,
-                 min_bucket_size: int = 4, max_bucket_samples: int = SAMPLE_RATE * 240):
-        super().__init__(model, bucket_fill, min_bucket_size, max_bucket_samples)
+                 min_bucket_size: int = 4, max_bucket_samples: int = SAMPLE_RATE * 240,
+                 normalize_waveform: bool = False):
+        super().__init__(model, bucket_fill, min_bucket_size, max_bucket_samples, normalize_waveform)
         self.include_pred_heads = include_pred_heads
         self.downsample_rate = model.downsample_rate
         if include_pred_heads and model.pred_heads is None:

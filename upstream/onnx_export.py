@@ -197,7 +197,8 @@ def export_onnx(upstream: Upstream, out: str | Path, source: str = "", macs_per_
                 "hash_config": upstream.hash_config(), "downsample_rate": int(upstream.downsample_rate),
                 "frame_convs": frame_convs(upstream), "num_hidden_states": num_states,
                 "params": count_parameters(upstream), "macs_per_second": macs_per_second,
-                "precision": "fp32", "torch": torch.__version__}
+                "precision": "fp32", "torch": torch.__version__,
+                "normalize_waveform": bool(upstream.normalize_waveform)}
         _write_metadata(tmp, meta)
     return out
 
