@@ -210,9 +210,13 @@ def _load_ours(path: Path, **kwargs) -> Upstream:
                                                 str(weights), normalize_waveform=normalize)
     model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
     load_model_state(model, _safetensors(data, weights), str(weights), optional=())
+    first_state = meta.get("first_state", "encoder_input")
+    if first_state not in ("encoder_input", "projection"):
+        raise ConversionError(f"{path / CONFIG_FILE}: first_state is {first_state!r}, expected encoder_input or "
+                              "projection")
     return HubertUpstream(model, include_pred_heads=kwargs.get("include_pred_heads",
                                                                meta.get("include_pred_heads", False)),
-                          normalize_waveform=normalize)
+                          normalize_waveform=normalize, first_state=kwargs.get("first_state", first_state))
 
 
 def _upstream_from_state(cfg: HubertConfig, state: dict[str, torch.Tensor], path: Path, **kwargs) -> HubertUpstream:
@@ -277,6 +281,10 @@ def _load_s3prl(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
     state, ignored = state_from_fairseq(ckpt["Distiller"], cfg)
     if ignored:
         raise ConversionError(f"{path}: unrecognised distiller weights {ignored[:8]}")
+    # s3prl reports the distiller's states as [projection before the positional conv] + layers + prediction heads
+    # (upstream/distiller/expert.py:53,57): SUPERB's DistilHuBERT numbers were computed on these
+    kwargs.setdefault("include_pred_heads", True)
+    kwargs.setdefault("first_state", "projection")
     return _upstream_from_state(cfg, state, path, **kwargs)
 
 
@@ -356,6 +364,8 @@ def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: st
         model, include_pred_heads = _as_model(upstream_or_model)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         extra = {"type": "hubert", "include_pred_heads": include_pred_heads, "config": to_dict(model.cfg)}
+        if getattr(upstream_or_model, "first_state", "encoder_input") != "encoder_input":
+            extra["first_state"] = upstream_or_model.first_state
     if getattr(upstream_or_model, "normalize_waveform", False):  # written only when on: older files stay valid
         extra["normalize_waveform"] = True
     data = safetensors.torch.save(state)

@@ -75,6 +75,7 @@ class ExportGraph(nn.Module):
             torch.nn.utils.parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
         self.model = model
         self.include_pred_heads = upstream.include_pred_heads
+        self.first_state = upstream.first_state
         if isinstance(model.front_end, FbankFrontEnd):
             spec, fb = model.front_end.mel.spectrogram, model.front_end.mel.mel_scale.fb
             if spec.n_fft != spec.win_length or spec.power != 2.0 or spec.normalized or spec.center:
@@ -129,10 +130,11 @@ class ExportGraph(nn.Module):
         mask = valid_mask(lengths, x.shape[1])
         keep = mask[:, :, None].to(x.dtype)
         x = x * keep
+        projected = x
         x = x + encoder.pos_conv(x)
         if not encoder.layer_norm_first:
             x = encoder.layer_norm(x)
-        states = [x]
+        states = [projected if self.first_state == "projection" else x]
         for layer in encoder.layers:
             x = layer(x, mask)
             states.append(x)
