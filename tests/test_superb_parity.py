@@ -114,3 +114,98 @@ def test_per_and_wer_equal_s3prl_metrics_on_the_same_predictions():
     words_hyp = ["THE CAT SAT DOWN", "ON MAT TODAY"]
     assert error_rate_percent([r.split() for r in words_ref], [h.split() for h in words_hyp]) == \
         pytest.approx(100 * metric.wer(words_hyp, words_ref))
+
+
+def test_pr_vocabulary_and_targets_match_s3prl_libriphone(tmp_path: Path):
+    """s3prl's libriphone tokenizer (``WordTextEncoder`` over ``vocab/phoneme.txt``: SIL, SPN, 69 stress-marked
+    phones) has 74 outputs (<pad> = blank, <eos>, <unk>) and ends every target with <eos>; ours the same."""
+    text = _s3prl("s3prl.downstream.ctc.text")
+    from common.datasets import SUPERB_PHONES
+    from tasks.registry import build_task
+
+    assert len(SUPERB_PHONES) == 71 and SUPERB_PHONES[:5] == ("SIL", "SPN", "AA0", "AA1", "AA2")
+    assert sum(p[-1].isdigit() for p in SUPERB_PHONES) == 15 * 3 and SUPERB_PHONES[-1] == "ZH"
+    ref = text.WordTextEncoder(list(SUPERB_PHONES))
+    task = build_task("pr", tmp_path)
+    assert len(task.vocab) == ref.vocab_size == 74
+    phones = "DH AH0 K AE1 T SIL S AE1 T".split()
+    utt = Utterance(id="u", path=tmp_path / "u.flac", duration=1.0, label=phones)
+    theirs = ["<blank>" if t == "<pad>" else t for t in (ref._vocab_list[i] for i in ref.encode(" ".join(phones)))]
+    assert task.ctc_targets(utt) == theirs
+    assert task.build_head(32)(torch.zeros(1, 5, 32), torch.tensor([5])).shape == (1, 5, 74)
+
+
+def _oov_librispeech(root: Path) -> None:
+    """The fixture corpus plus one test utterance with a word CMUdict lacks (as LibriSpeech has names)."""
+    from tests.fixtures.datasets import tone, write_librispeech
+
+    write_librispeech(root)
+    folder = root / "LibriSpeech" / "test-clean" / "77" / "300"
+    folder.mkdir(parents=True)
+    tone(folder / "77-300-0000.flac", 1)
+    (folder / "77-300.trans.txt").write_text("77-300-0000 YES QZXVBRAND\n")
+
+
+def test_pr_lexicon_keeps_every_utterance_and_without_it_the_row_says_why(tmp_path: Path, caplog):
+    from tasks.registry import build_task
+
+    _oov_librispeech(tmp_path / "data")
+    plain = build_task("pr", tmp_path / "data")
+    with caplog.at_level("WARNING"):
+        test = plain.load_split("test")
+    assert "77-300-0000" not in [u.id for u in test]
+    assert "not comparable with SUPERB" in caplog.text
+    assert plain.superb_comparability({"test": {"utterances with words missing from CMUdict (no phone targets)": 1}})
+
+    lexicons = tmp_path / "lexicon"
+    lexicons.mkdir()
+    (lexicons / "librispeech-lexicon-200k-g2p.txt").write_text("YES\tY EH1 S\nNO N OW1\nGO G OW1\n")
+    (lexicons / "librispeech-lexicon-allothers-g2p.txt").write_text("YES Y AE1 S\nQZXVBRAND K W IH1 Z B R AE2 N D\n")
+    with_lexicon = build_task("pr", tmp_path / "data", [f"data.lexicon={lexicons}"])
+    test = {u.id: u for u in with_lexicon.load_split("test")}
+    assert test["77-300-0000"].label == "Y EH1 S K W IH1 Z B R AE2 N D".split()  # the first file's YES wins
+    assert with_lexicon.superb_comparability({}) == []
+    # a word the lexicons lack, a phone outside the set, a missing file: one line each
+    (lexicons / "librispeech-lexicon-allothers-g2p.txt").write_text("YES Y AE1 S\n")
+    with pytest.raises(ValueError, match="word 'QZXVBRAND' is not in data.lexicon"):
+        build_task("pr", tmp_path / "data", [f"data.lexicon={lexicons}"]).load_split("test")
+    (lexicons / "librispeech-lexicon-allothers-g2p.txt").write_text("QZXVBRAND K W IH Z\n")
+    with pytest.raises(ValueError, match=r"allothers-g2p\.txt:1: phone\(s\) \['IH'\] are not in SUPERB's"):
+        build_task("pr", tmp_path / "data", [f"data.lexicon={lexicons}"]).load_split("test")
+    (lexicons / "librispeech-lexicon-allothers-g2p.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="librispeech-lexicon-allothers-g2p.txt not found there"):
+        build_task("pr", tmp_path / "data", [f"data.lexicon={lexicons}"]).load_split("test")
+
+
+def test_results_rows_say_whether_they_are_superb_comparable(tmp_path: Path):
+    """Every row records ``superb_comparable`` and why not: the demo profile; a full-profile run with a changed
+    setting and PR phones from CMUdict (an utterance left out); the lr alone and SUPERB's lexicon keep it
+    comparable. The report lists the reasons."""
+    import csv
+
+    from benchmark.comparability import config_differences
+    from benchmark.engine import RunOptions, run_task
+    from benchmark.table import comparability_notes, latest_test_values, load_results
+    from tests.fixtures.upstreams import TINY_UPSTREAM
+
+    _oov_librispeech(tmp_path / "data")
+    small = ["batch.max_seconds=4.0", "batch.eval_max_seconds=4.0", "train.eval_every=2", "optimizer.lr=0.003"]
+
+    def run(name: str, profile: str | None, overrides: list[str]) -> dict:
+        run_task(RunOptions(upstream=TINY_UPSTREAM, task="pr", data_root=tmp_path / "data", max_steps=2,
+                            results_dir=tmp_path / name, profile=profile, cache_dir=tmp_path / "cache",
+                            overrides=overrides))
+        with open(tmp_path / name / "results.csv", newline="") as f:
+            return next(r for r in csv.DictReader(f) if r["split"] == "test")
+
+    demo = run("demo", "demo", ["train.eval_every=2"])
+    assert demo["superb_comparable"] == "0" and "profile 'demo'" in demo["not_comparable_because"]
+    full = run("full", None, small)
+    reasons = full["not_comparable_because"]
+    assert full["superb_comparable"] == "0"
+    assert "batch.max_seconds=4.0" in reasons and "train.max_steps=2" in reasons and "eval_every" in reasons
+    assert "PR phones from CMUdict" in reasons and "optimizer.lr" not in reasons
+    assert config_differences({"optimizer": {"lr": 1e-2}, "data": {"lexicon": ""}},
+                              {"optimizer": {"lr": 1e-3}, "data": {"lexicon": "/x"}}) == []
+    notes = comparability_notes(latest_test_values(load_results(tmp_path / "full")))
+    assert len(notes) == 1 and notes[0].startswith("not SUPERB-comparable: ") and "CMUdict" in notes[0]
