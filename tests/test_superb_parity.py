@@ -132,7 +132,12 @@ def test_pr_vocabulary_and_targets_match_s3prl_libriphone(tmp_path: Path):
     utt = Utterance(id="u", path=tmp_path / "u.flac", duration=1.0, label=phones)
     theirs = ["<blank>" if t == "<pad>" else t for t in (ref._vocab_list[i] for i in ref.encode(" ".join(phones)))]
     assert task.ctc_targets(utt) == theirs
-    assert task.build_head(32)(torch.zeros(1, 5, 32), torch.tensor([5])).shape == (1, 5, 74)
+    head = task.build_head(768)
+    assert head(torch.zeros(1, 5, 768), torch.tensor([5])).shape == (1, 5, 74)
+    # s3prl's PR head: projector Linear(768, 256) (ctc/expert.py) + FrameLevel(256, 74) (downstream/model.py)
+    model = _s3prl("s3prl.downstream.model")
+    theirs = nn.Linear(768, 256), model.FrameLevel(256, ref.vocab_size)
+    assert sum(p.numel() for p in head.parameters()) == sum(p.numel() for m in theirs for p in m.parameters())
 
 
 def _oov_librispeech(root: Path) -> None:
