@@ -142,22 +142,24 @@ def test_run_pretrain_end_to_end_with_iteration_2(tmp_path):
 
 
 def test_the_front_end_warmup_is_paid_from_the_iterations_time_cap(tmp_path, monkeypatch):
-    """With run.max_minutes, warm-up + masked prediction fit in the cap: the warm-up's minutes come off the second."""
+    """With run.max_minutes, warm-up + masked prediction fit in the cap: the warm-up's minutes come off the second;
+    --max-steps caps both phases; each phase is named."""
     from types import SimpleNamespace
 
     from common.config import load_config
     from pretrain.config import PretrainConfig
 
-    clock, runs = SimpleNamespace(now=1000.0), []
+    clock, runs, labels = SimpleNamespace(now=1000.0), [], []
 
     class FakeTrainer:  # records what each phase was asked to do; a fit takes 90 s of the fake clock
-        def __init__(self, objective, run, *args):
+        def __init__(self, objective, run, *args, label="train"):
             runs.append((type(objective).__name__, run))
+            labels.append(label)
 
         def fit(self, resume=False):
             clock.now += 90.0
 
-    monkeypatch.setattr(run_pretrain, "Trainer", FakeTrainer)
+    monkeypatch.setattr("training.loop.Trainer", FakeTrainer)  # imported by train_iteration when called
     monkeypatch.setattr(run_pretrain.time, "time", lambda: clock.now)
     cfg = load_config(PretrainConfig, None, ["front_end_warmup.steps=5", "run.max_minutes=7.0"])
     run_pretrain.train_iteration("iter1", cfg, tiny_teacher_config(codewords=6), [torch.arange(6)], 100, [],
@@ -165,6 +167,13 @@ def test_the_front_end_warmup_is_paid_from_the_iterations_time_cap(tmp_path, mon
     assert [(name, run.max_minutes) for name, run in runs] == [("FrontEndRegression", 7.0),
                                                                 ("MaskedPrediction", 5.5)]
     assert runs[0][1].max_steps == 5 and runs[1][1].max_steps == 40
+    assert labels == ["iter1 front-end warm-up", "iter1 masked prediction"]  # each phase named in the progress bar
+
+    # a short check (--max-steps 3) caps the warm-up too: it once ran its 200 steps before a 10-step run
+    runs.clear()
+    run_pretrain.train_iteration("iter1", cfg, tiny_teacher_config(codewords=6), [torch.arange(6)], 100, [],
+                                 tmp_path, None, SimpleNamespace(is_main=False), False, 3)
+    assert [(name, run.max_steps) for name, run in runs] == [("FrontEndRegression", 3), ("MaskedPrediction", 3)]
 
 
 def _tiny_init_args(tmp_path, init, *extra):
