@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.cli import run_main
+from common.cli import resume_command, run_main
 from training.cli import run_parser
 
 if TYPE_CHECKING:
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return run_main(lambda: export_command(argv[1:]))
     args = parse_args(argv)
-    return run_main(lambda: _run(args))
+    return run_main(lambda: _run(args), resume_hint="the output folder keeps its last checkpoint "
+                    f"(every run.checkpoint_every steps); continue with: {resume_command('run_distill.py', argv)}")
 
 
 def _run(args: argparse.Namespace) -> int:

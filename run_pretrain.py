@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.cli import run_main
+from common.cli import resume_command, run_main
 from training.cli import run_parser
 
 if TYPE_CHECKING:
@@ -168,10 +168,12 @@ def check_settings(cfg: PretrainConfig, model_cfg) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     # provenance for scripts/ship_teacher.py (under torchrun, each rank's own command line)
-    command = shlex.join(["python", "run_pretrain.py", *(sys.argv[1:] if argv is None else argv)])
-    return run_main(lambda: _run(args, command))
+    command = shlex.join(["python", "run_pretrain.py", *argv])
+    return run_main(lambda: _run(args, command), resume_hint="the output folder keeps each phase's last checkpoint "
+                    f"(every run.checkpoint_every steps); continue with: {resume_command('run_pretrain.py', argv)}")
 
 
 def _run(args: argparse.Namespace, command: str) -> int:

@@ -235,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import upstream  # noqa: F401  (registers the built-in upstreams)
 
-    from common.cli import run_main
+    from common.cli import INTERRUPTED, resume_command, run_main
+    from common.distributed import check_device
 
+    if run_main(lambda: check_device(getattr(args, "device", None) or "auto") or 0):  # before any work or folder
+        return 2
     if subcommand:
         return run_main(lambda: subcommand[1](args))
     from benchmark.engine import RunOptions
@@ -294,7 +297,12 @@ def main(argv: list[str] | None = None) -> int:
                              upstream_ckpt=args.upstream_ckpt, random_init=args.random_init,
                              trust_pickle=args.trust_pickle)
         options.device = device
-        if run_main(lambda: _run_one(options)) != 0:  # a user error: one line, the next task still runs
+        code = run_main(lambda: _run_one(options), resume_hint="the run folder keeps its last checkpoint; continue "
+                        f"with (finished tasks are not rerun): {resume_command('run_benchmark.py', argv)}")
+        if code == INTERRUPTED:  # Ctrl-C stops every task, not just this one
+            distributed.teardown()
+            return code
+        if code != 0:  # a user error: one line, the next task still runs
             failed.append(task)
     if failed and len(tasks) > 1:
         print(f"error: {len(failed)} of {len(tasks)} tasks failed: {' '.join(failed)}", file=sys.stderr)

@@ -35,7 +35,7 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
     import torch
 
     from common.config import ConfigError, load_config
-    from common.distributed import setup_distributed, uses_cuda
+    from common.distributed import check_device, setup_distributed, uses_cuda
     from common.precision import check_precision
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -45,6 +45,7 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
     cfg = load_config(config_class, args.config, overrides)
     if cfg.run.max_steps < 1:  # 0 once meant "the YAML's steps" and a negative value an untrained model
         raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
+    check_device(cfg.run.device, "run.device")
     check_precision(cfg.run.precision, "cuda" if uses_cuda(cfg.run.device) else "cpu", "--precision (run.precision)")
     env = setup_distributed(cfg.run.device)
     if cfg.run.threads > 0:
