@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 DEFAULT_DATA_ROOT = Path("data/mini_superb")
+QUICK_DATA_ROOT = Path("data/mini_superb_tiny")  # what `make demo QUICK=1` builds (scripts/demo.py)
 SUBCOMMAND_HELP = """other commands (each has its own --help):
   run_benchmark.py report     the comparison table (markdown + CSV), SUPERB score and plots of results.csv
   run_benchmark.py cache      list the feature cache (size, last use) or delete some of it
@@ -254,8 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         manifest_override = [f"data.manifest={args.manifest.resolve()}"]
     data_root = args.data_root or DEFAULT_DATA_ROOT
     if args.data_root is None and not DEFAULT_DATA_ROOT.is_dir() and tasks != ["custom"]:
-        print(f"error: no --data-root given and {DEFAULT_DATA_ROOT} does not exist; build the offline corpus with "
-              f"`python -m synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
+        if QUICK_DATA_ROOT.is_dir():  # `make demo QUICK=1` built the tiny corpus only
+            hint = f"`make demo QUICK=1` built {QUICK_DATA_ROOT}: pass --data-root {QUICK_DATA_ROOT}"
+        else:
+            hint = (f"build the offline corpus with `make demo` (or `python -m synth --out {DEFAULT_DATA_ROOT} "
+                    "--size small`) or pass --data-root")
+        print(f"error: no --data-root given and {DEFAULT_DATA_ROOT} does not exist; {hint}", file=sys.stderr)
         return 2
     if args.unfreeze_front_end:
         if not args.upstream_trainable:

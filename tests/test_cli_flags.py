@@ -86,3 +86,14 @@ def test_help_is_answered_before_torch_is_imported(argv, listed):
 def test_argument_errors_are_answered_before_torch_is_imported(argv):
     rc, out, torch_imported = _fresh(argv)
     assert rc == 2 and "error:" in out and not torch_imported
+
+
+def test_without_the_default_corpus_the_hint_names_the_one_that_exists(tmp_path, monkeypatch, capsys):
+    """After `make demo QUICK=1` only data/mini_superb_tiny exists: the hint points there, not at building a tiny
+    corpus under the default name."""
+    monkeypatch.chdir(tmp_path)
+    assert run_benchmark.main(["--upstream", "fbank", "--task", "ks"]) == 2
+    assert "make demo" in capsys.readouterr().err
+    (tmp_path / "data" / "mini_superb_tiny").mkdir(parents=True)
+    assert run_benchmark.main(["--upstream", "fbank", "--task", "ks"]) == 2
+    assert "pass --data-root data/mini_superb_tiny" in capsys.readouterr().err
