@@ -352,7 +352,8 @@ class StageFailed(RuntimeError):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--quick", action="store_true", help="tiny corpus and step counts (≤ 4 minutes)")
     p.add_argument("--pretrain", action="store_true", help="pretrain the teacher here from scratch (within "
                    "--pretrain-minutes) instead of using the shipped one")

@@ -121,8 +121,10 @@ def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
             f"{path}: refusing to unpickle: it needs globals outside the safe allow-list ({names}); loading it "
             "could execute code stored in the file. If you trust its source, pass --trust-pickle "
             "(Python: trust_pickle=True).") from None
-    except (RuntimeError, EOFError, ValueError, TypeError) as e:  # truncated zip, not a pickle, bad REDUCE args
-        raise ConversionError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 — junk bytes fail anywhere in the unpickler (KeyError, RuntimeError,
+        # EOFError, ValueError, TypeError, safetensors' error for a .safetensors name): all mean "not a checkpoint"
+        raise ConversionError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {_first_line(e)})") \
+            from None
 
 
 def _safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
@@ -319,6 +321,9 @@ def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwar
             return _load_ours(path, **kwargs)
         if (path / "config.json").is_file():
             return _load_hf(path, trust_pickle, **kwargs)
+    elif path.suffix == ".safetensors":  # weights without the architecture (torch.load would misread it)
+        raise ConversionError(f"{path}: a lone .safetensors file holds weights but not the architecture; pass the "
+                              f"folder that holds it with {CONFIG_FILE} (ours) or config.json (Hugging Face)")
     elif path.is_file():
         ckpt = safe_torch_load(path, trust_pickle)
         if isinstance(ckpt, dict) and "Distiller" in ckpt and "Config" in ckpt:
