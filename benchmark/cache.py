@@ -1,23 +1,35 @@
 """On-disk cache of every utterance's all-layer upstream features.
 
 Layout: ``<cache_dir>/<weights-hash[:16]>/<key[:2]>/<key>.npy``, one fp16 array ``[layer, frame, feature]`` per
-utterance (with ``--layer``, read back memory-mapped, so only that layer is touched). ``key`` hashes the audio's
-identity (absolute path, size, mtime, slice), so an edited file or a different slice misses, and tasks that read
-the same audio share its features.
-The weights hash makes a retrained or different upstream miss too. Writes are atomic: a killed extraction leaves no
-half-written array behind (at most an orphan ``.tmp`` file, removed later: see :func:`clean_orphans`).
-Each array has a sidecar ``<key>.sum`` with its size and xxh3-64 hash (xxhash rather than zlib's CRC-32: the check
-then costs about one more plain read of the entry instead of 2.5-2.8, bench/cache_verify_cost.py). Every entry a run
-uses is verified against it once per run (:meth:`FeatureCache.ensure`), and an entry that does not match
-(truncated, overwritten, or written before sidecars existed) is reported once by path and extracted again.
+utterance, written by ``np.save`` and followed by a 24-byte trailer (magic, array bytes, xxh3-64 of those bytes),
+so one file is one entry: it appears whole, by one atomic rename, or not at all (no sidecar that can lag behind).
 With ``--layer K`` only that hidden state is stored, as ``<key>.L<K>.npy`` ``[1, frame, feature]`` (an all-layer
 entry of the same audio serves too).
+
+``key`` hashes the audio's content (xxh3-128 of the file's bytes) and the slice (start, duration): the same audio
+has the same key on every node and under every mount point, a copy without its mtimes still hits, an edited file
+misses, and tasks reading the same audio share its features. Digests are computed once per file and remembered in
+``<cache_dir>/audio_digests.json`` by path, size, mtime and inode (:class:`AudioDigests`), so a warm run stats each
+file and reads none. The weights hash makes a retrained or different upstream miss too.
+
+Integrity is checked when an entry is read (the whole array: its size and hash; one layer of an all-layer entry,
+read through a memory map: its size and trailer), not by re-reading the cache up front; a corrupt entry raises
+:class:`CorruptEntry`, and the feature source extracts it again (``benchmark/features.py``).
+
+Concurrent runs (two tasks, two nodes on a shared folder) are safe: an entry is written under an exclusive
+``flock`` on ``<entry>.lock``, taken without waiting, so a run skips the entries another run is extracting and, once
+its own are done, waits for those (extracting any whose writer died); an entry is checked for existence after its
+lock is taken, so nothing is extracted twice, and nothing ever deletes an entry (a corrupt one is replaced by an
+atomic rename; a reader holding the old file keeps reading it). On a file system whose ``flock`` does not reach
+other machines, two nodes may extract the same entry twice; each write stays atomic, so nothing is lost.
+
 Default location: ``$DISTILSUPERB_CACHE/features``; ``DISTILSUPERB_CACHE`` defaults to ``$XDG_CACHE_HOME/distilsuperb``
 (``XDG_CACHE_HOME`` to ``~/.cache``, the XDG base directory specification). ``--cache-dir`` overrides both.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -25,14 +37,16 @@ import logging
 import math
 import os
 import shutil
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import xxhash
+from filelock import FileLock
 from tqdm import tqdm
 
 from common import tensors
@@ -44,6 +58,12 @@ from common.utterance import Utterance, load_utterance_audio
 from .batching import eval_batches
 
 log = logging.getLogger(__name__)
+
+TRAILER = struct.Struct("<8sQQ")  # magic, bytes of the .npy part, xxh3-64 of them
+MAGIC = b"DSUPERB1"
+META = "upstream.json"
+DIGESTS = "audio_digests.json"
+ORPHAN_AGE_S = 3600.0  # a .tmp/.lock file this old is no write in progress (an entry is written in well under a second)
 
 
 def default_cache_dir() -> Path:
@@ -67,22 +87,161 @@ def weights_hash(upstream: torch.nn.Module) -> str:
                                 {"class": f"{type(upstream).__module__}.{type(upstream).__qualname__}"})
 
 
-def audio_key(utt: Utterance) -> str:
-    """Cache key of one utterance: the identity of the audio slice it reads. Not its id: tasks name the same file
-    differently (SID and ASV share every VoxCeleb1 file), and the features depend on the audio alone."""
-    try:
-        check_audio_file(utt.path)
-        st = os.stat(utt.path)
-    except AudioError as e:
-        raise AudioError(f"utterance {utt.id}: {e}") from None
-    ident = f"{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:32]
-
-
 def upstream_min_samples(upstream: torch.nn.Module) -> int:
     """The shortest waveform giving one frame (``Upstream.min_samples``; 1 for upstreams that do not say)."""
     own = getattr(upstream, "min_samples", None)
     return int(own()) if callable(own) else 1
+
+
+class CorruptEntry(ValueError):
+    """A cache entry that cannot be used (truncated, changed, unreadable); ``path`` names it, ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"feature cache entry {path} is corrupt ({reason})")
+        self.path, self.reason = path, reason
+
+
+def encode_entry(features: np.ndarray) -> bytes:
+    """The bytes of one entry: ``features`` as fp16 ``.npy``, then the trailer."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(features, dtype=np.float16))
+    data = buf.getvalue()
+    return data + TRAILER.pack(MAGIC, len(data), xxhash.xxh3_64_intdigest(data))
+
+
+def decode_entry(data: bytes, path: Path) -> np.ndarray:
+    """The array of an entry's bytes, after checking its size and hash; raises :class:`CorruptEntry`."""
+    if len(data) < TRAILER.size:
+        raise CorruptEntry(path, f"{len(data)} bytes, shorter than its trailer")
+    magic, size, digest = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    if magic != MAGIC:
+        raise CorruptEntry(path, "no checksum trailer (truncated, or written by another version)")
+    if size != len(data) - TRAILER.size:
+        raise CorruptEntry(path, f"{len(data) - TRAILER.size} bytes, expected {size}")
+    body = memoryview(data)[:size]
+    if xxhash.xxh3_64_intdigest(body) != digest:
+        raise CorruptEntry(path, "checksum mismatch (the file was changed after it was written)")
+    try:  # the array as a view of the bytes read (np.load would copy it once more)
+        f = io.BytesIO(body)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if f.tell() + math.prod(shape) * dtype.itemsize != size:
+            raise CorruptEntry(path, f"{size} bytes, its header says {f.tell() + math.prod(shape) * dtype.itemsize}")
+        arr = np.frombuffer(data, dtype, count=math.prod(shape), offset=f.tell())
+        return arr.reshape(shape, order="F" if fortran else "C")
+    except (ValueError, EOFError, OSError) as e:
+        raise CorruptEntry(path, f"not an array: {e}") from None
+
+
+def read_layer(path: Path, layer: int) -> np.ndarray:
+    """``[1, frame, feature]``: hidden state ``layer`` of an all-layer entry through a memory map, so the other
+    layers are not read; checked by size and trailer (the hash would need the whole file)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            total = f.tell()
+            if total < TRAILER.size:
+                raise CorruptEntry(path, f"{total} bytes, shorter than its trailer")
+            f.seek(total - TRAILER.size)
+            magic, size, _ = TRAILER.unpack(f.read(TRAILER.size))
+        if magic != MAGIC or size != total - TRAILER.size:
+            raise CorruptEntry(path, "no checksum trailer (truncated, or written by another version)")
+        arr = np.load(path, mmap_mode="r")
+        expected = arr.offset + arr.nbytes if isinstance(arr, np.memmap) else size
+        if expected != size:
+            raise CorruptEntry(path, f"{size} bytes of array data, its header says {expected}")
+        return arr[layer:layer + 1]
+    except (OSError, ValueError, EOFError) as e:
+        if isinstance(e, CorruptEntry):
+            raise
+        raise CorruptEntry(path, f"unreadable: {e}") from None
+
+
+class AudioDigests:
+    """xxh3-128 digests of audio files' contents, remembered in ``index`` (JSON) by resolved path, size, mtime and
+    inode: a file whose stat is unchanged is not read again; a touched, replaced or new file is."""
+
+    def __init__(self, index: Path | None):
+        self.index = index
+        self._known: dict[str, list] = {}
+        self._new: dict[str, list] = {}
+        self.reads = 0  # files read (digested) by this object
+        if index is not None and index.is_file():
+            try:
+                self._known = json.loads(index.read_text())
+            except (OSError, ValueError) as e:
+                log.warning("%s is unreadable (%s): digesting the audio again", index, e)
+
+    def digest(self, path: str | Path) -> str:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        hit = self._new.get(real) or self._known.get(real)
+        if hit is not None and hit[:3] == stamp:
+            return hit[3]
+        h = xxhash.xxh3_128()
+        with open(real, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        self.reads += 1
+        self._new[real] = [*stamp, h.hexdigest()]
+        return self._new[real][3]
+
+    def save(self) -> None:
+        """Merge what was digested into the index (under a file lock: runs sharing the cache add to it)."""
+        if self.index is None or not self._new:
+            return
+        try:
+            self.index.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.index) + ".lock", timeout=60):
+                on_disk = {}
+                if self.index.is_file():
+                    with contextlib.suppress(ValueError):
+                        on_disk = json.loads(self.index.read_text())
+                on_disk.update(self._new)
+                atomic_write_text(self.index, json.dumps(on_disk, separators=(",", ":")))
+            self._known.update(self._new)
+            self._new = {}
+        except OSError as e:  # a read-only shared cache: the digests are computed again next time
+            log.warning("audio digests not saved to %s (%s)", self.index, e)
+
+
+def audio_key(utt: Utterance, digests: AudioDigests | None = None) -> str:
+    """Cache key of one utterance: its audio's content digest and the slice it reads. Not its id or path: tasks name
+    the same file differently (SID and ASV share every VoxCeleb1 file), nodes mount it under different paths, and the
+    features depend on the audio alone. Raises :class:`AudioError` naming the utterance for a missing or non-file."""
+    try:
+        check_audio_file(utt.path)
+        digest = (digests or AudioDigests(None)).digest(utt.path)
+    except AudioError as e:
+        raise AudioError(f"utterance {utt.id}: {e}") from None
+    except OSError as e:
+        raise AudioError(f"utterance {utt.id}: {utt.path}: unreadable ({e.strerror or e})") from None
+    return hashlib.sha256(f"{digest}|{utt.start:.6f}|{utt.duration:.6f}".encode()).hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def claim(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold the exclusive lock of entry ``path`` (``<path>.lock``, ``flock``: released when the process dies).
+    Yields False at once when another process holds it and ``wait`` is False."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # a process waiting on this inode re-checks the entry once it has the lock
+    finally:
+        os.close(fd)
 
 
 class FeatureCache:
@@ -90,19 +249,19 @@ class FeatureCache:
     entries hold that hidden state alone."""
 
     def __init__(self, root: str | Path, upstream_hash: str, source: str | None = None, layer: int | None = None):
-        self.dir = Path(root) / upstream_hash[:16]
+        self.root = Path(root)
+        self.dir = self.root / upstream_hash[:16]
         self.source = source  # what the user asked for (name or path), recorded for `run_benchmark.py cache`
         self.layer = layer
+        self.digests = AudioDigests(self.root / DIGESTS)
         self._keys: dict[tuple, str] = {}
         self._use_recorded = False  # upstream.json is written once per run, not once per split
-        self.corrupt = 0  # entries found corrupt (and extracted again) by this object
-        self.unchecked = 0  # entries without a checksum (older version, or killed between array and sidecar)
-        self._verified: set[Path] = set()  # entries checked against their sidecar by this object
+        self.corrupt = 0  # entries found corrupt (and extracted again) through this object
 
     def _key(self, utt: Utterance) -> str:
-        k = (utt.id, str(utt.path), utt.start, utt.duration)
+        k = (str(utt.path), utt.start, utt.duration)
         if k not in self._keys:
-            self._keys[k] = audio_key(utt)
+            self._keys[k] = audio_key(utt, self.digests)
         return self._keys[k]
 
     def all_layers_path(self, utt: Utterance) -> Path:
@@ -114,139 +273,130 @@ class FeatureCache:
         path = self.all_layers_path(utt)
         return path if self.layer is None else path.with_name(f"{path.stem}.L{self.layer}.npy")
 
-    def _read_path(self, utt: Utterance) -> Path:
-        """The entry to read: with ``layer``, an all-layer entry of the same audio when there is one."""
-        if self.layer is not None and self.all_layers_path(utt) in self._verified:
-            return self.all_layers_path(utt)
-        return self.path(utt)
-
-    def todo(self, utts: Sequence[Utterance]) -> list[Utterance]:
-        """The utterances with no entry file yet (a stat each; nothing read): what an extraction would write."""
-        out = []
-        for u in utts:
-            try:
-                if not self.path(u).exists() and not (self.layer is not None and self.all_layers_path(u).exists()):
-                    out.append(u)
-            except AudioError:  # bad audio: raised or skipped by the extraction that follows, not estimated
-                continue
-        return out
-
     def has(self, utt: Utterance) -> bool:
-        """Whether a verified entry exists: the array matches its sidecar's size and xxh3 hash (checked once per
-        object; a mismatch is logged with the path, and the entry is deleted so that it is extracted again)."""
-        if self.layer is not None and self.all_layers_path(utt) in self._verified:
-            return True
-        path = self.path(utt)
-        if path in self._verified:
-            return True
-        if self.layer is not None and self.all_layers_path(utt).exists() and _verify(self.all_layers_path(utt)) is None:
-            self._verified.add(self.all_layers_path(utt))
-            return True
-        problem = _verify(path)
-        if problem is None:
-            self._verified.add(path)
-            return True
-        if problem == NO_SIDECAR:  # many at once after an upgrade: said once per ensure(), not per entry
-            self.unchecked += 1
-        elif problem != "missing":
-            log.warning("feature cache entry %s is corrupt (%s): extracting it again", path, problem)
-            self.corrupt += 1
-        if problem != "missing":
-            for p in (path, _sum_path(path)):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-        return False
+        """Whether an entry file exists (a stat; its content is checked when it is read)."""
+        return self.path(utt).exists() or (self.layer is not None and self.all_layers_path(utt).exists())
+
+    def todo(self, utts: Sequence[Utterance],
+             on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> list[Utterance]:
+        """The utterances without an entry: what an extraction would write. Finding a key stats the audio (and reads
+        it once, for its digest): a missing file, broken link or loop raises :class:`AudioError`, or goes to
+        ``on_bad_audio`` (``--skip-bad-audio``) and is left out."""
+        out = []
+        try:
+            for u in utts:
+                try:
+                    if not self.has(u):
+                        out.append(u)
+                except AudioError as e:
+                    if on_bad_audio is None:
+                        raise
+                    on_bad_audio(u, e)
+        finally:
+            self.digests.save()
+        return out
 
     def load(self, utt: Utterance, layer: int | None = None) -> np.ndarray:
-        """``[layer, frame, feature]`` fp16; with ``layer`` only that one, as ``[1, frame, feature]``, memory-mapped
-        so the other layers are not read (a whole array is read plainly: about 2x faster than through a map).
+        """``[layer, frame, feature]`` fp16; with ``layer`` only that one, as ``[1, frame, feature]`` (from an
+        all-layer entry through a memory map, so the other layers are not read).
 
-        Raises ``ValueError`` naming the file when it cannot be read (damaged after :meth:`has` verified it)."""
-        path = self._read_path(utt)
+        Raises :class:`CorruptEntry` (a ValueError naming the file) when the entry is missing, truncated or changed."""
         if self.layer is not None and layer != self.layer:
             raise ValueError(f"feature cache {self.dir} stores layer {self.layer} only; layer {layer} was asked for")
+        path = self.path(utt)
+        if self.layer is not None and not path.exists() and self.all_layers_path(utt).exists():
+            path = self.all_layers_path(utt)
+        if layer is not None and path == self.all_layers_path(utt):
+            return read_layer(path, layer)
         try:
-            if path != self.all_layers_path(utt):  # a one-layer entry
-                return np.load(path)
-            if layer is None:
-                return np.load(path)
-            return np.load(path, mmap_mode="r")[layer:layer + 1]
-        except (OSError, ValueError, EOFError) as e:
-            raise ValueError(f"feature cache entry {path} (utterance {utt.id}) is unreadable ({e}); run again to "
-                             f"extract it again") from None
+            data = path.read_bytes()
+        except OSError as e:
+            raise CorruptEntry(path, f"unreadable: {e.strerror or e}") from None
+        return decode_entry(data, path)
 
     def save(self, utt: Utterance, features: np.ndarray) -> None:
-        """Write the array, then its sidecar (size + xxh3-64 hash); both atomically, so a kill between the two leaves an
-        entry without a sidecar, which counts as missing."""
-        path = self.path(utt)
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(features, dtype=np.float16))
-        data = buf.getvalue()
-        atomic_write_bytes(path, data)
-        atomic_write_text(_sum_path(path), json.dumps({"bytes": len(data), "xxh3_64": xxhash.xxh3_64_intdigest(data)}))
-        self._verified.add(path)
-
-    def missing(self, utts: Sequence[Utterance],
-                on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> list[Utterance]:
-        """The utterances not cached yet. Finding the key stats the audio file: a missing file, broken link or loop
-        raises :class:`AudioError`, or goes to ``on_bad_audio`` (``--skip-bad-audio``) and is left out."""
-        out = []
-        for u in utts:
-            try:
-                if not self.has(u):
-                    out.append(u)
-            except AudioError as e:
-                if on_bad_audio is None:
-                    raise
-                on_bad_audio(u, e)
-        return out
+        """Write one entry (``[layer, frame, feature]``, stored fp16) atomically: readers see the old file or the
+        whole new one."""
+        atomic_write_bytes(self.path(utt), encode_entry(features))
 
     def ensure(self, utts: Sequence[Utterance], upstream: torch.nn.Module, max_seconds: float,
-               on_bad_audio: Callable[[Utterance, Exception], None] | None = None) -> int:
-        """Extract the utterances not cached yet, batched by length under ``torch.inference_mode``.
+               on_bad_audio: Callable[[Utterance, Exception], None] | None = None,
+               share: tuple[int, int] = (0, 1)) -> int:
+        """Extract the utterances without an entry, batched by length under ``torch.inference_mode``; returns how
+        many this process extracted. Every entry exists when it returns (or its audio went to ``on_bad_audio``).
 
-        ``on_bad_audio`` (``--skip-bad-audio``) receives the bad utterances (missing, not a regular file, unreadable,
-        shorter than one frame) instead of raising. Returns the number of utterances extracted.
+        ``share`` = (rank, world): this process starts with every ``world``-th batch from ``rank``, then takes the
+        batches no one has claimed yet, then waits for the entries other processes are writing (extracting those
+        whose writer died). ``on_bad_audio`` (``--skip-bad-audio``) receives the bad utterances (missing, not a
+        regular file, unreadable, shorter than one frame) instead of raising.
         """
         if not self._use_recorded:
             self._record_use(upstream)
             self._use_recorded = True
-        unchecked_before = self.unchecked
-        missing = self.missing(utts, on_bad_audio)
-        if self.unchecked > unchecked_before:
-            log.warning("feature cache %s: %d entries have no checksum (written by an older version, or a run was "
-                        "killed between an array and its checksum): extracting them again", self.dir,
-                        self.unchecked - unchecked_before)
-        if not missing:
+        todo = self.todo(utts, on_bad_audio)
+        if not todo:
+            return 0
+        rank, world = share
+        first = todo[rank::world]
+        rest = [u for i, u in enumerate(todo) if i % world != rank]
+        order = [[part[i] for i in idx] for part in (first, rest)
+                 for idx in eval_batches([u.duration for u in part], max_seconds)]
+        done, waiting = 0, []
+        with tqdm(total=len(todo), desc="extracting features", unit="utt", leave=False) as bar:
+            for batch in order:
+                with contextlib.ExitStack() as held:
+                    mine, claimed = [], set()
+                    for utt in batch:
+                        path = self.path(utt)
+                        if path in claimed:  # the same audio twice in this batch: extracted along, as before
+                            mine.append(utt)
+                        elif not held.enter_context(claim(path, wait=False)):
+                            waiting.append(utt)
+                        elif not self.has(utt):  # not written meanwhile by another process
+                            mine.append(utt)
+                            claimed.add(path)
+                    done += self._extract(mine, upstream, on_bad_audio)
+                bar.update(len(batch))
+        for utt in waiting:  # claimed by another process: wait for it; extract the entry if it never came
+            with claim(self.path(utt), wait=True):
+                if not self.has(utt):
+                    done += self._extract([utt], upstream, on_bad_audio)
+        return done
+
+    def repair(self, utts: Sequence[Utterance], upstream: torch.nn.Module) -> None:
+        """Extract ``utts`` again and replace their entries (found corrupt on read), one at a time under its lock."""
+        for utt in utts:
+            with claim(self.path(utt), wait=True):
+                self._extract([utt], upstream, None)
+            self.corrupt += 1
+
+    def _extract(self, utts: Sequence[Utterance], upstream: torch.nn.Module,
+                 on_bad_audio: Callable[[Utterance, Exception], None] | None) -> int:
+        """Run ``upstream`` on ``utts`` (one batch) and write their entries; returns how many were written."""
+        if not utts:
             return 0
         min_samples = upstream_min_samples(upstream)
         device = module_device(upstream)
-        done = 0
-        batches = eval_batches([u.duration for u in missing], max_seconds)
-        with tqdm(total=len(missing), desc="extracting features", unit="utt", leave=False) as bar:
-            for idx in batches:
-                batch, wavs = [], []
-                for i in idx:
-                    try:
-                        wav = require_samples(load_utterance_audio(missing[i]), min_samples, missing[i].path,
-                                              missing[i].id)
-                        wavs.append(wav.to(device))
-                        batch.append(missing[i])
-                    except AudioError as e:
-                        if on_bad_audio is None:
-                            raise
-                        on_bad_audio(missing[i], e)
-                if batch:
-                    with torch.inference_mode():
-                        out = upstream(wavs)
-                    for b, utt in enumerate(batch):
-                        n = int(out.lengths[b])
-                        states = out.hidden_states if self.layer is None else [out.hidden_states[self.layer]]
-                        feats = torch.stack([h[b, :n] for h in states])  # [layer, frame, feature]
-                        self.save(utt, feats.to(torch.float16).cpu().numpy())
-                    done += len(batch)
-                bar.update(len(idx))
-        return done
+        batch, wavs = [], []
+        for utt in utts:
+            try:
+                wav = require_samples(load_utterance_audio(utt), min_samples, utt.path, utt.id)
+                wavs.append(wav.to(device))
+                batch.append(utt)
+            except AudioError as e:
+                if on_bad_audio is None:
+                    raise
+                on_bad_audio(utt, e)
+        if not batch:
+            return 0
+        with torch.inference_mode():
+            out = upstream(wavs)
+        states = out.hidden_states if self.layer is None else [out.hidden_states[self.layer]]
+        for b, utt in enumerate(batch):
+            n = int(out.lengths[b])
+            feats = torch.stack([h[b, :n] for h in states])  # [layer, frame, feature]
+            self.save(utt, feats.to(torch.float16).cpu().numpy())
+        return len(batch)
 
     def _record_use(self, upstream: torch.nn.Module) -> None:
         """``upstream.json``: what the features are of, and when a run last used them (``run_benchmark.py cache``
@@ -255,8 +405,11 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         removed = clean_orphans(self.dir)
         if removed:
-            log.info("feature cache %s: removed %d orphan .tmp files left by killed runs", self.dir, removed)
-        info = json.loads(meta.read_text()) if meta.is_file() else {}
+            log.info("feature cache %s: removed %d orphan .tmp/.lock files left by killed runs", self.dir, removed)
+        try:
+            info = json.loads(meta.read_text()) if meta.is_file() else {}
+        except ValueError:
+            info = {}
         info.update({"class": type(upstream).__name__, "downsample_rate": getattr(upstream, "downsample_rate", None),
                      "last_used": time.time()})
         if self.source:
@@ -264,41 +417,17 @@ class FeatureCache:
         atomic_write_text(meta, json.dumps(info))
 
 
-META = "upstream.json"
-NO_SIDECAR = "no checksum sidecar"
-ORPHAN_AGE_S = 3600.0  # a .tmp file this old is no write in progress (an array is written in well under a second)
-
-
-def _sum_path(path: Path) -> Path:
-    return path.with_suffix(".sum")
-
-
-def _verify(path: Path) -> str | None:
-    """None when ``path`` matches its sidecar, "missing" when there is no entry, else what is wrong."""
-    try:
-        expected = json.loads(_sum_path(path).read_text())
-    except FileNotFoundError:
-        return "missing" if not path.exists() else NO_SIDECAR
-    except (OSError, ValueError) as e:
-        return f"unreadable checksum sidecar: {e}"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return "missing"
-    except OSError as e:
-        return f"unreadable: {e}"
-    if not isinstance(expected, dict) or len(data) != expected.get("bytes"):
-        return f"{len(data)} bytes, expected {expected.get('bytes') if isinstance(expected, dict) else '?'}"
-    if xxhash.xxh3_64_intdigest(data) != expected.get("xxh3_64"):
-        return "checksum mismatch (the file was changed after it was written)"
-    return None
+def _orphans(folder: str | Path) -> Iterator[Path]:
+    for pattern in ("*.tmp", "*.lock"):
+        yield from Path(folder).rglob(pattern)
 
 
 def clean_orphans(folder: str | Path, min_age_s: float = ORPHAN_AGE_S) -> int:
-    """Delete the ``.tmp`` files (left by killed writes) under ``folder`` older than ``min_age_s``; returns how
-    many. Younger ones may be a write in progress by another run, and are left alone (see :func:`young_tmp_files`)."""
+    """Delete the ``.tmp`` files (left by killed writes) and entry ``.lock`` files (left by killed extractions; a
+    lock held by a live process is never that old) under ``folder`` older than ``min_age_s``; returns how many.
+    Younger ones may be a write in progress by another run, and are left alone (see :func:`young_tmp_files`)."""
     now, removed = time.time(), 0
-    for tmp in Path(folder).rglob("*.tmp"):
+    for tmp in _orphans(folder):
         try:
             if now - tmp.stat().st_mtime >= min_age_s:
                 tmp.unlink()
@@ -309,8 +438,8 @@ def clean_orphans(folder: str | Path, min_age_s: float = ORPHAN_AGE_S) -> int:
 
 
 def young_tmp_files(folder: str | Path) -> int:
-    """How many ``.tmp`` files under ``folder`` are too young for :func:`clean_orphans` to remove."""
-    return sum(1 for _ in Path(folder).rglob("*.tmp"))
+    """How many ``.tmp``/``.lock`` files under ``folder`` are too young for :func:`clean_orphans` to remove."""
+    return sum(1 for _ in _orphans(folder))
 
 
 @dataclass

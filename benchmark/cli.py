@@ -73,6 +73,9 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="the most one run may write to the cache, in GB (default: 80%% of the cache disk's free space)")
     p.add_argument("--feature-ram-gb", type=float, default=2.0,
                    help="cached features kept in RAM during a run, so each file is read once (default 2; 0: none)")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="processes preparing batches (cache reads or audio decoding, padding, pinned memory) ahead of "
+                   "the step (default: 4 on CUDA, 0 on CPU)")
     p.add_argument("--fold", type=int, default=None, help="cross-validation fold (ER: test session 1..5)")
     p.add_argument("--skip-bad-audio", action="store_true",
                    help="skip unreadable audio files (listed in the run folder) instead of stopping")
@@ -298,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                              cache=args.cache, cache_dir=args.cache_dir, cache_max_gb=args.cache_max_gb,
                              skip_bad_audio=args.skip_bad_audio, profile=args.profile,
                              overrides=args.override + (manifest_override if task == "custom" else []),
-                             fold=args.fold, feature_ram_gb=args.feature_ram_gb, precision=args.precision,
+                             fold=args.fold, feature_ram_gb=args.feature_ram_gb, loader_workers=args.loader_workers,
+                             precision=args.precision,
                              upstream_ckpt=args.upstream_ckpt, random_init=args.random_init,
                              trust_pickle=args.trust_pickle)
         options.device = device

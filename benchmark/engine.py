@@ -79,6 +79,7 @@ class RunOptions:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     feature_ram_gb: float = 2.0  # cached features kept in RAM during the run (see benchmark.features.HeldArrays)
     precision: str = "fp32"  # autocast of training steps (common/precision.py); extraction and evaluation stay fp32
+    loader_workers: int | None = None  # batch-preparing processes (benchmark/features.py); None: 4 on CUDA, 0 on CPU
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,19 @@ def open_run(task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path
     held = HeldArrays(int(options.feature_ram_gb * 2**30))
     prep = FeaturePrep(upstream, cache, task.config.batch.eval_max_seconds, options.skip_bad_audio, run_dir)
     splits = RunSplits(task, prep, loaded)
-    sources = FeatureSources(upstream, cache, shape, held)
+    sources = FeatureSources(upstream, cache, shape, held, loader_workers(options.loader_workers, options.device))
     return RunParts(task, upstream, options, run_dir, shape, prep, splits, sources,
                     Evaluator(task, upstream, sources, splits), ScalarLog(run_dir))
+
+
+def loader_workers(asked: int | None, device: str) -> int:
+    """``--loader-workers``: as asked, else 4 when training on a GPU (batches prepared while the GPU steps) and 0 on
+    a CPU (the cores compute the step; a worker would take one from it). Raises ValueError below 0."""
+    if asked is not None and asked < 0:
+        raise ValueError(f"--loader-workers must be 0 or more, got {asked}")
+    if asked is not None:
+        return asked
+    return 4 if torch.device(device).type == "cuda" else 0
 
 
 @dataclass

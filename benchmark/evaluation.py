@@ -11,6 +11,7 @@ from common.utterance import Utterance
 from tasks.base import Task
 
 from .batching import eval_batches
+from .features import BatchRequest
 from .run_data import FeatureSources, RunSplits
 
 
@@ -26,11 +27,12 @@ class Evaluator:
         self.upstream.eval()
         source = self.sources.for_run()
         out: list[Any] = [None] * len(utts)
+        requests = (BatchRequest([utts[i] for i in idx], tag=idx)
+                    for idx in eval_batches([u.duration for u in utts], self.task.config.batch.eval_max_seconds))
         with torch.no_grad():
-            for idx in eval_batches([u.duration for u in utts], self.task.config.batch.eval_max_seconds):
-                fb = source.batch([utts[i] for i in idx])
+            for request, fb in source.stream(requests):
                 preds = self.task.predict(model(fb.hidden, fb.lengths), fb.lengths, fb.utts)
-                for i, p in zip(idx, preds):
+                for i, p in zip(request.tag, preds):
                     out[i] = p
         return out
 

@@ -20,6 +20,7 @@ from torch import nn
 from common import distributed
 from common.audio import SAMPLE_RATE, AudioError, check_audio_file, require_samples
 from common.io import atomic_write_text
+from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
 from tasks.base import SPLITS, Task
 
@@ -50,10 +51,12 @@ class FeaturePrep:
         """Extract missing features into the cache (or check the audio); returns ``utts`` minus skipped bad audio."""
         on_bad = self._record_bad if self.skip_bad_audio else None
         if self.cache is not None and distributed.world() > 1:
-            # each rank extracts its share of the missing utterances; then every rank knows every skipped file
-            missing = self.cache.missing(utts, on_bad)
-            distributed.barrier()  # every rank lists the same missing utterances before any rank extracts
-            done = self.cache.ensure(distributed.shard(missing), self.upstream, self.max_seconds, on_bad)
+            # each rank starts with its share of what its cache lacks, then helps with the rest and waits for what
+            # other ranks are writing (benchmark/cache.py): every rank's cache holds every entry when this returns,
+            # whether the ranks share one cache folder or each node has its own. Then every rank knows every
+            # skipped file.
+            done = self.cache.ensure(utts, self.upstream, self.max_seconds, on_bad,
+                                     share=(distributed.rank(), distributed.world()))
             log.info("rank %d of %d: extracted %d features", distributed.rank(), distributed.world(), done)
             for bad in distributed.all_gather(dict(self.bad_audio)):
                 self.bad_audio.update(bad)
@@ -106,7 +109,8 @@ def open_cache(policy: str, root: Path, upstream: nn.Module, upstream_hash: str,
     cache = FeatureCache(root, upstream_hash, source, layer)
     utts = [u for split, us in (loaded or {}).items()
             for u in (train_subset(us, task.config.train.max_utterances) if split == "train" else us)]
-    unique = list({cache.path(u): u for u in cache.todo(utts)}.values())  # tasks/splits sharing audio share entries
+    todo = cache.todo(utts, on_bad_audio=lambda utt, error: None)  # bad audio: raised or skipped when extracted
+    unique = list({cache.path(u): u for u in todo}.values())  # tasks/splits sharing audio share entries
     est = cache_plan.estimate(Path(root), cache_plan.probe_entry_shape(upstream, layer), unique, max_gb)
     log.info("%s", est.line())
     mine = None if est.fits else est.refusal()
@@ -153,19 +157,27 @@ class FeatureSources:
     """Where this run's feature batches come from: the cache (features extracted once by :class:`FeaturePrep`, kept
     in RAM up to ``held``'s limit) when there is one, else the upstream run in the loop."""
 
-    def __init__(self, upstream: nn.Module, cache: FeatureCache | None, shape: UpstreamShape, held: HeldArrays):
+    def __init__(self, upstream: nn.Module, cache: FeatureCache | None, shape: UpstreamShape, held: HeldArrays,
+                 workers: int = 0):
         self.upstream, self.cache, self.shape, self.held = upstream, cache, shape, held
+        self.workers = workers  # loader workers (benchmark/features.py); 0: batches prepared in the main process
+
+    def _cached(self, layer: int | None) -> CachedFeatures:
+        cache, upstream = self.cache, self.upstream
+        return CachedFeatures(cache, upstream.downsample_rate, layer, self.held if not self.workers else None,
+                              repair=lambda utts: cache.repair(utts, upstream), device=module_device(upstream),
+                              workers=self.workers)
 
     def for_run(self, trainable: bool = False) -> CachedFeatures | LiveFeatures:
         """Batches as the downstream model takes them (every hidden state, or the run's ``--layer``);
         ``trainable``: gradients flow into the live upstream (``--upstream-trainable``)."""
         if self.cache is not None:
-            return CachedFeatures(self.cache, self.upstream.downsample_rate, self.shape.layer, self.held)
-        return LiveFeatures(self.upstream, self.shape.layer, trainable)
+            return self._cached(self.shape.layer)
+        return LiveFeatures(self.upstream, self.shape.layer, trainable, workers=self.workers)
 
     def for_layer(self, layer: int | None) -> CachedFeatures | LiveFeatures:
         """Batches of one hidden state ``layer`` (negative counts from the end), or all of them when None."""
         layer = None if layer is None else layer % self.shape.num_layers
         if self.cache is not None:
-            return CachedFeatures(self.cache, self.upstream.downsample_rate, layer, self.held)
-        return LiveFeatures(self.upstream, layer)
+            return self._cached(layer)
+        return LiveFeatures(self.upstream, layer, workers=self.workers)

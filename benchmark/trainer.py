@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from tasks.base import Task
 
 from .batching import epoch_batches
 from .evaluation import Evaluator
+from .features import BatchRequest
 from .run_data import FeatureSources, RunSplits
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSourc
     def checkpoint() -> None:
         if not main:
             return
-        rng = {"crop": crop_rng.get_state(), **rng_state()}  # tensors and ints: loads with weights_only=True
+        rng = {"crop": consumed_crop, **rng_state()}  # tensors and ints: loads with weights_only=True
         save_checkpoint({**{k: m.state_dict() for k, m in mods.items()}, "optimizer": opt.state_dict(),
                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "state": state, "rng": rng,
                "lr": lr}, last)
@@ -147,34 +149,42 @@ def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSourc
     bar = tqdm(total=max_steps, initial=state["step"], desc=f"{task.name} train", unit="step", leave=False,
                disable=not main)
     stop = state["step"] >= max_steps
+    consumed_crop = crop_rng.get_state()  # the crop state after the last batch trained on (the loader draws ahead)
+
+    def requests(batches: list[list[int]]) -> Iterator[BatchRequest]:
+        """This epoch's remaining batches as this rank trains on them, crops drawn in batch order."""
+        for pos in range(state["batch"], len(batches)):
+            utts = [train_utts[i] for i in batches[pos]]
+            crops = None
+            if crop_s > 0:  # drawn for the whole global batch on every rank: the same crops as 1 process
+                crops = [(float(torch.rand(1, generator=crop_rng)) * (u.duration - crop_s), crop_s)
+                         if u.duration > crop_s else None for u in utts]
+            share = 1.0
+            if world > 1:
+                # this rank's utterances; its loss (a mean over them) weighs by its share of the batch, so DDP's
+                # average over ranks is the mean over the whole batch. A rank left without any runs one
+                # utterance at weight 0 (DDP needs every rank in every backward).
+                mine = list(range(distributed.rank(), len(utts), world))
+                share = len(mine) * world / len(utts)
+                mine = mine or [0]
+                utts = [utts[i] for i in mine]
+                crops = [crops[i] for i in mine] if crops else None
+            yield BatchRequest(utts, crops, (pos, share, crop_rng.get_state()))
+
     while not stop:
         batches = epoch_batches(eff_durations, cfg.batch.max_seconds, seed, state["epoch"], weights)
+        stream = source.stream(requests(batches))
         while state["batch"] < len(batches) and not stop:
             opt.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for _ in range(accum):
                 if state["batch"] >= len(batches):
                     break
-                idx = batches[state["batch"]]
-                state["batch"] += 1
-                utts = [train_utts[i] for i in idx]
-                crops = None
-                if crop_s > 0:  # drawn for the whole global batch on every rank: the same crops as 1 process
-                    crops = [(float(torch.rand(1, generator=crop_rng)) * (u.duration - crop_s), crop_s)
-                             if u.duration > crop_s else None for u in utts]
-                share = 1.0
-                if world > 1:
-                    # this rank's utterances; its loss (a mean over them) weighs by its share of the batch, so DDP's
-                    # average over ranks is the mean over the whole batch. A rank left without any runs one
-                    # utterance at weight 0 (DDP needs every rank in every backward).
-                    mine = list(range(distributed.rank(), len(utts), world))
-                    share = len(mine) * world / len(utts)
-                    mine = mine or [0]
-                    utts = [utts[i] for i in mine]
-                    crops = [crops[i] for i in mine] if crops else None
                 with autocast(precision, device):
-                    fb = source.batch(utts, crops)
+                    request, fb = next(stream)
                     out = step_model(fb.hidden, fb.lengths)
+                pos, share, consumed_crop = request.tag
+                state["batch"] = pos + 1
                 loss = task.loss(_as_float(out), fb.lengths, fb.utts) * (share / accum)
                 scaler.scale(loss).backward()
                 loss_sum += float(distributed.all_reduce(loss.detach().float().clone())) / world
@@ -208,6 +218,7 @@ def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSourc
                 checkpoint()
             if step >= max_steps:
                 stop = True
+        stream.close()  # stops the loader's workers
         if state["batch"] >= len(batches):
             state["epoch"] += 1
             state["batch"] = 0
