@@ -67,6 +67,8 @@ def audio_key(utt: Utterance) -> str:
     except AudioError as e:
         raise AudioError(f"utterance {utt.id}: {e}") from None
     ident = f"{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
+    if utt.channel is not None:  # one channel of a multi-channel file (keys of whole-file records are unchanged)
+        ident += f"|ch{utt.channel}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
@@ -89,7 +91,7 @@ class FeatureCache:
         self._verified: set[Path] = set()  # entries checked against their sidecar by this object
 
     def _key(self, utt: Utterance) -> str:
-        k = (utt.id, str(utt.path), utt.start, utt.duration)
+        k = (utt.id, str(utt.path), utt.start, utt.duration, utt.channel)
         if k not in self._keys:
             self._keys[k] = audio_key(utt)
         return self._keys[k]

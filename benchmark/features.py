@@ -80,7 +80,7 @@ class CachedFeatures:
     def batch(self, utts: Sequence[Utterance], crops: Sequence[Crop | None] | None = None) -> FeatureBatch:
         items = []
         for i, utt in enumerate(utts):
-            key = (utt.id, str(utt.path), utt.start, utt.duration, self.layer)
+            key = (utt.id, str(utt.path), utt.start, utt.duration, utt.channel, self.layer)
             arr = self.held.get(key, lambda: self.cache.load(utt, self.layer))
             crop = crops[i] if crops else None
             if crop is not None:

@@ -125,7 +125,7 @@ class ManifestTask(Task):
         if self.manifest is None:
             self.check_data()
         return [Utterance(id=e.id, path=e.path, duration=e.duration, start=e.start, speaker=e.speaker,
-                          label=e.target if self.task_type != "transcription" else None,
+                          channel=e.channel, label=e.target if self.task_type != "transcription" else None,
                           transcript=_normalise(e.target) if self.task_type == "transcription" else "")
                 for e in self.manifest.split(split)]
 

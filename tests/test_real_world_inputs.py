@@ -1,0 +1,213 @@
+"""Real-world dataset layouts that once gave a wrong result with no message (issue: nothing silently wrong):
+symlinked folders, macOS ``._`` companions, stereo channels, multi-supervision lhotse cuts, speaker and audio leaks
+across split boundaries, diarization references that do not match the recordings, sharded checkpoints. Each case
+asserts the right value, or the one error line that names the file/ids."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.audio import write_audio
+from common.folders import scan_tree
+
+
+def _wav(path: Path, seconds: float = 0.6, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    write_audio(path, (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32))
+    return path
+
+
+def _linked_dataset(tmp_path: Path) -> Path:
+    """``root/{a,b}`` hold 2 and 3 files; ``root/c`` is a link to a folder outside (4 files, one in a sub-folder);
+    ``root/c/loop`` links back to ``root`` (a loop), ``root/d`` is a second link to ``c``'s target, and ``._*``
+    companions sit next to the files."""
+    root, outside = tmp_path / "root", tmp_path / "elsewhere" / "speakers"
+    for k in range(2):
+        _wav(root / "a" / f"a{k}.wav", seed=k)
+    for k in range(3):
+        _wav(root / "b" / f"b{k}.wav", seed=10 + k)
+    for k in range(3):
+        _wav(outside / f"c{k}.wav", seed=20 + k)
+    _wav(outside / "deeper" / "c3.wav", seed=30)
+    (root / "c").symlink_to(outside, target_is_directory=True)
+    (outside / "loop").symlink_to(root, target_is_directory=True)
+    (root / "d").symlink_to(outside, target_is_directory=True)
+    (root / "a" / "._a0.wav").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (outside / "._c0.wav").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    return root
+
+
+def test_folder_scan_follows_links_once_guards_loops_and_skips_macos_companions(tmp_path):
+    root = _linked_dataset(tmp_path)
+    assert len(list(root.rglob("*.wav"))) == 6  # what Path.rglob sees on Python 3.11: 5 files + 1 companion
+    scan = scan_tree(root, (".wav",))
+    assert scan.counts == {"a": 2, "b": 3, "c": 4}
+    assert len(scan.files) == 9 and not any(p.name.startswith("._") for p in scan.files)
+    reasons = {p.relative_to(root).as_posix(): r for p, r in scan.skipped}
+    assert reasons["a/._a0.wav"].startswith("macOS") and reasons["c/._c0.wav"].startswith("macOS")
+    assert reasons["c/loop"].startswith("link loop") and reasons["d"].startswith("second link")
+    assert scan.summary() == (f"{root}: 9 file(s) (a 2, b 3, c 4); skipped 4 (1 link loop, 2 macOS '._' companion, "
+                              "1 second link)")
+    assert scan_tree(root, (".wav",), exclude=("c",)).counts == {"a": 2, "b": 3, "d": 4}
+
+
+def test_distillation_data_follows_symlinked_folders_and_lists_what_it_skipped(tmp_path, caplog):
+    from training.data import DataConfig, SkipReport, training_audio
+
+    root = _linked_dataset(tmp_path)
+    report = SkipReport()
+    with caplog.at_level("INFO", logger="training.data"):
+        entries = training_audio([root], DataConfig(min_item_seconds=0.1), report)
+    assert len(entries) == 9  # was 5: the linked folder was never entered
+    assert f"audio found in {root}: 9 file(s) (a 2, b 3, c 4)" in caplog.text
+    skipped = {Path(p).name: r for p, r in report.skipped}
+    assert skipped["._a0.wav"].startswith("macOS") and skipped["loop"].startswith("link loop")
+
+
+def test_manifest_from_folder_follows_links_and_prints_counts_per_label(tmp_path, capsys):
+    from tasks.manifest import load_manifest, main as manifest_main
+
+    root = tmp_path / "words"
+    outside = tmp_path / "shared" / "yes"
+    for k in range(8):
+        _wav(outside / f"y{k}.wav", seed=k)
+    (root).mkdir()
+    (root / "yes").symlink_to(outside, target_is_directory=True)
+    for k in range(3):  # only the nested folder of "no" is a link
+        _wav(tmp_path / "shared" / "no_nested" / f"n{k}.wav", seed=50 + k)
+    (root / "no").mkdir()
+    (root / "no" / "batch1").symlink_to(tmp_path / "shared" / "no_nested", target_is_directory=True)
+    (root / "no" / "._x.wav").write_bytes(b"\x00\x05\x16\x07")
+    out = tmp_path / "m.csv"
+    assert manifest_main([str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"found {root}: 11 file(s) (no 3, yes 8); skipped 1 (1 macOS '._' companion)" in printed
+    assert "._x.wav" in printed
+    m = load_manifest(out)
+    assert sorted({e.target: sum(x.target == e.target for x in m.entries) for e in m.entries}.items()) == \
+        [("no", 3), ("yes", 8)]
+
+
+# ---------------------------------------------------------------- sharded Hugging Face checkpoints
+@pytest.mark.parametrize("family", ["hubert", "wav2vec2", "wavlm"])
+def test_sharded_safetensors_hf_dir_loads_and_a_missing_shard_is_named(family, tmp_path):
+    import torch
+
+    from tests.fixtures.upstreams import tiny_family_model
+    from upstream import build_upstream
+    from upstream.convert import ConversionError
+
+    model = tiny_family_model(family)
+    model.save_pretrained(tmp_path / "whole")
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    shards = sorted(p.name for p in (tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) >= 3 and (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    wav = torch.randn(8000, generator=torch.Generator().manual_seed(0)) * 0.1
+    whole = build_upstream(tmp_path / "whole")([wav]).hidden_states
+    sharded = build_upstream(tmp_path / "sharded")([wav]).hidden_states
+    assert len(whole) == len(sharded) and all(torch.equal(a, b) for a, b in zip(whole, sharded))
+    (tmp_path / "sharded" / shards[1]).unlink()
+    with pytest.raises(ConversionError, match=shards[1]):
+        build_upstream(tmp_path / "sharded")
+
+
+# ---------------------------------------------------------------- channels and multi-supervision lhotse cuts
+def _stereo(path: Path, seconds: float = 6.0) -> Path:
+    """A stereo conversation: a different random signal on each side."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), (0.2 * rng.standard_normal((int(16000 * seconds), 2))).astype(np.float32), 16000,
+             subtype="PCM_16")
+    return path
+
+
+def test_lhotse_cut_on_channel_1_reads_that_channel_and_per_channel_cuts_do_not_overlap(tmp_path):
+    from lhotse import CutSet, MonoCut, Recording
+
+    from common.utterance import load_utterance_audio
+    from tasks.custom import CustomConfig, ManifestTask
+
+    rec = Recording.from_file(str(_stereo(tmp_path / "conv.wav")))
+    cuts = []
+    for k, split in enumerate(("train", "train", "dev", "test")):
+        for ch in (0, 1):  # both sides of the same span: a different speaker each
+            cuts.append(MonoCut(id=f"c{k}_{ch}", start=1.0 * k + 0.25, duration=1.0, channel=ch, recording=rec,
+                                custom={"split": split, "label": f"side{ch}"}))
+    path = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(path)
+    task = ManifestTask(CustomConfig(), tmp_path)
+    task.config.data.manifest = str(path)
+    utts = {u.id: u for s in ("train", "dev", "test") for u in task.load_split(s)}  # no "overlaps" refusal
+    assert len(utts) == 8 and utts["c1_1"].channel == 1 and utts["c1_0"].channel == 0
+    for cut in cuts:
+        ours = load_utterance_audio(utts[cut.id]).numpy()
+        theirs = cut.load_audio()[0]
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1e-6
+    downmix = load_utterance_audio(type(utts["c1_1"])(id="x", path=utts["c1_1"].path, start=1.25, duration=1.0))
+    assert np.abs(downmix.numpy() - load_utterance_audio(utts["c1_1"]).numpy()).max() > 0.05  # the old reading
+
+
+def test_manifest_channel_column_overlaps_only_on_a_shared_channel(tmp_path):
+    from tasks.manifest import ManifestError, load_manifest
+
+    _stereo(tmp_path / "conv.wav")
+    _wav(tmp_path / "mono.wav", seconds=3.0)
+    header = "path,split,start,end,channel,label\n"
+    ok = ["conv.wav,train,0,1,0,a", "conv.wav,train,0,1,1,b", "mono.wav,dev,0,1,,a", "mono.wav,test,1,2,,b",
+          "conv.wav,train,1,2,,a"]
+    (tmp_path / "ok.csv").write_text(header + "\n".join(ok) + "\n")
+    m = load_manifest(tmp_path / "ok.csv")
+    assert [e.channel for e in m.entries] == [0, 1, None, None, None]
+    assert m.entries[0].id == "conv.wav@0-1#ch0" and m.entries[1].id == "conv.wav@0-1#ch1"
+    bad = ok + ["conv.wav,dev,0.5,1.5,1,b", "conv.wav,test,0,1,x,a", "conv.wav,test,2,3,1.5,a"]
+    (tmp_path / "bad.csv").write_text(header + "\n".join(bad) + "\n")
+    with pytest.raises(ManifestError) as e:
+        load_manifest(tmp_path / "bad.csv")
+    text = str(e.value)
+    assert "4 problem(s)" in text
+    assert "line 7: start/end [0.5, 1.5) channel 1 overlaps line 3's [0, 1) channel 1 of" in text
+    assert "line 6: start/end [1, 2) overlaps line 7's [0.5, 1.5) channel 1 of" in text  # no channel: all of them
+    assert "line 8: channel 'x' is not a channel number" in text and "line 9: channel '1.5'" in text
+
+
+def test_lhotse_channel_past_the_file_is_named(tmp_path):
+    from common.audio import AudioError, load_audio
+
+    _wav(tmp_path / "mono.wav")
+    with pytest.raises(AudioError, match=r"mono.wav has 1 channel\(s\); channel 1 was asked for"):
+        load_audio(tmp_path / "mono.wav", channel=1)
+
+
+def test_lhotse_cut_with_several_supervisions_gives_what_trim_to_supervisions_gives(tmp_path):
+    from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+
+    from tasks.manifest import ManifestError, load_manifest
+
+    rec = Recording.from_file(str(_stereo(tmp_path / "conv.wav", seconds=9.0)))
+    cuts = []
+    for k, split in enumerate(("train", "dev", "test")):
+        sups = [SupervisionSegment(id=f"u{k}_{j}", recording_id=rec.id, start=0.9 * j + 0.1, duration=0.7,
+                                   channel=j % 2, text=f"words {k} {j}", custom={"split": split}) for j in range(3)]
+        cuts.append(MonoCut(id=f"long{k}", start=3.0 * k, duration=3.0, channel=0, recording=rec, supervisions=sups,
+                            custom={"split": split}))
+    cutset = CutSet.from_cuts(cuts)
+    cutset.to_file(tmp_path / "cuts.jsonl.gz")
+    m = load_manifest(tmp_path / "cuts.jsonl.gz")
+    want = list(cutset.trim_to_supervisions(keep_overlapping=False))
+    assert len(m.entries) == 9 == len(want)  # was 3 entries, each with the first supervision's text
+    for entry, cut in zip(m.entries, want):
+        assert (entry.id, entry.target, entry.channel) == (cut.id, cut.supervisions[0].text, cut.channel)
+        assert entry.start == pytest.approx(cut.start, abs=1e-6) and entry.duration == pytest.approx(cut.duration)
+    # a two-channel cut with nothing saying which channel: an error that names the cut
+    from lhotse.cut import MultiCut
+
+    both = MultiCut(id="both_sides", start=0.0, duration=1.0, channel=[0, 1], recording=rec,
+                    custom={"split": "train", "label": "a"})
+    CutSet.from_cuts([both]).to_file(tmp_path / "multi.jsonl.gz")
+    with pytest.raises(ManifestError, match="cut both_sides: holds channels \\[0, 1\\]"):
+        load_manifest(tmp_path / "multi.jsonl.gz")
