@@ -63,6 +63,9 @@ class EmotionRecognition(ClassificationTask):
     layout_help = (f"{IEMOCAP_DIR}/Session{{1..5}}/sentences/wav/<dialog>/<utt>.wav + "
                    f"{IEMOCAP_DIR}/Session{{N}}/dialog/EmoEvaluation/<dialog>.txt")
     classes = ["neu", "hap", "ang", "sad"]
+    # leave-one-session-out: the test session's two speakers are in no other session (dev is drawn from train's)
+    speaker_disjoint_splits = (("train", "test"), ("dev", "test"))
+    speaker_protocol = "IEMOCAP leave-one-session-out: each session has its own two speakers"
 
     def __init__(self, config: ERConfig, data_root):
         super().__init__(config, data_root)

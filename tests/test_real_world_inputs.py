@@ -211,3 +211,123 @@ def test_lhotse_cut_with_several_supervisions_gives_what_trim_to_supervisions_gi
     CutSet.from_cuts([both]).to_file(tmp_path / "multi.jsonl.gz")
     with pytest.raises(ManifestError, match="cut both_sides: holds channels \\[0, 1\\]"):
         load_manifest(tmp_path / "multi.jsonl.gz")
+
+
+# ---------------------------------------------------------------- leaks across split boundaries
+def _copy(tiny_corpus: Path, tmp_path: Path, *names: str) -> Path:
+    import shutil
+
+    root = tmp_path / "data"
+    for name in names:
+        shutil.copytree(tiny_corpus / name, root / name)
+    return root
+
+
+def _audit(task: str, root: Path) -> list[str]:
+    from tasks.registry import build_task
+
+    return build_task(task, root, profile="demo").audit().problems
+
+
+def test_the_offline_corpus_has_no_leak_and_matching_references(tiny_corpus):
+    """The demo still runs: no speaker or audio in two splits, every RTTM matching its recordings."""
+    from tasks.registry import list_tasks
+
+    for task in list_tasks():
+        assert _audit(task, tiny_corpus) == [], task
+
+
+def test_asv_test_speakers_copied_into_dev_wav_are_named(tiny_corpus, tmp_path):
+    import shutil
+
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.VOXCELEB1)
+    vox = root / datasets.VOXCELEB1
+    shutil.copytree(vox / "test" / "wav" / "id10270", vox / "dev" / "wav" / "id10270")  # the whole speaker
+    problems = _audit("asv", root)
+    leak = [p for p in problems if p.startswith("speaker id10270 is in both")]
+    assert len(leak) == 1 and "VoxCeleb1 verification" in leak[0]
+    assert "dev/wav/id10270/" in leak[0] and "test/wav/id10270/" in leak[0]
+    # the copies are the same audio as the test files: named by content too, whatever their path
+    copied = [p for p in problems if "share" in p and "(same content)" in p]
+    assert copied and "dev/wav/id10270" in copied[0] and "test/wav/id10270" in copied[0]
+
+
+def test_asv_a_test_file_copied_under_another_speaker_is_caught_by_content(tiny_corpus, tmp_path):
+    import shutil
+
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.VOXCELEB1)
+    vox = root / datasets.VOXCELEB1
+    test_file = sorted((vox / "test" / "wav").rglob("*.wav"))[0]
+    target = sorted((vox / "dev" / "wav").glob("*/*"))[0] / "99999.wav"
+    shutil.copy(test_file, target)  # renamed, under a development speaker: only its bytes give it away
+    problems = _audit("asv", root)
+    assert any("share 1 audio file(s) (same content)" in p and str(target) in p and str(test_file) in p
+               for p in problems), problems
+
+
+def test_er_test_session_speaker_in_a_training_session_is_named(tiny_corpus, tmp_path):
+    import shutil
+
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.IEMOCAP)
+    base = root / datasets.IEMOCAP
+    src = next((base / "Session1" / "sentences" / "wav").iterdir())  # a Session1 dialog (test of fold 1)
+    dialog = src.name
+    shutil.copytree(src, base / "Session2" / "sentences" / "wav" / dialog)
+    shutil.copy(base / "Session1" / "dialog" / "EmoEvaluation" / f"{dialog}.txt",
+                base / "Session2" / "dialog" / "EmoEvaluation" / f"{dialog}.txt")
+    problems = _audit("er", root)
+    spk = [p for p in problems if p.startswith("speaker Ses01")]
+    assert spk and "in both train and test" in spk[0] and "leave-one-session-out" in spk[0]
+    train_side, test_side = spk[0].split("; test: ")
+    assert "/Session2/sentences/wav/" in train_side and "/Session1/sentences/wav/" in test_side
+
+
+def test_manifest_speaker_in_two_splits_is_named(tmp_path):
+    from tasks.custom import CustomConfig, ManifestTask
+
+    for k in range(6):
+        _wav(tmp_path / f"u{k}.wav", seed=k)
+    rows = ["u0.wav,train,alice,a", "u1.wav,train,bob,b", "u2.wav,dev,carol,a", "u3.wav,test,alice,b",
+            "u4.wav,test,dave,a", "u5.wav,dev,,b"]
+    (tmp_path / "m.csv").write_text("path,split,speaker,label\n" + "\n".join(rows) + "\n")
+    config = CustomConfig()
+    config.data.manifest = str(tmp_path / "m.csv")
+    problems = ManifestTask(config, tmp_path).audit().problems
+    assert len(problems) == 1 and problems[0].startswith("speaker alice is in both train and test")
+    assert "u0.wav" in problems[0] and "u3.wav" in problems[0]
+
+
+# ---------------------------------------------------------------- diarization references vs recordings
+def test_sd_rttm_must_name_exactly_the_recordings(tiny_corpus, tmp_path):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.LIBRI2MIX)
+    rttm = root / datasets.LIBRI2MIX / "kaldi" / "test" / "rttm"
+    lines = rttm.read_text().splitlines()
+    first = lines[0].split()[1]
+    kept = [line for line in lines if line.split()[1] != first]  # one recording loses its reference
+    kept.append("SPEAKER ghost_mix 1 0.000 1.000 <NA> <NA> 999 <NA> <NA>")  # and a reference of no recording
+    rttm.write_text("\n".join(kept) + "\n")
+    problems = _audit("sd", root)
+    assert len(problems) == 1 and problems[0].startswith(f"test: {rttm}: the reference does not match")
+    assert f"1 recording id(s) in {rttm} but not in {rttm.with_name('wav.scp')}: ghost_mix" in problems[0]
+    assert f"1 recording id(s) in {rttm.with_name('wav.scp')} but not in {rttm}: {first}" in problems[0]
+
+
+def test_sd_speaker_in_two_splits_is_named(tiny_corpus, tmp_path):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.LIBRI2MIX)
+    kaldi = root / datasets.LIBRI2MIX / "kaldi"
+    test_spk = (kaldi / "test" / "utt2spk").read_text().split()[1]
+    rows = [line.split() for line in (kaldi / "train" / "utt2spk").read_text().splitlines()]
+    renamed = rows[0][1]  # a training speaker renamed to a test speaker: the same person on both sides
+    (kaldi / "train" / "utt2spk").write_text("".join(f"{u} {test_spk if s == renamed else s}\n" for u, s in rows))
+    problems = _audit("sd", root)
+    assert any(p.startswith(f"speaker {test_spk} is in both train and test (Libri2Mix") for p in problems), problems
