@@ -9,10 +9,12 @@ counts the files found per top-level folder so that callers can print where the 
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 MACOS_COMPANION = "._"  # AppleDouble resource files: ``._clip.wav`` next to ``clip.wav`` (metadata, not audio)
 
 
@@ -104,3 +106,17 @@ def scan_tree(root: str | Path, suffixes: tuple[str, ...], exclude: tuple[str, .
                 scan.counts[top] = scan.counts.get(top, 0) + 1
     scan.files.sort()
     return scan
+
+
+def layout_files(folder: str | Path, pattern: str) -> tuple[list[Path], list[Path]]:
+    """``(files, companions)``: the sorted files matching a fixed-depth ``pattern`` under ``folder`` (``"*/*.wav"``;
+    :meth:`Path.glob` follows symbolic links at fixed depths), without the macOS ``._`` companions, which come back
+    apart so that a loader can count them as dropped. A ``._19-198.trans.txt`` read as a transcript, or a
+    ``._00001.wav`` read as audio, would stop the run on AppleDouble bytes."""
+    found = sorted(Path(folder).glob(pattern))
+    companions = [p for p in found if is_macos_companion(p)]
+    if companions:  # said once per scan: a copy from a Mac has one per file
+        shown = ", ".join(str(p.relative_to(folder)) for p in companions[:10])
+        log.warning("skipped %d macOS '._' companion file(s) under %s: %s%s", len(companions), folder, shown,
+                    f" ... and {len(companions) - 10} more" if len(companions) > 10 else "")
+    return [p for p in found if not is_macos_companion(p)], companions

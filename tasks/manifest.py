@@ -222,7 +222,17 @@ def _supervised_cuts(cut: Any) -> list[Any]:
         return [cut]
     if len(sups) == 1 and not several and abs(sups[0].start) < 1e-3 and abs(sups[0].duration - cut.duration) < 1e-3:
         return [cut]
-    return list(CutSet.from_cuts([cut]).trim_to_supervisions(keep_overlapping=False))
+    outside = [f"cut {cut.id}: supervision {s.id} spans [{s.start:g}, {s.end:g}) s, outside the cut's [0, "
+               f"{cut.duration:g}) (supervision times are relative to the cut's start)"
+               for s in sups if s.start < -1e-3 or s.end > cut.duration + 1e-3]
+    if outside:
+        return outside
+    try:
+        return list(CutSet.from_cuts([cut]).trim_to_supervisions(keep_overlapping=False))
+    except Exception as e:  # lhotse asserts on supervisions it cannot cut out (outside the cut, ...)
+        return [f"cut {cut.id}: lhotse cannot trim it to its {len(sups)} supervision(s) ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'no message'}); supervision start/duration are relative "
+                "to the cut and must lie inside it"]
 
 
 def _part_name(file_name: str, kind: str) -> str:

@@ -331,3 +331,112 @@ def test_sd_speaker_in_two_splits_is_named(tiny_corpus, tmp_path):
     (kaldi / "train" / "utt2spk").write_text("".join(f"{u} {test_spk if s == renamed else s}\n" for u, s in rows))
     problems = _audit("sd", root)
     assert any(p.startswith(f"speaker {test_spk} is in both train and test (Libri2Mix") for p in problems), problems
+
+
+def test_lhotse_supervision_outside_its_cut_is_named(tmp_path):
+    from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+
+    from tasks.manifest import ManifestError, load_manifest
+
+    rec = Recording.from_file(str(_stereo(tmp_path / "conv.wav")))
+    cuts = [MonoCut(id=f"c{k}", start=2.0 * k, duration=1.0, channel=0, recording=rec, custom={"split": split},
+                    supervisions=[SupervisionSegment(id=f"s{k}", recording_id=rec.id, start=2.0 * k, duration=1.0,
+                                                     text="absolute times")])  # k > 0: outside its cut
+            for k, split in enumerate(("train", "dev", "test"))]
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    with pytest.raises(ManifestError) as e:
+        load_manifest(tmp_path / "cuts.jsonl.gz")
+    assert "4 problem(s)" in str(e.value)  # every such cut, not only the first (+ dev, test left empty)
+    assert "cut c1: supervision s1 spans [2, 3) s, outside the cut's [0, 1)" in str(e.value)
+    assert "cut c2: supervision s2 spans [4, 5) s" in str(e.value)
+
+
+# ---------------------------------------------------------------- siblings: layouts, lists and label files
+def test_task_loaders_skip_macos_companions_and_say_so(tiny_corpus, tmp_path, caplog):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.SPEECH_COMMANDS, datasets.SPEECH_COMMANDS_TEST, datasets.VOXCELEB1,
+                 datasets.LIBRISPEECH)
+    junk = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "  # AppleDouble header bytes
+    clean = {t: {s: len(_load(t, tiny_corpus, s)) for s in ("train", "dev", "test")} for t in ("ks", "asv", "asr")}
+    for wav in [next((root / datasets.SPEECH_COMMANDS).glob("yes/*.wav")),
+                next((root / datasets.SPEECH_COMMANDS_TEST).glob("*/*.wav")),
+                next((root / datasets.VOXCELEB1 / "dev" / "wav").glob("*/*/*.wav"))]:
+        wav.with_name("._" + wav.name).write_bytes(junk)
+    trans = next((root / datasets.LIBRISPEECH).glob("train-clean-100/*/*/*.trans.txt"))
+    trans.with_name("._" + trans.name).write_bytes(junk)  # read as a transcript, it stopped the run
+    with caplog.at_level("WARNING", logger="common.folders"):
+        for task in ("ks", "asv", "asr"):
+            assert _audit(task, root) == [], task
+            assert {s: len(_load(task, root, s)) for s in ("train", "dev", "test")} == clean[task], task
+    assert caplog.text.count("macOS '._' companion") >= 4 and "._" + trans.name in caplog.text
+
+
+def _load(task: str, root: Path, split: str):
+    from tasks.registry import build_task
+
+    return build_task(task, root, profile="demo").load_split(split)
+
+
+def test_kaldi_files_describing_the_same_ids_must_agree_and_every_mismatch_is_named(tiny_corpus, tmp_path):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.LIBRI2MIX)
+    kaldi = root / datasets.LIBRI2MIX / "kaldi" / "dev"
+    segments = kaldi.joinpath("segments").read_text().splitlines()
+    dropped_utt, reco = segments[0].split()[:2]
+    kept = [s for s in segments if s.split()[1] != reco]  # one recording loses every segment
+    kaldi.joinpath("segments").write_text("\n".join(kept) + "\n")
+    kaldi.joinpath("reco2dur").write_text(kaldi.joinpath("reco2dur").read_text() + "ghost 3.0\n")
+    problems = _audit("sd", root)
+    assert len(problems) == 1 and problems[0].startswith(f"dev: Kaldi dir {kaldi}: ")
+    text = problems[0]
+    assert f"in {kaldi / 'utt2spk'} but not in {kaldi / 'segments'}: {dropped_utt}" in text
+    assert f"1 recording id(s) in {kaldi / 'reco2dur'} but not in {kaldi / 'wav.scp'}: ghost" in text
+    assert f"1 recording(s) of {kaldi / 'wav.scp'} have no line in {kaldi / 'segments'}: {reco}" in text
+    kaldi.joinpath("segments").write_text("\n".join(segments + [segments[1]]) + "\n")
+    assert f"segments:{len(segments) + 1}: duplicate utterance {segments[1].split()[0]!r} (first on line 2)" in \
+        _audit("sd", root)[0]
+
+
+def test_sd_every_missing_mixture_is_named(tiny_corpus, tmp_path):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.LIBRI2MIX)
+    kaldi = root / datasets.LIBRI2MIX / "kaldi" / "test"
+    paths = [kaldi / line.split()[1] for line in kaldi.joinpath("wav.scp").read_text().splitlines()]
+    for p in paths[:2]:
+        p.unlink()
+    (problem,) = _audit("sd", root)
+    assert "2 audio file(s) of" in problem and str(paths[0]) in problem and str(paths[1]) in problem
+
+
+def test_iemocap_utterance_labelled_twice_and_every_missing_file_are_named(tiny_corpus, tmp_path):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.IEMOCAP)
+    labels = sorted((root / datasets.IEMOCAP / "Session3" / "dialog" / "EmoEvaluation").glob("*.txt"))[0]
+    lines = labels.read_text(encoding="latin-1").splitlines()
+    first = next(n for n, line in enumerate(lines, 1) if line.startswith("["))
+    labels.write_text("\n".join(lines + [lines[first - 1]]) + "\n", encoding="latin-1")
+    problems = _audit("er", root)
+    assert any(f"{labels}:{len(lines) + 1}: " in p and f"is already labelled at {labels.name}:{first}" in p
+               for p in problems), problems
+    labels.write_text("\n".join(lines) + "\n", encoding="latin-1")
+    wavs = sorted((root / datasets.IEMOCAP / "Session1" / "sentences" / "wav").rglob("*.wav"))[:3]
+    for w in wavs:
+        w.unlink()
+    text = "\n".join(_audit("er", root))
+    assert all(str(w) in text for w in wavs if w.stem in text)
+    assert "file(s) labelled in" in text and sum(str(w) in text for w in wavs) >= 2
+
+
+def test_ks_lists_every_file_on_both_lists(tiny_corpus, tmp_path):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.SPEECH_COMMANDS, datasets.SPEECH_COMMANDS_TEST)
+    ks = root / datasets.SPEECH_COMMANDS
+    val = ks.joinpath("validation_list.txt").read_text().split()
+    ks.joinpath("testing_list.txt").write_text(ks.joinpath("testing_list.txt").read_text() + "\n".join(val[:3]) + "\n")
+    (both,) = [p for p in _audit("ks", root) if "in both validation_list.txt and testing_list.txt" in p]
+    assert both.startswith("3 file(s)") and all(v in both for v in val[:3])
