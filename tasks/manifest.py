@@ -26,6 +26,7 @@ from typing import Any
 from common.audio import audio_duration
 from common.folders import FolderScan, scan_tree
 
+from .audit import id_mismatches
 from .base import SPLITS, DatasetNotFoundError
 
 TARGETS = {"label": "classification", "labels": "multilabel", "text": "transcription", "value": "regression"}
@@ -172,6 +173,12 @@ def _read_lhotse(path: Path) -> list[ManifestRow]:
                     if not isinstance(recordings, RecordingSet) or not isinstance(supervisions, SupervisionSet):
                         raise ManifestError(f"manifest folder {path}: {rec.name}/{sup.name} are not lhotse "
                                             "recordings/supervisions manifests")
+                    # lhotse's from_manifests drops a supervision of an unknown recording, and a recording without
+                    # supervision gives no entry: both silently; the two files must name the same recordings
+                    mismatch = id_mismatches({s.recording_id for s in supervisions}, recordings.ids,
+                                             str(sup), str(rec), "recording id")
+                    if mismatch:
+                        raise ManifestError(f"manifest folder {path}: " + "; ".join(mismatch))
                     cutset = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
                         keep_overlapping=False)
                     parts.append((_split_aliases(rec.name.split("recordings", 1)[1]), cutset))

@@ -440,3 +440,49 @@ def test_ks_lists_every_file_on_both_lists(tiny_corpus, tmp_path):
     ks.joinpath("testing_list.txt").write_text(ks.joinpath("testing_list.txt").read_text() + "\n".join(val[:3]) + "\n")
     (both,) = [p for p in _audit("ks", root) if "in both validation_list.txt and testing_list.txt" in p]
     assert both.startswith("3 file(s)") and all(v in both for v in val[:3])
+
+
+def test_lhotse_folder_supervisions_and_recordings_must_name_the_same_recordings(tmp_path):
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    from tasks.manifest import ManifestError, load_manifest
+
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    recs = [Recording.from_file(str(_wav(tmp_path / f"r{k}.wav", seconds=1.0, seed=k)), recording_id=f"r{k}")
+            for k in range(4)]
+    sups = [SupervisionSegment(id=f"s{k}", recording_id=f"r{k}", start=0.0, duration=1.0, text="hello")
+            for k in range(3)]  # r3 has no supervision
+    sups.append(SupervisionSegment(id="s9", recording_id="ghost", start=0.0, duration=1.0, text="lost"))
+    RecordingSet.from_recordings(recs).to_file(folder / "x_recordings_train.jsonl.gz")
+    SupervisionSet.from_segments(sups).to_file(folder / "x_supervisions_train.jsonl.gz")
+    with pytest.raises(ManifestError) as e:
+        load_manifest(folder)
+    text = str(e.value)
+    assert "1 recording id(s) in " in text and "x_supervisions_train.jsonl.gz but not in" in text and ": ghost" in text
+    assert "x_recordings_train.jsonl.gz but not in" in text and text.endswith(": r3")
+
+
+def test_qbe_ground_truth_naming_unlisted_queries_or_documents_is_named(tiny_corpus, tmp_path):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.QUESST14)
+    truth = root / datasets.QUESST14 / "scoring" / "groundtruth_quesst14_dev" / "quesst14_dev.rttm"
+    truth.write_text(truth.read_text() + "LEXEME quesst14_99999 1 0.0 0.5 quesst14_dev_0003 <NA> <NA> <NA>\n"
+                     "LEXEME quesst14_00001 1 0.0 0.5 quesst14_dev_9999 <NA> <NA> <NA>\n")
+    text = "\n".join(_audit("qbe", root))
+    assert f"{truth}: 2 id(s) that no language key lists" in text
+    assert "document quesst14_99999" in text and "query quesst14_dev_9999" in text
+
+
+def test_sid_names_every_listed_file_that_is_missing(tiny_corpus, tmp_path):
+    from common import datasets
+
+    root = _copy(tiny_corpus, tmp_path, datasets.VOXCELEB1)
+    vox = root / datasets.VOXCELEB1
+    listed = [line.split()[1] for line in vox.joinpath("iden_split.txt").read_text().splitlines()
+              if line.startswith("3 ")][:3]
+    for rel in listed:
+        next(p for p in (vox / "dev" / "wav" / rel, vox / "test" / "wav" / rel) if p.is_file()).unlink()
+    (problem,) = [p for p in _audit("sid", root) if p.startswith("test: ")]
+    assert "3 file(s) listed in iden_split.txt are in neither" in problem and all(r in problem for r in listed)
