@@ -486,3 +486,16 @@ def test_sid_names_every_listed_file_that_is_missing(tiny_corpus, tmp_path):
         next(p for p in (vox / "dev" / "wav" / rel, vox / "test" / "wav" / rel) if p.is_file()).unlink()
     (problem,) = [p for p in _audit("sid", root) if p.startswith("test: ")]
     assert "3 file(s) listed in iden_split.txt are in neither" in problem and all(r in problem for r in listed)
+
+
+def test_distillation_trains_a_file_reached_twice_once(tmp_path):
+    from training.data import collect_audio
+
+    a = _wav(tmp_path / "a" / "x.wav")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x_link.wav").symlink_to(a)
+    listing = tmp_path / "list.txt"
+    listing.write_text("a/x.wav\n")
+    got = collect_audio([tmp_path / "a", tmp_path / "b", listing])
+    assert got.files == [a]
+    assert [(p.name, r.split(" (")[0]) for p, r in got.skipped] == [("x_link.wav", f"same file as {a}")]

@@ -10,6 +10,7 @@ N processes follow the same loss curve.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,12 @@ def collect_audio(sources: list[str | Path]) -> CollectedAudio:
         else:
             raise ValueError(f"--data {src}: expected a directory, an audio file (.wav/.flac) or a list file "
                              f"({', '.join(LIST_SUFFIXES)}); it is none of these or does not exist")
-    out.files = sorted(set(files))
+    first: dict[str, Path] = {}  # real path -> the path it is trained under: a file reached twice trains once
+    for path in sorted(set(files)):
+        kept = first.setdefault(os.path.realpath(path), path)
+        if kept != path:
+            out.skipped.append((path, f"same file as {kept} (reached twice, through a link or two sources)"))
+    out.files = sorted(first.values())
     if not out.files:
         raise ValueError(f"no audio files (*.wav, *.flac) found in {[str(s) for s in sources]}")
     return out
