@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     from distill.objectives import DistillObjective
     from training.cli import start_run
     from training.config import SAFE_ON_RESUME
-    from training.data import SkipReport, collect_audio_files, scan_audio
+    from training.data import SkipReport, training_audio
     from training.loop import Trainer
     from upstream import build_upstream
     from upstream.base import count_parameters
@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     teacher = build_upstream(args.teacher, checkpoint=args.teacher_ckpt, trust_pickle=args.trust_pickle)
     objective = DistillObjective(cfg, teacher)  # checks teacher/student shapes before any training
     report = SkipReport()
-    entries = scan_audio(collect_audio_files(args.data), cfg.run.data, report)
+    entries = training_audio(args.data, cfg.run.data, report)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "distill_config.yaml", yaml.safe_dump(run_info, sort_keys=False))

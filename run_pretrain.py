@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from pretrain.labels import MFCC_RATE, layer_features, mfcc_features
     from training.cli import start_run
     from training.config import SAFE_ON_RESUME
-    from training.data import SkipReport, collect_audio_files, scan_audio
+    from training.data import SkipReport, training_audio
     from upstream.base import count_parameters
     from upstream.checkpoints import WEIGHTS_FILE, save_upstream
     from upstream.hubert import HubertUpstream
@@ -207,7 +207,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
         log.info("resuming with changed settings (they apply from here on): %s", ", ".join(changed))
     started = time.time()
     report = SkipReport()
-    entries = scan_audio(collect_audio_files(args.data), cfg.run.data, report)
+    entries = training_audio(args.data, cfg.run.data, report)
     files = [path for path, _ in entries]
     init = load_init(args.init) if args.init else None  # before anything is written: a bad --init leaves nothing
     model_cfg = dataclasses.replace(cfg.model, num_codewords=cfg.labels.clusters,

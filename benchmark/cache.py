@@ -219,7 +219,10 @@ def audio_key(utt: Utterance, digests: AudioDigests | None = None) -> str:
         raise AudioError(f"utterance {utt.id}: {e}") from None
     except OSError as e:
         raise AudioError(f"utterance {utt.id}: {utt.path}: unreadable ({e.strerror or e})") from None
-    return hashlib.sha256(f"{digest}|{utt.start:.6f}|{utt.duration:.6f}".encode()).hexdigest()[:32]
+    ident = f"{digest}|{utt.start:.6f}|{utt.duration:.6f}"
+    if utt.channel is not None:  # one channel of a multi-channel file (keys of whole-file records are unchanged)
+        ident += f"|ch{utt.channel}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
 @contextlib.contextmanager
@@ -259,7 +262,7 @@ class FeatureCache:
         self.corrupt = 0  # entries found corrupt (and extracted again) through this object
 
     def _key(self, utt: Utterance) -> str:
-        k = (str(utt.path), utt.start, utt.duration)
+        k = (utt.id, str(utt.path), utt.start, utt.duration, utt.channel)
         if k not in self._keys:
             self._keys[k] = audio_key(utt, self.digests)
         return self._keys[k]

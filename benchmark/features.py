@@ -148,7 +148,7 @@ class CachedFeatures:
         """Read, check, crop and pad one batch (in a loader worker, or in the main process)."""
         items, corrupt = [], []
         for i, utt in enumerate(request.utts):
-            key = (str(utt.path), utt.start, utt.duration, self.layer)
+            key = (utt.id, str(utt.path), utt.start, utt.duration, utt.channel, self.layer)
             try:
                 arr = self.held.get(key, lambda: self.cache.load(utt, self.layer))
             except CorruptEntry as e:

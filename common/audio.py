@@ -46,12 +46,13 @@ def check_audio_file(path: str | Path) -> None:
 
 
 def load_audio(path: str | Path, start: float = 0.0, duration: float | None = None,
-               sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+               sample_rate: int = SAMPLE_RATE, channel: int | None = None) -> torch.Tensor:
     """Load ``path`` (optionally a ``[start, start+duration)`` slice in seconds) as a 1-D float32 tensor.
 
-    Multi-channel audio is downmixed; other sample rates are resampled with torchaudio (said once per rate).
-    Raises :class:`AudioError` naming the file when it is missing, not a regular file (checked first: a FIFO is
-    never opened), unreadable, empty or holds NaN/inf.
+    ``channel``: the 0-based channel to read (a speaker's side of a stereo conversation, as lhotse's
+    ``Cut.channel``); None downmixes every channel (their mean). Other sample rates are resampled with torchaudio
+    (said once per rate). Raises :class:`AudioError` naming the file when it is missing, not a regular file (checked
+    first: a FIFO is never opened), unreadable, empty, holds NaN/inf, or has no channel ``channel``.
     """
     path = Path(path)
     check_audio_file(path)
@@ -64,7 +65,13 @@ def load_audio(path: str | Path, start: float = 0.0, duration: float | None = No
         raise AudioError(f"cannot read audio file {path}: {e}") from None
     if wav.shape[0] == 0:
         raise AudioError(f"audio file {path} is empty (or the requested slice is)")
-    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+    if channel is not None:
+        if not 0 <= channel < wav.shape[1]:
+            raise AudioError(f"audio file {path} has {wav.shape[1]} channel(s); channel {channel} was asked for "
+                             f"(0-based, expected 0..{wav.shape[1] - 1})")
+        wav = wav[:, channel]
+    else:
+        wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
     if not np.isfinite(wav).all():
         raise AudioError(f"audio file {path} contains NaN or inf samples")
     out = torch.from_numpy(np.ascontiguousarray(wav))

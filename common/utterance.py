@@ -20,6 +20,8 @@ class Utterance:
 
     id: unique within the task (used as the cache key together with the audio's identity).
     path: audio file; ``start``/``duration`` (seconds) select a slice — ``duration`` is always the slice length.
+    channel: the 0-based channel of a multi-channel file this record reads (lhotse's ``Cut.channel``: one side of
+      a stereo conversation); None reads every channel, downmixed.
     speaker: speaker id ('' when unknown).
     label: the task's target; its meaning is the task's (each loader documents it):
       PR: phone list (CMU set; the ``.phn.txt`` line or CMUdict of ``transcript``); ASR: None (``transcript`` is the
@@ -37,9 +39,10 @@ class Utterance:
     speaker: str = ""
     label: Any = None
     transcript: str = ""
+    channel: int | None = None
 
 
 def load_utterance_audio(utt: Utterance) -> torch.Tensor:
     """The utterance's slice as a 16 kHz mono float32 ``[time]`` tensor; raises :class:`common.audio.AudioError`."""
     whole = utt.start == 0.0 and utt.duration <= 0.0
-    return load_audio(utt.path, start=utt.start, duration=None if whole else utt.duration)
+    return load_audio(utt.path, start=utt.start, duration=None if whole else utt.duration, channel=utt.channel)

@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import abc
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal, Protocol, Sequence
@@ -232,6 +231,10 @@ class Task(abc.ABC):
     # split pairs that share audio by the protocol (QbE's dev and test search the same documents); any other
     # audio slice found in two splits is train/test leakage and an error
     shared_audio_splits: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # split pairs the protocol keeps speaker-disjoint (``Utterance.speaker``): a speaker in both is an error naming
+    # the speaker and the files; ``speaker_protocol`` says where the rule comes from
+    speaker_disjoint_splits: ClassVar[tuple[tuple[str, str], ...]] = ()
+    speaker_protocol: ClassVar[str] = ""
 
     def count_dropped(self, split: str, reason: str, n: int = 1) -> None:
         """Loaders call this for records the protocol leaves out on purpose (IEMOCAP's ``fru``, ...); the audit
@@ -246,7 +249,9 @@ class Task(abc.ABC):
         Checks: each split loads (a loader's error — a malformed line, a missing listed file, a 0-byte CSV, text
         that is not UTF-8 — is recorded with its file and line, and the other splits are still checked); required
         splits are not empty; ids are unique within a split; no audio slice is in two splits (leakage), except
-        ``shared_audio_splits``; plus the task's own :meth:`audit_splits`. Nothing raises: the caller decides.
+        ``shared_audio_splits`` (by content, so a copy under another name is caught: :mod:`tasks.audit`); no speaker
+        is on both sides of a ``speaker_disjoint_splits`` pair; plus the task's own :meth:`audit_splits`. Nothing
+        raises: the caller decides.
         """
         self.__dict__["_dropped"] = {}
         splits: dict[str, list[Utterance]] = {}
@@ -265,19 +270,12 @@ class Task(abc.ABC):
             dups = [k for k, n in seen.items() if n > 1]
             if dups:
                 problems.append(f"{split}: {len(dups)} id(s) listed more than once (e.g. {', '.join(dups[:3])})")
-        where: dict[tuple, str] = {}
-        shared: dict[tuple[str, str], list[Utterance]] = {}
-        for split, utts in splits.items():
-            for u in utts:
-                # realpath, not Path.resolve: a symlink loop is bad audio (named later), not a crash here
-                key = (os.path.realpath(u.path), round(u.start, 3), round(u.duration, 3))
-                first = where.setdefault(key, split)
-                if first != split and (first, split) not in self.shared_audio_splits \
-                        and (split, first) not in self.shared_audio_splits:
-                    shared.setdefault((first, split), []).append(u)
-        for (a, b), utts in shared.items():
-            problems.append(f"{a} and {b} share {len(utts)} audio file(s), which leaks between the splits "
-                            f"(e.g. {utts[0].path}, id {utts[0].id})")
+        from .audit import audio_leaks, speaker_leaks, speakers_of
+
+        problems += audio_leaks(splits, self.shared_audio_splits)  # by content: a copy under another name too
+        if self.speaker_disjoint_splits:
+            problems += speaker_leaks({s: speakers_of(u) for s, u in splits.items()}, self.speaker_disjoint_splits,
+                                      self.speaker_protocol)
         warnings: list[str] = []
         problems += self.audit_splits(splits, warnings)  # the splits that loaded
         return DatasetAudit(splits, problems, dict(self.__dict__.get("_dropped", {})), warnings)

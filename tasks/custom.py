@@ -66,6 +66,10 @@ class ManifestTask(Task):
 
     config_class = CustomConfig
     in_suite = False  # needs the user's manifest: not part of `--task all` or the demo
+    # a manifest with a `speaker` column declares who speaks: no speaker may be in two splits (leave the column
+    # out, or empty, for a speaker-dependent split)
+    speaker_disjoint_splits = (("train", "dev"), ("train", "test"), ("dev", "test"))
+    speaker_protocol = "the manifest's speaker column: splits must not share speakers"
     layout_help = "a .csv/.jsonl manifest (path, split, one of label | labels | text | value) or a lhotse CutSet"
 
     def __init__(self, config: CustomConfig, data_root):
@@ -125,7 +129,7 @@ class ManifestTask(Task):
         if self.manifest is None:
             self.check_data()
         return [Utterance(id=e.id, path=e.path, duration=e.duration, start=e.start, speaker=e.speaker,
-                          label=e.target if self.task_type != "transcription" else None,
+                          channel=e.channel, label=e.target if self.task_type != "transcription" else None,
                           transcript=_normalise(e.target) if self.task_type == "transcription" else "")
                 for e in self.manifest.split(split)]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from common import datasets
 from common.audio import audio_duration
+from common.folders import layout_files
 
 from .base import DatasetNotFoundError, Utterance
 from .classification import ClassificationTask, PooledTaskConfig
@@ -43,16 +44,27 @@ def read_session_labels(session_dir, dropped: dict[str, str] | None = None) -> d
     """``{utterance id: 4-class label}`` from ``SessionN/dialog/EmoEvaluation/*.txt`` (other lines ignored).
 
     Utterances whose label is outside the 4 classes (``fru``, ``xxx``, ...; SUPERB drops them) go into
-    ``dropped`` as ``{utterance id: label}`` when given."""
-    labels = {}
-    for path in sorted((session_dir / "dialog" / "EmoEvaluation").glob("*.txt")):
+    ``dropped`` as ``{utterance id: label}`` when given. An utterance labelled twice (two lines, in one file or two)
+    raises ``ValueError`` naming every such line: which label would win is not for the loader to guess."""
+    labels, first, twice = {}, {}, []
+    for path in layout_files(session_dir / "dialog" / "EmoEvaluation", "*.txt")[0]:
         # latin-1 never fails: only the ASCII header lines are read, and IEMOCAP's free-text comments vary
-        for line in path.read_text(encoding="latin-1").lstrip("\ufeff\xef\xbb\xbf").splitlines():
+        text = path.read_text(encoding="latin-1").lstrip("\ufeff\xef\xbb\xbf")
+        for n, line in enumerate(text.splitlines(), 1):
             m = LINE.match(line)
-            if m and m.group(2) in LABEL_MAP:
+            if not m:
+                continue
+            if m.group(1) in first:
+                twice.append(f"{path}:{n}: {m.group(1)} is already labelled at {first[m.group(1)]}")
+                continue
+            first[m.group(1)] = f"{path.name}:{n}"
+            if m.group(2) in LABEL_MAP:
                 labels[m.group(1)] = LABEL_MAP[m.group(2)]
-            elif m and dropped is not None:
+            elif dropped is not None:
                 dropped[m.group(1)] = m.group(2)
+    if twice:
+        raise ValueError(f"{len(twice)} utterance(s) labelled twice: " + "; ".join(twice[:40])
+                         + (f"; ... and {len(twice) - 40} more" if len(twice) > 40 else ""))
     return labels
 
 
@@ -63,6 +75,9 @@ class EmotionRecognition(ClassificationTask):
     layout_help = (f"{IEMOCAP_DIR}/Session{{1..5}}/sentences/wav/<dialog>/<utt>.wav + "
                    f"{IEMOCAP_DIR}/Session{{N}}/dialog/EmoEvaluation/<dialog>.txt")
     classes = ["neu", "hap", "ang", "sad"]
+    # leave-one-session-out: the test session's two speakers are in no other session (dev is drawn from train's)
+    speaker_disjoint_splits = (("train", "test"), ("dev", "test"))
+    speaker_protocol = "IEMOCAP leave-one-session-out: each session has its own two speakers"
 
     def __init__(self, config: ERConfig, data_root):
         super().__init__(config, data_root)
@@ -79,13 +94,19 @@ class EmotionRecognition(ClassificationTask):
         utts, dropped = [], {}
         labels = read_session_labels(session, dropped)
         self._dropped_ids = {**getattr(self, "_dropped_ids", {}), **dropped}
+        missing = []
         for utt_id, label in sorted(labels.items()):
             dialog = utt_id.rsplit("_", 1)[0]
             wav = session / "sentences" / "wav" / dialog / f"{utt_id}.wav"
             if not wav.is_file():
-                raise DatasetNotFoundError(f"task 'er': {wav} is labelled in EmoEvaluation but missing")
+                missing.append(str(wav))
+                continue
             utts.append(Utterance(id=utt_id, path=wav, duration=audio_duration(wav), speaker=utt_id[:5] + utt_id[-4],
                                   label=label))
+        if missing:  # every one, not only the first
+            raise DatasetNotFoundError(f"task 'er': {len(missing)} file(s) labelled in {session}/dialog/EmoEvaluation "
+                                       f"are missing: " + ", ".join(missing[:40])
+                                       + (f", ... and {len(missing) - 40} more" if len(missing) > 40 else ""))
         return utts
 
     def _is_dev(self, utt_id: str) -> bool:

@@ -19,7 +19,9 @@ from typing import Sequence
 
 from common import datasets
 from common.audio import audio_duration
+from common.folders import layout_files
 
+from .audit import MAX_LISTED
 from .base import DatasetNotFoundError, Utterance, require_file
 from .classification import ClassificationTask, PooledTaskConfig, balanced_weights
 from .listfile import read_text_lines
@@ -73,7 +75,7 @@ class KeywordSpotting(ClassificationTask):
             "test": _read_list(require_file(root / "testing_list.txt", self.name, "test file list")),
         }
         utts = []
-        for wav in sorted(root.glob("*/*.wav")):
+        for wav in layout_files(root, "*/*.wav")[0]:
             word = wav.parent.name
             if word == NOISE_DIR:
                 continue
@@ -85,7 +87,7 @@ class KeywordSpotting(ClassificationTask):
         return utts + self._silence_clips(split)
 
     def _silence_clips(self, split: str) -> list[Utterance]:
-        noise = sorted((self.data_root / TRAIN_DIR / NOISE_DIR).glob("*.wav"))
+        noise = layout_files(self.data_root / TRAIN_DIR / NOISE_DIR, "*.wav")[0]
         if not noise:
             raise DatasetNotFoundError(f"task 'ks': no {NOISE_DIR}/*.wav under {self.data_root / TRAIN_DIR} "
                                        "(the _silence_ class is cut from them)")
@@ -111,20 +113,21 @@ class KeywordSpotting(ClassificationTask):
                             f"clips and the files meant for dev would be trained on")
         for name, entries in lists.items():
             missing = [(n, rel) for rel, n in entries.items() if not (root / rel).is_file()]
-            for n, rel in missing[:5]:
+            for n, rel in missing[:MAX_LISTED]:
                 problems.append(f"{root / name}:{n}: {rel} does not exist under {root}")
-            if len(missing) > 5:
-                problems.append(f"{root / name}: {len(missing) - 5} more listed files do not exist")
+            if len(missing) > MAX_LISTED:
+                problems.append(f"{root / name}: {len(missing) - MAX_LISTED} more listed files do not exist")
         both = sorted(set(lists["validation_list.txt"]) & set(lists["testing_list.txt"]))
         if both:
-            problems.append(f"{len(both)} file(s) are in both validation_list.txt and testing_list.txt "
-                            f"(e.g. {both[0]})")
+            shown = ", ".join(both[:MAX_LISTED]) + (f", ... and {len(both) - MAX_LISTED} more"
+                                                    if len(both) > MAX_LISTED else "")
+            problems.append(f"{len(both)} file(s) are in both validation_list.txt and testing_list.txt: {shown}")
         return problems
 
     def _load_test(self) -> list[Utterance]:
         root = self.data_root / TEST_DIR
         utts = []
-        for wav in sorted(root.glob("*/*.wav")):
+        for wav in layout_files(root, "*/*.wav")[0]:
             label = wav.parent.name
             if label not in CLASSES:
                 raise DatasetNotFoundError(f"task 'ks': unexpected test folder {wav.parent} (expected the 12 "

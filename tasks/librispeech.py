@@ -11,6 +11,7 @@ from pathlib import Path
 
 from common import datasets
 from common.audio import audio_duration
+from common.folders import layout_files
 
 from .base import DatasetNotFoundError, Utterance
 from .listfile import ListFileError, read_text_lines
@@ -42,7 +43,7 @@ def load_librispeech(root: Path, subset: str, task: str) -> list[Utterance]:
         raise DatasetNotFoundError(f"task {task!r}: LibriSpeech subset folder {folder} not found. Expected layout: "
                                    f"{LAYOUT}; see docs/DATA_LAYOUTS.md")
     utts = []
-    for trans in sorted(folder.glob("*/*/*.trans.txt")):
+    for trans in layout_files(folder, "*/*/*.trans.txt")[0]:
         texts = _read_lines(trans)
         phn = trans.with_name(trans.name.replace(".trans.txt", ".phn.txt"))
         phones = _read_lines(phn) if phn.is_file() else {}

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from common.audio import audio_duration
+from common.folders import FolderScan, scan_tree
 
+from .audit import id_mismatches
 from .base import SPLITS, DatasetNotFoundError
 
 TARGETS = {"label": "classification", "labels": "multilabel", "text": "transcription", "value": "regression"}
@@ -60,6 +62,7 @@ class Entry:
     speaker: str
     target: Any  # str (label, text), tuple[str, ...] (labels) or float (value)
     missing: bool = False  # the audio file does not exist (kept only with --skip-bad-audio)
+    channel: int | None = None  # 0-based channel of a multi-channel file; None = every channel, downmixed
 
 
 @dataclass
@@ -170,6 +173,12 @@ def _read_lhotse(path: Path) -> list[ManifestRow]:
                     if not isinstance(recordings, RecordingSet) or not isinstance(supervisions, SupervisionSet):
                         raise ManifestError(f"manifest folder {path}: {rec.name}/{sup.name} are not lhotse "
                                             "recordings/supervisions manifests")
+                    # lhotse's from_manifests drops a supervision of an unknown recording, and a recording without
+                    # supervision gives no entry: both silently; the two files must name the same recordings
+                    mismatch = id_mismatches({s.recording_id for s in supervisions}, recordings.ids,
+                                             str(sup), str(rec), "recording id")
+                    if mismatch:
+                        raise ManifestError(f"manifest folder {path}: " + "; ".join(mismatch))
                     cutset = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
                         keep_overlapping=False)
                     parts.append((_split_aliases(rec.name.split("recordings", 1)[1]), cutset))
@@ -190,11 +199,47 @@ def _read_lhotse(path: Path) -> list[ManifestRow]:
     rows = []
     for k, (file_split, cutset) in enumerate(parts):
         for cut in cutset:
-            fields = _cut_fields(cut, file_split)
-            if prefixes:
-                fields["id"] = f"{prefixes[k]}/{fields['id']}"
-            rows.append(ManifestRow(len(rows) + 1, fields))
+            for piece in _supervised_cuts(cut):
+                fields = _cut_fields(piece, file_split) if not isinstance(piece, str) else \
+                    {"id": cut.id, "path": "", "_problem": piece}
+                if prefixes:
+                    fields["id"] = f"{prefixes[k]}/{fields['id']}"
+                rows.append(ManifestRow(len(rows) + 1, fields))
     return rows
+
+
+def _supervised_cuts(cut: Any) -> list[Any]:
+    """The entries one cut gives: itself when it holds at most one supervision spanning all of it, else what
+    lhotse's ``trim_to_supervisions(keep_overlapping=False)`` gives (one mono cut per supervision, on the
+    supervision's channel, with the supervision's id), as for a recordings + supervisions folder. A string instead
+    of a cut is a problem naming the cut (a multi-channel cut without supervisions: nothing says which channel).
+
+    Before this, a cut with several supervisions became one entry with the first supervision's text (18 utterances
+    read as 6, CER 97.6).
+    """
+    from lhotse import CutSet
+
+    channels = getattr(cut, "channel", 0)
+    several = isinstance(channels, (list, tuple)) and len(channels) > 1
+    sups = list(getattr(cut, "supervisions", None) or [])
+    if not sups:
+        if several:
+            return [f"cut {cut.id}: holds channels {list(channels)} and no supervision says which one to read "
+                    "(expected one channel per cut: lhotse's cut.to_mono(), or supervisions with a channel)"]
+        return [cut]
+    if len(sups) == 1 and not several and abs(sups[0].start) < 1e-3 and abs(sups[0].duration - cut.duration) < 1e-3:
+        return [cut]
+    outside = [f"cut {cut.id}: supervision {s.id} spans [{s.start:g}, {s.end:g}) s, outside the cut's [0, "
+               f"{cut.duration:g}) (supervision times are relative to the cut's start)"
+               for s in sups if s.start < -1e-3 or s.end > cut.duration + 1e-3]
+    if outside:
+        return outside
+    try:
+        return list(CutSet.from_cuts([cut]).trim_to_supervisions(keep_overlapping=False))
+    except Exception as e:  # lhotse asserts on supervisions it cannot cut out (outside the cut, ...)
+        return [f"cut {cut.id}: lhotse cannot trim it to its {len(sups)} supervision(s) ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'no message'}); supervision start/duration are relative "
+                "to the cut and must lie inside it"]
 
 
 def _part_name(file_name: str, kind: str) -> str:
@@ -207,9 +252,15 @@ def _cut_fields(cut: Any, file_split: str | None) -> dict[str, Any]:
     sup = cut.supervisions[0] if getattr(cut, "supervisions", None) else None
     custom = {**(getattr(sup, "custom", None) or {}), **(getattr(cut, "custom", None) or {})}
     rec = getattr(cut, "recording", None)
-    source = next((s for s in rec.sources if s.type == "file"), None) if rec is not None else None
+    channel = getattr(cut, "channel", None)
+    channel = channel[0] if isinstance(channel, (list, tuple)) and len(channel) == 1 else channel
+    files = [s for s in rec.sources if s.type == "file"] if rec is not None else []
+    # a recording may keep each channel in its own file (AudioSource.channels): read the file holding the cut's
+    source = next((s for s in files if channel in s.channels), files[0] if files else None)
     row: dict[str, Any] = {"id": cut.id, "path": source.source if source else "",
                            "start": f"{cut.start:.6f}", "end": f"{cut.start + cut.duration:.6f}"}
+    if source is not None and len(source.channels) > 1 and channel in source.channels:
+        row["channel"] = source.channels.index(channel)  # the channel lhotse's cut.load_audio() returns
     split = custom.get("split", file_split)
     row["split"] = "" if split is None else split
     if sup is not None and sup.speaker:
@@ -272,7 +323,10 @@ def load_manifest(path: str | Path, task_type: str = "auto", label_separator: st
     rows = read_rows(path)
     if not rows:
         raise ManifestError(f"manifest {path}: no entries")
-    columns = set().union(*(r.fields for r in rows))
+    unreadable = [f"line {r.line}: {r.fields['_problem']}" for r in rows if "_problem" in r.fields]
+    if len(unreadable) == len(rows):
+        raise _problems_error(path, unreadable)
+    columns = set().union(*(r.fields for r in rows if "_problem" not in r.fields))
     missing_cols = [c for c in ("path", "split") if c not in columns]
     if missing_cols:
         raise ManifestError(f"manifest {path}: missing column(s) {', '.join(missing_cols)}; required: path, split "
@@ -311,6 +365,14 @@ def load_manifest(path: str | Path, task_type: str = "auto", label_separator: st
             elif end <= start:
                 problems.append(f"line {n}: end {end:g} s is not after start {start:g} s")
                 bad = True
+        channel = None
+        if str(f.get("channel", "")).strip() != "":
+            number = _number(f["channel"])
+            if number is None or number < 0 or number != int(number):
+                problems.append(f"line {n}: channel {f['channel']!r} is not a channel number (0, 1, ...)")
+                bad = True
+            else:
+                channel = int(number)
         target: Any = f.get(target_col, "")
         if task_type == "regression":
             target = _number(target)
@@ -333,6 +395,7 @@ def load_manifest(path: str | Path, task_type: str = "auto", label_separator: st
             continue
         uid = str(f.get("id", "")).strip() or (raw_path if start == 0.0 and end is None
                                               else f"{raw_path}@{start:g}-{'' if end is None else f'{end:g}'}")
+        uid += "" if channel is None or str(f.get("id", "")).strip() else f"#ch{channel}"
         if uid in first_line_of_id:
             problems.append(f"line {n}: duplicate id {uid!r} (first on line {first_line_of_id[uid]})")
             continue
@@ -346,7 +409,7 @@ def load_manifest(path: str | Path, task_type: str = "auto", label_separator: st
             continue
         duration = (end if end is not None else total) - start
         entries.append(Entry(n, uid, audio, split, start, end, max(duration, 0.0), str(f.get("speaker", "")).strip(),
-                             target, missing))
+                             target, missing, channel))
     problems += _overlaps(entries)
     for split in SPLITS:
         if not any(e.split == split for e in entries):
@@ -358,22 +421,31 @@ def load_manifest(path: str | Path, task_type: str = "auto", label_separator: st
 
 
 def _overlaps(entries: list[Entry]) -> list[str]:
-    """Two entries of one file whose ``[start, end)`` intervals overlap (the same audio would be used twice)."""
+    """Two entries of one file whose ``[start, end)`` intervals overlap on a shared channel (the same audio would be
+    used twice). Different channels of one span (the two sides of a stereo conversation) do not overlap; an entry
+    without a channel reads every channel, so it overlaps any channel."""
     by_file: dict[Path, list[Entry]] = {}
     for e in entries:
         by_file.setdefault(e.path, []).append(e)
-    problems = []
+    problems: dict[tuple[int, int], str] = {}  # (line, line) -> problem: a pair is said once
     for group in by_file.values():
         if len(group) < 2:
             continue
-        spans = sorted(group, key=lambda e: (e.start, e.line))
-        for a, b in zip(spans, spans[1:]):
-            a_end = a.end if a.end is not None else a.start + a.duration
-            if b.start < a_end - 1e-6:
-                problems.append(f"line {b.line}: start/end [{b.start:g}, "
-                                f"{'end' if b.end is None else f'{b.end:g}'}) overlaps line {a.line}'s "
-                                f"[{a.start:g}, {'end' if a.end is None else f'{a.end:g}'}) of {a.path}")
-    return problems
+        channels = sorted({e.channel for e in group if e.channel is not None}) or [None]
+        for channel in channels:  # each channel with the entries that read every channel
+            spans = sorted((e for e in group if e.channel in (channel, None)), key=lambda e: (e.start, e.line))
+            for a, b in zip(spans, spans[1:]):
+                a_end = a.end if a.end is not None else a.start + a.duration
+                if b.start < a_end - 1e-6:
+                    problems.setdefault((a.line, b.line), (
+                        f"line {b.line}: start/end [{b.start:g}, {'end' if b.end is None else f'{b.end:g}'}){_on(b)} "
+                        f"overlaps line {a.line}'s [{a.start:g}, {'end' if a.end is None else f'{a.end:g}'}){_on(a)} "
+                        f"of {a.path}"))
+    return list(problems.values())
+
+
+def _on(e: Entry) -> str:
+    return "" if e.channel is None else f" channel {e.channel}"
 
 
 def _unseen_labels(entries: list[Entry], task_type: str) -> list[str]:
@@ -390,8 +462,11 @@ def _unseen_labels(entries: list[Entry], task_type: str) -> list[str]:
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-def manifest_from_folder(folder: str | Path, dev_every: int = 10, exclude: tuple[str, ...] = ()) -> list[dict]:
-    """Rows ``{path, split, label}`` for ``folder/<label>/**/<audio>``: the label is the first-level folder name.
+def manifest_from_folder(folder: str | Path, dev_every: int = 10, exclude: tuple[str, ...] = ()
+                         ) -> tuple[list[dict], FolderScan]:
+    """Rows ``{path, split, label}`` for ``folder/<label>/**/<audio>`` (the label is the first-level folder name),
+    and the folder scan (files per label folder, what was skipped: see :func:`common.folders.scan_tree`, which
+    follows symbolic links and skips macOS ``._`` companions).
 
     Within each label the files (sorted) go every ``dev_every``-th to dev, the next one to test, the rest to train;
     labels with fewer than 3 files go to train only (a dev/test label must occur in train). Paths are relative to
@@ -400,17 +475,22 @@ def manifest_from_folder(folder: str | Path, dev_every: int = 10, exclude: tuple
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a folder (expected <folder>/<label>/<audio files>)")
+    scan = scan_tree(folder, AUDIO_SUFFIXES, exclude)
+    by_label: dict[str, list[Path]] = {}
+    for path in scan.files:
+        parts = path.relative_to(folder).parts
+        if len(parts) > 1:  # files directly in the folder have no label folder
+            by_label.setdefault(parts[0], []).append(path)
     rows = []
-    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in exclude):
-        files = sorted(p for p in label_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    for label, files in sorted(by_label.items()):
         for k, path in enumerate(files):
             split = "train"
             if len(files) >= 3:
                 split = "dev" if k % dev_every == 1 else "test" if k % dev_every == 2 else "train"
-            rows.append({"path": path.relative_to(folder).as_posix(), "split": split, "label": label_dir.name})
+            rows.append({"path": path.relative_to(folder).as_posix(), "split": split, "label": label})
     if not rows:
         raise ManifestError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in label folders")
-    return rows
+    return rows, scan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dev-every", type=int, default=10, help="every N-th file of a label to dev, the next to test")
     args = p.parse_args(argv)
     try:
-        rows = manifest_from_folder(args.folder, args.dev_every, tuple(args.exclude))
+        rows, scan = manifest_from_folder(args.folder, args.dev_every, tuple(args.exclude))
     except ManifestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -449,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerow(r)
     atomic_write_text(args.out, buf.getvalue())
     counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
+    print(f"found {scan.summary()}")
+    for path, reason in scan.skipped:
+        print(f"  skipped {path}: {reason}")
     print(f"wrote {args.out}: {len(rows)} files, {len({r['label'] for r in rows})} labels "
           f"(train {counts['train']}, dev {counts['dev']}, test {counts['test']})")
     return 0

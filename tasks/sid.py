@@ -58,21 +58,30 @@ class SpeakerIdentification(ClassificationTask):
         return self._lines
 
     def _audio(self, rel: str):
+        """The file ``rel`` names under ``dev/wav`` or ``test/wav``; None when it is in neither."""
         for part in ("dev", "test"):
             path = self.data_root / VOX_DIR / part / "wav" / rel
             if path.is_file():
                 return path
-        raise DatasetNotFoundError(f"task 'sid': {rel} (listed in iden_split.txt) is in neither "
-                                   f"{self.data_root / VOX_DIR / 'dev/wav'} nor {self.data_root / VOX_DIR / 'test/wav'}")
+        return None
 
     def load_split(self, split: str) -> list[Utterance]:
+        """The split's utterances; raises :class:`DatasetNotFoundError` naming every listed file that is missing."""
         code = SPLIT_CODE[split]
-        out = []
+        out, missing = [], []
         for c, rel in self._split_lines():
             if c == code:
                 path = self._audio(rel)
+                if path is None:
+                    missing.append(rel)
+                    continue
                 spk = rel.split("/")[0]
                 out.append(Utterance(id=rel, path=path, duration=audio_duration(path), speaker=spk, label=spk))
+        if missing:
+            raise DatasetNotFoundError(f"task 'sid': {len(missing)} file(s) listed in iden_split.txt are in neither "
+                                       f"{self.data_root / VOX_DIR / 'dev/wav'} nor "
+                                       f"{self.data_root / VOX_DIR / 'test/wav'}: " + ", ".join(missing[:40])
+                                       + (f", ... and {len(missing) - 40} more" if len(missing) > 40 else ""))
         return out
 
     def build_head(self, input_dim: int):

@@ -239,8 +239,9 @@ def test_lhotse_cutset_is_read_with_lhotse_and_trains(tiny_corpus, tmp_path):
         rec = lhotse.Recording.from_file(r["path"], recording_id=f"rec{k}")
         start = float(r["start"] or 0.0)
         dur = (float(r["end"]) - start) if r["end"] != "" else rec.duration
-        sup = lhotse.SupervisionSegment(id=f"sup{k}", recording_id=rec.id, start=start, duration=dur,
-                                        speaker=f"spk{k % 3}",
+        # a supervision's start is relative to its cut (lhotse's convention); speakers stay within a split
+        sup = lhotse.SupervisionSegment(id=f"sup{k}", recording_id=rec.id, start=0.0, duration=dur,
+                                        speaker=f"{r['split']}-spk{k % 3}",
                                         custom={"label": "noise" if r["word"] is None else "speech",
                                                 "split": r["split"]})
         cuts.append(lhotse.MonoCut(id=f"cut{k}", start=start, duration=dur, channel=0, recording=rec,
@@ -251,7 +252,7 @@ def test_lhotse_cutset_is_read_with_lhotse_and_trains(tiny_corpus, tmp_path):
     assert manifest.task_type == "classification" and len(manifest.entries) == len(rows)
     first = manifest.entries[-1]  # the last noise slice
     assert first.start == pytest.approx(float(rows[-1]["start"])) and first.duration == pytest.approx(1.0)
-    assert first.speaker == f"spk{(len(rows) - 1) % 3}"
+    assert first.speaker == f"{rows[-1]['split']}-spk{(len(rows) - 1) % 3}"
     summary = run(path, tmp_path, steps=20)
     assert Path(summary["run_dir"]).parent.name == "speech_noise_cuts"
 

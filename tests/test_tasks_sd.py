@@ -77,17 +77,18 @@ def test_input_cmvn_normalises_each_utterance_over_its_own_frames():
     assert not torch.allclose(head(x, lengths)[1, :4], head(scaled, lengths)[1, :4], atol=1e-4)
 
 
-def make_libri2mix(root, split="dev", segments=None, rttm=None):
+def make_libri2mix(root, split="dev", segments=None, rttm=None, speakers=("spkA", "spkB"), seed=0):
     kaldi = root / "Libri2Mix" / "kaldi" / split
     kaldi.mkdir(parents=True)
+    a, b = speakers
     wav = root / "Libri2Mix" / "wav16k" / "max" / split / "mix_both" / "mix1.wav"
-    write_audio(wav, (0.05 * np.random.default_rng(0).standard_normal(16000 * 3)).astype(np.float32))
+    write_audio(wav, (0.05 * np.random.default_rng(seed).standard_normal(16000 * 3)).astype(np.float32))
     (kaldi / "wav.scp").write_text(f"mix1 ../../wav16k/max/{split}/mix_both/mix1.wav\n")
     (kaldi / "reco2dur").write_text("mix1 3.0\n")
     (kaldi / "segments").write_text(segments or "u1 mix1 0.00 2.00\nu2 mix1 1.00 3.00\n")
-    (kaldi / "utt2spk").write_text("u1 spkA\nu2 spkB\n")
-    (kaldi / "rttm").write_text(rttm or "SPEAKER mix1 1 0.00 2.00 <NA> <NA> spkA <NA> <NA>\n"
-                                        "SPEAKER mix1 1 1.00 2.00 <NA> <NA> spkB <NA> <NA>\n")
+    (kaldi / "utt2spk").write_text(f"u1 {a}\nu2 {b}\n")
+    (kaldi / "rttm").write_text(rttm or f"SPEAKER mix1 1 0.00 2.00 <NA> <NA> {a} <NA> <NA>\n"
+                                        f"SPEAKER mix1 1 1.00 2.00 <NA> <NA> {b} <NA> <NA>\n")
     return kaldi
 
 
@@ -149,8 +150,8 @@ def test_malformed_kaldi_and_rttm_lines_name_file_and_line(tmp_path):
 def test_sd_run_writes_rttm_and_rows(tmp_path):
     from e2e_runs import run_and_read_rows
 
-    for split in ("train", "dev", "test"):
-        make_libri2mix(tmp_path / "data", split)
+    for k, split in enumerate(("train", "dev", "test")):  # Libri2Mix's splits share no speaker and no audio
+        make_libri2mix(tmp_path / "data", split, speakers=(f"{split}A", f"{split}B"), seed=k)
     summary, rows = run_and_read_rows(tmp_path / "data", "sd", tmp_path)
     assert {(r["split"], r["metric"]) for r in rows} == {("dev", "der"), ("dev", "der_one_speaker"), ("test", "der"),
                                                          ("test", "der_one_speaker")}

@@ -10,6 +10,7 @@ N processes follow the same loss curve.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import soundfile as sf
 import torch
 
 from common.audio import SAMPLE_RATE, AudioError, check_audio_file, load_audio
+from common.folders import scan_tree
 from common.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -37,14 +39,31 @@ class DataConfig:
     num_workers: int = 0
 
 
-def collect_audio_files(sources: list[str | Path]) -> list[Path]:
-    """Expand directories (recursive ``*.wav``/``*.flac``), list files (one path per line, relative to the list's
-    folder) and single audio files into one sorted, de-duplicated list."""
+@dataclass
+class CollectedAudio:
+    """What :func:`collect_audio` found: the files, the ones left out on purpose (``(path, reason)``: macOS ``._``
+    companions, folders reached twice through links) and one summary line per folder source (files per top-level
+    folder), for the run's log."""
+
+    files: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    summaries: list[str] = field(default_factory=list)
+
+
+def collect_audio(sources: list[str | Path]) -> CollectedAudio:
+    """Expand directories (recursive ``*.wav``/``*.flac``, symbolic links followed, see
+    :func:`common.folders.scan_tree`), list files (one path per line, relative to the list's folder) and single
+    audio files into one sorted, de-duplicated list. Raises ``ValueError`` naming the source that is none of these,
+    or when nothing is found."""
     files: list[Path] = []
+    out = CollectedAudio([])
     for src in map(Path, sources):
         if src.is_dir():
             # not only regular files: broken links, FIFOs, ... named *.wav are reported by scan_audio, not hidden
-            files += [p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir()]
+            scan = scan_tree(src, AUDIO_SUFFIXES)
+            files += scan.files
+            out.skipped += scan.skipped
+            out.summaries.append(scan.summary())
         elif src.is_file() and src.suffix.lower() in LIST_SUFFIXES:
             for line in src.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip().split("\t")[0]
@@ -56,10 +75,20 @@ def collect_audio_files(sources: list[str | Path]) -> list[Path]:
         else:
             raise ValueError(f"--data {src}: expected a directory, an audio file (.wav/.flac) or a list file "
                              f"({', '.join(LIST_SUFFIXES)}); it is none of these or does not exist")
-    unique = sorted(set(files))
-    if not unique:
+    first: dict[str, Path] = {}  # real path -> the path it is trained under: a file reached twice trains once
+    for path in sorted(set(files)):
+        kept = first.setdefault(os.path.realpath(path), path)
+        if kept != path:
+            out.skipped.append((path, f"same file as {kept} (reached twice, through a link or two sources)"))
+    out.files = sorted(first.values())
+    if not out.files:
         raise ValueError(f"no audio files (*.wav, *.flac) found in {[str(s) for s in sources]}")
-    return unique
+    return out
+
+
+def collect_audio_files(sources: list[str | Path]) -> list[Path]:
+    """The files of :func:`collect_audio` (without what was skipped or the per-folder counts)."""
+    return collect_audio(sources).files
 
 
 @dataclass
@@ -103,6 +132,17 @@ def scan_audio(files: list[Path], cfg: DataConfig, report: SkipReport) -> list[t
     if not kept:
         raise ValueError(f"none of the {len(files)} audio files is usable; reasons: {report.skipped[:5]}")
     return kept
+
+
+def training_audio(sources: list[str | Path], cfg: DataConfig, report: SkipReport) -> list[tuple[Path, int]]:
+    """:func:`collect_audio` then :func:`scan_audio`: the usable ``(path, samples)``; what a folder scan left out
+    goes into ``report`` too, and the files found per top-level folder are logged (one line per folder source)."""
+    collected = collect_audio(sources)
+    for line in collected.summaries:
+        log.info("audio found in %s", line)
+    for path, reason in collected.skipped:
+        report.add(path, reason)
+    return scan_audio(collected.files, cfg, report)
 
 
 class UnlabelledAudio(torch.utils.data.Dataset):

@@ -2,7 +2,8 @@
 
 Recognised by :func:`load_upstream_from_path`, tried in this order:
   (d) ours: a dir with ``upstream.yaml`` (type tag, version, config, weights checksum) + ``model.safetensors``;
-  (a) a Hugging Face model dir: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``;
+  (a) a Hugging Face model dir: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin`` (or their shards
+      with an ``*.index.json``);
   (c) an s3prl distiller ``.ckpt`` (a torch pickle with ``Distiller`` weights and ``Config``);
   (b) a fairseq HuBERT ``.pt`` (a torch pickle with ``model`` weights and ``cfg`` or ``args``).
 Every pickle is read with ``torch.load(..., weights_only=True)``; plain types (argparse.Namespace, numpy scalars)
@@ -264,15 +265,74 @@ def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> Upstream:
 
     if isinstance(hf_config, dict) and hf_config.get("model_type") in TRANSFORMERS_FAMILIES:
         kwargs.pop("include_pred_heads", None)
+        if not any((path / n).is_file() for n in HF_WEIGHT_FILES):
+            hf_shard_map(path)  # every missing shard named before transformers stops at the first
         return load_transformers_upstream(path, hf_config["model_type"], **kwargs)
     cfg = config_from_hf(hf_config, str(path / "config.json"))  # hubert, wav2vec2; names the supported families
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    return _upstream_from_state(cfg, state_from_hf(read_hf_weights(path, trust_pickle)), path, **kwargs)
+
+
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def read_hf_weights(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict of a Hugging Face model dir: one ``model.safetensors`` / ``pytorch_model.bin``, or the shards
+    ``save_pretrained(max_shard_size=...)`` writes (``model-00001-of-0000N.safetensors`` ... listed by
+    ``model.safetensors.index.json``'s ``weight_map``; the same for ``pytorch_model.bin.index.json``).
+
+    Raises :class:`ConversionError` naming the dir and what it holds when there are no weights, naming every
+    missing shard, and naming the shard when a tensor the index maps to it is not in it.
+    """
+    for name in HF_WEIGHT_FILES:
         if (path / name).is_file():
-            state = state_from_hf(_read_weights(path / name, trust_pickle))
-            break
-    else:
-        raise ConversionError(f"{path}: config.json but neither model.safetensors nor pytorch_model.bin")
-    return _upstream_from_state(cfg, state, path, **kwargs)
+            return _read_weights(path / name, trust_pickle)
+    for name in HF_WEIGHT_FILES:
+        index = path / f"{name}.index.json"
+        if index.is_file():
+            return _read_sharded(index, trust_pickle)
+    present = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    raise ConversionError(f"{path}: config.json but no weights: expected model.safetensors, pytorch_model.bin or "
+                          f"sharded weights with model.safetensors.index.json / pytorch_model.bin.index.json; the dir "
+                          f"holds {', '.join(present) or 'no .safetensors/.bin/.json files'}")
+
+
+def hf_shard_map(path: Path) -> dict[str, str] | None:
+    """``{tensor name: shard file}`` of a sharded HF dir (None when ``path`` holds no ``*.index.json``).
+
+    Raises :class:`ConversionError` naming the index when it is malformed, and naming every shard it lists that is
+    missing from the dir (transformers' own loader would name only the first, with a bare file-not-found).
+    """
+    index = next((path / f"{n}.index.json" for n in HF_WEIGHT_FILES if (path / f"{n}.index.json").is_file()), None)
+    if index is None:
+        return None
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8-sig"))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map is not a {tensor: shard file} object")
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConversionError(f"{index}: not a sharded-weights index (expected a JSON object with a 'weight_map' "
+                              f"of tensor name -> shard file; {type(e).__name__}: {e})") from None
+    shards = sorted(set(weight_map.values()))
+    missing = [s for s in shards if not (path / s).is_file()]
+    if missing:
+        raise ConversionError(f"{index}: {len(missing)} of {len(shards)} shard(s) missing from {path}: "
+                              f"{', '.join(missing)}")
+    return weight_map
+
+
+def _read_sharded(index: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    """Tensors of the shards ``index`` lists (see :func:`read_hf_weights`)."""
+    weight_map = hf_shard_map(index.parent) or {}
+    shards = sorted(set(weight_map.values()))
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tensors = _read_weights(index.parent / shard, trust_pickle)
+        absent = sorted(k for k, v in weight_map.items() if v == shard and k not in tensors)
+        if absent:
+            raise ConversionError(f"{index.parent / shard}: {len(absent)} tensor(s) the index maps to this shard are "
+                                  f"not in it: {', '.join(absent[:8])}{' …' if len(absent) > 8 else ''}")
+        state.update(tensors)
+    return state
 
 
 def _load_s3prl(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
@@ -315,7 +375,7 @@ def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwar
     """
     path = Path(path)
     tried = [f"ours ({CONFIG_FILE} + {WEIGHTS_FILE} in a dir)",
-             "Hugging Face (config.json + model.safetensors or pytorch_model.bin in a dir)"]
+             "Hugging Face (config.json + model.safetensors, pytorch_model.bin or their shards in a dir)"]
     if path.is_dir():
         if (path / CONFIG_FILE).is_file():
             return _load_ours(path, **kwargs)

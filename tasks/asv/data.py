@@ -12,6 +12,7 @@ from pathlib import Path
 
 from common import datasets
 from common.audio import audio_duration
+from common.folders import layout_files
 from tasks.base import DatasetNotFoundError, Utterance
 from tasks.listfile import ListFileError, read_fields
 
@@ -36,7 +37,7 @@ def scan_speakers(wav_root: Path) -> dict[str, list[Utterance]]:
     if not wav_root.is_dir():
         raise DatasetNotFoundError(f"VoxCeleb1 folder {wav_root} not found (expected <spk>/<video>/<n>.wav)")
     out: dict[str, list[Utterance]] = {}
-    for wav in sorted(wav_root.glob("*/*/*.wav")):
+    for wav in layout_files(wav_root, "*/*/*.wav")[0]:
         utt = _utterance(wav_root, wav.relative_to(wav_root).as_posix())
         out.setdefault(utt.speaker, []).append(utt)
     if not out:

@@ -72,6 +72,9 @@ class SpeakerVerification(Task):
     higher_is_better = False
     dataset_dirs = (VOX_DIR,)
     layout_help = "VoxCeleb1/{dev,test}/wav/<spk>/<video>/<n>.wav and VoxCeleb1/veri_test.txt"
+    speaker_disjoint_splits = (("train", "dev"), ("train", "test"), ("dev", "test"))
+    speaker_protocol = ("VoxCeleb1 verification: the test speakers are not development speakers, and the dev "
+                        "speakers are held out of training")
 
     def __init__(self, config: ASVConfig, data_root):
         super().__init__(config, data_root)

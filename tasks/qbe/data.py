@@ -47,14 +47,17 @@ def _resolve(root: Path, name: str, default_dir: str, list_path: Path, lineno: i
 
 
 def read_language_key(root: Path, list_name: str, default_dir: str, languages: set[str],
-                      other: list[str] | None = None) -> list[Utterance]:
+                      other: list[str] | None = None, listed: set[str] | None = None) -> list[Utterance]:
     """Utterances of ``scoring/<list_name>`` whose language is in ``languages``, in file order; the languages of
-    the entries left out are appended to ``other`` when given."""
+    the entries left out are appended to ``other`` when given, and the ids of every entry (any language) are added
+    to ``listed`` when given."""
     list_path = root / "scoring" / list_name
     if not list_path.is_file():
         raise DatasetNotFoundError(f"QUESST 2014 list {list_path} not found (expected lines '<id> <language>')")
     utts = []
     for lineno, (name, language), _ in read_fields(list_path, 2, 2, "'<id or path> <language>'"):
+        if listed is not None:
+            listed.add(Path(name).stem)
         if language.lower() not in languages:
             if other is not None:
                 other.append(language.lower())
@@ -87,13 +90,23 @@ def load_quesst(data_root: str | Path, split: str, languages: set[str] | frozens
     languages = {lang.lower() for lang in languages}
     other_docs: list[str] = []
     other_queries: list[str] = []
-    documents = read_language_key(root, "language_key_utterances.lst", "Audio", languages, other_docs)
-    queries = read_language_key(root, f"language_key_{split}.lst", QUERY_DIRS[split], languages, other_queries)
+    all_docs: set[str] = set()
+    all_queries: set[str] = set()
+    documents = read_language_key(root, "language_key_utterances.lst", "Audio", languages, other_docs, all_docs)
+    queries = read_language_key(root, f"language_key_{split}.lst", QUERY_DIRS[split], languages, other_queries,
+                                all_queries)
     if not documents or not queries:
         raise DatasetNotFoundError(f"QUESST 2014 under {root}: no {sorted(languages)} "
                                    f"{'documents' if not documents else split + ' queries'} in the language keys")
     truth = root / "scoring" / f"groundtruth_quesst14_{split}" / f"quesst14_{split}.rttm"
     occurrences = read_occurrences(truth)
+    # an occurrence of a query or document no language key lists (any language) would be dropped without a word
+    unknown = sorted({f"query {q}" for q, _ in occurrences if q not in all_queries}
+                     | {f"document {d}" for _, d in occurrences if d not in all_docs})
+    if unknown:
+        raise ValueError(f"{truth}: {len(unknown)} id(s) that no language key lists (language_key_{split}.lst, "
+                         f"language_key_utterances.lst): " + ", ".join(unknown[:40])
+                         + (f", ... and {len(unknown) - 40} more" if len(unknown) > 40 else ""))
     q_index = {u.id: i for i, u in enumerate(queries)}
     d_index = {u.id: i for i, u in enumerate(documents)}
     targets = np.zeros((len(queries), len(documents)), dtype=bool)

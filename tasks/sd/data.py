@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import datasets
+from tasks.audit import id_mismatches
 from tasks.base import DatasetNotFoundError
 from tasks.listfile import ListFileError, parse_float, read_fields
 
@@ -66,19 +67,28 @@ def load_kaldi_dir(kaldi_dir: Path) -> list[Recording]:
                                        "utt2spk, reco2dur, rttm)")
     recordings: dict[str, Recording] = {}
     durations = _read_map(kaldi_dir / "reco2dur", "'<reco> <seconds>'")
+    absent = []  # every missing audio file, not only the first
     for reco, (lineno, rel) in _read_map(kaldi_dir / "wav.scp", "'<reco> <path>'").items():
         path = Path(rel) if Path(rel).is_absolute() else kaldi_dir / rel
         if not path.is_file():
-            raise ListFileError(kaldi_dir / "wav.scp", lineno, f"audio {path} not found (only plain paths are "
-                                "supported, not Kaldi pipes)")
+            absent.append(str(ListFileError(kaldi_dir / "wav.scp", lineno, f"audio {path} not found")))
+            continue
         if reco not in durations:
             raise ListFileError(kaldi_dir / "wav.scp", lineno, f"recording {reco!r} has no line in reco2dur")
         d_line, d_value = durations[reco]
         duration = parse_float(d_value, kaldi_dir / "reco2dur", d_line, "duration")
         recordings[reco] = Recording(reco, path, duration)
+    if absent:
+        raise ValueError(f"{len(absent)} audio file(s) of {kaldi_dir / 'wav.scp'} not found (only plain paths are "
+                         "supported, not Kaldi pipes): " + "; ".join(absent[:40])
+                         + (f"; ... and {len(absent) - 40} more" if len(absent) > 40 else ""))
     utt2spk = _read_map(kaldi_dir / "utt2spk", "'<utt> <spk>'")
     seg_path = kaldi_dir / "segments"
+    seg_lines: dict[str, int] = {}
     for lineno, (utt, reco, start, end), raw in read_fields(seg_path, 4, 4, "'<utt> <reco> <start> <end>'"):
+        if utt in seg_lines:  # a speaker turn counted twice
+            raise ListFileError(seg_path, lineno, f"duplicate utterance {utt!r} (first on line {seg_lines[utt]})", raw)
+        seg_lines[utt] = lineno
         if reco not in recordings:
             raise ListFileError(seg_path, lineno, f"recording {reco!r} is not in wav.scp", raw)
         if utt not in utt2spk:
@@ -87,6 +97,17 @@ def load_kaldi_dir(kaldi_dir: Path) -> list[Recording]:
         if not 0 <= t0 < t1:
             raise ListFileError(seg_path, lineno, f"expected 0 <= start < end, got {t0} and {t1}", raw)
         recordings[reco].turns.append((utt2spk[utt][1], t0, t1))
+    # the files describing the same ids must agree both ways (Kaldi's validate_data_dir.sh rule): an utterance of
+    # utt2spk without a segment, or a reco2dur line of no recording, means the dir was assembled from mixed parts
+    mismatch = id_mismatches(utt2spk, seg_lines, str(kaldi_dir / "utt2spk"), str(seg_path), "utterance id")
+    mismatch += id_mismatches(durations, recordings, str(kaldi_dir / "reco2dur"), str(kaldi_dir / "wav.scp"),
+                              "recording id")
+    silent = sorted(r.id for r in recordings.values() if not r.turns)
+    if silent:  # trained as all silence otherwise
+        mismatch.append(f"{len(silent)} recording(s) of {kaldi_dir / 'wav.scp'} have no line in {seg_path}: "
+                        + ", ".join(silent[:40]) + (f", ... and {len(silent) - 40} more" if len(silent) > 40 else ""))
+    if mismatch:
+        raise ValueError(f"Kaldi dir {kaldi_dir}: " + "; ".join(mismatch))
     for rec in recordings.values():
         rec.turns.sort(key=lambda t: (t[1], t[0]))
     return [recordings[k] for k in sorted(recordings)]

@@ -68,6 +68,8 @@ class SpeakerDiarization(Task):
     higher_is_better = False
     dataset_dirs = (str(KALDI_DIR),)
     layout_help = "Libri2Mix/kaldi/{train,dev,test}/{wav.scp,segments,utt2spk,reco2dur,rttm}"
+    speaker_disjoint_splits = (("train", "dev"), ("train", "test"), ("dev", "test"))
+    speaker_protocol = "Libri2Mix mixes the speakers of disjoint LibriSpeech splits"
 
     def __init__(self, config: SDConfig, data_root):
         super().__init__(config, data_root)
@@ -134,11 +136,44 @@ class SpeakerDiarization(Task):
         probs = torch.sigmoid(output.detach().float()).cpu()
         return [probs[b, : int(n)].numpy().round(4).tolist() for b, n in enumerate(lengths.tolist())]
 
+    def audit_splits(self, splits: dict[str, list[Utterance]], warnings: list[str]) -> list[str]:
+        """Each split's ``rttm`` names exactly its recordings (both ways: a recording without RTTM lines would be
+        scored as all silence, RTTM lines of an unknown recording dropped), and no speaker is in two splits
+        (Libri2Mix mixes disjoint LibriSpeech speakers per split)."""
+        from ..audit import speaker_leaks
+
+        problems = super().audit_splits(splits, warnings)
+        speakers: dict[str, dict[str, list[str]]] = {}
+        for split in splits:
+            try:
+                self._reference_turns(split)
+            except ValueError as e:
+                problems.append(f"{split}: {e}")
+            for rec in self.recordings(split):
+                for spk in rec.speakers:
+                    speakers.setdefault(split, {}).setdefault(spk, []).append(f"{rec.id} ({rec.path})")
+        return problems + speaker_leaks(speakers, self.speaker_disjoint_splits, self.speaker_protocol)
+
     # -- scoring
+    def _reference_turns(self, split: str) -> dict[str, list[tuple[str, float, float]]]:
+        """Recording id -> reference turns from the split's ``rttm`` (else from ``segments`` + ``utt2spk``); raises
+        ``ValueError`` naming the RTTM and every recording id it lacks or has in excess (both are scored wrong)."""
+        from ..audit import id_mismatches
+
+        rttm = self.data_root / KALDI_DIR / SPLIT_DIRS[split] / "rttm"
+        recordings = self.recordings(split)
+        if not rttm.is_file():
+            return {r.id: r.turns for r in recordings}
+        turns = read_rttm(rttm)
+        wav_scp = rttm.with_name("wav.scp")
+        mismatch = id_mismatches(turns, [r.id for r in recordings], str(rttm), str(wav_scp), "recording id")
+        if mismatch:
+            raise ValueError(f"{rttm}: the reference does not match the recordings: " + "; ".join(mismatch))
+        return turns
+
     def references(self, split: str) -> dict[str, Any]:
         """Reference annotations of ``split`` from its ``rttm`` (every recording present, possibly empty)."""
-        rttm = self.data_root / KALDI_DIR / SPLIT_DIRS[split] / "rttm"
-        turns = read_rttm(rttm) if rttm.is_file() else {r.id: r.turns for r in self.recordings(split)}
+        turns = self._reference_turns(split)
         return {r.id: to_annotation(turns.get(r.id, []), r.id) for r in self.recordings(split)}
 
     def der(self, split: str, utts: Sequence[Utterance], posteriors: Sequence[Any], threshold: float,
