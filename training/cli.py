@@ -40,7 +40,7 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
     if cfg.run.max_steps < 1:  # 0 once meant "the YAML's steps" and a negative value an untrained model
         raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
     check_precision(cfg.run.precision, "cuda" if uses_cuda(cfg.run.device) else "cpu", "--precision (run.precision)")
-    env = setup_distributed(cfg.run.device)
+    env = setup_distributed(cfg.run.device, cfg.run.dist_timeout_minutes)
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     return cfg, env

@@ -104,7 +104,9 @@ class Trainer:
         """Restore from ``checkpoints/last.pt`` when present; returns whether it was."""
         if not self.ckpt_path.is_file():
             return False
-        state = load_checkpoint(self.ckpt_path, self.env.device)  # weights_only: a planted file never runs code
+        # to the CPU, then moved: the model and optimizer copy into their parameters' device, and RNG states must be
+        # CPU tensors (mapped to cuda, torch.set_rng_state raises TypeError); weights_only: a planted file never runs
+        state = load_checkpoint(self.ckpt_path)
         missing, unexpected = self.objective.load_state_dict(state["model"], strict=False)
         bad = [k for k in missing if not k.startswith("teacher.")] + list(unexpected)
         if bad:
