@@ -73,6 +73,8 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="autocast dtype of the training steps: bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
+    p.add_argument("--no-tf32", action="store_true",
+                   help="exact fp32 on CUDA: no TF32 tensor cores for fp32 matmuls/convolutions (on by default)")
     p.add_argument("--dist-timeout-minutes", type=float, default=120.0,
                    help="under torchrun: how long a rank waits for the others (joining, every collective; "
                         "default 120, torch's own is 10 for nccl)")
@@ -279,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from common import distributed
 
+    from common.precision import set_tf32
+
+    set_tf32(not args.no_tf32)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if distributed.launched_world() > 1:  # under torchrun: join the process group; one device per rank
         try:

@@ -9,7 +9,7 @@ import torch
 
 from common.config import ConfigError, load_config
 from common.distributed import DistEnv, setup_distributed, uses_cuda
-from common.precision import check_precision
+from common.precision import check_precision, set_tf32
 
 
 
@@ -41,6 +41,7 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
         raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
     check_precision(cfg.run.precision, "cuda" if uses_cuda(cfg.run.device) else "cpu", "--precision (run.precision)")
     env = setup_distributed(cfg.run.device, cfg.run.dist_timeout_minutes)
+    set_tf32(cfg.run.tf32)
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     return cfg, env
