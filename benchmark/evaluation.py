@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from common import distributed
 from common.utterance import Utterance
 from tasks.base import Task
 
@@ -21,17 +22,24 @@ class Evaluator:
         self.task, self.upstream, self.sources, self.splits = task, upstream, sources, splits
 
     def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:
-        """``task.predict`` output per utterance, in the order of ``utts``."""
+        """``task.predict`` output per utterance, in the order of ``utts``. Under torchrun each rank predicts every
+        ``world``-th evaluation batch and the ranks exchange their predictions (every rank must call it), so each
+        rank reads 1/world of the split's features; tensors in predictions come back on the CPU."""
         model.eval()
         self.upstream.eval()
         source = self.sources.for_run()
-        out: list[Any] = [None] * len(utts)
+        mine: dict[int, Any] = {}
         with torch.no_grad():
-            for idx in eval_batches([u.duration for u in utts], self.task.config.batch.eval_max_seconds):
+            batches = eval_batches([u.duration for u in utts], self.task.config.batch.eval_max_seconds)
+            for idx in distributed.shard(batches):
                 fb = source.batch([utts[i] for i in idx])
                 preds = self.task.predict(model(fb.hidden, fb.lengths), fb.lengths, fb.utts)
                 for i, p in zip(idx, preds):
-                    out[i] = p
+                    mine[i] = p.cpu() if isinstance(p, torch.Tensor) else p
+        out: list[Any] = [None] * len(utts)
+        for part in distributed.all_gather(mine):  # [mine] in one process
+            for i, p in part.items():
+                out[i] = p
         return out
 
     def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
