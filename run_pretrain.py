@@ -83,23 +83,6 @@ def copy_init(model: HubertModel, init: HubertModel) -> list[str]:
     return fresh
 
 
-def make_labels(work: Path, files: list[Path], extract, rate: int, cfg, env: DistEnv) -> list[torch.Tensor]:
-    """k-means labels for ``files``, computed on rank 0 and cached in ``work/labels.pt`` (other ranks wait)."""
-    import torch.distributed as dist
-
-    from pretrain.labels import compute_features, fit_kmeans_labels, load_labels, save_labels
-    path = work / "labels.pt"
-    if env.is_main and load_labels(path, files) is None:
-        started = time.time()
-        labels, inertia = fit_kmeans_labels(compute_features(files, extract), cfg)
-        save_labels(path, labels, files, rate)
-        log.info("k-means (%d clusters) labels for %d files in %.1f s; inertia per frame %.3f",
-                 cfg.clusters, len(files), time.time() - started, inertia)
-    if env.world > 1:
-        dist.barrier()
-    return load_labels(path, files)[0]
-
-
 def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int, entries, out: Path,
                     report: SkipReport, env: DistEnv, resume: bool, max_steps: int,
                     init: HubertModel | None = None) -> HubertModel:
@@ -157,6 +140,9 @@ def check_settings(cfg: PretrainConfig, model_cfg) -> None:
         raise ConfigError(f"model.heads={model_cfg.heads} must divide model.embed_dim={model_cfg.embed_dim}")
     if cfg.labels.clusters < 2:
         raise ConfigError(f"labels.clusters: expected at least 2 k-means clusters, got {cfg.labels.clusters}")
+    if not 0.0 < cfg.labels.kmeans_fraction <= 1.0:
+        raise ConfigError(f"labels.kmeans_fraction: expected a fraction of the frames in (0, 1], got "
+                          f"{cfg.labels.kmeans_fraction}")
     if not 0.0 < cfg.masking.mask_prob <= 1.0:
         raise ConfigError(f"masking.mask_prob: expected a probability in (0, 1], got {cfg.masking.mask_prob}")
     it2 = cfg.iteration2
@@ -186,6 +172,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from common.machine import machine_summary
     from common.run_record import check_run_folder
     from pretrain.config import PretrainConfig
+    from pretrain.label_shards import build_labels
     from pretrain.labels import MFCC_RATE, layer_features, mfcc_features
     from training.cli import start_run
     from training.config import SAFE_ON_RESUME
@@ -219,13 +206,14 @@ def _run(args: argparse.Namespace, command: str) -> int:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "pretrain_config.yaml", yaml.safe_dump(record, sort_keys=False))
 
-    labels = make_labels(out / "iter1", files, mfcc_features, MFCC_RATE, cfg.labels, env)
+    labels = build_labels(out / "iter1", files, mfcc_features, MFCC_RATE, cfg.labels, env)
     model = train_iteration("iter1", cfg, model_cfg, labels, MFCC_RATE, entries, out, report, env, args.resume,
                             cfg.run.max_steps, init=init)
     if cfg.iteration2.enabled:
         it2 = cfg.iteration2
         frame_rate = SAMPLE_RATE // model.downsample_rate  # the iteration-1 model's frames: iteration-2 labels
-        labels = make_labels(out / "iter2", files, layer_features(model, it2.layer), frame_rate,
+        # on the iteration-1 model's device (the Trainer left it on env.device); features come back to the CPU
+        labels = build_labels(out / "iter2", files, layer_features(model, it2.layer), frame_rate,
                              dataclasses.replace(cfg.labels, clusters=it2.clusters), env)
         model = train_iteration("iter2", cfg, dataclasses.replace(model_cfg, num_codewords=it2.clusters), labels,
                                 frame_rate, entries, out, report, env, args.resume,

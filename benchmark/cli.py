@@ -84,6 +84,11 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="autocast dtype of the training steps: bf16 on CPU/GPU, fp16 on GPU only (GradScaler)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy shared machine)")
+    p.add_argument("--no-tf32", action="store_true",
+                   help="exact fp32 on CUDA: no TF32 tensor cores for fp32 matmuls/convolutions (on by default)")
+    p.add_argument("--dist-timeout-minutes", type=float, default=120.0,
+                   help="under torchrun: how long a rank waits for the others (joining, every collective; "
+                        "default 120, torch's own is 10 for nccl)")
     return p
 
 
@@ -290,9 +295,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from common import distributed
 
+    from common.precision import set_tf32
+
+    set_tf32(not args.no_tf32)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if distributed.launched_world() > 1:  # under torchrun: join the process group; one device per rank
-        device = str(distributed.setup_distributed(device).device)
+        try:
+            device = str(distributed.setup_distributed(device, args.dist_timeout_minutes).device)
+        except distributed.RendezvousError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     failed = []
     for task in tasks:  # one process for several tasks: torch is imported once, and one bad task stops no other
         options = RunOptions(upstream=args.upstream, task=task, data_root=data_root, results_dir=args.results_dir,

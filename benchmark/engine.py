@@ -11,8 +11,8 @@ builds the same task, upstream and batches; the feature cache is filled with eac
 missing utterances; each global training batch (``batch.max_seconds``, the same whatever N) is split across ranks
 and the per-rank losses are weighted by their share of the batch, so the averaged gradient equals the 1-process
 gradient of the whole batch; rank 0 alone writes checkpoints, predictions, TensorBoard logs and results rows.
-Dev/test evaluation runs whole on every rank (the same weights give the same metric), so only training and
-extraction are split.
+Dev/test predictions are split too (each rank predicts every world-th evaluation batch; the ranks exchange them,
+benchmark/evaluation.py), and every rank scores the whole split (the same predictions give the same metric).
 """
 from __future__ import annotations
 

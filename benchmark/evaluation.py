@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from common import distributed
 from common.utterance import Utterance
 from tasks.base import Task
 
@@ -22,18 +23,25 @@ class Evaluator:
         self.task, self.upstream, self.sources, self.splits = task, upstream, sources, splits
 
     def predict(self, model: nn.Module, utts: Sequence[Utterance]) -> list[Any]:
-        """``task.predict`` output per utterance, in the order of ``utts``."""
+        """``task.predict`` output per utterance, in the order of ``utts``. Under torchrun each rank predicts every
+        ``world``-th evaluation batch and the ranks exchange their predictions (every rank must call it), so each
+        rank reads 1/world of the split's features; tensors in predictions come back on the CPU."""
         model.eval()
         self.upstream.eval()
         source = self.sources.for_run()
-        out: list[Any] = [None] * len(utts)
-        requests = (BatchRequest([utts[i] for i in idx], tag=idx)
-                    for idx in eval_batches([u.duration for u in utts], self.task.config.batch.eval_max_seconds))
+        mine: dict[int, Any] = {}
+        batches = eval_batches([u.duration for u in utts], self.task.config.batch.eval_max_seconds)
+        # each rank predicts its share of the batches; the parts are gathered (one part in one process)
+        requests = (BatchRequest([utts[i] for i in idx], tag=idx) for idx in distributed.shard(batches))
         with torch.no_grad():
             for request, fb in source.stream(requests):
                 preds = self.task.predict(model(fb.hidden, fb.lengths), fb.lengths, fb.utts)
                 for i, p in zip(request.tag, preds):
-                    out[i] = p
+                    mine[i] = p.cpu() if isinstance(p, torch.Tensor) else p
+        out: list[Any] = [None] * len(utts)
+        for part in distributed.all_gather(mine):
+            for i, p in part.items():
+                out[i] = p
         return out
 
     def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:

@@ -26,17 +26,25 @@ class CheckpointError(ValueError):
 
 
 def rng_state() -> dict:
-    """The torch (CPU), numpy and Python global RNG states as plain types (tensors, ints, lists of ints)."""
+    """The torch (CPU and every initialised CUDA device), numpy and Python global RNG states as plain types
+    (CPU uint8 tensors, ints, lists of ints). ``"cuda"`` is one state per visible GPU (empty without CUDA)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy_key": torch.from_numpy(keys.astype(np.int64)),
+    cuda = [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "numpy_key": torch.from_numpy(keys.astype(np.int64)),
             "numpy_pos": int(pos), "numpy_has_gauss": int(has_gauss), "numpy_gauss": float(gauss),
             "python": list(random.getstate()[1])}
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy_key"].numpy().astype(np.uint32), int(state["numpy_pos"]),
+    """Restore what :func:`rng_state` returned. The states are moved to the CPU first (torch's setters take CPU
+    ``ByteTensor``\ s only; a checkpoint mapped to a GPU holds them on it). CUDA states are restored for the GPUs
+    that exist now (a checkpoint written without CUDA, or on more GPUs, restores what it can)."""
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        for index, s in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s.cpu(), index)
+    np.random.set_state(("MT19937", state["numpy_key"].cpu().numpy().astype(np.uint32), int(state["numpy_pos"]),
                          int(state.get("numpy_has_gauss", 0)), float(state.get("numpy_gauss", 0.0))))
     random.setstate((3, tuple(int(x) for x in state["python"]), None))
 
@@ -48,14 +56,16 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``.
+def load_checkpoint(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True, map_location="cpu")``: every tensor lands on the CPU, whatever device
+    wrote it; the caller moves what belongs on its device (``load_state_dict`` copies into the parameters' device;
+    optimizer state follows its parameters), and RNG states stay CPU tensors as torch's setters need.
 
     Raises :class:`CheckpointError` naming ``path`` when the file is unreadable or holds anything but plain data
     (a pickle with code in it is refused before any of it runs).
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message is a page of advice to load it unsafely; keep only the line naming the object
         found = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand[^.\n]*", str(e))

@@ -4,6 +4,7 @@ collectives they use. In a single process every collective is the identity or a 
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -59,9 +60,21 @@ def launched_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def setup_distributed(device: str = "auto") -> DistEnv:
+DEFAULT_TIMEOUT_MINUTES = 120.0
+
+
+class RendezvousError(ValueError):
+    """The process group could not form (a rank never arrived within the timeout, an unreachable master)."""
+
+
+def setup_distributed(device: str = "auto", timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> DistEnv:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1): nccl for GPUs, gloo on CPU. A GPU
-    process computes on ``cuda:LOCAL_RANK`` (one GPU per rank)."""
+    process computes on ``cuda:LOCAL_RANK`` (one GPU per rank); ``LOCAL_RANK`` (not ``RANK``) picks the GPU, so
+    multi-node runs (``torchrun --nnodes N --node-rank K``) work as single-node ones.
+
+    ``timeout_minutes`` bounds joining and every collective (torch's defaults: 10 min for nccl, 30 for gloo); it
+    must outlast the longest time one rank works alone while the others wait (e.g. rank 0's k-means fit in
+    pretraining). Raises :class:`RendezvousError` (one line) when the group cannot form within it."""
     world, rank = launched_world(), int(os.environ.get("RANK", "0"))
     use_cuda = uses_cuda(device)
     if use_cuda:
@@ -71,7 +84,18 @@ def setup_distributed(device: str = "auto") -> DistEnv:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if timeout_minutes <= 0:
+            raise RendezvousError(f"the process-group timeout must be > 0 minutes, got {timeout_minutes}")
+        try:
+            dist.init_process_group("nccl" if use_cuda else "gloo",
+                                    timeout=datetime.timedelta(minutes=timeout_minutes))
+        except (RuntimeError, OSError) as e:  # DistStoreError / DistNetworkError are RuntimeErrors
+            where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RendezvousError(
+                f"rank {rank} of {world}: the process group did not form at {where} within {timeout_minutes:g} "
+                f"min ({first[:200]}); every node must run the same torchrun command with the same --nnodes, "
+                "--rdzv-endpoint and --rdzv-id, and reach that address") from None
     return DistEnv(rank, world, dev)
 
 

@@ -65,7 +65,7 @@ class MaskedPrediction(nn.Module):
             file_labels = self.labels[i]
             pos = round(start * self.label_rate / SAMPLE_RATE) + offsets
             ok = pos < file_labels.numel()
-            targets[row, ok] = file_labels[pos[ok]]
+            targets[row, ok] = file_labels[pos[ok]].long()  # stored int16 (pretrain/label_shards.py)
             exists[row] = ok
         return targets, exists
 

@@ -36,7 +36,7 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
 
     from common.config import ConfigError, load_config
     from common.distributed import check_device, setup_distributed, uses_cuda
-    from common.precision import check_precision
+    from common.precision import check_precision, set_tf32
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps is not None else [])
@@ -47,7 +47,8 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
         raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
     check_device(cfg.run.device, "run.device")
     check_precision(cfg.run.precision, "cuda" if uses_cuda(cfg.run.device) else "cpu", "--precision (run.precision)")
-    env = setup_distributed(cfg.run.device)
+    env = setup_distributed(cfg.run.device, cfg.run.dist_timeout_minutes)
+    set_tf32(cfg.run.tf32)
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     return cfg, env

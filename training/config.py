@@ -35,6 +35,14 @@ class RunConfig:
     # autocast dtype of the forward pass (common/precision.py): bf16 on CPU or GPU, fp16 on GPU only (GradScaler);
     # weights, optimizer and checkpoints stay fp32. --precision sets it.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # TF32 tensor cores for fp32 matmuls/convolutions on CUDA (common/precision.py set_tf32); false: exact fp32
+    tf32: bool = True
+    # global batches per optimizer step (gradients summed, each batch's per-frame loss weighing 1/grad_accum):
+    # a larger effective batch than memory holds; the step count, LR schedule and checkpoints count optimizer steps
+    grad_accum: int = 1
+    # torch.distributed timeout for joining and for every collective (torchrun runs): the longest a rank may wait
+    # for the others, e.g. while rank 0 alone fits pretraining's k-means (torch's nccl default, 10 min, is too short)
+    dist_timeout_minutes: float = 120.0
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -42,4 +50,5 @@ class RunConfig:
 # settings a --resume may change (they take effect in the resumed run); any other change is refused
 # (common/run_record.py). max_steps: the LR schedule is re-drawn to the new end (Trainer.load_checkpoint).
 SAFE_ON_RESUME = frozenset(f"config.run.{k}" for k in (
-    "max_steps", "max_minutes", "checkpoint_every", "log_every", "threads", "device", "data.num_workers"))
+    "max_steps", "max_minutes", "checkpoint_every", "log_every", "threads", "device", "data.num_workers",
+    "dist_timeout_minutes", "tf32"))

@@ -34,9 +34,10 @@ class DataConfig:
     max_item_seconds: float = 10.0    # longer files are randomly cropped to this (seeded per epoch and item)
     min_item_seconds: float = 0.5     # shorter files are skipped (listed in the report)
     bucket_size: int = 64             # items sorted by length inside each bucket, so batches pad little
-    min_batch_items: int = 2          # smaller (tail) batches are dropped; must be >= the number of processes,
-                                      # so that the batches are the same whatever the number of processes
-    num_workers: int = 0
+    min_batch_items: int = 2          # smaller (tail) batches are dropped (a rule independent of the number of
+                                      # processes, so the batches are the same whatever it is)
+    num_workers: int = 0              # DataLoader worker processes decoding audio (s3prl's distiller: 24)
+    prefetch_factor: int = 2          # batches each worker loads ahead (with num_workers > 0)
 
 
 @dataclass
@@ -159,9 +160,10 @@ class UnlabelledAudio(torch.utils.data.Dataset):
     def cropped_length(self, index: int) -> int:
         return min(self.entries[index][1], self.max_samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[int, torch.Tensor | None, int, str]:
-        """``(item index, waveform or None when unreadable, crop start in samples, error message)``."""
-        index, epoch = key
+    def __getitem__(self, key: tuple[int, int] | tuple[int, int, bool]) -> tuple[int, torch.Tensor | None, int, str]:
+        """``(item index, waveform or None when unreadable, crop start in samples, error message)``. A key's
+        optional third element marks a stand-in item (see :meth:`SecondsBatchSampler.iterate`); it reads the same."""
+        index, epoch = key[:2]
         path, num = self.entries[index]
         start = 0
         if num > self.max_samples:
@@ -174,9 +176,10 @@ class UnlabelledAudio(torch.utils.data.Dataset):
         return index, wav, start, ""
 
 
-def collate(items: list[tuple[int, torch.Tensor | None, int, str]]) -> dict:
+def collate(items: list[tuple[int, torch.Tensor | None, int, str]], weight: float = 1.0) -> dict:
     """Pad to ``wav [batch, samples]`` with ``wav_lengths [batch]``, the items' dataset ``indices [batch]`` and crop
-    ``starts [batch]`` (samples; pretraining aligns its frame labels with them); failed items go to ``failed``."""
+    ``starts [batch]`` (samples; pretraining aligns its frame labels with them); failed items go to ``failed``.
+    ``weight`` (0 for a stand-in share, else 1) multiplies this rank's loss and frame count in the loop."""
     good = [(i, w, s) for i, w, s, _ in items if w is not None]
     failed = [(i, msg) for i, w, _, msg in items if w is None]
     lengths = torch.tensor([w.numel() for _, w, _ in good], dtype=torch.long)
@@ -184,21 +187,24 @@ def collate(items: list[tuple[int, torch.Tensor | None, int, str]]) -> dict:
     for row, (_, w, _) in enumerate(good):
         wav[row, : w.numel()] = w
     return {"wav": wav, "wav_lengths": lengths, "indices": torch.tensor([i for i, _, _ in good], dtype=torch.long),
-            "starts": torch.tensor([s for _, _, s in good], dtype=torch.long), "failed": failed}
+            "starts": torch.tensor([s for _, _, s in good], dtype=torch.long), "failed": failed,
+            "weight": weight}
 
 
 class SecondsBatchSampler:
     """Global batches bounded by padded seconds, rebuilt per epoch from ``seed + epoch``.
 
     Each batch holds items of similar length (sorted inside shuffled buckets), so padding stays small. A rank's
-    share of a global batch is ``batch[rank::world]``. ``start_batch`` resumes mid-epoch.
+    share of a global batch is ``batch[rank::world]``. ``start_batch`` resumes mid-epoch. Any number of ranks
+    works: a rank past the batch's items (more GPUs than items, e.g. 16 GPUs on the recipe's 15-item batches) gets
+    a stand-in share, one item of the batch marked as such, whose loss and frames count zero (DDP needs every rank
+    to run forward and backward; the gradients stay those of the real items).
     """
 
     def __init__(self, dataset: UnlabelledAudio, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1):
         self.dataset, self.cfg, self.seed, self.rank, self.world = dataset, cfg, seed, rank, world
-        if world > cfg.min_batch_items:
-            raise ValueError(f"{world} processes need data.min_batch_items >= {world} (it is "
-                             f"{cfg.min_batch_items}): every process takes at least one item of every batch")
+        if cfg.min_batch_items < 1:
+            raise ValueError(f"data.min_batch_items must be >= 1, got {cfg.min_batch_items}")
         longest = max(dataset.cropped_length(i) for i in range(len(dataset))) / SAMPLE_RATE
         if longest * cfg.min_batch_items > cfg.max_batch_seconds:
             raise ValueError(f"data.max_batch_seconds={cfg.max_batch_seconds} cannot hold {cfg.min_batch_items} "
@@ -230,16 +236,38 @@ class SecondsBatchSampler:
         rng.shuffle(batches)
         return batches
 
-    def iterate(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, list[tuple[int, int]]]]:
-        """Yield ``(batch_index, this rank's [(item, epoch), ...])`` from ``start_batch`` to the epoch's end."""
+    def iterate(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, list[tuple]]]:
+        """Yield ``(batch_index, this rank's [(item, epoch), ...])`` from ``start_batch`` to the epoch's end; a
+        stand-in share is ``[(item, epoch, True)]`` (see the class docstring)."""
         for b, batch in enumerate(self.global_batches(epoch)):
             if b >= start_batch:
-                yield b, [(i, epoch) for i in batch[self.rank:: self.world]]
+                share = batch[self.rank:: self.world]
+                yield b, [(i, epoch) for i in share] if share else [(batch[self.rank % len(batch)], epoch, True)]
+
+
+def _collate_share(items: list) -> dict:
+    return collate([item[:4] for item in items], weight=0.0 if items and all(item[4] for item in items) else 1.0)
+
+
+class _ShareDataset(torch.utils.data.Dataset):
+    """The dataset's items with their stand-in mark appended (a picklable wrapper, for worker processes)."""
+
+    def __init__(self, dataset: UnlabelledAudio):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple) -> tuple:
+        return (*self.dataset[key], len(key) > 2)
 
 
 def epoch_loader(dataset: UnlabelledAudio, sampler: SecondsBatchSampler, epoch: int, start_batch: int,
-                 num_workers: int) -> torch.utils.data.DataLoader:
+                 cfg: DataConfig, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """DataLoader over this rank's shares of the epoch's batches from ``start_batch`` on (batch dicts from
-    :func:`collate`)."""
+    :func:`collate`): ``cfg.num_workers`` processes decode audio, each ``cfg.prefetch_factor`` batches ahead;
+    ``pin_memory`` (for a CUDA device) puts batches in page-locked memory so the copy to the GPU is asynchronous."""
     shares = [items for _, items in sampler.iterate(epoch, start_batch)]
-    return torch.utils.data.DataLoader(dataset, batch_sampler=shares, collate_fn=collate, num_workers=num_workers)
+    extra = {"prefetch_factor": cfg.prefetch_factor} if cfg.num_workers > 0 else {}
+    return torch.utils.data.DataLoader(_ShareDataset(dataset), batch_sampler=shares, collate_fn=_collate_share,
+                                       num_workers=cfg.num_workers, pin_memory=pin_memory, **extra)

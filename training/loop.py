@@ -13,6 +13,7 @@ every step, so masking and dropout do not depend on where a run was interrupted)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -39,8 +40,8 @@ log = logging.getLogger(__name__)
 SCHEDULE_EVERY = 20  # steps between re-estimates of the step time (fit_schedule_to_time)
 
 
-def _seed_step(seed: int, step: int, rank: int) -> None:
-    s = (seed * 1_000_003 + step * 101 + rank) % (2 ** 31)
+def _seed_step(seed: int, step: int, rank: int, micro: int = 0) -> None:
+    s = (seed * 1_000_003 + step * 101 + rank + micro * 7919) % (2 ** 31)
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
@@ -74,6 +75,8 @@ class Trainer:
         params = [p for p in self.objective.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the objective has no trainable parameters")
+        if cfg.grad_accum < 1:
+            raise ValueError(f"run.grad_accum must be >= 1 (global batches per optimizer step), got {cfg.grad_accum}")
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.horizon = cfg.max_steps  # the step the LR schedule ends at (fewer with fit_schedule_to_time)
@@ -86,6 +89,7 @@ class Trainer:
                 self.objective, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         self.step, self.epoch, self.batch_pos = 0, 0, 0
         self.history: list[dict] = []
+        self._pending: list[tuple[torch.Tensor, list[str]]] = []  # this step's micro-batches so far (grad_accum)
         self.run_config_dict = run_config_dict or {}
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
 
@@ -105,7 +109,9 @@ class Trainer:
         """Restore from ``checkpoints/last.pt`` when present; returns whether it was."""
         if not self.ckpt_path.is_file():
             return False
-        state = load_checkpoint(self.ckpt_path, self.env.device)  # weights_only: a planted file never runs code
+        # to the CPU, then moved: the model and optimizer copy into their parameters' device, and RNG states must be
+        # CPU tensors (mapped to cuda, torch.set_rng_state raises TypeError); weights_only: a planted file never runs
+        state = load_checkpoint(self.ckpt_path)
         missing, unexpected = self.objective.load_state_dict(state["model"], strict=False)
         bad = [k for k in missing if not k.startswith("teacher.")] + list(unexpected)
         if bad:
@@ -145,7 +151,8 @@ class Trainer:
         started = time.time()
         timing = None  # (step, time) after this session's first step, which is slower than the rest
         while self.step < self.horizon:
-            loader = epoch_loader(self.dataset, self.sampler, self.epoch, self.batch_pos, self.cfg.data.num_workers)
+            loader = epoch_loader(self.dataset, self.sampler, self.epoch, self.batch_pos, self.cfg.data,
+                                  pin_memory=self.env.device.type == "cuda")
             for batch in loader:
                 self.batch_pos += 1
                 for index, reason in batch["failed"]:
@@ -220,18 +227,32 @@ class Trainer:
         return bool(flag.item())
 
     def _train_step(self, batch: dict, after_backward: Callable[[int], None] | None) -> dict | None:
-        env = self.env
+        """One micro-batch: forward and backward (gradients add up); after ``grad_accum`` of them, the optimizer
+        step. Returns the step's record then, else None (also for a batch every rank skips)."""
+        env, accum = self.env, self.cfg.grad_accum
         has_data = torch.tensor(float(batch["wav"].shape[0] > 0), device=env.device)
         if all_reduce(has_data, dist.ReduceOp.MIN).item() == 0:
             return None  # every rank must skip together, or DDP would wait forever
-        _seed_step(self.cfg.seed, self.step, env.rank)
-        batch = {k: v.to(env.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        with autocast(self.cfg.precision, env.device):
-            out = self.model(batch)
-        global_frames = all_reduce(out["frames"].detach().float().clone()).clamp(min=1)
-        # DDP averages gradients over ranks, hence "* world": the result is d(global sum / global frames)
-        loss = out["loss_sum"].float() / global_frames * env.world
-        self.scaler.scale(loss).backward()
+        micro = len(self._pending)
+        _seed_step(self.cfg.seed, self.step, env.rank, micro)
+        weight = float(batch.get("weight", 1.0))  # 0: a stand-in share (training/data.py), counts nothing
+        batch = {k: v.to(env.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                 for k, v in batch.items()}
+        last = micro + 1 == accum
+        # gradients are all-reduced once per optimizer step, on the last micro-batch (DDP's no_sync before it)
+        sync = contextlib.nullcontext() if last or env.world == 1 else self.model.no_sync()
+        with sync:
+            with autocast(self.cfg.precision, env.device):
+                out = self.model(batch)
+            loss_sum, frames = out["loss_sum"].float() * weight, out["frames"].detach().float() * weight
+            global_frames = all_reduce(frames.clone()).clamp(min=1)
+            # DDP averages gradients over ranks, hence "* world": the result is d(global sum / global frames); each
+            # of the grad_accum micro-batches weighs 1/grad_accum (the mean of their per-frame losses)
+            self.scaler.scale(loss_sum / global_frames * env.world / accum).backward()
+        sums = torch.stack([loss_sum.detach()] + [v.detach().float() * weight for v in out["parts"].values()])
+        self._pending.append((all_reduce(sums) / global_frames, list(out["parts"])))
+        if not last:
+            return None
         if after_backward is not None:
             after_backward(self.step)
         self.scaler.unscale_(self.optimizer)  # clip the true gradients (a no-op unless fp16 on GPU)
@@ -242,11 +263,12 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        sums = torch.stack([out["loss_sum"].detach().float()] + [v.detach().float() for v in out["parts"].values()])
-        sums = all_reduce(sums) / global_frames
-        record = {"step": self.step, "loss": float(sums[0]), "lr": self.scheduler.get_last_lr()[0],
+        means = torch.stack([m for m, _ in self._pending]).mean(0)
+        names = self._pending[0][1]
+        self._pending = []
+        record = {"step": self.step, "loss": float(means[0]), "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": float(grad_norm)}
-        record.update({name: float(v) for name, v in zip(out["parts"], sums[1:])})
+        record.update({name: float(v) for name, v in zip(names, means[1:])})
         return record
 
     def _write_history(self, seconds: float) -> None:
