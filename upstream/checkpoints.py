@@ -170,7 +170,7 @@ def _read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_model_state(model: HubertModel, state: dict[str, torch.Tensor], where: str,
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str,
                      optional: tuple[str, ...] = ("mask_emb",)) -> None:
     """Strict load: every model weight must come from ``state`` (except ``optional``), nothing may be left over."""
     own = model.state_dict()
@@ -191,8 +191,9 @@ def load_model_state(model: HubertModel, state: dict[str, torch.Tensor], where: 
 def _load_ours(path: Path, **kwargs) -> Upstream:
     meta = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8-sig"))
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("type") not in (
-            "hubert", "transformers"):
-        raise ConversionError(f"{path / CONFIG_FILE}: not a {FORMAT_NAME} file of type 'hubert' or 'transformers'")
+            "hubert", "transformers", "compact"):
+        raise ConversionError(f"{path / CONFIG_FILE}: not a {FORMAT_NAME} file of type 'hubert', 'transformers' "
+                              "or 'compact'")
     if meta.get("version") != FORMAT_VERSION:
         raise ConversionError(f"{path / CONFIG_FILE}: version {meta.get('version')} (this code reads "
                               f"{FORMAT_VERSION})")
@@ -205,6 +206,12 @@ def _load_ours(path: Path, **kwargs) -> Upstream:
 
         return transformers_upstream_from_state(meta.get("model_type"), meta["config"], _safetensors(data, weights),
                                                 str(weights))
+    if meta["type"] == "compact":  # a FitHuBERT / ARMHuBERT / STaRHuBERT / DPHuBERT-style student
+        from .compact import CompactConfig, CompactModel, CompactUpstream
+
+        model = CompactModel(from_dict(CompactConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
+        load_model_state(model, _safetensors(data, weights), str(weights), optional=())
+        return CompactUpstream(model)
     model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
     load_model_state(model, _safetensors(data, weights), str(weights), optional=())
     return HubertUpstream(model, include_pred_heads=kwargs.get("include_pred_heads",
@@ -308,6 +315,7 @@ def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: st
     Each file is written atomically; the checksum makes a save interrupted between the two files fail loudly on
     load instead of pairing new weights with an old config.
     """
+    from .compact import CompactUpstream
     from .hf_families import TransformersUpstream
 
     directory = Path(directory)
@@ -317,6 +325,10 @@ def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: st
         config = {k: v for k, v in hf_model.config.to_dict().items()
                   if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")}
         extra = {"type": "transformers", "model_type": upstream_or_model.model_type, "config": config}
+    elif isinstance(upstream_or_model, CompactUpstream):  # a successor's student (upstream/compact.py)
+        model = upstream_or_model.model
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        extra = {"type": "compact", "config": to_dict(model.cfg)}
     else:
         model, include_pred_heads = _as_model(upstream_or_model)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
