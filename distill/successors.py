@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -51,16 +52,18 @@ def build_objective(cfg: DistillConfig, teacher: Upstream) -> nn.Module:
 def compact_config(cfg: DistillConfig, teacher_cfg) -> CompactConfig:
     """The student's :class:`CompactConfig` from the recipe, defaults taken from the teacher's HuBERT config."""
     s = cfg.student
+    # DPHuBERT prunes the teacher itself: its depth, whatever student.layers says
+    layers = teacher_cfg.layers if cfg.objective.kind == "pruning" else s.layers
     width = s.width or teacher_cfg.embed_dim
     heads = s.heads or (teacher_cfg.heads if width == teacher_cfg.embed_dim else max(1, width // 64))
     head_dim = s.head_dim or width // heads
     ffn = s.ffn_dim or (teacher_cfg.ffn_dim if width == teacher_cfg.embed_dim else 4 * width)
-    ffn_dims = tuple(s.ffn_dims) or (ffn,) * s.layers
+    ffn_dims = tuple(s.ffn_dims) or (ffn,) * layers
     dropout = teacher_cfg.dropout if s.dropout is None else s.dropout
     return CompactConfig(
         conv_layers=tuple(tuple(c) for c in s.conv_layers) or teacher_cfg.conv_layers,
         extractor_mode=teacher_cfg.extractor_mode, conv_bias=teacher_cfg.conv_bias,
-        feat_proj_layer_norm=teacher_cfg.feat_proj_layer_norm, embed_dim=width, heads=(heads,) * s.layers,
+        feat_proj_layer_norm=teacher_cfg.feat_proj_layer_norm, embed_dim=width, heads=(heads,) * layers,
         head_dim=head_dim, ffn_dims=ffn_dims, reuse_attention=tuple(s.reuse_attention),
         time_reduction=s.time_reduction, layer_norm_first=teacher_cfg.layer_norm_first,
         conv_pos=teacher_cfg.conv_pos, conv_pos_groups=teacher_cfg.conv_pos_groups,
@@ -131,15 +134,19 @@ class SuccessorObjective(nn.Module):
             log.info("student: %d tensors copied from the teacher", len(copied))
         self.teacher_layers, self.teacher_dim = t_cfg.layers, t_cfg.embed_dim
         layers = s_cfg.layers
-        mapping = list(obj.layer_map) if obj.kind != "pruning" else list(obj.layer_map or [0, 4, 8, 12])
+        if obj.kind == "pruning":  # layers of a reference_depth teacher (0/4/8/12 of 12 → 0/2/4/6 of 6)
+            mapping = [round(l * t_cfg.layers / obj.reference_depth) for l in (obj.layer_map or [0, 4, 8, 12])]
+        else:
+            mapping = list(obj.layer_map)
         if obj.kind != "pruning":
-            mapping = mapping or [round((i + 1) * t_cfg.layers / layers) for i in range(layers)]
+            # evenly spread (a deeper student than the teacher shares its layers: 1,1,2,2,... of 12 over 6)
+            mapping = mapping or [max(1, math.ceil((i + 1) * t_cfg.layers / layers)) for i in range(layers)]
             if len(mapping) != layers or not all(1 <= l <= t_cfg.layers for l in mapping):
                 raise ConfigMismatch(f"objective.layer_map={mapping}: one teacher layer in 1..{t_cfg.layers} for "
                                      f"each of the {layers} student layers")
-        elif layers != t_cfg.layers or not all(0 <= l <= layers for l in mapping):
-            raise ConfigMismatch(f"pruning: the student keeps the teacher's {t_cfg.layers} layers (got {layers}) "
-                                 f"and objective.layer_map={mapping} names layers in 0..{layers}")
+        elif len(set(mapping)) != len(mapping) or not all(0 <= l <= layers for l in mapping):
+            raise ConfigMismatch(f"pruning: objective.layer_map={obj.layer_map} (of reference_depth="
+                                 f"{obj.reference_depth}) does not map to distinct layers 0..{layers} (got {mapping})")
         self.mapping = mapping
         factor = s_cfg.time_reduction
         if obj.kind == "hints":

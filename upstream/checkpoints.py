@@ -1,6 +1,7 @@
 """Load upstreams from checkpoint files/dirs in four formats, save our own, export to transformers.
 
-Recognised by :func:`load_upstream_from_path`, tried in this order:
+Recognised by :func:`load_upstream_from_path`, tried in this order (plus the successors' released layouts,
+``successor_checkpoints.py``, detected from a pickle's content before (c) and (b)):
   (d) ours: a dir with ``upstream.yaml`` (type tag, version, config, weights checksum) + ``model.safetensors``;
   (a) a Hugging Face model dir: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``;
   (c) an s3prl distiller ``.ckpt`` (a torch pickle with ``Distiller`` weights and ``Config``);
@@ -285,11 +286,20 @@ def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwar
             return _load_hf(path, trust_pickle, **kwargs)
     elif path.is_file():
         ckpt = safe_torch_load(path, trust_pickle)
+        from .successor_checkpoints import detect, load_dphubert, load_lightning_student
+
+        layout = detect(ckpt)
+        if layout == "lightning_student":
+            return load_lightning_student(path, ckpt)
+        if layout == "dphubert":
+            return load_dphubert(path, ckpt)
         if isinstance(ckpt, dict) and "Distiller" in ckpt and "Config" in ckpt:
             return _load_s3prl(path, ckpt, **kwargs)
         if isinstance(ckpt, dict) and "model" in ckpt and ("cfg" in ckpt or "args" in ckpt):
             return _load_fairseq(path, ckpt, **kwargs)
-    tried += ["s3prl distiller .ckpt (torch pickle with 'Distiller' and 'Config')",
+    tried += ["FitHuBERT/MaskHuBERT/ARMHuBERT/STaRHuBERT Lightning .ckpt ('state_dict' with 'student_model.' "
+              "keys)", "DPHuBERT .pth ('state_dict' + a 'config' with 'extractor_conv_layer_config')",
+              "s3prl distiller .ckpt (torch pickle with 'Distiller' and 'Config')",
               "fairseq HuBERT .pt (torch pickle with 'model' and 'cfg' or 'args')"]
     raise ConversionError(f"{path}: unrecognised upstream checkpoint. Tried: " + "; ".join(tried))
 

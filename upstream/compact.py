@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -111,9 +112,11 @@ class GatedAttention(nn.Module):
         super().__init__()
         self.heads, self.head_dim, self.dropout, self.reuse = heads, head_dim, dropout, reuse
         inner = heads * head_dim
-        if not reuse:
-            self.q_proj, self.k_proj = nn.Linear(dim, inner), nn.Linear(dim, inner)
-        self.v_proj, self.out_proj = nn.Linear(dim, inner), nn.Linear(inner, dim)
+        with warnings.catch_warnings():  # a pruned layer may have 0 heads: empty weights are meant
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            if not reuse:
+                self.q_proj, self.k_proj = nn.Linear(dim, inner), nn.Linear(dim, inner)
+            self.v_proj, self.out_proj = nn.Linear(dim, inner), nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor, key_valid: torch.Tensor, probs: torch.Tensor | None = None,
                 gate: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -139,7 +142,9 @@ class GatedFeedForward(nn.Module):
 
     def __init__(self, dim: int, ffn_dim: int, activation_dropout: float):
         super().__init__()
-        self.intermediate_dense, self.output_dense = nn.Linear(dim, ffn_dim), nn.Linear(ffn_dim, dim)
+        with warnings.catch_warnings():  # 0 units (pruned away): empty weights are meant
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.intermediate_dense, self.output_dense = nn.Linear(dim, ffn_dim), nn.Linear(ffn_dim, dim)
         self.dropout = nn.Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
