@@ -144,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
     from common.run_record import check_run_folder
     from distill.config import DistillConfig
     from distill.objectives import DistillObjective
+    from distill.successors import SuccessorObjective, build_objective
     from training.cli import start_run
     from training.config import SAFE_ON_RESUME
     from training.data import SkipReport, training_audio
@@ -165,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     if changed:
         log.info("resuming with changed settings (they apply from here on): %s", ", ".join(changed))
     teacher = build_upstream(args.teacher, checkpoint=args.teacher_ckpt, trust_pickle=args.trust_pickle)
-    objective = DistillObjective(cfg, teacher)  # checks teacher/student shapes before any training
+    objective = build_objective(cfg, teacher)  # checks teacher/student shapes before any training
     report = SkipReport()
     entries = training_audio(args.data, cfg.run.data, report)
     if env.is_main:
@@ -175,11 +176,12 @@ def _run(args: argparse.Namespace) -> int:
                  args.teacher, count_parameters(teacher) / 1e6, count_parameters(objective.student) / 1e6,
                  len(entries))
     trainer = Trainer(objective, cfg.run, entries, out, report, env, run_info)
-    hook = objective.frontend_only_hook() if cfg.student.frontend_warmup_steps > 0 else None
+    hook = objective.frontend_only_hook() if cfg.student.frontend_warmup_steps > 0 and isinstance(
+        objective, DistillObjective) else None
     started = time.time()
     history = trainer.fit(resume=args.resume, after_backward=hook)
     if env.is_main:
-        student = export_student(objective)
+        student = objective.export() if isinstance(objective, SuccessorObjective) else export_student(objective)
         save_upstream(student, out)
         summary = {"steps": trainer.step, "final_loss": history[-1]["loss"] if history else None,
                    "seconds": round(time.time() - started, 1),

@@ -72,13 +72,18 @@ class Trainer:
         self.skips = skip_report
         self.dataset = UnlabelledAudio(entries, cfg.data, cfg.seed)
         self.sampler = SecondsBatchSampler(self.dataset, cfg.data, cfg.seed, env.rank, env.world)
-        params = [p for p in self.objective.parameters() if p.requires_grad]
+        # an objective may give some parameters their own learning rate (``optimizer_groups()``: a list of AdamW
+        # param groups, e.g. DPHuBERT's Lagrange multipliers); the schedule scales every group alike
+        groups = list(getattr(objective, "optimizer_groups", lambda: [])())
+        grouped = {id(p) for g in groups for p in g["params"]}
+        params = [p for p in self.objective.parameters() if p.requires_grad and id(p) not in grouped]
         if not params:
             raise ValueError("the objective has no trainable parameters")
         if cfg.grad_accum < 1:
             raise ValueError(f"run.grad_accum must be >= 1 (global batches per optimizer step), got {cfg.grad_accum}")
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW([{"params": params}] + groups, lr=o.lr, betas=o.betas, eps=o.eps,
+                                           weight_decay=o.weight_decay)
         self.horizon = cfg.max_steps  # the step the LR schedule ends at (fewer with fit_schedule_to_time)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.horizon, o.warmup_ratio))

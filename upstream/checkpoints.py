@@ -1,6 +1,7 @@
 """Load upstreams from checkpoint files/dirs in four formats, save our own, export to transformers.
 
-Recognised by :func:`load_upstream_from_path`, tried in this order:
+Recognised by :func:`load_upstream_from_path`, tried in this order (plus the successors' released layouts,
+``successor_checkpoints.py``, detected from a pickle's content before (c) and (b)):
   (d) ours: a dir with ``upstream.yaml`` (type tag, version, config, weights checksum) + ``model.safetensors``;
   (a) a Hugging Face model dir: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin`` (or their shards
       with an ``*.index.json``);
@@ -173,7 +174,7 @@ def _read_weights(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_model_state(model: HubertModel, state: dict[str, torch.Tensor], where: str,
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str,
                      optional: tuple[str, ...] = ("mask_emb",)) -> None:
     """Strict load: every model weight must come from ``state`` (except ``optional``), nothing may be left over."""
     own = model.state_dict()
@@ -194,8 +195,9 @@ def load_model_state(model: HubertModel, state: dict[str, torch.Tensor], where: 
 def _load_ours(path: Path, **kwargs) -> Upstream:
     meta = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8-sig"))
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("type") not in (
-            "hubert", "transformers"):
-        raise ConversionError(f"{path / CONFIG_FILE}: not a {FORMAT_NAME} file of type 'hubert' or 'transformers'")
+            "hubert", "transformers", "compact"):
+        raise ConversionError(f"{path / CONFIG_FILE}: not a {FORMAT_NAME} file of type 'hubert', 'transformers' "
+                              "or 'compact'")
     if meta.get("version") != FORMAT_VERSION:
         raise ConversionError(f"{path / CONFIG_FILE}: version {meta.get('version')} (this code reads "
                               f"{FORMAT_VERSION})")
@@ -211,6 +213,12 @@ def _load_ours(path: Path, **kwargs) -> Upstream:
 
         return transformers_upstream_from_state(meta.get("model_type"), meta["config"], _safetensors(data, weights),
                                                 str(weights), normalize_waveform=normalize)
+    if meta["type"] == "compact":  # a FitHuBERT / ARMHuBERT / STaRHuBERT / DPHuBERT-style student
+        from .compact import CompactConfig, CompactModel, CompactUpstream
+
+        model = CompactModel(from_dict(CompactConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
+        load_model_state(model, _safetensors(data, weights), str(weights), optional=())
+        return CompactUpstream(model)
     model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
     load_model_state(model, _safetensors(data, weights), str(weights), optional=())
     first_state = meta.get("first_state", "encoder_input")
@@ -386,11 +394,20 @@ def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwar
                               f"folder that holds it with {CONFIG_FILE} (ours) or config.json (Hugging Face)")
     elif path.is_file():
         ckpt = safe_torch_load(path, trust_pickle)
+        from .successor_checkpoints import detect, load_dphubert, load_lightning_student
+
+        layout = detect(ckpt)
+        if layout == "lightning_student":
+            return load_lightning_student(path, ckpt)
+        if layout == "dphubert":
+            return load_dphubert(path, ckpt)
         if isinstance(ckpt, dict) and "Distiller" in ckpt and "Config" in ckpt:
             return _load_s3prl(path, ckpt, **kwargs)
         if isinstance(ckpt, dict) and "model" in ckpt and ("cfg" in ckpt or "args" in ckpt):
             return _load_fairseq(path, ckpt, **kwargs)
-    tried += ["s3prl distiller .ckpt (torch pickle with 'Distiller' and 'Config')",
+    tried += ["FitHuBERT/MaskHuBERT/ARMHuBERT/STaRHuBERT Lightning .ckpt ('state_dict' with 'student_model.' "
+              "keys)", "DPHuBERT .pth ('state_dict' + a 'config' with 'extractor_conv_layer_config')",
+              "s3prl distiller .ckpt (torch pickle with 'Distiller' and 'Config')",
               "fairseq HuBERT .pt (torch pickle with 'model' and 'cfg' or 'args')"]
     raise ConversionError(f"{path}: unrecognised upstream checkpoint. Tried: " + "; ".join(tried))
 
@@ -416,6 +433,7 @@ def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: st
     Each file is written atomically; the checksum makes a save interrupted between the two files fail loudly on
     load instead of pairing new weights with an old config.
     """
+    from .compact import CompactUpstream
     from .hf_families import TransformersUpstream
 
     directory = Path(directory)
@@ -425,6 +443,10 @@ def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: st
         config = {k: v for k, v in hf_model.config.to_dict().items()
                   if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")}
         extra = {"type": "transformers", "model_type": upstream_or_model.model_type, "config": config}
+    elif isinstance(upstream_or_model, CompactUpstream):  # a successor's student (upstream/compact.py)
+        model = upstream_or_model.model
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        extra = {"type": "compact", "config": to_dict(model.cfg)}
     else:
         model, include_pred_heads = _as_model(upstream_or_model)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -194,6 +194,9 @@ def _rename_fairseq_key(key: str) -> str | None:
     return None
 
 
+rename_fairseq_key = _rename_fairseq_key  # public: the successors' checkpoints (successor_checkpoints.py) use it
+
+
 def state_from_fairseq(state: Mapping[str, torch.Tensor], cfg: HubertConfig) -> tuple[dict[str, torch.Tensor],
                                                                                       list[str]]:
     """fairseq/s3prl keys → ours; returns (state, ignored foreign keys). s3prl's ``output_layer`` (one wide
