@@ -218,7 +218,7 @@ def _load_ours(path: Path, **kwargs) -> Upstream:
 
         model = CompactModel(from_dict(CompactConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
         load_model_state(model, _safetensors(data, weights), str(weights), optional=())
-        return CompactUpstream(model)
+        return CompactUpstream(model)  # raw waveforms, as the successors were distilled
     model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
     load_model_state(model, _safetensors(data, weights), str(weights), optional=())
     first_state = meta.get("first_state", "encoder_input")
