@@ -2,8 +2,8 @@
 
 Layout: ``<cache_dir>/<weights-hash[:16]>/<key[:2]>/<key>.npy``, one fp16 array ``[layer, frame, feature]`` per
 utterance (with ``--layer``, read back memory-mapped, so only that layer is touched). ``key`` hashes the audio's
-identity (absolute path, size, mtime, slice), so an edited file or a different slice misses, and tasks that read
-the same audio share its features.
+identity (absolute path, size, mtime, slice, sox effect chain), so an edited file or a different slice misses, and
+tasks that read the same audio share its features.
 The weights hash makes a retrained or different upstream miss too. Writes are atomic: a killed extraction leaves no
 half-written array behind (at most an orphan ``.tmp`` file, removed later: see :func:`clean_orphans`).
 Each array has a sidecar ``<key>.sum`` with its size and xxh3-64 hash (xxhash rather than zlib's CRC-32: the check
@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from common import tensors
 from common.audio import AudioError, check_audio_file, require_samples
+from common.effects import effects_key, sox_available
 from common.io import atomic_write_bytes, atomic_write_text
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
@@ -67,6 +68,8 @@ def audio_key(utt: Utterance) -> str:
     except AudioError as e:
         raise AudioError(f"utterance {utt.id}: {e}") from None
     ident = f"{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
+    if utt.effects:  # the audio the upstream sees differs (keys of records without effects stay as they were)
+        ident += f"|{effects_key(utt.effects)}|sox={sox_available()}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
@@ -89,7 +92,7 @@ class FeatureCache:
         self._verified: set[Path] = set()  # entries checked against their sidecar by this object
 
     def _key(self, utt: Utterance) -> str:
-        k = (utt.id, str(utt.path), utt.start, utt.duration)
+        k = (utt.id, str(utt.path), utt.start, utt.duration, utt.effects)
         if k not in self._keys:
             self._keys[k] = audio_key(utt)
         return self._keys[k]

@@ -18,13 +18,14 @@ eval ("test") queries, as SUPERB's protocol says. ``--layer K`` skips the sweep.
 
 Differences from SUPERB: without ``twv.scorer`` Cnxe is not reported (MTWV and ATWV follow the scorer's
 definition either way). Queries and documents whose language is not in ``data.languages`` are not searched, as s3prl
-keeps only ``nnenglish`` (``s3prl/downstream/quesst14_dtw/dataset.py:43-53``).
+keeps only ``nnenglish`` (``s3prl/downstream/quesst14_dtw/dataset.py:43-53``). Every query and document goes
+through sox ``gain -3.0`` first, as s3prl's (``data.gain_db``).
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,6 +66,7 @@ class TWVConfig:
 @dataclass
 class QbEDataConfig:
     languages: list[str] = field(default_factory=lambda: ["nnenglish", "english"])
+    gain_db: float = -3.0  # sox gain before the upstream (s3prl quesst14_dtw/dataset.py:31; 0 = none)
 
 
 @dataclass
@@ -113,7 +115,9 @@ class QueryByExample(Task):
         s = self.qbe_set(split)
         for reason, n in s.dropped.items():
             self.count_dropped(split, reason, n)
-        return s.queries + s.documents
+        gain = self.config.data.gain_db
+        effects = (("gain", f"{gain:.1f}"),) if gain else ()
+        return [replace(u, effects=effects) for u in s.queries + s.documents]
 
     # QbE has no head and no loss; the engine never trains it (``run`` replaces the procedure).
     def build_head(self, input_dim: int) -> nn.Module:
