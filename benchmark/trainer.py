@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainOutcome:
-    best_dev: float | None  # the best dev value of the primary metric (None: never evaluated)
+    best_dev: float | None  # the best dev value of the selection metric (None: never evaluated)
     steps: int              # optimiser updates done
 
 
@@ -199,7 +199,7 @@ def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSourc
                     m.train()
                 for name, value in dev.items():
                     scalars.add(f"dev/{name}", value, step)
-                value = dev[task.primary_metric]
+                value = dev[task.selection()[0]]
                 if task.better(value, state["best"]):
                     state.update(best=value, best_step=step, bad_evals=0, dev=dev)
                     if main:

@@ -73,8 +73,12 @@ class KeywordSpotting(ClassificationTask):
 
     def load_split(self, split: str) -> list[Utterance]:
         utts = self._load_test() if split == "test" else self._load_train_dev(split)
+        return [replace(u, effects=self.audio_effects()) for u in utts]
+
+    def audio_effects(self) -> tuple[tuple[str, ...], ...]:
+        """s3prl's ``gain -3.0`` (``data.gain_db``; none at 0)."""
         gain = self.config.data.gain_db
-        return [replace(u, effects=(("gain", f"{gain:.1f}"),)) for u in utts] if gain else utts
+        return (("gain", f"{gain:.1f}"),) if gain else ()
 
     def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         """Test: accuracy %. Dev: ``accuracy`` = the mean of the per-class accuracies (the expectation of s3prl's

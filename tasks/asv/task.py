@@ -92,7 +92,7 @@ class SpeakerVerification(Task):
         self.speakers: list[str] = []
         self._short = 0  # training utterances dropped for their length
 
-    def effects(self) -> tuple[tuple[str, ...], ...]:
+    def audio_effects(self) -> tuple[tuple[str, ...], ...]:
         """The sox chain every ASV utterance goes through (``data.gain_db``, ``data.trim_silence``)."""
         cfg = self.config.data
         chain = [("gain", f"{cfg.gain_db:.1f}")] if cfg.gain_db else []
@@ -101,7 +101,7 @@ class SpeakerVerification(Task):
     def with_effects(self, utts: list[Utterance]) -> list[Utterance]:
         """``utts`` with the sox chain attached and, when it trims, their durations after it (computed once per
         file and remembered, as s3prl's ``.wav_lengths``); an unreadable file keeps its record (the audit names it)."""
-        chain = self.effects()
+        chain = self.audio_effects()
         if not chain:
             return utts
         if not any(e[0] == "silence" for e in chain):
@@ -133,6 +133,10 @@ class SpeakerVerification(Task):
         index = {s: i for i, s in enumerate(train_spk)}
         train = [replace(u, label=index[u.speaker]) for u in train]
         self._splits = {"train": train, "dev": dev, "test": test}
+
+    def file_records(self, path) -> list[Utterance]:
+        """A file for ``predict``: the whole file through the sox chain, its duration after it."""
+        return self.with_effects(super().file_records(path))
 
     def load_split(self, split: str) -> list[Utterance]:
         self._prepare()

@@ -115,9 +115,12 @@ class QueryByExample(Task):
         s = self.qbe_set(split)
         for reason, n in s.dropped.items():
             self.count_dropped(split, reason, n)
+        return [replace(u, effects=self.audio_effects()) for u in s.queries + s.documents]
+
+    def audio_effects(self) -> tuple[tuple[str, ...], ...]:
+        """s3prl's ``gain -3.0`` (``data.gain_db``; none at 0)."""
         gain = self.config.data.gain_db
-        effects = (("gain", f"{gain:.1f}"),) if gain else ()
-        return [replace(u, effects=effects) for u in s.queries + s.documents]
+        return (("gain", f"{gain:.1f}"),) if gain else ()
 
     # QbE has no head and no loss; the engine never trains it (``run`` replaces the procedure).
     def build_head(self, input_dim: int) -> nn.Module:
