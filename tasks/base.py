@@ -224,6 +224,7 @@ class Task(abc.ABC):
     # splits whose records depend on the upstream's frame rate (SD: chunks of 2000 label frames): the engine loads
     # them again after setup() instead of reusing the records of the dataset audit
     frame_rate_splits: ClassVar[tuple[str, ...]] = ()
+    folds: ClassVar[tuple[int, ...]] = ()  # cross-validation folds `--task all` runs with the full profile (ER)
 
     def __init__(self, config: TaskConfig, data_root: str | Path):
         if not isinstance(config, self.config_class):

@@ -279,6 +279,16 @@ def test_cli_runs_several_tasks_and_a_bad_one_stops_no_other(tmp_path, capsys, d
     assert "--fold selects a fold of one task" in capsys.readouterr().err
 
 
+def test_task_all_runs_every_er_fold_with_the_full_profile():
+    # SUPERB's ER number is the mean over the 5 leave-one-session-out folds; the report averages the folds run
+    from benchmark.cli import task_runs
+
+    runs = task_runs(["ks", "er", "sd"], True, None, None)
+    assert runs == [("ks", None)] + [("er", k) for k in range(1, 6)] + [("sd", None)]
+    assert task_runs(["ks", "er"], True, None, "demo") == [("ks", None), ("er", None)]  # demo: the config's fold
+    assert task_runs(["er"], False, None, None) == [("er", None)]  # --task er: one fold (data.fold or --fold)
+
+
 def test_no_cache_and_trainable_upstream(data_root, tmp_path):
     live = run_task(options(data_root, tmp_path, cache="off", max_steps=3))
     assert not (tmp_path / "cache").exists() and "accuracy" in live["metrics"]["test"]
