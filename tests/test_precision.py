@@ -17,9 +17,11 @@ from tests.fixtures.upstreams import TINY_UPSTREAM, write_teacher_and_audio
 
 TINY = ["run.data.max_batch_seconds=4.0", "run.data.max_item_seconds=1.5", "run.threads=1", "run.log_every=1",
         "run.optim.lr=2e-3"]
-# bf16 keeps 8 mantissa bits (relative rounding 2^-9 per op); averaged over frames, the distillation loss of the
-# tiny setup moved by <= 0.03% per step over 20 steps when measured. 1% leaves room for other CPUs' kernels.
-BF16_LOSS_RTOL = 0.01
+# bf16 keeps 8 mantissa bits (relative rounding 2^-9 per op). How far the loss moves depends on the CPU's kernels:
+# measured per step over these 8 steps, <= 0.03% with AVX2 kernels (MKL_ENABLE_INSTRUCTIONS=AVX2
+# DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), up to 2.2% with AVX-512 BF16/AMX ones (native bf16 dot products, an
+# Intel Xeon). 5% covers both; a bf16 run that stops learning is caught by the loss having to fall (fp32: -23%).
+BF16_LOSS_RTOL = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,7 @@ def test_bf16_distillation_follows_the_fp32_loss_curve(setup):
     assert fp32 != bf16  # autocast really ran in bf16
     for a, b in zip(fp32, bf16):
         assert abs(a - b) <= BF16_LOSS_RTOL * abs(a), (fp32, bf16)
+    assert bf16[-1] < 0.9 * bf16[0] and fp32[-1] < 0.9 * fp32[0], (fp32, bf16)  # both learn
 
 
 def test_fp16_on_cpu_is_refused_by_every_cli(setup, tmp_path, capsys):
