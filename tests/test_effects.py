@@ -107,3 +107,14 @@ def test_asv_keeps_training_utterances_longer_than_2s_after_trimming(tmp_path, m
     assert all(2.0 < u.duration < 2.6 for u in train)
     cfg.data.trim_silence = False  # untrimmed: 00001 (2.5 s) is long enough again
     assert len(SpeakerVerification(cfg, tmp_path).load_split("train")) == 6
+
+
+def test_asv_without_sox_says_its_rows_are_not_superbs(tmp_path, monkeypatch):
+    import tasks.asv.task as asv_task
+    from tasks.asv.task import ASVConfig, SpeakerVerification
+
+    task = SpeakerVerification(ASVConfig(), tmp_path)
+    monkeypatch.setattr(asv_task, "sox_available", lambda: True)
+    assert task.superb_comparability({}) == []
+    monkeypatch.setattr(asv_task, "sox_available", lambda: False)
+    assert task.superb_comparability({}) == ["sox not installed: silence not trimmed (SUPERB trims it with sox)"]

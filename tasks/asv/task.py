@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.effects import TRIM_SILENCE, durations_after_effects
+from common.effects import TRIM_SILENCE, durations_after_effects, sox_available
 from downstream.xvector import AMSoftmaxLoss, XVectorHead, am_softmax_loss
 from tasks.base import BatchConfig, Task, TaskConfig, Utterance
 from tasks.registry import register_task
@@ -133,6 +133,13 @@ class SpeakerVerification(Task):
         index = {s: i for i, s in enumerate(train_spk)}
         train = [replace(u, label=index[u.speaker]) for u in train]
         self._splits = {"train": train, "dev": dev, "test": test}
+
+    def superb_comparability(self, dropped: dict[str, dict[str, int]]) -> list[str]:
+        """Not SUPERB's audio when the silence is to be trimmed but the sox binary is missing (the run trimmed
+        nothing: ``common/effects.py`` applies the gain alone)."""
+        if self.config.data.trim_silence and not sox_available():
+            return ["sox not installed: silence not trimmed (SUPERB trims it with sox)"]
+        return []
 
     def file_records(self, path) -> list[Utterance]:
         """A file for ``predict``: the whole file through the sox chain, its duration after it."""
