@@ -78,7 +78,9 @@ def audio_key(utt: Utterance) -> str:
         raise AudioError(f"utterance {utt.id}: {e}") from None
     ident = f"{Path(utt.path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{utt.start:.6f}|{utt.duration:.6f}"
     if utt.effects:  # the audio the upstream sees differs (keys of records without effects stay as they were)
-        ident += f"|{effects_key(utt.effects)}|sox={sox_available()}"
+        ident += f"|{effects_key(utt.effects)}"
+        if any(e[0] != "gain" for e in utt.effects):  # trimmed by sox, or (sox missing) not trimmed
+            ident += f"|sox={sox_available()}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
