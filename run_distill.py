@@ -14,37 +14,31 @@ Multi-process: ``torchrun --nproc_per_node N run_distill.py ...`` (gloo on CPU, 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import yaml
+from common.cli import resume_command, run_main
+from training.cli import run_parser
 
-from common.cli import run_main
-from common.config import to_dict
-from common.io import atomic_write_text
-from common.run_record import check_run_folder
-from distill.config import DistillConfig
-from distill.objectives import DistillObjective
-from training.cli import run_parser, start_run
-from training.config import SAFE_ON_RESUME
-from training.data import SkipReport, collect_audio_files, scan_audio
-from training.loop import Trainer
-from upstream import build_upstream
-from upstream.base import count_parameters
-from upstream.checkpoints import WEIGHTS_FILE, save_upstream
-from upstream.hubert import HubertModel, HubertUpstream
+if TYPE_CHECKING:
+    from distill.objectives import DistillObjective
+    from upstream.hubert import HubertUpstream
+
+# torch and everything built on it are imported inside the functions, after the arguments are parsed: --help and
+# argument errors are answered at once instead of after seconds of imports
 
 log = logging.getLogger("run_distill")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = run_parser(__doc__, "configs/distill/<recipe>.yaml", "output directory (student checkpoint, logs, plots)",
-                   "continue from OUTPUT/checkpoints/last.pt")
+                   "continue from OUTPUT/checkpoints/last.pt",
+                   epilog="other commands:\n  run_distill.py export   write a student or teacher as ONNX (fp32, "
+                   "int8, fp16); run_distill.py export --help")
     p.add_argument("--teacher", required=True, help="registered upstream name or checkpoint path")
     p.add_argument("--teacher-ckpt", default=None, metavar="PATH",
                    help="weights of a pretrained teacher name (e.g. --teacher hubert_base --teacher-ckpt "
@@ -55,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_distill.py export",
+    p = argparse.ArgumentParser(prog="run_distill.py export", allow_abbrev=False,
                                 description="Export a HuBERT-family upstream (student or teacher) to ONNX.")
     p.add_argument("--student", required=True,
                    help="upstream to export: a distilled student dir, any checkpoint path or a registered name")
@@ -72,6 +66,8 @@ def export_command(argv: list[str]) -> int:
     naming it and returns 2; nothing half-written is left at ``--out``."""
     args = _export_parser().parse_args(argv)
     from benchmark.upstream_stats import count_macs_per_second
+    from upstream import build_upstream
+    from upstream.hubert import HubertUpstream
     from upstream.onnx_export import (UnsupportedModelError, convert_fp16, export_onnx, quantize_dynamic_int8,
                                       quantized_path)
 
@@ -113,6 +109,10 @@ def export_command(argv: list[str]) -> int:
 def export_student(objective: DistillObjective) -> HubertUpstream:
     """The trained student as an upstream. The DistilHuBERT paper drops the prediction heads; s3prl's distiller
     upstream (what SUPERB ran) appends their outputs to hidden_states. ``objective.export_heads`` does the latter."""
+    import dataclasses
+
+    from upstream.hubert import HubertModel, HubertUpstream
+
     student = objective.student
     if student.pred_heads is None:
         return HubertUpstream(student)
@@ -131,10 +131,27 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return run_main(lambda: export_command(argv[1:]))
     args = parse_args(argv)
-    return run_main(lambda: _run(args))
+    return run_main(lambda: _run(args), resume_hint="the output folder keeps its last checkpoint "
+                    f"(every run.checkpoint_every steps); continue with: {resume_command('run_distill.py', argv)}")
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from common.config import to_dict
+    from common.io import atomic_write_text
+    from common.run_record import check_run_folder
+    from distill.config import DistillConfig
+    from distill.objectives import DistillObjective
+    from training.cli import start_run
+    from training.config import SAFE_ON_RESUME
+    from training.data import SkipReport, collect_audio_files, scan_audio
+    from training.loop import Trainer
+    from upstream import build_upstream
+    from upstream.base import count_parameters
+    from upstream.checkpoints import WEIGHTS_FILE, save_upstream
+
     cfg, env = start_run(DistillConfig, args)
     out = Path(args.output)
     torch.manual_seed(cfg.run.seed)  # same student init on every rank (DDP also broadcasts rank 0's weights)

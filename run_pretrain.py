@@ -25,30 +25,21 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
-import yaml
+from common.cli import resume_command, run_main
+from training.cli import run_parser
 
-from common.audio import SAMPLE_RATE
-from common.cli import run_main
-from common.config import ConfigError, to_dict
-from common.io import atomic_write_text
-from common.machine import machine_summary
-from common.run_record import check_run_folder
-from pretrain.config import PretrainConfig
-from pretrain.front_end_warmup import FrontEndRegression
-from pretrain.labels import (MFCC_RATE, compute_features, fit_kmeans_labels, layer_features, load_labels,
-                             mfcc_features, save_labels)
-from pretrain.objective import MaskedPrediction
-from training.cli import run_parser, start_run
-from training.config import SAFE_ON_RESUME
-from training.data import SkipReport, collect_audio_files, scan_audio
-from common.distributed import DistEnv
-from training.loop import Trainer
-from upstream.base import count_parameters
-from upstream.checkpoints import WEIGHTS_FILE, save_upstream
-from upstream.hubert import HubertModel, HubertUpstream
+if TYPE_CHECKING:
+    import torch
+
+    from common.distributed import DistEnv
+    from pretrain.config import PretrainConfig
+    from training.data import SkipReport
+    from upstream.hubert import HubertModel
+
+# torch and everything built on it are imported inside the functions, after the arguments are parsed: --help and
+# argument errors are answered at once instead of after seconds of imports
 
 log = logging.getLogger("run_pretrain")
 
@@ -64,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_init(path: str) -> HubertModel:
     """The HuBERT-family model to continue from. Raises ValueError naming what was expected."""
     from upstream import build_upstream
+    from upstream.hubert import HubertUpstream
 
     upstream = build_upstream(path)
     if not isinstance(upstream, HubertUpstream):
@@ -93,6 +85,9 @@ def copy_init(model: HubertModel, init: HubertModel) -> list[str]:
 
 def make_labels(work: Path, files: list[Path], extract, rate: int, cfg, env: DistEnv) -> list[torch.Tensor]:
     """k-means labels for ``files``, computed on rank 0 and cached in ``work/labels.pt`` (other ranks wait)."""
+    import torch.distributed as dist
+
+    from pretrain.labels import compute_features, fit_kmeans_labels, load_labels, save_labels
     path = work / "labels.pt"
     if env.is_main and load_labels(path, files) is None:
         started = time.time()
@@ -108,6 +103,14 @@ def make_labels(work: Path, files: list[Path], extract, rate: int, cfg, env: Dis
 def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int, entries, out: Path,
                     report: SkipReport, env: DistEnv, resume: bool, max_steps: int,
                     init: HubertModel | None = None) -> HubertModel:
+    import torch
+
+    from common.config import to_dict
+    from pretrain.front_end_warmup import FrontEndRegression
+    from pretrain.objective import MaskedPrediction
+    from training.loop import Trainer
+    from upstream.base import count_parameters
+    from upstream.hubert import HubertModel
     torch.manual_seed(cfg.run.seed)
     model = HubertModel(model_cfg)
     warm = cfg.front_end_warmup
@@ -115,13 +118,20 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
         log.info("--init: no front-end warm-up (front_end_warmup.steps=%d ignored): the CNN is already trained",
                  warm.steps)
         warm = dataclasses.replace(warm, steps=0)
+    if warm.steps > max_steps:  # a short check (--max-steps 10) is short in every phase
+        log.info("%s: front_end_warmup.steps=%d capped at the iteration's %d steps", name, warm.steps, max_steps)
+        warm = dataclasses.replace(warm, steps=max_steps)
     started = time.time()
     if warm.steps > 0:
         # the front end first learns log-mel (pretrain/front_end_warmup.py); its run sits beside the iteration's
+        if env.is_main:
+            log.info("%s: front-end warm-up, %d steps: the CNN learns log-mel before masked prediction (not in "
+                     "HuBERT's recipe; front_end_warmup.steps=0 turns it off; pretrain/front_end_warmup.py)", name,
+                     warm.steps)
         warm_run = dataclasses.replace(cfg.run, max_steps=warm.steps,
                                        optim=dataclasses.replace(cfg.run.optim, lr=warm.lr))
         Trainer(FrontEndRegression(model, warm.mel_bins), warm_run, entries, out / f"{name}_front_end", report, env,
-                {"config": to_dict(cfg)}).fit(resume=resume)
+                {"config": to_dict(cfg)}, label=f"{name} front-end warm-up").fit(resume=resume)
     objective = MaskedPrediction(model, labels, rate, cfg.masking)
     if init is not None:  # after MaskedPrediction, whose mask_emb_init would overwrite the checkpoint's
         copy_init(model, init)
@@ -131,14 +141,16 @@ def train_iteration(name: str, cfg: PretrainConfig, model_cfg, labels, rate: int
         spent = (time.time() - started) / 60
         run = dataclasses.replace(run, max_minutes=max(run.max_minutes - spent, 0.01))
     if env.is_main:
-        log.info("%s: %.2fM params, %d steps", name, count_parameters(model) / 1e6, max_steps)
-    Trainer(objective, run, entries, out / name, report, env, {"config": to_dict(cfg)}).fit(resume=resume)
+        log.info("%s: masked prediction, %.2fM params, %d steps", name, count_parameters(model) / 1e6, max_steps)
+    Trainer(objective, run, entries, out / name, report, env, {"config": to_dict(cfg)},
+            label=f"{name} masked prediction").fit(resume=resume)
     return model
 
 
 def check_settings(cfg: PretrainConfig, model_cfg) -> None:
     """Settings that would otherwise fail deep inside training (or, for iteration 2, after iteration 1 has run):
     raises ConfigError naming the key."""
+    from common.config import ConfigError
     if model_cfg.layers < 1:
         raise ConfigError(f"model.layers: expected at least 1 transformer layer, got {model_cfg.layers}")
     if model_cfg.heads < 1 or model_cfg.embed_dim % model_cfg.heads:
@@ -156,13 +168,32 @@ def check_settings(cfg: PretrainConfig, model_cfg) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit code 0, or 2 with one ``error:`` line for bad input and unwritable output (common/cli.py)."""
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     # provenance for scripts/ship_teacher.py (under torchrun, each rank's own command line)
-    command = shlex.join(["python", "run_pretrain.py", *(sys.argv[1:] if argv is None else argv)])
-    return run_main(lambda: _run(args, command))
+    command = shlex.join(["python", "run_pretrain.py", *argv])
+    return run_main(lambda: _run(args, command), resume_hint="the output folder keeps each phase's last checkpoint "
+                    f"(every run.checkpoint_every steps); continue with: {resume_command('run_pretrain.py', argv)}")
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
+    import torch.distributed as dist
+    import yaml
+
+    from common.audio import SAMPLE_RATE
+    from common.config import ConfigError, to_dict
+    from common.io import atomic_write_text
+    from common.machine import machine_summary
+    from common.run_record import check_run_folder
+    from pretrain.config import PretrainConfig
+    from pretrain.labels import MFCC_RATE, layer_features, mfcc_features
+    from training.cli import start_run
+    from training.config import SAFE_ON_RESUME
+    from training.data import SkipReport, collect_audio_files, scan_audio
+    from upstream.base import count_parameters
+    from upstream.checkpoints import WEIGHTS_FILE, save_upstream
+    from upstream.hubert import HubertUpstream
+
     cfg, env = start_run(PretrainConfig, args)
     if cfg.iteration2.max_steps < 0:
         raise ConfigError(f"iteration2.max_steps must be >= 0 (0: run.max_steps), got {cfg.iteration2.max_steps}")

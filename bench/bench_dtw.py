@@ -17,7 +17,7 @@ from downstream.dtw import match_scores  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--queries", type=int, default=8)
     p.add_argument("--docs", type=int, default=200)
     p.add_argument("--dim", type=int, default=768)

@@ -43,7 +43,8 @@ def epoch_seconds(parts: RunParts, task, utts, batches) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--upstream", default="hubert_mini")
     p.add_argument("--task", default="ks")
     p.add_argument("--data-root", type=Path, default=Path("data/mini_superb"))

@@ -25,7 +25,8 @@ from tasks.base import Utterance  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--entries", type=int, default=400)
     p.add_argument("--frames", type=int, default=250)
     p.add_argument("--layers", type=int, default=13)

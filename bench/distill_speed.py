@@ -67,7 +67,8 @@ def ours_step(objective: DistillObjective, batch: dict, t_states: list[torch.Ten
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_batch_options(parser, utterances=8, max_seconds=8.0, quick=(4, 1.0, 3.0, 3))
     args = parser.parse_args()
     _, wavs = random_batch(args)

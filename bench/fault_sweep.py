@@ -294,7 +294,8 @@ SITUATIONS = [
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--only", default="", help="run the situations whose name contains this word")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -25,7 +25,9 @@ from upstream.hf_families import TransformersUpstream  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     import transformers
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+
+                                allow_abbrev=False)
     p.add_argument("--layers", type=int, default=2)
     add_timing_options(p, repeats=5, threads=1)
     args = p.parse_args(argv)

@@ -41,7 +41,8 @@ def packed_lstm(lstm: nn.LSTM, lengths: torch.Tensor):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     add_timing_options(p, repeats=10, threads=1)
     args = p.parse_args()
     set_threads(args.threads)

@@ -61,7 +61,8 @@ def feature_error(student: Path, int8: Path, audio_dir: Path, count: int) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--students", nargs="+", required=True, help="student dirs (PyTorch checkpoints)")
     p.add_argument("--tasks", nargs="+", default=["all"], help="tasks (default: all ten)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

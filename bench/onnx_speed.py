@@ -116,7 +116,8 @@ def peak_memory(kind: str, path: Path, threads: int, seconds: float) -> tuple[fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--students", nargs="*", default=[], help="student dirs (default: the recipes' students)")
     p.add_argument("--seconds", type=float, default=8.0, help="utterance length")
     p.add_argument("--repeats", type=int, default=15)

@@ -150,7 +150,8 @@ def ddp_throughput(world: int, batch: int, frames: int, hidden: int, steps: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_timing_options(p, repeats=5, threads=1)  # --threads: torch threads for the precision timings
     p.add_argument("--steps", type=int, default=3, help="steps per timed round")

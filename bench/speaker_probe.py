@@ -64,7 +64,7 @@ def probe(name: str, recordings: list[Recording]) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--upstream", nargs="+", required=True, help="registered names or checkpoint paths")
     p.add_argument("--data-root", default="data/mini_superb", help="holds Libri2Mix/kaldi/train")
     p.add_argument("--recordings", type=int, default=40, help="training mixtures to probe")

@@ -52,7 +52,8 @@ def time_models(models: dict[str, Upstream], batch: int, seconds: float, repeats
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--teacher", help="upstream name or path (default: hubert_mini's architecture, random weights)")
     p.add_argument("--students", nargs="*", default=[], help="student upstream names or paths")
     p.add_argument("--config", default="configs/pretrain/hubert_mini.yaml", help="teacher architecture (default)")

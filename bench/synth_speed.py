@@ -28,7 +28,7 @@ def _cpu_seconds() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="build here (must be empty or absent); default a temp dir")

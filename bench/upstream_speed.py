@@ -103,7 +103,8 @@ def count_macs(up: HubertUpstream, wavs: list[torch.Tensor]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_batch_options(parser, utterances=16, max_seconds=15.0, quick=(6, 1.0, 4.0, 3))
     parser.add_argument("--mm-size", type=int, default=2048, help="the roofline torch.mm is N x N times N x N")
     parser.add_argument("--skip-mini", action="store_true", help="leave out the demo pair")

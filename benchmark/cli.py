@@ -21,11 +21,19 @@ import time
 from pathlib import Path
 
 DEFAULT_DATA_ROOT = Path("data/mini_superb")
+QUICK_DATA_ROOT = Path("data/mini_superb_tiny")  # what `make demo QUICK=1` builds (scripts/demo.py)
+SUBCOMMAND_HELP = """other commands (each has its own --help):
+  run_benchmark.py report     the comparison table (markdown + CSV), SUPERB score and plots of results.csv
+  run_benchmark.py cache      list the feature cache (size, last use) or delete some of it
+  run_benchmark.py predict    apply a finished run's head to audio files
+  run_benchmark.py evaluate   re-score a finished run's best checkpoint on a split, no training
+"""
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train and evaluate SUPERB tasks on an upstream "
-                                "(`run_benchmark.py report` renders the comparison table).")
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="run_benchmark.py",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Train and evaluate SUPERB tasks on an upstream.", epilog=SUBCOMMAND_HELP)
     p.add_argument("--upstream", required=True, help="registered upstream name or checkpoint path")
     p.add_argument("--upstream-ckpt", "-k", type=Path, default=None, metavar="PATH",
                    help="weights of a pretrained name (hubert_base, hubert_large, distilhubert, ...), as s3prl's -k: "
@@ -77,7 +85,7 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def _report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_benchmark.py report",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="run_benchmark.py report",
                                 description="Table (markdown + CSV) and plots of every upstream x task result.")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--out-dir", type=Path, default=None, help="where to write report files (default: results dir)")
@@ -91,7 +99,7 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def _cache_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_benchmark.py cache",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="run_benchmark.py cache",
                                 description="List the feature cache's upstream folders (size, last use), or delete "
                                 "some. Nothing is evicted automatically: every retrained upstream adds a folder.")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -106,7 +114,7 @@ def _cache_parser() -> argparse.ArgumentParser:
 def _finished_run_parser(command: str, description: str) -> argparse.ArgumentParser:
     """The parser of a subcommand that works on a finished run folder (``predict``, ``evaluate``): ``--run`` and
     ``--device``."""
-    p = argparse.ArgumentParser(prog=f"run_benchmark.py {command}", description=description)
+    p = argparse.ArgumentParser(allow_abbrev=False, prog=f"run_benchmark.py {command}", description=description)
     p.add_argument("--run", type=Path, required=True, help="run folder results/<upstream>/<task>/<run-id>")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     return p
@@ -129,13 +137,12 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     return p
 
 
-def predict_command(argv: list[str]) -> int:
+def predict_command(args: argparse.Namespace) -> int:
     import json
 
     from benchmark.apply import format_prediction, load_run, predict_files
     from common.io import atomic_write_text
 
-    args = _predict_parser().parse_args(argv)
     paths = list(args.audio)
     if args.list is not None:
         if not args.list.is_file():
@@ -155,10 +162,9 @@ def predict_command(argv: list[str]) -> int:
     return 0
 
 
-def evaluate_command(argv: list[str]) -> int:
+def evaluate_command(args: argparse.Namespace) -> int:
     from benchmark.apply import evaluate_run
 
-    args = _evaluate_parser().parse_args(argv)
     out = evaluate_run(args.run, args.split, args.device)
     for split, metrics in out["metrics"].items():
         print(f"re-evaluation {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
@@ -166,10 +172,9 @@ def evaluate_command(argv: list[str]) -> int:
     return 0
 
 
-def cache_command(argv: list[str]) -> int:
+def cache_command(args: argparse.Namespace) -> int:
     from benchmark.cache import default_cache_dir, list_cache, remove_cache_entries
 
-    args = _cache_parser().parse_args(argv)
     root = args.cache_dir or default_cache_dir()
     if args.remove or args.unused_days is not None:
         removed = remove_cache_entries(root, args.remove, args.unused_days)  # ValueError: one line, exit 2 (run_main)
@@ -192,10 +197,9 @@ def cache_command(argv: list[str]) -> int:
     return 0
 
 
-def report_command(argv: list[str]) -> int:
+def report_command(args: argparse.Namespace) -> int:
     from benchmark.report import build_report
 
-    args = _report_parser().parse_args(argv)
     report = build_report(args.results_dir, args.out_dir, args.reference, args.teacher, args.students)
     print(report.markdown)
     print(f"\nwritten: {', '.join(str(p) for p in report.files)}")
@@ -238,23 +242,26 @@ def _run_one(options) -> int:
     return 0
 
 
+# name -> (its parser, what it runs); listed in the run parser's --help
+SUBCOMMANDS = {"report": (_report_parser, report_command), "cache": (_cache_parser, cache_command),
+               "predict": (_predict_parser, predict_command), "evaluate": (_evaluate_parser, evaluate_command)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # --help and argument errors are answered before torch is imported (seconds on a busy machine)
+    subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
+    args = (subcommand[0]() if subcommand else _run_parser()).parse_args(argv[1:] if subcommand else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import upstream  # noqa: F401  (registers the built-in upstreams)
 
-    from common.cli import run_main
+    from common.cli import INTERRUPTED, resume_command, run_main
+    from common.distributed import check_device
 
-    if argv[:1] == ["cache"]:
-        return run_main(lambda: cache_command(argv[1:]))
-    if argv[:1] == ["report"]:
-        return run_main(lambda: report_command(argv[1:]))
-    if argv[:1] == ["predict"]:
-        return run_main(lambda: predict_command(argv[1:]))
-    if argv[:1] == ["evaluate"]:
-        return run_main(lambda: evaluate_command(argv[1:]))
-
-    args = _run_parser().parse_args(argv)
+    if run_main(lambda: check_device(getattr(args, "device", None) or "auto") or 0):  # before any work or folder
+        return 2
+    if subcommand:
+        return run_main(lambda: subcommand[1](args))
     from benchmark.engine import RunOptions
     from tasks.registry import list_tasks
 
@@ -267,8 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         manifest_override = [f"data.manifest={args.manifest.resolve()}"]
     data_root = args.data_root or DEFAULT_DATA_ROOT
     if args.data_root is None and not DEFAULT_DATA_ROOT.is_dir() and tasks != ["custom"]:
-        print(f"error: no --data-root given and {DEFAULT_DATA_ROOT} does not exist; build the offline corpus with "
-              f"`python -m synth --out {DEFAULT_DATA_ROOT} --size tiny` or pass --data-root", file=sys.stderr)
+        if QUICK_DATA_ROOT.is_dir():  # `make demo QUICK=1` built the tiny corpus only
+            hint = f"`make demo QUICK=1` built {QUICK_DATA_ROOT}: pass --data-root {QUICK_DATA_ROOT}"
+        else:
+            hint = (f"build the offline corpus with `make demo` (or `python -m synth --out {DEFAULT_DATA_ROOT} "
+                    "--size small`) or pass --data-root")
+        print(f"error: no --data-root given and {DEFAULT_DATA_ROOT} does not exist; {hint}", file=sys.stderr)
         return 2
     if args.unfreeze_front_end:
         if not args.upstream_trainable:
@@ -312,7 +323,12 @@ def main(argv: list[str] | None = None) -> int:
                              upstream_ckpt=args.upstream_ckpt, random_init=args.random_init,
                              trust_pickle=args.trust_pickle)
         options.device = device
-        if run_main(lambda: _run_one(options)) != 0:  # a user error: one line, the next task still runs
+        code = run_main(lambda: _run_one(options), resume_hint="the run folder keeps its last checkpoint; continue "
+                        f"with (finished tasks are not rerun): {resume_command('run_benchmark.py', argv)}")
+        if code == INTERRUPTED:  # Ctrl-C stops every task, not just this one
+            distributed.teardown()
+            return code
+        if code != 0:  # a user error: one line, the next task still runs
             failed.append(task if fold is None or args.fold is not None else f"{task}(fold {fold})")
     if failed and len(tasks) > 1:
         what = "tasks" if len(runs) == len(tasks) else "runs"

@@ -39,6 +39,7 @@ from tasks.registry import build_task
 from upstream import build_upstream
 
 from . import results
+from .comparability import comparability_reasons
 from .batching import eval_batches
 from .cache import default_cache_dir, weights_hash
 from .evaluation import Evaluator
@@ -329,10 +330,14 @@ def run_task(options: RunOptions) -> dict:
                 "skipped_audio": len(parts.prep.bad_audio), "rank": distributed.rank()}
     for rel, text in outcome.files.items():
         atomic_write_text(run_dir / rel, text)
+    full = to_dict(build_task(options.task, options.data_root).config)  # SUPERB's settings: the full profile
+    not_comparable = comparability_reasons(options.profile, parts.shape.layer, options.upstream_trainable,
+                                           full, to_dict(task.config), task.superb_comparability(audit.dropped))
     info = results.RunInfo(label, stats["params"], up_hash[:16], task_label, options.seed, chash,
                            run_dir.name, fold, parts.shape.layer,
                            results.protocol_name(parts.shape.layer, options.upstream_trainable),
-                           bool(getattr(upstream, "random_init", False)), len(parts.prep.bad_audio))
+                           bool(getattr(upstream, "random_init", False)), len(parts.prep.bad_audio),
+                           tuple(not_comparable))
     text = results.format_rows(info, outcome.metrics, outcome.steps, wall, lr, outcome.layer_weights)
     csv_path = results.append_rows(Path(options.results_dir), text)
     summary = {"run_dir": str(run_dir), "metrics": outcome.metrics, "selected": outcome.selected, "lr": lr,

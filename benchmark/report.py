@@ -6,6 +6,9 @@ Columns (also written at the top of REPORT.md):
   experiments, a retrained model); a protocol other than SUPERB's frozen weighted sum is appended in brackets
   (``[layer-K]``, ``[finetune-weighted-sum]``) and never merged with it. ``protocol`` repeats it; ``random`` is
   ``yes`` for randomly initialised weights (``--random-init``).
+* ``superb_comparable`` — ``yes`` when every value of the row comes from a run that followed SUPERB's procedure
+  (full profile, SUPERB's settings, nothing SUPERB used missing: ``benchmark/comparability.py``), ``no`` otherwise
+  (the reasons are listed below the table, per task), ``?`` for rows written before the flag existed.
 * ``params_M`` — upstream parameters (millions); ``GMACs_per_s`` — multiply-accumulates per second of 16 kHz audio
   (torch FlopCounterMode on 1 s); ``RTF`` — forward time / audio time on the machine that ran the benchmark.
 * ``<task> <metric>`` — test-split value of the latest run (percent for accuracies and error rates); ER averages the
@@ -30,7 +33,7 @@ Columns (also written at the top of REPORT.md):
   values are unreachable. Metrics on which the anchor itself is the best (or tied best) have no scale and are left
   out, so an upstream worse than FBANK there is not penalised in this column — read the metric columns too.
 
-Below the table: the SD reference DER of "speaker A = all speech" (one label over all reference speech) on the test
+Below the table: each (upstream, task) that is not SUPERB-comparable with its reasons; the SD reference DER of "speaker A = all speech" (one label over all reference speech) on the test
 set, which a diarization head that learnt only speech activity reaches.
 With several seeds, a second table gives each metric as mean ± standard deviation over the seeds.
 

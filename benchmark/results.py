@@ -5,7 +5,9 @@ rewritten. Columns: see ``COLUMNS``. A row's upstream is identified by (``upstre
 checkpoints that share a folder name are two upstreams. ``protocol`` says how the features were used
 (:func:`protocol_name`), ``upstream_random`` whether the upstream's weights were a random initialisation (1) or not
 (0), ``skipped_audio`` how many audio files ``--skip-bad-audio`` left out of the run (listed in its
-``skipped_audio.json``). A table written before these columns existed gets them appended to its header on the next run (its rows are
+``skipped_audio.json``), ``superb_comparable`` whether the run followed SUPERB's procedure (1) or not (0), and
+``not_comparable_because`` why not (``;``-separated; ``benchmark/comparability.py``). A table written before these
+columns existed gets them appended to its header on the next run (its rows are
 read with them empty).
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from common.run_record import flatten
 
 COLUMNS = ["upstream", "params", "checkpoint_hash", "task", "split", "metric", "value", "seed", "steps",
            "wall_time_s", "git_commit", "config_hash", "date", "lr", "fold", "layer", "layer_weights", "run_id",
-           "protocol", "upstream_random", "skipped_audio"]
+           "protocol", "upstream_random", "skipped_audio", "superb_comparable", "not_comparable_because"]
 RESULTS_FILE = "results.csv"
 DEFAULT_PROTOCOL = "weighted-sum"  # SUPERB's: frozen upstream, learnt softmax-weighted sum of all hidden states
 
@@ -55,6 +57,7 @@ class RunInfo:
     protocol: str = DEFAULT_PROTOCOL
     upstream_random: bool = False
     skipped_audio: int = 0  # bad audio files left out with --skip-bad-audio
+    not_comparable: tuple[str, ...] = ()  # why the rows are not SUPERB's numbers (empty: they are)
 
 
 def safe_name(name: str) -> str:
@@ -142,7 +145,8 @@ def format_rows(info: RunInfo, metrics: dict[str, dict[str, float]], steps: int,
                              f"{float(value):.6g}", info.seed, steps, f"{wall_time_s:.1f}", commit, info.config_hash,
                              now, "" if lr is None else f"{lr:.3g}", "" if info.fold is None else info.fold,
                              "" if info.layer is None else info.layer, weights, info.run_id, info.protocol,
-                             int(info.upstream_random), info.skipped_audio])
+                             int(info.upstream_random), info.skipped_audio, int(not info.not_comparable),
+                             "; ".join(info.not_comparable)])
     return buf.getvalue()
 
 

@@ -71,7 +71,7 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     df = pd.read_csv(io.StringIO("\n".join([header, *rows]) + "\n"),
                      dtype={"upstream": str, "task": str, "split": str, "metric": str, "layer_weights": str,
                             "checkpoint_hash": str, "protocol": str})
-    for column in ("protocol", "upstream_random"):
+    for column in ("protocol", "upstream_random", "superb_comparable", "not_comparable_because"):
         if column not in df:
             df[column] = math.nan
     df["fold"] = pd.to_numeric(df["fold"], errors="coerce")
@@ -81,6 +81,9 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     legacy = layer.map(lambda k: DEFAULT_PROTOCOL if math.isnan(k) else f"layer-{int(k)}")  # rows before `protocol`
     df["protocol"] = df["protocol"].fillna(legacy)
     df["upstream_random"] = pd.to_numeric(df["upstream_random"], errors="coerce").fillna(0).astype(int)
+    # rows written before the column existed: unknown (-1), never counted as comparable
+    df["superb_comparable"] = pd.to_numeric(df["superb_comparable"], errors="coerce").fillna(-1).astype(int)
+    df["not_comparable_because"] = df["not_comparable_because"].fillna("").astype(str)
     df["label"] = df["upstream"]
     several = df.groupby("label")["checkpoint_hash"].nunique()
     model = [label if several[label] <= 1 else f"{label}@{h[:8]}" for label, h in zip(df["label"],
@@ -101,8 +104,15 @@ def latest_test_values(df: pd.DataFrame) -> pd.DataFrame:
     """The latest test value per (upstream, task, metric), averaged over folds and seeds."""
     return (_latest_test_rows(df).groupby(["upstream", "task", "metric"], sort=False)
             .agg(value=("value", "mean"), folds=("fold_key", "nunique"), seeds=("seed", "nunique"),
-                 layer_weights=("layer_weights", "last"))
+                 layer_weights=("layer_weights", "last"), superb_comparable=("superb_comparable", "min"),
+                 not_comparable_because=("not_comparable_because", _joined_reasons))
             .reset_index())
+
+
+def _joined_reasons(reasons: pd.Series) -> str:
+    """The distinct reasons of several rows (``;``-separated in each), in order."""
+    parts = [r.strip() for text in reasons for r in str(text).split(";") if r.strip()]
+    return "; ".join(dict.fromkeys(parts))
 
 
 def _values_per_seed(df: pd.DataFrame) -> dict[int, pd.DataFrame]:
@@ -168,7 +178,9 @@ def build_table(df: pd.DataFrame, ref: Reference, results_dir: Path) -> pd.DataF
     for up in upstreams:
         who = identity.loc[up]
         stats = read_upstream_stats(results_dir, who["label"], who["checkpoint_hash"])
+        flags = values.loc[values.upstream == up, "superb_comparable"]
         row: dict = {"upstream": up, "protocol": who["protocol"], "random": "yes" if who["upstream_random"] else "",
+                     "superb_comparable": {1: "yes", 0: "no"}.get(int(flags.min()), "?"),
                      "params_M": stats.get("params", math.nan) / 1e6 if stats else math.nan,
                      "GMACs_per_s": stats.get("macs_per_second", math.nan) / 1e9 if stats else math.nan,
                      "RTF": stats.get("rtf", math.nan)}
@@ -253,17 +265,33 @@ def one_speaker_der(values: pd.DataFrame) -> float | None:
     return float(hit["value"].mean()) if len(hit) else None
 
 
+def comparability_notes(values: pd.DataFrame) -> list[str]:
+    """One line per (upstream, task) whose values are not SUPERB-comparable, with the reasons the rows recorded;
+    and one for rows from before the flag existed."""
+    lines = []
+    rows = values.drop_duplicates(["upstream", "task"])
+    for _, r in rows[rows.superb_comparable == 0].iterrows():
+        lines.append(f"not SUPERB-comparable: {r['upstream']} {r['task']}: {r['not_comparable_because']}")
+    unknown = rows[rows.superb_comparable < 0]
+    if len(unknown):
+        lines.append(f"SUPERB-comparable unknown (rows written before the flag existed): "
+                     f"{', '.join(sorted(set(unknown['upstream'])))}")
+    return lines
+
+
 def report_notes(values: pd.DataFrame) -> list[str]:
-    """Lines printed below the table: the SD reference DER of "speaker A = all speech" on the test set."""
+    """Lines printed below the table: which values are not SUPERB-comparable and why, and the SD reference DER of
+    "speaker A = all speech" on the test set."""
+    notes = comparability_notes(values)
     task, metric = SD_ONE_SPEAKER
     hit = values[(values.task == task) & (values.metric == metric)]
     if not len(hit):
-        return []
+        return notes
     # the same test set gives every upstream the same value; rows differ only if their corpora did
     lo, hi = float(hit["value"].min()), float(hit["value"].max())
     value = f"{lo:.2f}" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}"
-    return [f'SD reference: "speaker A = all speech" (one label over all reference speech) scores DER {value}% on '
-            "this test set; a diarization head that learnt only speech activity sits there."]
+    return notes + [f'SD reference: "speaker A = all speech" (one label over all reference speech) scores DER '
+                    f"{value}% on this test set; a diarization head that learnt only speech activity sits there."]
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -64,5 +64,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: refusing to load a checkpoint that holds objects other than tensors and "
                               f"plain data ({what}); this toolkit never writes such files: delete it or start a new "
                               f"run folder") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({e}); delete it or start a new run folder") from None
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 — junk bytes fail anywhere in the unpickler (KeyError, EOFError, ...)
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it or start a new "
+                              "run folder") from None

@@ -1,7 +1,7 @@
 """How the command-line entry points turn a user's problem into one line on stderr and exit code 2.
 
 Bad input (a config key, a dataset file, a refused resume) raises ``ValueError`` or ``FileNotFoundError`` subclasses
-whose message already names the file; an environment problem (disk full, read-only folder, a file where a folder is
+whose message already names the file; Ctrl-C prints how to resume; an environment problem (disk full, read-only folder, a file where a folder is
 expected, no permission) raises ``OSError``, which :func:`user_error` words as ``PATH: problem``. Anything else is a
 bug and keeps its traceback.
 """
@@ -37,11 +37,15 @@ def user_error(e: BaseException) -> str | None:
 def print_error(line: str) -> None:
     """``error: line`` on stderr, on a line of its own: progress bars still open (the error interrupted them)
     are closed first, which ends or clears their half-drawn line."""
+    _close_bars()
+    print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+def _close_bars() -> None:
     from tqdm import tqdm
 
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
-    print(f"error: {line}", file=sys.stderr, flush=True)
 
 
 def _file_in_the_way(path: str) -> str | None:
@@ -53,10 +57,26 @@ def _file_in_the_way(path: str) -> str | None:
     return None
 
 
-def run_main(main: Callable[[], int]) -> int:
-    """Call ``main``; a user-caused error becomes ``error: <one line>`` on stderr and exit code 2."""
+INTERRUPTED = 130  # the exit code a shell gives a process ended by Ctrl-C (128 + SIGINT)
+
+
+def resume_command(script: str, argv: list[str]) -> str:
+    """The command line that continues an interrupted run: the same arguments with ``--resume``."""
+    import shlex
+
+    return shlex.join(["python", script, *argv, *([] if "--resume" in argv else ["--resume"])])
+
+
+def run_main(main: Callable[[], int], resume_hint: str | None = None) -> int:
+    """Call ``main``; a user-caused error becomes ``error: <one line>`` on stderr and exit code 2. Ctrl-C
+    (KeyboardInterrupt) ends with one ``interrupted`` line, plus ``resume_hint`` (how to continue), exit code 130:
+    checkpoints are written atomically, so the run folder holds the last complete one."""
     try:
         return main()
+    except KeyboardInterrupt:
+        _close_bars()
+        print("\ninterrupted (Ctrl-C)" + (f"; {resume_hint}" if resume_hint else ""), file=sys.stderr, flush=True)
+        return INTERRUPTED
     except Exception as e:  # noqa: BLE001 — only the kinds user_error recognises are swallowed
         line = user_error(e)
         if line is None:

@@ -15,6 +15,19 @@ QUESST14 = "quesst14Database"                            # QbE
 SNIPS = "SNIPS"                                          # SF (SUPERB's Audio-SNIPS)
 LIBRI2MIX = "Libri2Mix"                                  # SD
 
-# The 39-phone CMU set (ARPAbet without stress) of SUPERB's PR task, in the order of the PR vocabulary.
+# Audio SNIPS voices (Amazon Polly) per split, as SUPERB keeps them (s3prl downstream/ctc/snips.yaml:49-99): the
+# folders may hold other voices, which SUPERB leaves out. The offline corpus names its SNIPS speakers the same way.
+SNIPS_VOICES: dict[str, tuple[str, ...]] = {
+    "train": ("Ivy", "Joanna", "Joey", "Justin", "Kendra", "Kimberly", "Matthew", "Salli"),
+    "dev": ("Aditi", "Amy", "Geraint", "Nicole"),
+    "test": ("Brian", "Emma", "Raveena", "Russell"),
+}
+
+# The 39 ARPAbet phones of CMUdict without stress, alphabetical; the vowels carry a stress digit 0/1/2 in CMUdict.
 CMU_PHONES: tuple[str, ...] = tuple(
     "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH".split())
+CMU_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+# SUPERB's PR phone set, in the order of s3prl's downstream/ctc/vocab/phoneme.txt: SIL, SPN, then the 39 phones
+# alphabetically with each vowel stress-marked 0/1/2 (69 phones): 71 tokens.
+SUPERB_PHONES: tuple[str, ...] = ("SIL", "SPN") + tuple(
+    v for p in CMU_PHONES for v in ((p + "0", p + "1", p + "2") if p in CMU_VOWELS else (p,)))

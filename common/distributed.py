@@ -30,6 +30,30 @@ def uses_cuda(device: str) -> bool:
     return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
+class DeviceError(ValueError):
+    """A device this machine cannot compute on (a ValueError: the command lines print it in one line, exit 2)."""
+
+
+def check_device(device: str, where: str = "--device") -> None:
+    """Raise :class:`DeviceError` naming ``where`` unless ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, or
+    any torch device string) is usable here: torch must parse it, and a CUDA device needs a visible GPU (before
+    this check, ``--device cuda`` on a machine without one ended in torch's driver traceback)."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"{where} {device!r}: not a device; expected cpu, cuda or cuda:N") from None
+    if dev.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise DeviceError(f"{where} {device}: no CUDA GPU is usable on this machine (no GPU, no driver, or a "
+                          "CPU-only torch build); use cpu (or leave {where} unset: cuda when available)")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"{where} {device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                          f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+
+
 def launched_world() -> int:
     """The number of processes torchrun started (``WORLD_SIZE``; 1 without torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

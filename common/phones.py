@@ -1,7 +1,7 @@
-"""CMUdict pronunciations in the 39-phone set (``common.datasets.CMU_PHONES``: ARPAbet, stress removed): shared by
-the PR task (phone targets of a transcript without a ``.phn.txt`` line) and the corpus builder (phone transcripts of
-flite utterances, whose lexicon is CMUdict-based). The first pronunciation of each word is used, as SUPERB's PR
-recipe does with LibriSpeech's lexicon."""
+"""CMUdict pronunciations in SUPERB's phone set (``common.datasets.SUPERB_PHONES``: ARPAbet, vowels stress-marked):
+shared by the PR task (its fallback when no g2p lexicon is given) and the corpus builder (phone transcripts of flite
+utterances, whose lexicon is CMUdict-based). The first pronunciation of each word is used, as SUPERB's PR recipe
+does with its lexicons (s3prl ``downstream/ctc/corpus/libriphone.py:56``)."""
 from __future__ import annotations
 
 import functools
@@ -17,7 +17,7 @@ def lexicon() -> dict[str, list[list[str]]]:
 
 
 def cmudict_phones(words: list[str]) -> list[str]:
-    """CMUdict phones of ``words`` (first pronunciation, stress removed), in order.
+    """CMUdict phones of ``words`` (first pronunciation, stress digits kept), in order.
 
     Raises KeyError naming the first word (as given) that CMUdict lacks."""
     lex = lexicon()
@@ -26,5 +26,5 @@ def cmudict_phones(words: list[str]) -> list[str]:
         prons = lex.get(word.lower())
         if not prons:
             raise KeyError(word)
-        out.extend(p.rstrip("012") for p in prons[0])
+        out.extend(prons[0])
     return out

@@ -146,8 +146,10 @@ class DistillObjective(nn.Module):
         self.teacher_cfg, teacher_model = teacher_architecture(teacher)
         self.student, self.targets, same_front_end = build_student(cfg, teacher)
         self.student.mask_emb.requires_grad_(False)  # only masked pretraining uses it (DDP needs every param used)
-        # a frozen copy of the teacher's front end computes the same features: run it once for both
-        self.share_front_end = cfg.student.freeze_front_end and same_front_end and teacher_model is not None
+        # a frozen copy of the teacher's front end computes the same features: run it once for both (not when the
+        # teacher layer-norms its waveforms: the student reads raw audio, so their front ends see different input)
+        self.share_front_end = (cfg.student.freeze_front_end and same_front_end and teacher_model is not None
+                                and not teacher.normalize_waveform)
         obj = cfg.objective
         self.teacher_dim = self._teacher_dim()
         self.projections = nn.ModuleList()

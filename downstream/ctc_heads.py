@@ -53,17 +53,19 @@ class BiLSTMCTCHeadConfig:
 
 
 class BiLSTMCTCHead(nn.Module):
-    """ASR head: projector, a stack of bidirectional LSTMs, linear to the vocabulary.
+    """ASR/SF head as s3prl's ``RNNs`` (``downstream/asr/model.py:76-133``, ``proj``/``layer_norm`` off): projector,
+    a stack of bidirectional LSTMs each followed by dropout (the last included), linear to the vocabulary.
 
     ``features [batch, frame, input_dim] -> log-probabilities [batch, frame, vocab]``; the backward direction never
-    reads padded frames (see :class:`~downstream.rnn.MaskedBiLSTM`).
+    reads padded frames (see :class:`~downstream.rnn.MaskedBiLSTM`). ``tests/test_superb_parity.py`` checks the
+    parameter count, and the training-mode outputs with the same weights and random state, against s3prl's.
     """
 
     def __init__(self, input_dim: int, vocab_size: int, proj_dim: int = 1024, hidden_size: int = 1024,
                  num_layers: int = 2, dropout: float = 0.2):
         super().__init__()
         self.projector = nn.Linear(input_dim, proj_dim)
-        self.lstm = MaskedBiLSTM(proj_dim, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = MaskedBiLSTM(proj_dim, hidden_size, num_layers, dropout=dropout, dropout_after_last=True)
         self.output = nn.Linear(2 * hidden_size, vocab_size)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

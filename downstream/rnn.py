@@ -30,11 +30,15 @@ class MaskedBiLSTM(nn.Module):
     """``num_layers`` bidirectional LSTM layers, ``[batch, frame, input_size] -> [batch, frame, 2 * hidden_size]``.
 
     Same maths as ``nn.LSTM(..., bidirectional=True, batch_first=True)`` fed a packed sequence: dropout between
-    layers, the two directions' outputs concatenated (forward first).
+    layers, the two directions' outputs concatenated (forward first). ``dropout_after_last=True`` also drops out the
+    last layer's output, as s3prl's ``RNNLayer`` stack does (dropout after every layer: s3prl
+    ``downstream/asr/model.py:45-46,64-65``).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
+                 dropout_after_last: bool = False):
         super().__init__()
+        self.dropout_after_last = dropout_after_last
         self.forward_layers = nn.ModuleList()
         self.backward_layers = nn.ModuleList()
         for i in range(num_layers):
@@ -51,7 +55,7 @@ class MaskedBiLSTM(nn.Module):
             ahead, _ = fwd(x)
             behind, _ = bwd(reverse_within_lengths(x, lengths))
             x = torch.cat([ahead, reverse_within_lengths(behind, lengths)], dim=-1)
-        return x
+        return self.dropout(x) if self.dropout_after_last else x
 
     @torch.no_grad()
     def load_from_lstm(self, lstm: nn.LSTM) -> "MaskedBiLSTM":

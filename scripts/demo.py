@@ -129,7 +129,9 @@ class Stages:
                   "int8": [self.students()["cnn"] / "model.safetensors"]}.get(stage.split("-")[0], [])
         recipes = {"pretrain": [PRETRAIN_RECIPE], "distil-cnn": [DISTIL_RECIPES["cnn"]],
                    "distil-fbank": [DISTIL_RECIPES["fbank"]]}.get(stage, [])
-        return {"stage": stage, "budget": {k: b[k] for k in fields},
+        from synth import CORPUS_FORMAT  # light: no torch
+
+        return {"stage": stage, "budget": {k: b[k] for k in fields}, "corpus_format": CORPUS_FORMAT,
                 "inputs": {str(p): p.stat().st_mtime if p.is_file() else None for p in inputs},
                 # an edited recipe retrains (by content: a fresh checkout changes every mtime)
                 "recipes": {str(p): hashlib.sha256((ROOT / p).read_bytes()).hexdigest() for p in recipes}}
@@ -350,7 +352,8 @@ class StageFailed(RuntimeError):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--quick", action="store_true", help="tiny corpus and step counts (≤ 4 minutes)")
     p.add_argument("--pretrain", action="store_true", help="pretrain the teacher here from scratch (within "
                    "--pretrain-minutes) instead of using the shipped one")

@@ -230,7 +230,8 @@ def ship(src: Path, dest: Path, name: str, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("pretrain_output", type=Path, help="run_pretrain.py's --output folder")
     p.add_argument("--name", default="hubert_mini", help="the registered name that loads the weights")
     p.add_argument("--dest", type=Path, default=None, help="default upstream/pretrained/<name>")

@@ -175,7 +175,7 @@ def plot(table, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--data-root", type=Path, default=ROOT / "data" / "mini_superb")
     p.add_argument("--point", action="append", default=[], help="NAME=SOURCE:CPU_MINUTES (repeat)")

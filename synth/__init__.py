@@ -2,3 +2,7 @@
 
 Entry points: ``python -m synth --out DIR --size {tiny,small}`` and :func:`synth.build.build_corpus`.
 """
+
+# Bumped when the corpus's content changes for the same size and seed, so a cached corpus is rebuilt (the demo's
+# stage cache reads it). 2: PR phones in SUPERB's stress-marked set; SNIPS speakers named after SUPERB's voices.
+CORPUS_FORMAT = 2

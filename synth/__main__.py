@@ -10,7 +10,7 @@ from .voices import SynthesisError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synth", description=__doc__)
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m synth", description=__doc__)
     parser.add_argument("--out", required=True, help="corpus root (pass it as --data-root to every task)")
     parser.add_argument("--size", default="small", choices=available_sizes())
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """ASR and PR data in the LibriSpeech layout (``LibriSpeech/{train-clean-100,dev-clean,test-clean}``).
 
 Per chapter: ``<spk>-<chapter>.trans.txt`` (upper-case words) and, offline corpus only, ``<spk>-<chapter>.phn.txt``
-with 39-phone transcripts: espeak-ng speakers get the phonemes espeak-ng spoke, flite speakers CMUdict's
+with phone transcripts in SUPERB's stress-marked set: espeak-ng speakers get the phonemes espeak-ng spoke, flite speakers CMUdict's
 pronunciations. Splits have disjoint speakers; no dev/test sentence occurs in training.
 """
 from __future__ import annotations

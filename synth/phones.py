@@ -1,14 +1,15 @@
-"""Phone transcripts in the 39-phone CMU set (ARPAbet without stress) for the PR task.
+"""Phone transcripts in SUPERB's PR phone set (ARPAbet, vowels stress-marked 0/1/2: ``SUPERB_PHONES``).
 
 espeak-ng utterances: the phonemes espeak-ng itself spoke (``espeak-ng -x --sep=_``, same voice), mapped from
-espeak-ng's English phoneme mnemonics. flite utterances: CMUdict pronunciations (flite's own lexicon is CMUdict
-based), first pronunciation, stress removed.
+espeak-ng's English phoneme mnemonics; its primary (``'``) and secondary (``,``) stress marks, written before the
+stressed vowel, become the vowel's 1 / 2, every other vowel gets 0. flite utterances: CMUdict pronunciations
+(flite's own lexicon is CMUdict based), first pronunciation, stress as CMUdict marks it.
 """
 from __future__ import annotations
 
 from common import datasets, phones
 
-CMU_PHONES = frozenset(datasets.CMU_PHONES)
+PHONES = frozenset(datasets.SUPERB_PHONES)
 
 # espeak-ng English phoneme mnemonic -> CMU phones. Allophones (flap t#, glottal ?, dental t[) map to their phoneme;
 # r-coloured and centring diphthongs expand to vowel + R / vowel + AH as CMUdict writes them.
@@ -31,30 +32,35 @@ _MARKS = str.maketrans("", "", "',%=;!|")
 
 
 class PhoneError(ValueError):
-    """A phoneme string could not be mapped to the 39-phone set."""
+    """A phoneme string could not be mapped to SUPERB's phone set."""
 
 
 def espeak_to_cmu(phonemes: str, where: str = "") -> list[str]:
-    """Map ``espeak-ng -x --sep=_`` output (words separated by white space) to a flat list of CMU phones.
+    """Map ``espeak-ng -x --sep=_`` output (words separated by white space) to a flat list of stress-marked CMU
+    phones (``AH0``, ``OW1``, ``K``).
 
-    A repeated R (rhotic vowel followed by an explicit r) is written once, as CMUdict does.
+    A token's stress mark goes to its first vowel (``'`` → 1, ``,`` → 2); other vowels get 0. A repeated R (rhotic
+    vowel followed by an explicit r) is written once, as CMUdict does.
     """
     out: list[str] = []
-    for token in phonemes.replace("\n", " ").replace(" ", "_").split("_"):
-        token = token.translate(_MARKS)
+    for raw in phonemes.replace("\n", " ").replace(" ", "_").split("_"):
+        token = raw.translate(_MARKS)
         if token in ("", ":", "::"):
             continue
         if token not in ESPEAK_TO_CMU:
             raise PhoneError(f"{where}: unknown espeak-ng phoneme {token!r} in {phonemes!r}")
+        stress = "1" if "'" in raw else "2" if "," in raw else "0"
         for phone in ESPEAK_TO_CMU[token]:
-            if phone == "R" and out and out[-1] in ("R", "ER"):
+            if phone == "R" and out and out[-1].rstrip("012") in ("R", "ER"):
                 continue
+            if phone in datasets.CMU_VOWELS:
+                phone, stress = phone + stress, "0"
             out.append(phone)
     return out
 
 
 def cmudict_phones(words: list[str], where: str = "") -> list[str]:
-    """CMUdict phones (first pronunciation, stress removed) of ``words``; PhoneError naming ``where`` and the word
+    """CMUdict phones (first pronunciation, stress-marked) of ``words``; PhoneError naming ``where`` and the word
     if a word is not in the lexicon."""
     try:
         return phones.cmudict_phones(words)

@@ -1,6 +1,8 @@
 """SF data in the SUPERB Audio-SNIPS layout: ``SNIPS/all.iob.snips.txt`` (``<uttid> BOS words EOS O tags <intent>``),
 ``SNIPS/slots.txt`` (slot types) and ``SNIPS/{train,valid,test}/<uttid>.wav`` with ``<uttid>`` =
-``<speaker>-snips-<split>-<n>``. Seven SNIPS intents, 17 slot types; 8 / 4 / 4 speakers for train / valid / test.
+``<speaker>-snips-<split>-<n>``. Seven SNIPS intents, 17 slot types; 8 / 4 / 4 speakers for train / valid / test,
+named after the Polly voices SUPERB keeps in each split (``common.datasets.SNIPS_VOICES``), so the loader's voice
+filter reads the offline corpus as it reads the real one.
 """
 from __future__ import annotations
 
@@ -73,16 +75,17 @@ def sample_sentence(rng: random.Random) -> tuple[str, list[str], list[str]]:
 
 def plan(ctx: Context):
     cfg, rng, _ = ctx.draws("snips")
-    groups = ctx.speaker_groups("snips", [8, 4, 4])
+    voices = datasets.SNIPS_VOICES
+    groups = ctx.speaker_groups("snips", [len(voices["train"]), len(voices["dev"]), len(voices["test"])])
     jobs, lines, stats = [], [], {}
-    for split, speakers, per_speaker in zip(("train", "valid", "test"), groups,
-                                            (cfg.train_utts_per_speaker, cfg.eval_utts_per_speaker,
-                                             cfg.eval_utts_per_speaker)):
+    for split, names, speakers, per_speaker in zip(("train", "valid", "test"), voices.values(), groups,
+                                                   (cfg.train_utts_per_speaker, cfg.eval_utts_per_speaker,
+                                                    cfg.eval_utts_per_speaker)):
         n = 0
-        for speaker in speakers:
+        for name, speaker in zip(names, speakers):
             for _ in range(per_speaker):
                 intent, words, tags = sample_sentence(rng)
-                uttid = f"{speaker.name}-snips-{split}-{n}"
+                uttid = f"{name}-snips-{split}-{n}"
                 n += 1
                 jobs.append(SpeechJob(f"{ROOT}/{split}/{uttid}.wav", speaker, (" ".join(words),),
                                       degradation=DEGRADATION))

@@ -1,14 +1,16 @@
 """ASR — speech recognition on LibriSpeech (SUPERB protocol).
 
 Protocol: train-clean-100 / dev-clean / test-clean; frozen upstream, weighted sum, Linear(D -> 1024) projector,
-2-layer BiLSTM (1024 per direction), CTC over characters (A-Z, apostrophe, word boundary ``|``), greedy decoding, no
+2-layer BiLSTM (1024 per direction, dropout 0.2 after each), CTC over s3prl's 32 outputs (blank, ``<pad>``,
+``</s>``, ``<unk>``, A-Z, apostrophe, word boundary ``|``) with targets ending ``| </s>``, greedy decoding, no
 language model; metric WER % (word edit distance / reference words, editdistance), selected on dev-clean; CER %
 (character edit distance, word boundaries included) is reported beside it.
 
 Differences from SUPERB (s3prl ``asr/config.yaml``) and why:
 * SpecAugment on the weighted-sum features as s3prl's recipe (``specaug``: 2 time masks of 0-40 frames, 4 feature
   masks of 0-50 dims, on in the full SUPERB config) but without its time warp (torchaudio has none for features).
-* Batches are sized by seconds (``batch.max_seconds``) instead of 32 utterances, so memory stays flat.
+* Batches are sized by seconds (``batch.max_seconds``: 200 s, s3prl's effective 16 utterances) instead of by
+  utterance count, so memory stays flat.
 * Greedy decoding only (SUPERB's headline ASR number is also without LM).
 """
 from __future__ import annotations
@@ -31,6 +33,10 @@ from .registry import register_task
 
 WORD_BOUNDARY = "|"
 CHARS = [WORD_BOUNDARY, "'"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+END = "</s>"
+# s3prl's fairseq dictionary: <s> (its CTC blank), <pad>, </s>, <unk>, then char.dict's 28 characters
+# (downstream/asr/expert.py:84-100): the same 32 outputs, so the head has SUPERB's parameter count.
+SPECIALS = ["<pad>", END, "<unk>"]
 
 
 log = logging.getLogger(__name__)
@@ -66,7 +72,8 @@ class SpeechRecognition(CTCTask):
     primary_metric = "wer"
     dataset_dirs = (LIBRISPEECH_DIR,)
     layout_help = LAYOUT
-    vocab = [BLANK] + CHARS
+    vocab = [BLANK, *SPECIALS, *CHARS]
+    end_token = END
 
     def load_split(self, split: str) -> list[Utterance]:
         # ASR's target is the transcript; drop the phone labels the loader attaches for PR.
@@ -74,7 +81,8 @@ class SpeechRecognition(CTCTask):
                                                                  self.name)]
 
     def targets(self, utt: Utterance) -> list[str]:
-        return text_to_chars(utt.transcript)
+        """Characters with ``|`` between words and after the last one, as s3prl's (``downstream/asr/dataset.py:121``)."""
+        return text_to_chars(utt.transcript) + [WORD_BOUNDARY]
 
     def reference_units(self, utt: Utterance) -> list[str]:
         return utt.transcript.split()

@@ -290,6 +290,12 @@ class Task(abc.ABC):
         problems += self.audit_splits(splits, warnings)  # the splits that loaded
         return DatasetAudit(splits, problems, dict(self.__dict__.get("_dropped", {})), warnings)
 
+    def superb_comparability(self, dropped: dict[str, dict[str, int]]) -> list[str]:
+        """Why this task's run is not SUPERB's procedure although its config is (a file SUPERB used that was not
+        given, a fold instead of the 5-fold mean, ...): one short reason each, empty when comparable. ``dropped``:
+        the audit's left-out record counts per split and reason. Default: none (docs/PROTOCOL.md)."""
+        return []
+
     def audit_splits(self, splits: dict[str, list[Utterance]], warnings: list[str]) -> list[str]:
         """The task's own checks of its loaded splits (unknown labels, ...; a split that failed to load is absent
         from ``splits``): returns one line per problem and may append lines to ``warnings`` (said, not fatal).

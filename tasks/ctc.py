@@ -1,4 +1,9 @@
-"""Shared part of the CTC tasks (PR, ASR): token vocabulary, CTC loss, greedy decoding, token error rate."""
+"""Shared part of the CTC tasks (PR, ASR): token vocabulary, CTC loss, greedy decoding, token error rate.
+
+As in s3prl, every CTC target ends with an end token (``<eos>``: ``downstream/ctc/text.py:59,296``; fairseq's
+``</s>``: ``downstream/asr/fairseq_dictionary.py:426``) that greedy decoding drops again
+(``downstream/ctc/expert.py:88-97``; ``Dictionary.string``).
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -13,7 +18,8 @@ BLANK = "<blank>"
 
 
 class CTCTask(Task):
-    """Subclasses set ``vocab`` (index 0 is the CTC blank) and ``targets(utt)`` -> token list.
+    """Subclasses set ``vocab`` (index 0 is the CTC blank), ``end_token`` (a vocab entry appended to every CTC
+    target and dropped from decoded hypotheses; None for none) and ``targets(utt)`` -> token list.
 
     ``score`` computes the token error rate over ``error_unit`` tokens of the decoded sequence (words for WER,
     phones for PER).
@@ -21,6 +27,7 @@ class CTCTask(Task):
 
     higher_is_better = False
     vocab: list[str] = [BLANK]
+    end_token: str | None = None
 
     def targets(self, utt: Utterance) -> list[str]:
         raise KeyError(f"task {self.name!r} defines no targets")
@@ -32,10 +39,14 @@ class CTCTask(Task):
     def hypothesis_units(self, tokens: list[str]) -> list[str]:
         return tokens
 
+    def ctc_targets(self, utt: Utterance) -> list[str]:
+        """The tokens CTC is trained on: :meth:`targets` then ``end_token``."""
+        return self.targets(utt) + ([self.end_token] if self.end_token else [])
+
     def _ids(self, utt: Utterance) -> list[int]:
         index = self._index()
         try:
-            return [index[t] for t in self.targets(utt)]
+            return [index[t] for t in self.ctc_targets(utt)]
         except KeyError as e:
             raise ValueError(f"utterance {utt.id}: token {e.args[0]!r} is not in the {self.name} vocabulary") from None
 
@@ -48,7 +59,8 @@ class CTCTask(Task):
         return ctc_loss(output, lengths, [self._ids(u) for u in utts])
 
     def predict(self, output: torch.Tensor, lengths: torch.Tensor, utts: Sequence[Utterance]) -> list[Any]:
-        return [" ".join(self.vocab[i] for i in ids) for ids in ctc_greedy_decode(output, lengths)]
+        end = self._index().get(self.end_token) if self.end_token else None
+        return [" ".join(self.vocab[i] for i in ids if i != end) for ids in ctc_greedy_decode(output, lengths)]
 
     def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
         refs = [self.reference_units(u) for u in utts]

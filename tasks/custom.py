@@ -130,6 +130,10 @@ class ManifestTask(Task):
                 for e in self.manifest.split(split)]
 
     # ------------------------------------------------------------ model
+    def superb_comparability(self, dropped: dict[str, dict[str, int]]) -> list[str]:
+        """A manifest task has no SUPERB number to compare with."""
+        return ["not a SUPERB task (--task custom)"]
+
     def build_head(self, input_dim: int) -> torch.nn.Module:
         h = self.config.head
         if self.task_type == "transcription":

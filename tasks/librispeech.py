@@ -2,7 +2,7 @@
 
 Layout (docs/DATA_LAYOUTS.md): ``LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac`` with one
 ``<spk>-<chapter>.trans.txt`` per chapter (``<utt-id> <UPPER CASE WORDS>``) and, in the offline corpus only,
-``<spk>-<chapter>.phn.txt`` (``<utt-id> <phones>``, 39-phone CMU set). SUPERB uses train-clean-100 / dev-clean /
+``<spk>-<chapter>.phn.txt`` (``<utt-id> <phones>``, SUPERB's stress-marked ARPAbet set). SUPERB uses train-clean-100 / dev-clean /
 test-clean.
 """
 from __future__ import annotations

@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.io import atomic_write_text
 
-    p = argparse.ArgumentParser(prog="python -m tasks.manifest",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m tasks.manifest",
                                 description="Write a classification manifest (path, split, label) for "
                                 "FOLDER/<label>/<audio>; see docs/MANIFEST.md.")
     p.add_argument("folder", type=Path)

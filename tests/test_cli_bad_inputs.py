@@ -92,6 +92,10 @@ def w(tmp_path_factory) -> dict[str, Path]:
     torch.save({"model": Payload(p["marker"]), "cfg": {}}, p["evil"])
     p["garbage"] = root / "garbage.pt"
     p["garbage"].write_bytes(b"\x00not a checkpoint" * 10)
+    p["junk_pt"] = root / "junk.pt"  # text: the unpickler fails with a KeyError (once a traceback, exit 1)
+    p["junk_pt"].write_text("junk\n")
+    p["junk_safetensors"] = root / "junk.safetensors"  # torch.load hands .safetensors names to safetensors
+    p["junk_safetensors"].write_text("junk\n")
     p["ours_v9"] = root / "ours_v9"
     save_upstream(random_upstream(tiny_config()), p["ours_v9"])
     meta = p["ours_v9"] / "upstream.yaml"
@@ -159,6 +163,11 @@ BENCH_CASES = {
     "pickle with code": (lambda w: bench(w, upstream=w["evil"]), "--trust-pickle"),
     "garbage checkpoint": (lambda w: bench(w, upstream=w["garbage"]), "garbage.pt"),
     "garbage -k": (lambda w: bench(w, "-k", w["garbage"], upstream=TINY_PRETRAINED), "garbage.pt"),
+    "junk text .pt": (lambda w: bench(w, upstream=w["junk_pt"]), "junk.pt"),
+    "junk text -k": (lambda w: bench(w, "-k", w["junk_pt"], upstream=TINY_PRETRAINED), "junk.pt"),
+    "junk .safetensors": (lambda w: bench(w, upstream=w["junk_safetensors"]), "junk.safetensors"),
+    "junk .safetensors -k": (lambda w: bench(w, "-k", w["junk_safetensors"], upstream=TINY_PRETRAINED),
+                             "junk.safetensors"),
     "our format, unknown version": (lambda w: bench(w, upstream=w["ours_v9"]), "upstream.yaml"),
     "bad line in the test split": (lambda w: bench(w, task="sid", data=w["bad_split"]), "iden_split.txt:9"),
     "unreadable audio": (lambda w: bench(w, data=w["bad_audio"]), "test2.wav"),
@@ -225,6 +234,8 @@ DISTILL_CASES = {
     "teacher HF dir without weights": (lambda w: distill(w, teacher=w["hf_no_weights"]), "hf_no_weights"),
     "teacher config/weights mismatch": (lambda w: distill(w, teacher=w["hf_mismatch"]), "hf_mismatch"),
     "teacher garbage": (lambda w: distill(w, teacher=w["garbage"]), "garbage.pt"),
+    "teacher junk text .pt": (lambda w: distill(w, teacher=w["junk_pt"]), "junk.pt"),
+    "teacher junk .safetensors": (lambda w: distill(w, teacher=w["junk_safetensors"]), "junk.safetensors"),
     "target layer beyond the reference depth": (lambda w: distill(w, "-o", "objective.target_layers=[4, 8, 99]"),
                                                  "objective.target_layers"),
 }
@@ -319,3 +330,27 @@ def test_synth_bad_input(case, w, capsys):
     assert_user_error(synth_main, argv(w), named, capsys)
     assert w["a_file"].read_text() == "not a folder\n"
     assert json.loads((w["root"] / "other_corpus" / ".synth" / "build.json").read_text())["seed"] == 3
+
+
+# ---------------------------------------------------------------- a GPU asked for on a machine without one
+
+NO_GPU_CASES = {
+    "run_benchmark --device cuda": (run_benchmark.main, lambda w: bench(w, "--device", "cuda"), "--device cuda"),
+    "run_benchmark --device cuda:1": (run_benchmark.main, lambda w: bench(w, "--device", "cuda:1"), "cuda:1"),
+    "run_benchmark --device gpu": (run_benchmark.main, lambda w: bench(w, "--device", "gpu"), "--device 'gpu'"),
+    "predict --device cuda": (run_benchmark.main, lambda w: ["predict", "--run", w["root"], "--device", "cuda",
+                                                              w["root"] / "x.wav"], "--device cuda"),
+    "run_distill run.device=cuda": (run_distill.main, lambda w: distill(w, "-o", "run.device=cuda"), "run.device"),
+    "run_pretrain run.device=cuda:0": (run_pretrain.main, lambda w: pretrain(w, "-o", "run.device=cuda:0"),
+                                       "run.device"),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_GPU_CASES))
+def test_a_gpu_device_without_a_gpu_is_one_line(case, w, capsys, monkeypatch):
+    main, argv, named = NO_GPU_CASES[case]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine, or a GPU machine pretending
+    line = assert_user_error(main, argv(w), named, capsys)
+    assert "cpu" in line  # says what to use instead
+    assert not list((w["root"] / "bench_results").glob("*/*/*/config.yaml"))
+    assert not list((w["root"] / "student").glob("checkpoints/last.pt"))

@@ -132,9 +132,10 @@ def test_run_pretrain_end_to_end_with_iteration_2(tmp_path):
     it1 = [json.loads(l) for l in (tmp_path / "teacher" / "iter1" / "loss_history.jsonl").read_text().splitlines()]
     assert len(it1) == 25 and sum(r["loss"] for r in it1[-5:]) < sum(r["loss"] for r in it1[:5])
     assert (tmp_path / "teacher" / "iter2" / "labels.pt").is_file()
-    for name in ("iter1_front_end", "iter2_front_end"):  # each fresh model's CNN first learned log-mel
+    # each fresh model's CNN first learned log-mel; iteration 2's 2 steps cap its warm-up's 3
+    for name, steps in (("iter1_front_end", 3), ("iter2_front_end", 2)):
         warm = (tmp_path / "teacher" / name / "loss_history.jsonl").read_text().splitlines()
-        assert len(warm) == 3 and "l1" in json.loads(warm[0])
+        assert len(warm) == steps and "l1" in json.loads(warm[0])
     teacher = build_upstream(tmp_path / "teacher")
     assert teacher.cfg.num_codewords == 4 and teacher.cfg.layers == 3  # the iteration-2 model, with codewords
     out = teacher([torch.randn(16000) * 0.1])
@@ -142,22 +143,24 @@ def test_run_pretrain_end_to_end_with_iteration_2(tmp_path):
 
 
 def test_the_front_end_warmup_is_paid_from_the_iterations_time_cap(tmp_path, monkeypatch):
-    """With run.max_minutes, warm-up + masked prediction fit in the cap: the warm-up's minutes come off the second."""
+    """With run.max_minutes, warm-up + masked prediction fit in the cap: the warm-up's minutes come off the second;
+    --max-steps caps both phases; each phase is named."""
     from types import SimpleNamespace
 
     from common.config import load_config
     from pretrain.config import PretrainConfig
 
-    clock, runs = SimpleNamespace(now=1000.0), []
+    clock, runs, labels = SimpleNamespace(now=1000.0), [], []
 
     class FakeTrainer:  # records what each phase was asked to do; a fit takes 90 s of the fake clock
-        def __init__(self, objective, run, *args):
+        def __init__(self, objective, run, *args, label="train"):
             runs.append((type(objective).__name__, run))
+            labels.append(label)
 
         def fit(self, resume=False):
             clock.now += 90.0
 
-    monkeypatch.setattr(run_pretrain, "Trainer", FakeTrainer)
+    monkeypatch.setattr("training.loop.Trainer", FakeTrainer)  # imported by train_iteration when called
     monkeypatch.setattr(run_pretrain.time, "time", lambda: clock.now)
     cfg = load_config(PretrainConfig, None, ["front_end_warmup.steps=5", "run.max_minutes=7.0"])
     run_pretrain.train_iteration("iter1", cfg, tiny_teacher_config(codewords=6), [torch.arange(6)], 100, [],
@@ -165,6 +168,13 @@ def test_the_front_end_warmup_is_paid_from_the_iterations_time_cap(tmp_path, mon
     assert [(name, run.max_minutes) for name, run in runs] == [("FrontEndRegression", 7.0),
                                                                 ("MaskedPrediction", 5.5)]
     assert runs[0][1].max_steps == 5 and runs[1][1].max_steps == 40
+    assert labels == ["iter1 front-end warm-up", "iter1 masked prediction"]  # each phase named in the progress bar
+
+    # a short check (--max-steps 3) caps the warm-up too: it once ran its 200 steps before a 10-step run
+    runs.clear()
+    run_pretrain.train_iteration("iter1", cfg, tiny_teacher_config(codewords=6), [torch.arange(6)], 100, [],
+                                 tmp_path, None, SimpleNamespace(is_main=False), False, 3)
+    assert [(name, run.max_steps) for name, run in runs] == [("FrontEndRegression", 3), ("MaskedPrediction", 3)]
 
 
 def _tiny_init_args(tmp_path, init, *extra):

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from synth import iemocap, speech_commands
 from synth.context import Context
-from synth.phones import CMU_PHONES
+from synth.phones import PHONES
 from synth.sizes import load_size
 from synth.voices import build_speakers
 
@@ -39,7 +39,7 @@ def test_librispeech_transcripts_phones_and_splits(tiny_corpus):
                 utt, words = line.split(" ", 1)
                 assert words.strip() and words == words.upper()
                 assert _duration(t.parent / f"{utt}.flac") > 0.5
-                assert set(phn[utt].split()) <= CMU_PHONES and len(phn[utt].split()) >= len(words.split())
+                assert set(phn[utt].split()) <= PHONES and len(phn[utt].split()) >= len(words.split())
                 texts[split].add(words)
     for a, b in itertools.combinations(speakers, 2):
         assert not speakers[a] & speakers[b], (a, b)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from synth.augment import add_noise, coloured_noise, random_channel, reverberate
-from synth.phones import CMU_PHONES, PhoneError, cmudict_phones, espeak_to_cmu
+from synth.phones import PHONES, PhoneError, cmudict_phones, espeak_to_cmu
 from synth.text import SentenceGenerator, lexicon, vocabulary
 from synth.voices import build_speakers
 
@@ -26,17 +26,18 @@ def test_sentences_are_reproducible_and_distinct():
     assert not held_out & {" ".join(s) for s in SentenceGenerator(random.Random(3)).unique_sentences(50, held_out)}
 
 
-def test_espeak_phonemes_map_to_cmu_set():
-    # espeak-ng -v en-us -x --sep=_ "little bottle near hair": flap, syllabic l, r-coloured vowels
+def test_espeak_phonemes_map_to_superb_phone_set_with_stress():
+    # espeak-ng -v en-us -x --sep=_ "little bottle near hair": flap, syllabic l, r-coloured vowels; ' primary and
+    # , secondary stress go to the vowel they precede, other vowels are unstressed (CMUdict: L IH1 T AH0 L ...)
     phones = espeak_to_cmu("l_'I_t#_@L b_'0_t#_@L n_,i@3 h_'e@_r")
-    assert phones == "L IH T AH L B AA T AH L N IH R HH EH R".split()
-    assert set(phones) <= CMU_PHONES
+    assert phones == "L IH1 T AH0 L B AA1 T AH0 L N IH2 R HH EH1 R".split()
+    assert set(phones) <= PHONES
     with pytest.raises(PhoneError, match="unknown espeak-ng phoneme"):
         espeak_to_cmu("k_QQ_t")
 
 
-def test_cmudict_phones_strip_stress():
-    assert cmudict_phones(["cat", "dog"]) == "K AE T D AO G".split()
+def test_cmudict_phones_keep_stress():
+    assert cmudict_phones(["cat", "dog"]) == "K AE1 T D AO1 G".split()
     with pytest.raises(PhoneError, match="not in CMUdict"):
         cmudict_phones(["qzxv"])
 

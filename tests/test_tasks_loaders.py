@@ -20,14 +20,18 @@ def test_librispeech_asr_and_pr(root):
     train = asr.load_split("train")
     assert [u.id for u in train] == [f"19-100-{n:04d}" for n in range(4)]
     assert train[0].transcript == "YES NO" and abs(train[0].duration - 0.3) < 1e-3
-    assert asr.targets(train[0]) == ["Y", "E", "S", "|", "N", "O"]
+    assert asr.ctc_targets(train[0]) == ["Y", "E", "S", "|", "N", "O", "|", "</s>"]  # s3prl's trailing | and </s>
     pr = build_task("pr", root)
-    assert pr.load_split("test")[0].label == ["Y", "EH", "S", "N", "OW"]  # CMUdict, stress removed
+    assert pr.load_split("test")[0].label == ["Y", "EH1", "S", "N", "OW1"]  # CMUdict, stress kept
+    assert pr.ctc_targets(pr.load_split("test")[0])[-1] == "<eos>"
     # A .phn.txt beside the transcript wins over CMUdict.
     phn = root / "LibriSpeech" / "dev-clean" / "19" / "101" / "19-101.phn.txt"
-    phn.write_text("19-101-0000 y eh s\n")
+    phn.write_text("19-101-0000 y eh1 s\n")
     try:
-        assert build_task("pr", root).load_split("dev")[0].label == ["Y", "EH", "S"]
+        assert build_task("pr", root).load_split("dev")[0].label == ["Y", "EH1", "S"]
+        phn.write_text("19-101-0000 y eh s\n")  # the 39-phone set of an old corpus: named, not trained on
+        with pytest.raises(ValueError, match=r"19-101-0000 .*\['EH'\] are not in SUPERB's stress-marked set"):
+            build_task("pr", root).load_split("dev")
     finally:
         phn.unlink()
 

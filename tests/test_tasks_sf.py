@@ -88,22 +88,22 @@ def _write_snips(root: Path, iob_lines: list[str]) -> Path:
     return root
 
 
-LINES = ["Aditi-snips-train-0 BOS play john lennon on spotify EOS\tO O artist artist O service PlayMusic",
-         "Aditi-snips-train-1 BOS play jazz EOS\tO O O PlayMusic",
-         "Ivy-snips-valid-0 BOS play john EOS\tO O artist PlayMusic",
-         "Joey-snips-test-0 BOS spotify now EOS\tO service O PlayMusic"]
+LINES = ["Ivy-snips-train-0 BOS play john lennon on spotify EOS\tO O artist artist O service PlayMusic",
+         "Ivy-snips-train-1 BOS play jazz EOS\tO O O PlayMusic",
+         "Aditi-snips-valid-0 BOS play john EOS\tO O artist PlayMusic",
+         "Brian-snips-test-0 BOS spotify now EOS\tO service O PlayMusic"]
 
 
 def test_load_snips_round_trip(tmp_path):
     root = _write_snips(tmp_path, LINES)
     sentences, vocab = load_snips(root)
     train = load_split(root, "train", sentences, vocab)
-    assert [u.id for u in train] == ["Aditi-snips-train-0", "Aditi-snips-train-1"]
+    assert [u.id for u in train] == ["Ivy-snips-train-0", "Ivy-snips-train-1"]
     assert train[0].transcript == "PLAY B-artist JOHN LENNON E-artist ON B-service SPOTIFY E-service"
-    assert train[0].speaker == "Aditi" and train[0].duration == pytest.approx(0.25)
+    assert train[0].speaker == "Ivy" and train[0].duration == pytest.approx(0.25)
     assert vocab.decode(list(train[0].label)) == train[0].transcript
     assert vocab.tokens[0] == "<blank>" and "B-artist" in vocab.tokens and "E-service" in vocab.tokens
-    assert [u.id for u in load_split(root, "dev", sentences, vocab)] == ["Ivy-snips-valid-0"]
+    assert [u.id for u in load_split(root, "dev", sentences, vocab)] == ["Aditi-snips-valid-0"]
 
 
 def test_malformed_iob_lines_name_file_and_line(tmp_path):
@@ -128,4 +128,32 @@ def test_sf_run_writes_rows(tmp_path):
     assert set(metrics) == {(s, m) for s in ("dev", "test") for m in ("slot_type_f1", "slot_value_cer")}
     assert all(0.0 <= v <= 100.0 for v in metrics.values())
     predictions = (Path(summary["run_dir"]) / "predictions" / "test.jsonl").read_text()
-    assert "Joey-snips-test-0" in predictions
+    assert "Brian-snips-test-0" in predictions
+
+
+def test_voice_split_and_vocabulary_match_s3prl(tmp_path):
+    """SUPERB keeps 8 / 4 / 4 voices (s3prl snips.yaml); a voice outside the split's list is left out, and the
+    vocabulary and targets are those of s3prl's CharacterTextSlotEncoder (same ids, <eos> at the end)."""
+    text = pytest.importorskip("s3prl.downstream.ctc.text")
+    from common.datasets import SNIPS_VOICES
+
+    assert [len(SNIPS_VOICES[s]) for s in ("train", "dev", "test")] == [8, 4, 4]
+    assert not set(SNIPS_VOICES["train"]) & (set(SNIPS_VOICES["dev"]) | set(SNIPS_VOICES["test"]))
+    lines = LINES + ["Salli-snips-train-2 BOS play jazz EOS\tO O O PlayMusic",
+                     "Brian-snips-train-3 BOS play jazz EOS\tO O O PlayMusic"]   # a test voice in train/
+    root = _write_snips(tmp_path, lines)
+    sentences, vocab = load_snips(root)
+    kept = load_split(root, "train", sentences, vocab, voices=SNIPS_VOICES["train"])
+    assert [u.id for u in kept] == ["Ivy-snips-train-0", "Ivy-snips-train-1", "Salli-snips-train-2"]
+    assert len(load_split(root, "train", sentences, vocab)) == 4  # no filter: every voice
+
+    chars = [" "] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["'"]
+    ref = text.CharacterTextSlotEncoder(chars, ["B-artist", "E-artist", "B-service", "E-service"])
+    assert len(vocab) == ref.vocab_size
+    assert vocab.tokens[1:3 + len(chars)] == ref._vocab_list[1:]  # <eos>, <unk>, characters
+    by_id = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in lines}
+    for utt in kept:
+        words, tags = by_id[utt.id].split("\t")
+        s3prl_ids = ref.encode(f"{words.upper()}\t{tags}")
+        s3prl_tokens = [ref.id2slot.get(i) or ref._vocab_list[i] for i in s3prl_ids]
+        assert [vocab.tokens[i] for i in utt.label] == s3prl_tokens, utt.id

@@ -1,9 +1,9 @@
 """Parity with s3prl's own DistillerModel (DistilHuBERT) saved in s3prl's .ckpt layout, random weights.
 
-Mapping of hidden states: s3prl's distiller expert returns [projection output BEFORE the positional conv] +
-layer outputs (+ head outputs). Ours follow transformers: [after pos conv + LayerNorm] + layer outputs
-(+ head outputs with include_pred_heads=True). So s3prl layer k ↔ our hidden_states[k] for k ≥ 1, and s3prl's
-entry 0 ↔ our feature projection's output.
+Hidden states: s3prl's distiller expert returns [projection output BEFORE the positional conv] + layer outputs +
+head outputs (``upstream/distiller/expert.py:53,57``), and SUPERB's DistilHuBERT numbers were computed on those 6.
+An s3prl .ckpt loads with the same layout here (``first_state="projection"``, ``include_pred_heads=True``);
+``first_state="encoder_input"`` gives transformers' entry 0 (after the pos conv + LayerNorm) instead.
 """
 from __future__ import annotations
 
@@ -74,4 +74,26 @@ def test_s3prl_ckpt_with_pickled_object_is_refused(s3prl_model, tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="trust_pickle=True"):
         build_upstream(path)
     up = build_upstream(path, trust_pickle=True)  # the explicit opt-in works
-    assert len(up([torch.zeros(800)]).hidden_states) == 3
+    assert len(up([torch.zeros(800)]).hidden_states) == 6  # s3prl's layout: projection, 2 layers, 3 heads
+
+
+def test_default_states_equal_s3prl_expert_states(s3prl_model, tmp_path):
+    """What s3prl's own UpstreamExpert returns for the checkpoint (its 6 hidden states, one utterance at a time:
+    s3prl's padded batches let padding into the shorter utterances) is what we return, and a saved copy keeps it."""
+    expert_module = pytest.importorskip("s3prl.upstream.distiller.expert")
+    from upstream.checkpoints import save_upstream
+
+    save_s3prl_ckpt(tmp_path / "distiller.ckpt", s3prl_model)
+    expert = expert_module.UpstreamExpert(str(tmp_path / "distiller.ckpt")).eval()
+    up = build_upstream(tmp_path / "distiller.ckpt")
+    save_upstream(up, tmp_path / "ours")
+    again = build_upstream(tmp_path / "ours")
+    assert again.weights_hash() == up.weights_hash()
+    assert up.weights_hash() != build_upstream(tmp_path / "distiller.ckpt", first_state="encoder_input").weights_hash()
+    for wav in random_wavs([400, 3333, 16000], seed=3):
+        with torch.no_grad():
+            theirs = expert([wav])["hidden_states"]
+        for ours in (up([wav]).hidden_states, again([wav]).hidden_states):
+            assert len(ours) == len(theirs) == 6
+            for k, (a, b) in enumerate(zip(ours, theirs)):
+                assert a.shape == b.shape and (a - b).abs().max() < 1e-4, f"state {k}"

@@ -3,20 +3,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    from common.distributed import DistEnv
 
-from common.config import ConfigError, load_config
-from common.distributed import DistEnv, setup_distributed, uses_cuda
-from common.precision import check_precision
-
+# torch is imported by start_run, not here: the entry points parse their arguments (and answer --help) first
 
 
-def run_parser(doc: str, config_help: str, output_help: str, resume_help: str) -> argparse.ArgumentParser:
+def run_parser(doc: str, config_help: str, output_help: str, resume_help: str,
+               epilog: str | None = None) -> argparse.ArgumentParser:
     """A parser with the arguments both entry points take: ``--config``, ``--data``, ``--output``, ``--max-steps``,
-    ``--precision``, ``--resume`` and ``-o`` overrides (the caller adds its own)."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ``--precision``, ``--resume`` and ``-o`` overrides (the caller adds its own). Abbreviated flags are errors."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False, epilog=epilog)
     p.add_argument("--config", required=True, help=config_help)
     p.add_argument("--data", required=True, nargs="+", help="audio directories, audio files or list files")
     p.add_argument("--output", required=True, help=output_help)
@@ -32,6 +32,12 @@ def run_parser(doc: str, config_help: str, output_help: str, resume_help: str) -
 def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
     """Logging, the config (``--config`` + ``-o`` +
     ``--max-steps``), the process group and the CPU thread count. Returns ``(config, DistEnv)``."""
+    import torch
+
+    from common.config import ConfigError, load_config
+    from common.distributed import check_device, setup_distributed, uses_cuda
+    from common.precision import check_precision
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides = list(args.override) + ([f"run.max_steps={args.max_steps}"] if args.max_steps is not None else [])
     if getattr(args, "precision", None):
@@ -39,6 +45,7 @@ def start_run(config_class: type, args) -> tuple[Any, DistEnv]:
     cfg = load_config(config_class, args.config, overrides)
     if cfg.run.max_steps < 1:  # 0 once meant "the YAML's steps" and a negative value an untrained model
         raise ConfigError(f"run.max_steps (--max-steps) must be >= 1, got {cfg.run.max_steps}")
+    check_device(cfg.run.device, "run.device")
     check_precision(cfg.run.precision, "cuda" if uses_cuda(cfg.run.device) else "cpu", "--precision (run.precision)")
     env = setup_distributed(cfg.run.device)
     if cfg.run.threads > 0:

@@ -64,8 +64,9 @@ class Trainer:
     """Runs ``objective`` over unlabelled audio; see the module docstring."""
 
     def __init__(self, objective: nn.Module, cfg: RunConfig, entries: list[tuple[Path, int]], out_dir: str | Path,
-                 skip_report: SkipReport, env: DistEnv, run_config_dict: dict | None = None):
+                 skip_report: SkipReport, env: DistEnv, run_config_dict: dict | None = None, label: str = "train"):
         self.cfg, self.env, self.out = cfg, env, Path(out_dir)
+        self.label = label  # the progress bar's name: which phase of a run this is
         self.objective = objective.to(env.device)
         self.skips = skip_report
         self.dataset = UnlabelledAudio(entries, cfg.data, cfg.seed)
@@ -138,7 +139,7 @@ class Trainer:
         elif self.ckpt_path.exists():
             raise FileExistsError(f"{self.ckpt_path} exists: pass --resume to continue it, or use a new --output")
         writer = SummaryWriter(str(self.out / "tensorboard")) if self.env.is_main else None
-        bar = tqdm(total=self.cfg.max_steps, initial=self.step, disable=not self.env.is_main, desc="train",
+        bar = tqdm(total=self.cfg.max_steps, initial=self.step, disable=not self.env.is_main, desc=self.label,
                    dynamic_ncols=True)
         self.objective.train()
         started = time.time()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common import tensors
@@ -38,6 +39,9 @@ class Upstream(nn.Module, abc.ABC):
     downsample_rate: int = 320
     # True when the weights are a random initialisation rather than trained ones (recorded in every results row)
     random_init: bool = False
+    # True for models pretrained on normalised audio: each waveform is layer-normed on its own (see
+    # :func:`normalize_waveforms`) before the model sees it. Set by the constructor from the checkpoint.
+    normalize_waveform: bool = False
 
     def min_samples(self) -> int:
         """Shortest waveform that yields at least one frame."""
@@ -71,8 +75,12 @@ class Upstream(nn.Module, abc.ABC):
         """sha256 of :meth:`hash_config` and every :meth:`hash_state` tensor (name, dtype, shape, bytes): the
         upstream's identity in the feature cache and the report. It covers what determines the features, not
         incidental config (dropout rates, unused heads), so an exported and reloaded copy keeps it.
-        Parameter-free upstreams hash their config only."""
-        return tensors.weights_hash(self.hash_state(), self.hash_config())
+        Parameter-free upstreams hash their config only. Waveform normalisation enters the hash only when on, so
+        the same weights with and without it never share a cache key while every existing key stays as it was."""
+        config = self.hash_config()
+        if self.normalize_waveform:
+            config = {**config, "normalize_waveform": True}
+        return tensors.weights_hash(self.hash_state(), config)
 
     def frames_for(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Number of output frames for waveforms of ``num_samples`` samples (overridden by conv front ends)."""
@@ -105,6 +113,15 @@ def validate_waveforms(wavs: Sequence[torch.Tensor], min_samples: int) -> list[t
             raise ValueError(f"utterance {i}: waveform contains NaN or inf")
         out.append(w.float())
     return out
+
+
+def normalize_waveforms(wavs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each 1-D waveform minus its mean, divided by ``sqrt(var + 1e-5)`` (biased variance over its own samples):
+    ``F.layer_norm(wav, wav.shape)``, what s3prl applies for models pretrained with fairseq's
+    ``task.normalize=True`` (s3prl ``upstream/hubert/expert.py:57-58``; transformers' ``do_normalize`` is the same
+    up to its eps of 1e-7). Computed before padding, so padding never enters the statistics and a batch gives
+    each utterance the result it gets alone."""
+    return [F.layer_norm(w, w.shape) for w in wavs]
 
 
 def pad_waveforms(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,9 +159,11 @@ class BucketedUpstream(Upstream):
     then gradients flow and ``train()`` puts it in train mode.
     """
 
-    def __init__(self, model: nn.Module, bucket_fill: float, min_bucket_size: int, max_bucket_samples: int):
+    def __init__(self, model: nn.Module, bucket_fill: float, min_bucket_size: int, max_bucket_samples: int,
+                 normalize_waveform: bool = False):
         super().__init__()
         self.model = model.eval()
+        self.normalize_waveform = normalize_waveform
         self.bucket_fill, self.min_bucket_size = bucket_fill, min_bucket_size
         self.max_bucket_samples = max_bucket_samples
         self.fine_tune = False
@@ -193,6 +212,8 @@ class BucketedUpstream(Upstream):
         # no_grad unless fine-tuning with gradients on (weight norm under FlopCounterMode needs no_grad, not only
         # inference_mode)
         with contextlib.nullcontext() if self.fine_tune and torch.is_grad_enabled() else torch.no_grad():
+            if self.normalize_waveform:
+                wavs = normalize_waveforms(wavs)
             groups = self.buckets([w.numel() for w in wavs])
             if len(groups) == 1:
                 states, frames = self._run([wavs[i] for i in groups[0]])

@@ -157,16 +157,27 @@ def hubert_base(checkpoint: str | Path | None = None, seed: int = 0, random_init
 def hubert_large(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
                  **kwargs) -> HubertUpstream:
     """HuBERT Large: layer-norm CNN + 24 pre-LN ("stable layer norm") layers x 1024 (FFN 4096, 16 heads).
+    A checkpoint says whether it normalises its waveforms (fairseq ``task.normalize``, HF ``do_normalize``); the
+    random-init architecture does, as HuBERT Large was pretrained (fairseq ``hubert_large_lv60k`` config).
     Raises :class:`WeightsRequiredError` without ``checkpoint`` or ``random_init``."""
+    if checkpoint is None:
+        kwargs.setdefault("normalize_waveform", True)
     return _build("hubert_large", HUBERT_LARGE, checkpoint, seed, random_init, **kwargs)
 
 
 @register_upstream("distilhubert", pretrained=True)
 def distilhubert(checkpoint: str | Path | None = None, seed: int = 0, random_init: bool = False,
                  **kwargs) -> HubertUpstream:
-    """DistilHuBERT: HuBERT's CNN + 2 layers x 768, heads predicting teacher layers 4/8/12 (not in hidden_states
-    unless ``include_pred_heads=True``). Raises :class:`WeightsRequiredError` without ``checkpoint`` or
-    ``random_init``."""
+    """DistilHuBERT: HuBERT's CNN + 2 layers x 768, heads predicting teacher layers 4/8/12.
+
+    Hidden states as s3prl reports them for SUPERB (6: the projected CNN features before the positional conv, the
+    2 layers, the 3 heads; s3prl ``upstream/distiller/expert.py:53,57``) for s3prl's ``.ckpt`` and the random-init
+    architecture; an HF dir (``ntu-spml/distilhubert``) has no heads, so it gives transformers' 3 states.
+    ``include_pred_heads`` / ``first_state`` override. Raises :class:`WeightsRequiredError` without
+    ``checkpoint`` or ``random_init``."""
+    if checkpoint is None:
+        kwargs.setdefault("include_pred_heads", True)
+        kwargs.setdefault("first_state", "projection")
     return _build("distilhubert", DISTILHUBERT, checkpoint, seed, random_init, **kwargs)
 
 

@@ -121,8 +121,10 @@ def safe_torch_load(path: Path, trust_pickle: bool = False) -> Any:
             f"{path}: refusing to unpickle: it needs globals outside the safe allow-list ({names}); loading it "
             "could execute code stored in the file. If you trust its source, pass --trust-pickle "
             "(Python: trust_pickle=True).") from None
-    except (RuntimeError, EOFError, ValueError, TypeError) as e:  # truncated zip, not a pickle, bad REDUCE args
-        raise ConversionError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 — junk bytes fail anywhere in the unpickler (KeyError, RuntimeError,
+        # EOFError, ValueError, TypeError, safetensors' error for a .safetensors name): all mean "not a checkpoint"
+        raise ConversionError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {_first_line(e)})") \
+            from None
 
 
 def _safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
@@ -200,15 +202,23 @@ def _load_ours(path: Path, **kwargs) -> Upstream:
     data = weights.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("weights_sha256"):
         raise ConversionError(f"{weights}: checksum differs from {CONFIG_FILE} (incomplete or mixed save)")
+    normalize = meta.get("normalize_waveform", False)
+    if not isinstance(normalize, bool):
+        raise ConversionError(f"{path / CONFIG_FILE}: normalize_waveform is {normalize!r}, expected true or false")
     if meta["type"] == "transformers":  # a wavlm / data2vec-audio upstream (e.g. fine-tuned): transformers' config
         from .hf_families import transformers_upstream_from_state
 
         return transformers_upstream_from_state(meta.get("model_type"), meta["config"], _safetensors(data, weights),
-                                                str(weights))
+                                                str(weights), normalize_waveform=normalize)
     model = HubertModel(from_dict(HubertConfig, meta["config"], where=f"{path / CONFIG_FILE}:config"))
     load_model_state(model, _safetensors(data, weights), str(weights), optional=())
+    first_state = meta.get("first_state", "encoder_input")
+    if first_state not in ("encoder_input", "projection"):
+        raise ConversionError(f"{path / CONFIG_FILE}: first_state is {first_state!r}, expected encoder_input or "
+                              "projection")
     return HubertUpstream(model, include_pred_heads=kwargs.get("include_pred_heads",
-                                                               meta.get("include_pred_heads", False)))
+                                                               meta.get("include_pred_heads", False)),
+                          normalize_waveform=normalize, first_state=kwargs.get("first_state", first_state))
 
 
 def _upstream_from_state(cfg: HubertConfig, state: dict[str, torch.Tensor], path: Path, **kwargs) -> HubertUpstream:
@@ -218,9 +228,39 @@ def _upstream_from_state(cfg: HubertConfig, state: dict[str, torch.Tensor], path
     return HubertUpstream(model, **kwargs)
 
 
+def hf_do_normalize(path: Path) -> bool:
+    """``do_normalize`` of an HF dir's ``preprocessor_config.json`` (the feature extractor that prepared the
+    model's pretraining audio); False when the dir has none (transformers' raw ``from_pretrained`` models, ours).
+    Raises ConversionError when the file is unreadable or the value is not a boolean."""
+    file = path / "preprocessor_config.json"
+    if not file.is_file():
+        return False
+    try:
+        value = json.loads(file.read_text(encoding="utf-8-sig")).get("do_normalize", False)
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ConversionError(f"{file}: not a JSON object ({_first_line(e)})") from None
+    if not isinstance(value, bool):
+        raise ConversionError(f"{file}: do_normalize is {value!r}, expected true or false")
+    return value
+
+
+def fairseq_normalize(ckpt: dict) -> bool:
+    """fairseq's ``task.normalize`` (``cfg.task`` in hydra checkpoints, ``args.normalize`` in older ones): whether
+    the model was pretrained on layer-normed waveforms (HuBERT Large, wav2vec2 Large LV-60 / XLSR)."""
+    if ckpt.get("cfg") is not None:
+        task = ckpt["cfg"].get("task") if isinstance(ckpt["cfg"], dict) else None
+        value = task.get("normalize", False) if isinstance(task, dict) else False
+    else:
+        args = vars(ckpt["args"]) if isinstance(ckpt["args"], argparse.Namespace) else ckpt["args"]
+        value = args.get("normalize", False) if isinstance(args, dict) else False
+    return bool(value)
+
+
 def _load_hf(path: Path, trust_pickle: bool = False, **kwargs) -> Upstream:
     hf_config = json.loads((path / "config.json").read_text(encoding="utf-8-sig"))  # a BOM from an editor
     from .hf_families import TRANSFORMERS_FAMILIES, load_transformers_upstream
+
+    kwargs.setdefault("normalize_waveform", hf_do_normalize(path))
 
     if isinstance(hf_config, dict) and hf_config.get("model_type") in TRANSFORMERS_FAMILIES:
         kwargs.pop("include_pred_heads", None)
@@ -243,6 +283,10 @@ def _load_s3prl(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
     state, ignored = state_from_fairseq(ckpt["Distiller"], cfg)
     if ignored:
         raise ConversionError(f"{path}: unrecognised distiller weights {ignored[:8]}")
+    # s3prl reports the distiller's states as [projection before the positional conv] + layers + prediction heads
+    # (upstream/distiller/expert.py:53,57): SUPERB's DistilHuBERT numbers were computed on these
+    kwargs.setdefault("include_pred_heads", True)
+    kwargs.setdefault("first_state", "projection")
     return _upstream_from_state(cfg, state, path, **kwargs)
 
 
@@ -260,6 +304,7 @@ def _load_fairseq(path: Path, ckpt: dict, **kwargs) -> HubertUpstream:
     state, ignored = state_from_fairseq(ckpt["model"], cfg)
     if ignored:
         log.info("%s: ignoring fairseq weights outside the encoder: %s", path, ignored)
+    kwargs.setdefault("normalize_waveform", fairseq_normalize(ckpt))
     return _upstream_from_state(cfg, state, path, **kwargs)
 
 
@@ -276,6 +321,9 @@ def load_upstream_from_path(path: str | Path, trust_pickle: bool = False, **kwar
             return _load_ours(path, **kwargs)
         if (path / "config.json").is_file():
             return _load_hf(path, trust_pickle, **kwargs)
+    elif path.suffix == ".safetensors":  # weights without the architecture (torch.load would misread it)
+        raise ConversionError(f"{path}: a lone .safetensors file holds weights but not the architecture; pass the "
+                              f"folder that holds it with {CONFIG_FILE} (ours) or config.json (Hugging Face)")
     elif path.is_file():
         ckpt = safe_torch_load(path, trust_pickle)
         if isinstance(ckpt, dict) and "Distiller" in ckpt and "Config" in ckpt:
@@ -321,6 +369,10 @@ def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: st
         model, include_pred_heads = _as_model(upstream_or_model)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         extra = {"type": "hubert", "include_pred_heads": include_pred_heads, "config": to_dict(model.cfg)}
+        if getattr(upstream_or_model, "first_state", "encoder_input") != "encoder_input":
+            extra["first_state"] = upstream_or_model.first_state
+    if getattr(upstream_or_model, "normalize_waveform", False):  # written only when on: older files stay valid
+        extra["normalize_waveform"] = True
     data = safetensors.torch.save(state)
     atomic_write_bytes(directory / WEIGHTS_FILE, data)
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "type": extra.pop("type"),
@@ -332,8 +384,10 @@ def save_upstream(upstream_or_model: HubertUpstream | HubertModel, directory: st
 def export_hf(upstream_or_model: HubertUpstream | HubertModel, directory: str | Path) -> Path:
     """Write a transformers ``HubertModel`` dir (config.json + model.safetensors) holding our encoder weights.
 
-    Prediction and codeword heads are not part of transformers' HubertModel and are left out. The dir is built
-    beside the target and renamed into place, so a failed export leaves no half-written dir.
+    Prediction and codeword heads are not part of transformers' HubertModel and are left out. An upstream that
+    normalises its waveforms also gets a ``preprocessor_config.json`` with ``do_normalize: true`` (how transformers
+    and s3prl know). The dir is built beside the target and renamed into place, so a failed export leaves no
+    half-written dir.
     """
     import transformers
 
@@ -343,6 +397,9 @@ def export_hf(upstream_or_model: HubertUpstream | HubertModel, directory: str | 
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
+        if getattr(upstream_or_model, "normalize_waveform", False):
+            transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
+                                                  do_normalize=True, return_attention_mask=True).save_pretrained(tmp)
     return directory
 
 
@@ -358,7 +415,7 @@ def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: 
     """Write a transformers ``HubertForCTC`` dir: our encoder, ``lm_head`` (``Linear(embed_dim, len(vocab))`` on the
     last hidden state), a ``Wav2Vec2CTCTokenizer`` over ``vocab`` (index 0, the CTC blank, is its pad token, as
     transformers' CTC decoding expects) and a ``Wav2Vec2FeatureExtractor`` that passes raw 16 kHz audio through
-    (``do_normalize=False``, as our upstreams read it). Greedy decoding of ``from_pretrained``'s logits then gives
+    (``do_normalize`` as the upstream normalises). Greedy decoding of ``from_pretrained``'s logits then gives
     the same tokens as the run's own. Built beside the target and renamed into place.
 
     Raises ConversionError when ``lm_head``'s shape does not fit the encoder and vocabulary.
@@ -384,7 +441,9 @@ def export_hubert_ctc(upstream_or_model: HubertUpstream | HubertModel, lm_head: 
                                                       word_delimiter_token=word_delimiter)
         tokenizer.save_pretrained(tmp)
         transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                                              do_normalize=False, return_attention_mask=True).save_pretrained(tmp)
+                                              do_normalize=bool(getattr(upstream_or_model, "normalize_waveform",
+                                                                        False)),
+                                              return_attention_mask=True).save_pretrained(tmp)
     return directory
 
 

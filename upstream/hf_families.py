@@ -83,14 +83,14 @@ class TransformersUpstream(BucketedUpstream):
     """
 
     def __init__(self, model: nn.Module, bucket_fill: float = 0.7, min_bucket_size: int = 4,
-                 max_bucket_samples: int = SAMPLE_RATE * 240):
+                 max_bucket_samples: int = SAMPLE_RATE * 240, normalize_waveform: bool = False):
         config = model.config
         if config.model_type not in TRANSFORMERS_FAMILIES:
             raise ValueError(unsupported_family_message(config.model_type, "TransformersUpstream"))
         if getattr(config, "add_adapter", False):
             raise ValueError(f"{config.model_type}: add_adapter=True models are not supported (the adapter changes "
                              "the frame rate and is a fine-tuning head, not part of the upstream)")
-        super().__init__(model, bucket_fill, min_bucket_size, max_bucket_samples)
+        super().__init__(model, bucket_fill, min_bucket_size, max_bucket_samples, normalize_waveform)
         self.model_type = config.model_type
         self.kernels = [int(k) for k in config.conv_kernel]
         self.strides = [int(s) for s in config.conv_stride]
@@ -204,7 +204,8 @@ def load_transformers_upstream(path: Path, model_type: str, **kwargs) -> Transfo
 
 
 def transformers_upstream_from_state(model_type: str, config: Mapping[str, Any],
-                                     state: Mapping[str, torch.Tensor], where: str) -> TransformersUpstream:
+                                     state: Mapping[str, torch.Tensor], where: str,
+                                     normalize_waveform: bool = False) -> TransformersUpstream:
     """Rebuild a :class:`TransformersUpstream` from our format (``config`` = transformers' config dict)."""
     from .convert import ConversionError
 
@@ -214,7 +215,7 @@ def transformers_upstream_from_state(model_type: str, config: Mapping[str, Any],
     if missing or unexpected:
         raise ConversionError(f"{where}: weights do not match the architecture; missing {sorted(missing)[:8]}, "
                               f"unexpected {sorted(unexpected)[:8]}")
-    return TransformersUpstream(model)
+    return TransformersUpstream(model, normalize_waveform=normalize_waveform)
 
 
 # ---- as a distillation teacher: the HuBERT-shaped parts a student can be initialised from --------------------------

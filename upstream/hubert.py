@@ -70,6 +70,11 @@ class HubertConfig:
         return self.conv_layers[-1][0]
 
 
+# What hidden state 0 is: the encoder's input (after the positional conv; transformers' convention) or the feature
+# projection's output before it (s3prl's distiller, whose DistilHuBERT SUPERB numbers use it).
+FirstState = Literal["encoder_input", "projection"]
+
+
 class HubertModel(nn.Module):
     """Front end → feature projection → (mask) → positional conv + transformer layers (+ heads).
 
@@ -128,10 +133,12 @@ class HubertModel(nn.Module):
         width = int(self.frame_lengths(torch.tensor([wav.shape[-1]]))[0])
         return [unpack(s, lengths, width) for s in states], lengths
 
-    def encode_packed(self, wav: torch.Tensor, wav_lengths: torch.Tensor, frame_mask: torch.Tensor | None = None
-                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def encode_packed(self, wav: torch.Tensor, wav_lengths: torch.Tensor, frame_mask: torch.Tensor | None = None,
+                      first_state: FirstState = "encoder_input") -> tuple[list[torch.Tensor], torch.Tensor]:
         """``encode`` without the padding: ``layers + 1`` hidden states ``[sum(frames), dim]`` holding each
-        utterance's valid frames one after another (``kernels.pack``), and frame lengths ``[batch]``."""
+        utterance's valid frames one after another (``kernels.pack``), and frame lengths ``[batch]``.
+        ``first_state="projection"``: entry 0 is the feature projection's output *before* the positional conv,
+        as s3prl's distiller reports it (``upstream/distiller/model.py:210``), instead of the encoder's input."""
         if wav.dim() != 2 or wav_lengths.shape != (wav.shape[0],):
             raise ValueError(f"expected wav [batch, sample] and wav_lengths [batch], got {tuple(wav.shape)} "
                              f"and {tuple(wav_lengths.shape)}")
@@ -139,7 +146,7 @@ class HubertModel(nn.Module):
         if frame_mask is not None:
             width = int(self.frame_lengths(torch.tensor([wav.shape[-1]]))[0])
             frame_mask = self._packed_mask(frame_mask, lengths, width)
-        return self._encode_packed(features, lengths, frame_mask), lengths
+        return self._encode_packed(features, lengths, frame_mask, first_state), lengths
 
     def encode_features(self, features: torch.Tensor, lengths: torch.Tensor, frame_mask: torch.Tensor | None = None
                         ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -158,12 +165,13 @@ class HubertModel(nn.Module):
                              f"got {tuple(frame_mask.shape)}")
         return pack(frame_mask, lengths)
 
-    def _encode_packed(self, features: torch.Tensor, lengths: torch.Tensor, frame_mask: torch.Tensor | None
-                       ) -> list[torch.Tensor]:
+    def _encode_packed(self, features: torch.Tensor, lengths: torch.Tensor, frame_mask: torch.Tensor | None,
+                       first_state: FirstState = "encoder_input") -> list[torch.Tensor]:
         x = self.feature_projection(features)
         if frame_mask is not None:
             x = torch.where(frame_mask[:, None], self.mask_emb.to(x.dtype), x)
-        return self.encoder.forward_packed(x, lengths)
+        states = self.encoder.forward_packed(x, lengths)
+        return [x, *states[1:]] if first_state == "projection" else states
 
     def predict(self, last_hidden: torch.Tensor) -> torch.Tensor:
         """Student heads: ``[batch, frame, dim]`` → ``[batch, n_heads, frame, pred_dim]``."""
@@ -204,15 +212,23 @@ class HubertUpstream(BucketedUpstream):
     Since nothing leaks between utterances, the result equals running each utterance alone.
     Runs under ``torch.no_grad`` rather than ``inference_mode`` so trainable heads can consume the outputs.
     With ``fine_tune = True`` (``--upstream-trainable``) gradients flow and ``train()`` puts the model in train mode
-    (dropout active); otherwise the model always stays in eval mode.
+    (dropout active); otherwise the model always stays in eval mode. ``normalize_waveform``: layer-norm each
+    waveform first (models pretrained on normalised audio; read from the checkpoint by ``upstream/checkpoints.py``).
+    ``first_state="projection"`` with ``include_pred_heads=True`` gives DistilHuBERT's states as s3prl reports them
+    (``upstream/distiller/expert.py:53,57``): projected CNN features before the positional conv, the layers, the
+    prediction heads.
     """
 
     downsample_rate = 320
 
     def __init__(self, model: HubertModel, include_pred_heads: bool = False, bucket_fill: float = 0.0,
-                 min_bucket_size: int = 4, max_bucket_samples: int = SAMPLE_RATE * 240):
-        super().__init__(model, bucket_fill, min_bucket_size, max_bucket_samples)
+                 min_bucket_size: int = 4, max_bucket_samples: int = SAMPLE_RATE * 240,
+                 normalize_waveform: bool = False, first_state: FirstState = "encoder_input"):
+        super().__init__(model, bucket_fill, min_bucket_size, max_bucket_samples, normalize_waveform)
+        if first_state not in ("encoder_input", "projection"):
+            raise ValueError(f"first_state must be 'encoder_input' or 'projection', got {first_state!r}")
         self.include_pred_heads = include_pred_heads
+        self.first_state = first_state
         self.downsample_rate = model.downsample_rate
         if include_pred_heads and model.pred_heads is None:
             raise ValueError("include_pred_heads=True but the model has no prediction heads")
@@ -237,7 +253,10 @@ class HubertUpstream(BucketedUpstream):
     def hash_config(self) -> dict:
         skip = self._UNHASHED + (() if self.include_pred_heads else self._PRED_FIELDS)
         cfg = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in skip}
-        return {"type": "hubert", "config": cfg, "pred": self.include_pred_heads}
+        out = {"type": "hubert", "config": cfg, "pred": self.include_pred_heads}
+        if self.first_state != "encoder_input":  # only when set: every earlier key stays as it was
+            out["first_state"] = self.first_state
+        return out
 
     def hash_state(self) -> dict[str, torch.Tensor]:
         unused = ("model.final_proj.", "model.codeword_emb", "model.mask_emb")
@@ -247,7 +266,7 @@ class HubertUpstream(BucketedUpstream):
 
     def _run(self, wavs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         padded, lengths = pad_waveforms(wavs)
-        states, frames = self.model.encode_packed(padded, lengths)
+        states, frames = self.model.encode_packed(padded, lengths, first_state=self.first_state)
         if self.include_pred_heads:
             states = states + list(self.model.predict(states[-1]).unbind(1))
         width = int(frames.max())

@@ -75,6 +75,7 @@ class ExportGraph(nn.Module):
             torch.nn.utils.parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
         self.model = model
         self.include_pred_heads = upstream.include_pred_heads
+        self.first_state = upstream.first_state
         if isinstance(model.front_end, FbankFrontEnd):
             spec, fb = model.front_end.mel.spectrogram, model.front_end.mel.mel_scale.fb
             if spec.n_fft != spec.win_length or spec.power != 2.0 or spec.normalized or spec.center:
@@ -129,10 +130,11 @@ class ExportGraph(nn.Module):
         mask = valid_mask(lengths, x.shape[1])
         keep = mask[:, :, None].to(x.dtype)
         x = x * keep
+        projected = x
         x = x + encoder.pos_conv(x)
         if not encoder.layer_norm_first:
             x = encoder.layer_norm(x)
-        states = [x]
+        states = [projected if self.first_state == "projection" else x]
         for layer in encoder.layers:
             x = layer(x, mask)
             states.append(x)
@@ -197,7 +199,8 @@ def export_onnx(upstream: Upstream, out: str | Path, source: str = "", macs_per_
                 "hash_config": upstream.hash_config(), "downsample_rate": int(upstream.downsample_rate),
                 "frame_convs": frame_convs(upstream), "num_hidden_states": num_states,
                 "params": count_parameters(upstream), "macs_per_second": macs_per_second,
-                "precision": "fp32", "torch": torch.__version__}
+                "precision": "fp32", "torch": torch.__version__,
+                "normalize_waveform": bool(upstream.normalize_waveform)}
         _write_metadata(tmp, meta)
     return out
 

@@ -16,7 +16,7 @@ import torch
 
 from common.io import sha256_file
 
-from .base import Upstream, UpstreamOutput, pad_waveforms, shortest_waveform
+from .base import Upstream, UpstreamOutput, normalize_waveforms, pad_waveforms, shortest_waveform
 from .kernels import conv_output_lengths
 
 SUPPORTED_FAMILIES = ("hubert",)
@@ -52,6 +52,7 @@ class OnnxUpstream(Upstream):
         super().__init__()
         self.path = Path(path)
         self.meta = self._read_metadata()
+        self.normalize_waveform = bool(self.meta.get("normalize_waveform", False))
         self.downsample_rate = int(self.meta["downsample_rate"])
         self._frame_convs = [tuple(map(int, kv)) for kv in self.meta["frame_convs"]]
         self.providers = providers or default_providers()
@@ -141,7 +142,10 @@ class OnnxUpstream(Upstream):
         return self._hash
 
     def extract(self, wavs: list[torch.Tensor]) -> UpstreamOutput:
-        padded, lengths = pad_waveforms([w.detach().cpu() for w in wavs])
+        wavs = [w.detach().cpu() for w in wavs]
+        if self.normalize_waveform:  # as the exported PyTorch upstream did, before padding
+            wavs = normalize_waveforms(wavs)
+        padded, lengths = pad_waveforms(wavs)
         outputs = self.session.run(None, {"wav": padded.numpy().astype(np.float32, copy=False),
                                           "wav_lengths": lengths.numpy().astype(np.int64)})
         states = [torch.from_numpy(o) for o in outputs[:-1]]

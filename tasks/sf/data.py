@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from common import datasets
 from common.audio import audio_duration
@@ -76,38 +77,51 @@ def target_string(sentence: SlotSentence) -> str:
     return " ".join(pieces)
 
 
-class SlotVocabulary:
-    """Token ids: 0 = CTC blank, then characters, then one ``B-type`` and one ``E-type`` token per slot type."""
+# s3prl's character-slot tokenizer (downstream/ctc/text.py:95-104): <pad> (the CTC blank), <eos>, <unk>, then
+# downstream/ctc/vocab/character.txt (space, A-Z, apostrophe), then B-/E- per slot type: SUPERB's output size.
+CHARACTERS = [" "] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["'"]
+EOS, UNK = "<eos>", "<unk>"
 
-    def __init__(self, characters: list[str], slot_types: list[str]):
-        self.tokens = ["<blank>"] + sorted(characters) + [f"{m}-{t}" for t in slot_types for m in ("B", "E")]
+
+class SlotVocabulary:
+    """Token ids as s3prl's ``CharacterTextSlotEncoder``: 0 = CTC blank, ``<eos>``, ``<unk>``, the 28 characters,
+    then one ``B-type`` and one ``E-type`` token per slot type. A character outside the 28 encodes as ``<unk>``
+    (s3prl ``vocab_to_idx``) and decodes as the text ``<unk>``, on references and hypotheses alike."""
+
+    def __init__(self, slot_types: list[str]):
+        self.tokens = ["<blank>", EOS, UNK, *CHARACTERS] + [f"{m}-{t}" for t in slot_types for m in ("B", "E")]
         self.index = {tok: i for i, tok in enumerate(self.tokens)}
         self.slot_types = slot_types
+        self.eos = self.index[EOS]
 
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def encode(self, text: str, where: str = "") -> list[int]:
-        """Ids of a target string (markers are whole words of the string)."""
-        ids = []
-        for w, word in enumerate(text.split(" ")):
-            if w:
-                ids.append(self.index[" "])
-            if word in self.index and len(word) > 1:  # a slot marker
+    def encode(self, text: str) -> list[int]:
+        """Ids of a target string (markers are whole words of the string), as s3prl's encoder gives them
+        (``downstream/ctc/text.py:106-126``): a marker sits right next to its value's characters (no space token
+        between), words are separated by one space token, and ``<eos>`` ends the target."""
+        ids: list[int] = []
+        for word in text.split(" "):
+            if word[:2] == "E-" and word in self.index:  # closes the value it follows, no space between
                 ids.append(self.index[word])
                 continue
-            for ch in word:
-                if ch not in self.index:
-                    raise ValueError(f"{where}: character {ch!r} is not in the vocabulary")
-                ids.append(self.index[ch])
-        return ids
+            if ids and self.tokens[ids[-1]][:2] != "B-":  # a space between words, none after an opening marker
+                ids.append(self.index[" "])
+            if word[:2] == "B-" and word in self.index:
+                ids.append(self.index[word])
+            else:
+                ids.extend(self.index.get(ch, self.index[UNK]) for ch in word)
+        return ids + [self.eos]
 
     def decode(self, ids: list[int]) -> str:
-        """Inverse of :meth:`encode` (markers become words again)."""
+        """Inverse of :meth:`encode` (markers become words again; ``<eos>`` is dropped)."""
         out = []
         for i in ids:
+            if i == self.eos:
+                continue
             tok = self.tokens[i]
-            out.append(tok if len(tok) == 1 else (f"{tok} " if tok.startswith("B-") else f" {tok}"))
+            out.append(tok if tok[:2] not in ("B-", "E-") else (f"{tok} " if tok.startswith("B-") else f" {tok}"))
         return " ".join("".join(out).split())
 
 
@@ -124,35 +138,35 @@ def load_snips(data_root: str | Path) -> tuple[dict[str, SlotSentence], SlotVoca
         unknown = {_bare(t) for t in s.tags} - set(slot_types) - {"O"}
         if unknown:
             raise ValueError(f"{iob}: utterance {uttid} uses slot type(s) {sorted(unknown)} missing from {slots}")
-    return sentences, SlotVocabulary(sorted(_plain_chars(sentences) | {" "}), slot_types)
-
-
-def _plain_chars(sentences: dict[str, SlotSentence]) -> set[str]:
-    """Characters of the words alone (markers excluded)."""
-    chars = set()
-    for s in sentences.values():
-        for word in target_string(SlotSentence(s.words, ("O",) * len(s.words), s.intent)).split():
-            chars.update(word)
-    return chars
+    return sentences, SlotVocabulary(slot_types)
 
 
 def load_split(data_root: str | Path, split: str, sentences: dict[str, SlotSentence],
-               vocab: SlotVocabulary, dropped: list[Path] | None = None) -> list[Utterance]:
-    """Utterances of ``split`` (train/dev/test → folders train/valid/test) that have a transcript; the audio files
-    without one are appended to ``dropped`` when given."""
+               vocab: SlotVocabulary, dropped: list[Path] | None = None,
+               voices: Sequence[str] | None = None) -> list[Utterance]:
+    """Utterances of ``split`` (train/dev/test → folders train/valid/test) that have a transcript and, when
+    ``voices`` is given, whose speaker (the id before its first ``-``) is one of them, as s3prl filters each split
+    to its speaker list (``downstream/ctc/snips.yaml:49-99``). Audio files without a transcript are appended to
+    ``dropped`` when given. Raises DatasetNotFoundError when the folder is missing or nothing is left."""
     folder = Path(data_root) / SNIPS_DIR / SPLIT_DIRS[split]
     if not folder.is_dir():
         raise DatasetNotFoundError(f"Audio SNIPS folder {folder} not found")
     utts = []
-    for wav in sorted(folder.glob("*.wav")):
+    wavs = sorted(folder.glob("*.wav"))
+    if voices is not None:
+        wavs = [w for w in wavs if w.stem.split("-")[0] in set(voices)]
+        if not wavs:
+            raise DatasetNotFoundError(f"no .wav file of the voices {', '.join(voices)} in {folder} (SUPERB's "
+                                       f"{split} voices; others: -o data.{split}_voices=[...])")
+    for wav in wavs:
         if wav.stem not in sentences:
             if dropped is not None:
                 dropped.append(wav)
             continue  # audio without a transcript line (s3prl skips these too)
-        text = target_string(sentences[wav.stem])
+        ids = vocab.encode(target_string(sentences[wav.stem]))
+        # the reference is the decoded target, as s3prl scores it (an unknown character reads "<unk>")
         utts.append(Utterance(id=wav.stem, path=wav, duration=audio_duration(wav),
-                              speaker=wav.stem.split("-")[0], label=tuple(vocab.encode(text, str(wav))),
-                              transcript=text))
+                              speaker=wav.stem.split("-")[0], label=tuple(ids), transcript=vocab.decode(ids)))
     if not utts:
         raise DatasetNotFoundError(f"no transcribed .wav files in {folder}")
     return utts

@@ -4,13 +4,12 @@ Protocol: the frozen upstream's layers are combined by the learnable weighted su
 emit CTC log-probabilities over characters plus one ``B-<type>`` and one ``E-<type>`` token per slot type (SUPERB's
 character-slot tokenizer); greedy CTC decoding. Metrics as s3prl's ``downstream/ctc/metric.py``: slot-type F1
 (primary, used for dev selection) and slot-value CER, in percent. Splits: the ``train``/``valid``/``test`` folders,
-which SUPERB separates by TTS speaker.
+each filtered to SUPERB's TTS voices (8 / 4 / 4, ``data.*_voices``). Vocabulary and targets as s3prl's
+character-slot tokenizer: blank, ``<eos>`` (ends every target), ``<unk>``, space, A-Z, apostrophe, B-/E- per slot.
 
-Differences from SUPERB: SpecAugment on the features (``specaug``, on in the full config, as s3prl's snips.yaml)
-has no time warp (torchaudio has none for features); the character
-vocabulary is the set of characters of the transcript file (SUPERB ships a fixed list), with the same spelling
-normalisation (accent folding, ``&`` → ``AND``, punctuation-only words dropped); batches are sized by seconds
-(100 s ≈ SUPERB's 32 utterances) rather than by utterance count.
+Differences from SUPERB (measured or argued in docs/PROTOCOL.md, SF): SpecAugment on the features (``specaug``, on
+in the full config, as s3prl's snips.yaml) has no time warp (torchaudio has none for features); batches are sized
+by seconds (100 s ≈ SUPERB's 32 utterances) rather than by utterance count.
 """
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ import torch
 
 from downstream.ctc_heads import BiLSTMCTCHead, BiLSTMCTCHeadConfig, ctc_greedy_decode, ctc_loss
 from downstream.specaug import SpecAugConfig
+from common.datasets import SNIPS_VOICES
 from tasks.base import Task, TaskConfig, Utterance
 from tasks.registry import register_task
 
@@ -29,9 +29,20 @@ from .metrics import slot_type_f1, slot_value_cer
 
 
 @dataclass
+class SFData:
+    """The voices each split keeps (s3prl ``downstream/ctc/snips.yaml:49-99``); the folders' other voices are left
+    out."""
+
+    train_voices: list[str] = field(default_factory=lambda: list(SNIPS_VOICES["train"]))
+    dev_voices: list[str] = field(default_factory=lambda: list(SNIPS_VOICES["dev"]))
+    test_voices: list[str] = field(default_factory=lambda: list(SNIPS_VOICES["test"]))
+
+
+@dataclass
 class SFConfig(TaskConfig):
     head: BiLSTMCTCHeadConfig = field(default_factory=BiLSTMCTCHeadConfig)
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
+    data: SFData = field(default_factory=SFData)
 
 
 @register_task("sf")
@@ -59,7 +70,8 @@ class SlotFilling(Task):
     def load_split(self, split: str) -> list[Utterance]:
         sentences, vocab = self._load()
         dropped: list = []
-        utts = load_split(self.data_root, split, sentences, vocab, dropped)
+        utts = load_split(self.data_root, split, sentences, vocab, dropped,
+                          voices=getattr(self.config.data, f"{split}_voices"))
         if dropped:
             self.count_dropped(split, "audio files without a transcript line (s3prl skips them too)", len(dropped))
         return utts
