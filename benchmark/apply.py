@@ -24,7 +24,6 @@ import yaml
 from common.checkpoint import load_checkpoint
 from common.config import load_config
 from common.io import atomic_write_text
-from common.audio import audio_duration
 from common.utterance import Utterance
 from tasks.base import Task
 from tasks.registry import get_task_class
@@ -121,14 +120,16 @@ def predict_files(run: LoadedRun, paths: Sequence[str | Path]) -> list[dict]:
     ASV embedding, SD posteriors ``[frame, speaker]``); details add class probabilities where the task has them.
     Unreadable files raise :class:`common.audio.AudioError` (or are skipped with the run's --skip-bad-audio).
     """
-    utts = [Utterance(id=str(p), path=Path(p), duration=audio_duration(p)) for p in paths]
-    for u in utts:
-        if not u.path.is_file():
-            raise RunFolderError(f"audio file {u.path} not found")
-    utts = run.parts.prep.ensure(utts)
-    source = run.parts.sources.for_run()  # the run's own feature source (cache or live upstream, its --layer)
     task, model = run.task, run.model
-    out: list[dict[str, Any]] = [{} for _ in utts]
+    for p in paths:
+        if not Path(p).is_file():
+            raise RunFolderError(f"audio file {p} not found")
+    # each file as the task's loaders would make it (its sox chain; SD: its chunks), predicted, joined per file
+    per_file = [task.file_records(Path(p)) for p in paths]
+    utts = run.parts.prep.ensure([u for recs in per_file for u in recs])
+    kept = {u.id for u in utts}
+    source = run.parts.sources.for_run()  # the run's own feature source (cache or live upstream, its --layer)
+    by_id: dict[str, tuple[Any, dict]] = {}
     with torch.no_grad():
         for idx in eval_batches([u.duration for u in utts], task.config.batch.eval_max_seconds):
             fb = source.batch([utts[i] for i in idx])
@@ -136,10 +137,19 @@ def predict_files(run: LoadedRun, paths: Sequence[str | Path]) -> list[dict]:
             preds = task.predict(output, fb.lengths, fb.utts)
             details = task.prediction_details(output, fb.lengths, fb.utts)
             for i, p, d in zip(idx, preds, details):
-                out[i] = {"path": utts[i].id, "prediction": p, **d}
+                by_id[utts[i].id] = (p, d)
+    out: list[dict[str, Any]] = []
+    for path, recs in zip(paths, per_file):
+        recs = [u for u in recs if u.id in kept]  # --skip-bad-audio leaves unreadable files out
+        if not recs:
+            continue
+        preds = [by_id[u.id][0] for u in recs]
+        out.append({"path": str(path), "prediction": task.join_file_predictions(recs, preds),
+                    **(by_id[recs[0].id][1] if len(recs) == 1 else {})})
     if hasattr(task, "rttm"):  # SD: diarization as RTTM, recordings named by file stem
-        for rec, u in zip(out, utts):
-            rec["rttm"] = task.rttm([dataclasses.replace(u, id=_uri(u.path))], [rec["prediction"]])
+        for rec in out:
+            whole = Utterance(id=_uri(Path(rec["path"])), path=Path(rec["path"]), duration=0.0)
+            rec["rttm"] = task.rttm([whole], [rec["prediction"]])
     return out
 
 

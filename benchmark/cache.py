@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from common import tensors
 from common.audio import AudioError, check_audio_file, require_samples
+from common.effects import effects_key, sox_available
 from common.io import atomic_write_bytes, atomic_write_text
 from common.tensors import module_device
 from common.utterance import Utterance, load_utterance_audio
@@ -222,6 +223,10 @@ def audio_key(utt: Utterance, digests: AudioDigests | None = None) -> str:
     ident = f"{digest}|{utt.start:.6f}|{utt.duration:.6f}"
     if utt.channel is not None:  # one channel of a multi-channel file (keys of whole-file records are unchanged)
         ident += f"|ch{utt.channel}"
+    if utt.effects:  # the audio the upstream sees differs (keys of records without effects stay as they were)
+        ident += f"|{effects_key(utt.effects)}"
+        if any(e[0] != "gain" for e in utt.effects):  # trimmed by sox, or (sox missing) not trimmed
+            ident += f"|sox={sox_available()}"
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
@@ -262,7 +267,7 @@ class FeatureCache:
         self.corrupt = 0  # entries found corrupt (and extracted again) through this object
 
     def _key(self, utt: Utterance) -> str:
-        k = (utt.id, str(utt.path), utt.start, utt.duration, utt.channel)
+        k = (utt.id, str(utt.path), utt.start, utt.duration, utt.channel, utt.effects)
         if k not in self._keys:
             self._keys[k] = audio_key(utt, self.digests)
         return self._keys[k]

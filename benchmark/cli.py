@@ -214,6 +214,25 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def task_runs(tasks: list[str], all_tasks: bool, fold: int | None, profile: str | None) -> list[tuple[str, int | None]]:
+    """(task, fold) pairs to run. ``--task all`` with the full profile runs every fold of a task that has folds
+    (ER: the 5 sessions; SUPERB reports their mean, ``s3prl/downstream/docs/superb.md``, and the report averages the
+    folds that were run); otherwise one run per task with ``--fold`` (None: the config's fold)."""
+    from tasks.registry import get_task_class
+
+    runs: list[tuple[str, int | None]] = []
+    for task in tasks:
+        try:
+            folds = get_task_class(task).folds
+        except ValueError:  # an unknown task fails in its own run, with one line, and stops no other
+            folds = ()
+        if all_tasks and fold is None and profile is None and folds:
+            runs += [(task, k) for k in folds]
+        else:
+            runs.append((task, fold))
+    return runs
+
+
 def _run_one(options) -> int:
     """One task's run (``options``: a ``benchmark.engine.RunOptions``) and its metrics printed; exit code 0."""
     from benchmark.engine import run_task
@@ -306,14 +325,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     failed = []
-    for task in tasks:  # one process for several tasks: torch is imported once, and one bad task stops no other
+    runs = task_runs(tasks, args.task == ["all"], args.fold, args.profile)
+    for task, fold in runs:
+        # one process for several tasks: torch is imported once, and one bad task stops no other
         options = RunOptions(upstream=args.upstream, task=task, data_root=data_root, results_dir=args.results_dir,
                              seed=args.seed, max_steps=args.max_steps, resume=args.resume, layer=args.layer,
                              upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
                              cache=args.cache, cache_dir=args.cache_dir, cache_max_gb=args.cache_max_gb,
                              skip_bad_audio=args.skip_bad_audio, profile=args.profile,
                              overrides=args.override + (manifest_override if task == "custom" else []),
-                             fold=args.fold, feature_ram_gb=args.feature_ram_gb, loader_workers=args.loader_workers,
+                             fold=fold, feature_ram_gb=args.feature_ram_gb, loader_workers=args.loader_workers,
                              precision=args.precision,
                              upstream_ckpt=args.upstream_ckpt, random_init=args.random_init,
                              trust_pickle=args.trust_pickle)
@@ -324,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             distributed.teardown()
             return code
         if code != 0:  # a user error: one line, the next task still runs
-            failed.append(task)
+            failed.append(task if fold is None or args.fold is not None else f"{task}(fold {fold})")
     if failed and len(tasks) > 1:
-        print(f"error: {len(failed)} of {len(tasks)} tasks failed: {' '.join(failed)}", file=sys.stderr)
+        what = "tasks" if len(runs) == len(tasks) else "runs"
+        print(f"error: {len(failed)} of {len(runs)} {what} failed: {' '.join(failed)}", file=sys.stderr)
     distributed.teardown()
     return 2 if failed else 0
 

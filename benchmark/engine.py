@@ -186,12 +186,13 @@ def sweep_lr(parts: RunParts) -> float:
         model = build_downstream(task, parts.shape, parts.options.seed, parts.options.device)
         outcome = _train(parts, model, lr, steps, parts.run_dir / "sweep" / f"lr{lr:g}")
         scores[lr] = outcome.best_dev
-        log.info("lr %g: dev %s = %s", lr, task.primary_metric, outcome.best_dev)
+        log.info("lr %g: dev %s = %s", lr, task.selection()[0], outcome.best_dev)
     valid = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
-    best = max(valid, key=lambda lr: valid[lr] if task.higher_is_better else -valid[lr])
+    metric, higher = task.selection()
+    best = max(valid, key=lambda lr: valid[lr] if higher else -valid[lr])
     if distributed.is_main():
         atomic_write_text(parts.run_dir / "lr_sweep.json", json.dumps(
-            {"metric": task.primary_metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
+            {"metric": metric, "steps": steps, "dev": {f"{k:g}": v for k, v in scores.items()},
              "chosen_lr": best}, indent=2))
     return best
 
@@ -307,7 +308,8 @@ def run_task(options: RunOptions) -> dict:
                  **({"world_size": distributed.world()} if distributed.world() > 1 else {})}, sort_keys=False))
             stats = write_upstream_stats(stats_path(Path(options.results_dir), label, up_hash), upstream, up_hash)
         distributed.barrier()
-        parts = open_run(task, upstream, options, run_dir, up_hash, audit.splits)
+        loaded = {k: v for k, v in audit.splits.items() if k not in task.frame_rate_splits}
+        parts = open_run(task, upstream, options, run_dir, up_hash, loaded)
         task.setup(upstream.downsample_rate)
         parts.splits.prepare()
     except BaseException:

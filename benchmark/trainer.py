@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainOutcome:
-    best_dev: float | None  # the best dev value of the primary metric (None: never evaluated)
+    best_dev: float | None  # the best dev value of the selection metric (None: never evaluated)
     steps: int              # optimiser updates done
 
 
@@ -189,10 +189,13 @@ def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSourc
                 scaler.scale(loss).backward()
                 loss_sum += float(distributed.all_reduce(loss.detach().float().clone())) / world
             scaler.unscale_(opt)  # clip the true gradients
-            if cfg.optimizer.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip)
-            scaler.step(opt)
-            scaler.update()
+            clip = cfg.optimizer.grad_clip if cfg.optimizer.grad_clip > 0 else float("inf")
+            grad_norm = nn.utils.clip_grad_norm_(params, clip)
+            if scaler.is_enabled() or torch.isfinite(grad_norm):  # the fp16 scaler skips non-finite steps itself
+                scaler.step(opt)
+                scaler.update()
+            else:  # s3prl skips the update when the norm is NaN (downstream/runner.py:350-351); inf too here
+                log.warning("step %d: gradient norm is %s, update skipped", state["step"] + 1, float(grad_norm))
             sched.step()
             state["step"] += 1
             step = state["step"]
@@ -206,7 +209,7 @@ def train(task: Task, model: nn.Module, splits: RunSplits, sources: FeatureSourc
                     m.train()
                 for name, value in dev.items():
                     scalars.add(f"dev/{name}", value, step)
-                value = dev[task.primary_metric]
+                value = dev[task.selection()[0]]
                 if task.better(value, state["best"]):
                     state.update(best=value, best_step=step, bad_evals=0, dev=dev)
                     if main:

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from .audio import load_audio
+from .audio import AudioError, load_audio
+from .effects import apply_effects, load_with_effects
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Utterance:
       ASV: training speaker index (None for trial utterances); SD: speaker turns ``((speaker index, start s,
       end s), ...)`` relative to the slice; QbE: None (queries and documents are matched by the scoring files).
     transcript: the text, for tasks that have one.
+    effects: a sox effect chain applied to the audio before the upstream (``common/effects.py``; s3prl's ``gain
+      -3.0`` for KS and QbE, plus silence trimming for ASV). A chain with ``silence`` changes the length: such a
+      record is a whole file (``start`` 0) and ``duration`` is its length *after* the chain.
     """
 
     id: str
@@ -40,9 +44,17 @@ class Utterance:
     label: Any = None
     transcript: str = ""
     channel: int | None = None
+    effects: tuple[tuple[str, ...], ...] = ()
 
 
 def load_utterance_audio(utt: Utterance) -> torch.Tensor:
-    """The utterance's slice as a 16 kHz mono float32 ``[time]`` tensor; raises :class:`common.audio.AudioError`."""
+    """The utterance's slice after its ``effects`` as a 16 kHz mono float32 ``[time]`` tensor; raises
+    :class:`common.audio.AudioError`."""
+    if any(e[0] == "silence" for e in utt.effects):
+        if utt.start:
+            raise AudioError(f"utterance {utt.id}: a sox chain with 'silence' applies to whole files, not to a "
+                             f"slice starting at {utt.start} s")
+        return load_with_effects(utt.path, utt.effects)
     whole = utt.start == 0.0 and utt.duration <= 0.0
-    return load_audio(utt.path, start=utt.start, duration=None if whole else utt.duration, channel=utt.channel)
+    wav = load_audio(utt.path, start=utt.start, duration=None if whole else utt.duration, channel=utt.channel)
+    return apply_effects(wav, utt.effects)

@@ -41,20 +41,33 @@ class DiarizationHead(nn.Module):
 
 def pit_bce_loss(logits: torch.Tensor, labels: torch.Tensor,
                  lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Permutation-invariant binary cross-entropy.
+    """Permutation-invariant binary cross-entropy, weighted per frame as s3prl's ``pit_loss``
+    (``s3prl/downstream/diarization/utils.py:29-51``).
 
-    logits, labels: ``[batch, frame, speaker]``; lengths: ``[batch]`` valid frames. For each utterance the speaker
-    order of ``labels`` that gives the lowest mean BCE over its valid frames is used. Returns (the mean of those
-    per-utterance losses, the permuted labels ``[batch, frame, speaker]`` for accuracy bookkeeping).
+    logits, labels: ``[batch, frame, speaker]``; lengths: ``[batch]`` valid frames. For each utterance, the speaker
+    order of ``labels`` with the lowest sum over its valid frames of the speaker-mean BCE; the loss is the sum of
+    those minima over the batch divided by the batch's valid frames (so a long chunk weighs more than a short one).
+    Returns (that loss, the permuted labels ``[batch, frame, speaker]`` for accuracy bookkeeping).
     """
     if logits.shape != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must have the same shape")
     mask = frame_mask(lengths.to(logits.device), logits.shape[1]).unsqueeze(-1).to(logits.dtype)
-    frames = mask.sum(dim=(1, 2)).clamp(min=1)
     perms = list(itertools.permutations(range(labels.shape[-1])))
     losses = torch.stack([
-        (F.binary_cross_entropy_with_logits(logits, labels[..., list(p)], reduction="none") * mask).sum(dim=(1, 2))
-        / frames for p in perms], dim=1)  # [batch, permutation]
+        (F.binary_cross_entropy_with_logits(logits, labels[..., list(p)], reduction="none") * mask).mean(dim=2)
+        .sum(dim=1) for p in perms], dim=1)  # [batch, permutation]: Σ_frames mean_speakers BCE
     best = losses.argmin(dim=1)
     permuted = torch.stack([labels[b][..., list(perms[int(i)])] for b, i in enumerate(best)])
-    return losses.gather(1, best[:, None]).mean(), permuted
+    total_frames = lengths.to(logits.device).sum().clamp(min=1).to(logits.dtype)
+    return losses.gather(1, best[:, None]).sum() / total_frames, permuted
+
+
+def pit_frame_accuracy(posteriors: torch.Tensor, labels: torch.Tensor) -> float:
+    """s3prl's diarization accuracy of one chunk (``calc_diarization_error``, ``utils.py:62-103``, with the labels in
+    the order ``pit_loss`` picks): the fraction of (frame, speaker) cells where ``posterior > 0.5`` equals the label.
+
+    posteriors, labels: ``[frame, speaker]`` (sigmoid outputs, 0/1). The speaker order is the one with the lowest
+    BCE, as the loss chooses it."""
+    logits = torch.logit(posteriors.double().clamp(1e-7, 1 - 1e-7))[None]
+    _, permuted = pit_bce_loss(logits, labels.double()[None], torch.tensor([labels.shape[0]]))
+    return float(((posteriors > 0.5).double() == permuted[0]).double().mean())

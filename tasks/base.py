@@ -216,6 +216,14 @@ class Task(abc.ABC):
     dataset_dirs: ClassVar[tuple[str, ...]] = ()  # folders expected under the data root
     layout_help: ClassVar[str] = ""  # one line: the expected layout (full spec: docs/DATA_LAYOUTS.md)
     in_suite: ClassVar[bool] = True  # run by `--task all` and the demo (False: needs user data, as `custom`)
+    # the dev metric that picks the checkpoint (and --lr-sweep's lr); "" = primary_metric. SD: s3prl keeps the
+    # checkpoint of the best dev frame accuracy and reports DER.
+    selection_metric: ClassVar[str] = ""
+    selection_higher_is_better: ClassVar[bool] = True  # the direction of selection_metric (when it is set)
+    # splits whose records depend on the upstream's frame rate (SD: chunks of 2000 label frames): the engine loads
+    # them again after setup() instead of reusing the records of the dataset audit
+    frame_rate_splits: ClassVar[tuple[str, ...]] = ()
+    folds: ClassVar[tuple[int, ...]] = ()  # cross-validation folds `--task all` runs with the full profile (ER)
 
     def __init__(self, config: TaskConfig, data_root: str | Path):
         if not isinstance(config, self.config_class):
@@ -306,6 +314,22 @@ class Task(abc.ABC):
     def load_split(self, split: str) -> list[Utterance]:
         """Records of ``split`` (one of ``SPLITS``) in a deterministic order."""
 
+    def audio_effects(self) -> tuple[tuple[str, ...], ...]:
+        """The sox chain this task's audio goes through before the upstream (``Utterance.effects``; KS, QbE: s3prl's
+        ``gain -3.0``; ASV: gain and silence trimming). Default: none."""
+        return ()
+
+    def file_records(self, path: Path) -> list[Utterance]:
+        """The records an audio file given to ``run_benchmark.py predict`` becomes, as the task's loaders would
+        make them (default: the whole file with :meth:`audio_effects`; SD: its chunks)."""
+        from common.audio import audio_duration
+
+        return [Utterance(id=str(path), path=Path(path), duration=audio_duration(path), effects=self.audio_effects())]
+
+    def join_file_predictions(self, records: Sequence[Utterance], predictions: Sequence[Any]) -> Any:
+        """One prediction for a file from those of its :meth:`file_records` (default: the only one)."""
+        return predictions[0]
+
     def row_label(self) -> str:
         """The task's name in results rows and run folders (a manifest task: the manifest's name)."""
         return self.name
@@ -378,10 +402,17 @@ class Task(abc.ABC):
         """A procedure that replaces training (QbE); None (the default) = the engine's train, dev and test."""
         return None
 
+    def selection(self) -> tuple[str, bool]:
+        """(the dev metric that picks checkpoints, whether higher is better)."""
+        if self.selection_metric:
+            return self.selection_metric, self.selection_higher_is_better
+        return self.primary_metric, self.higher_is_better
+
     def better(self, new: float, best: float | None) -> bool:
+        """Whether the selection metric's ``new`` value beats ``best`` (strictly; None: nothing yet)."""
         if best is None:
             return True
-        return new > best if self.higher_is_better else new < best
+        return new > best if self.selection()[1] else new < best
 
 
 # ---------------------------------------------------------------- helpers shared by loaders and tasks

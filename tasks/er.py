@@ -3,11 +3,13 @@
 Protocol: four classes neu, hap (happy + excited merged), ang, sad; other labels dropped. Leave-one-session-out:
 fold K (``--fold K``, K = 1..5) tests on Session K and trains on the other four sessions, of which a random 20 %
 (fixed by the fold, not by the run seed) is held out as dev. Mean-pooled linear head, cross-entropy; metric
-accuracy %. The report averages the test accuracy over the folds that were run (SUPERB reports the mean of 5).
+accuracy %. The report averages the test accuracy over the folds that were run (SUPERB reports the mean of 5):
+``--task all`` with the full profile runs the 5 folds, ``--task er`` runs fold ``data.fold`` (1) or ``--fold K``.
 
 Differences from SUPERB (s3prl ``emotion``) and why:
-* The dev subset is drawn by hashing utterance ids with the fold number, so it is identical across upstreams and
-  machines (s3prl draws it with the run's random state).
+* The dev subset is drawn by hashing utterance ids with the fold number, so it is identical across upstreams,
+  machines and library versions. s3prl's is fixed too (``torch.manual_seed(0)`` then ``random_split`` 80/20,
+  ``emotion/expert.py:48-52``) but is another 20 %: it depends on torch's generator and the dataset order.
 * Batches are sized by seconds instead of 4 utterances x 8 accumulation.
 """
 from __future__ import annotations
@@ -71,6 +73,7 @@ def read_session_labels(session_dir, dropped: dict[str, str] | None = None) -> d
 @register_task("er")
 class EmotionRecognition(ClassificationTask):
     config_class = ERConfig
+    folds = (1, 2, 3, 4, 5)  # leave-one-session-out: `--task all` (full profile) runs every one
     dataset_dirs = (IEMOCAP_DIR,)
     layout_help = (f"{IEMOCAP_DIR}/Session{{1..5}}/sentences/wav/<dialog>/<utt>.wav + "
                    f"{IEMOCAP_DIR}/Session{{N}}/dialog/EmoEvaluation/<dialog>.txt")

@@ -5,8 +5,9 @@ location). Mean-pooled linear head with one linear output per slot (Linear(D -> 
 sum of the three cross-entropies; metric accuracy % where an utterance counts only if all three slots are right.
 
 Differences from SUPERB (s3prl ``fluent_commands``) and why:
-* The slot vocabularies are built from the union of the three CSVs (s3prl likewise enumerates every value), so a
-  value missing from train is a wrong prediction rather than a crash.
+* The slot vocabularies are built from the union of the three CSVs; s3prl builds them from the train CSV only
+  (``fluent_commands/expert.py:57-64``), where a value missing from train would crash its label lookup. Here it is a
+  wrong prediction instead. No effect on FSC, where every value occurs in train (24 values either way).
 * Batches are sized by seconds instead of 32 utterances.
 """
 from __future__ import annotations

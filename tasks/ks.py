@@ -5,6 +5,12 @@ Protocol: 12 classes — the 10 words yes/no/up/down/left/right/on/off/stop/go, 
 ``validation_list.txt``; test = the separate official test archive (12 folders). Mean-pooled linear head
 (Linear(D -> 256), mean pool, linear), cross-entropy with class-balanced sampling; metric accuracy %.
 
+Also as s3prl: every clip goes through sox ``gain -3.0`` before the upstream (``speech_commands/dataset.py:22,35``;
+``data.gain_db``), and checkpoints are chosen on a class-balanced dev accuracy: s3prl scores each dev evaluation on a
+fresh resample of dev drawn with weights 1 / class count (``speech_commands/expert.py:64-74,90-91``), whose expected
+accuracy is the mean over classes of each class's accuracy. The dev row's ``accuracy`` is that expectation (no
+resampling noise); ``accuracy_unbalanced`` is the plain one. Test accuracy is plain, as s3prl's.
+
 Differences from SUPERB (s3prl ``speech_commands``) and why:
 * ``_silence_`` for train/dev: s3prl draws a random 1 s crop of a background-noise file every time such an item is
   loaded; we cut the noise files into fixed 1 s slices (every 10th slice to dev, the rest to train), so the data —
@@ -13,9 +19,9 @@ Differences from SUPERB (s3prl ``speech_commands``) and why:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from common import datasets
 from common.audio import audio_duration
@@ -36,6 +42,7 @@ NOISE_DIR = "_background_noise_"
 
 @dataclass
 class KSDataConfig:
+    gain_db: float = -3.0  # sox gain before the upstream (SUPERB: -3.0; 0 = none)
     silence_seconds: float = 1.0  # length of the _silence_ clips cut from background noise
     silence_dev_every: int = 10  # every N-th silence clip goes to dev
 
@@ -67,8 +74,27 @@ class KeywordSpotting(ClassificationTask):
     classes = CLASSES
 
     def load_split(self, split: str) -> list[Utterance]:
-        if split == "test":
-            return self._load_test()
+        utts = self._load_test() if split == "test" else self._load_train_dev(split)
+        return [replace(u, effects=self.audio_effects()) for u in utts]
+
+    def audio_effects(self) -> tuple[tuple[str, ...], ...]:
+        """s3prl's ``gain -3.0`` (``data.gain_db``; none at 0)."""
+        gain = self.config.data.gain_db
+        return (("gain", f"{gain:.1f}"),) if gain else ()
+
+    def score(self, split: str, utts: Sequence[Utterance], predictions: Sequence[Any]) -> dict[str, float]:
+        """Test: accuracy %. Dev: ``accuracy`` = the mean of the per-class accuracies (the expectation of s3prl's
+        class-balanced dev resample, which picks the checkpoint) and ``accuracy_unbalanced``."""
+        plain = super().score(split, utts, predictions)
+        if split != "dev":
+            return plain
+        by_class: dict[str, list[bool]] = {}
+        for u, p in zip(utts, predictions):
+            by_class.setdefault(u.label, []).append(u.label == p)
+        balanced = 100.0 * sum(sum(v) / len(v) for v in by_class.values()) / len(by_class)
+        return {"accuracy": balanced, "accuracy_unbalanced": plain["accuracy"]}
+
+    def _load_train_dev(self, split: str) -> list[Utterance]:
         root = self.data_root / TRAIN_DIR
         held_out = {
             "dev": _read_list(require_file(root / "validation_list.txt", self.name, "dev file list")),

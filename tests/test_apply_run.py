@@ -115,13 +115,15 @@ def test_predict_reproduces_test_predictions_of_builtin_tasks(task, tiny_corpus,
                                   results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", max_steps=5,
                                   device="cpu", overrides=overrides))
     run_dir = Path(summary["run_dir"])
-    utts = {u.id: u for u in build_task(task, tiny_corpus, overrides, "demo").load_split("test")}
+    built = build_task(task, tiny_corpus, overrides, "demo")
+    utts = {u.id: u for u in built.load_split("test")}
     if task == "sd":  # SD's test predictions are its RTTM: compare turns per recording (names differ: id vs stem)
-        records = predict_files(load_run(run_dir, "cpu"), [u.path for u in utts.values()])
+        recordings = built.recordings("test")  # predict cuts each file into chunks as the run did
+        records = predict_files(load_run(run_dir, "cpu"), [r.path for r in recordings])
         run_rttm = (run_dir / "test.rttm").read_text().splitlines()
-        for u, rec in zip(utts.values(), records):
+        for r, rec in zip(recordings, records):
             ours = [line.split()[3:] for line in rec["rttm"]]
-            assert ours == [line.split()[3:] for line in run_rttm if line.split()[1] == u.id]
+            assert ours == [line.split()[3:] for line in run_rttm if line.split()[1] == r.id]
         assert any(rec["rttm"] for rec in records)
         return
     test = jsonl(run_dir / "predictions" / "test.jsonl")

@@ -279,6 +279,16 @@ def test_cli_runs_several_tasks_and_a_bad_one_stops_no_other(tmp_path, capsys, d
     assert "--fold selects a fold of one task" in capsys.readouterr().err
 
 
+def test_task_all_runs_every_er_fold_with_the_full_profile():
+    # SUPERB's ER number is the mean over the 5 leave-one-session-out folds; the report averages the folds run
+    from benchmark.cli import task_runs
+
+    runs = task_runs(["ks", "er", "sd"], True, None, None)
+    assert runs == [("ks", None)] + [("er", k) for k in range(1, 6)] + [("sd", None)]
+    assert task_runs(["ks", "er"], True, None, "demo") == [("ks", None), ("er", None)]  # demo: the config's fold
+    assert task_runs(["er"], False, None, None) == [("er", None)]  # --task er: one fold (data.fold or --fold)
+
+
 def test_no_cache_and_trainable_upstream(data_root, tmp_path):
     live = run_task(options(data_root, tmp_path, cache="off", max_steps=3))
     assert not (tmp_path / "cache").exists() and "accuracy" in live["metrics"]["test"]
@@ -412,3 +422,25 @@ def test_a_run_failing_before_training_leaves_no_half_made_folder(data_root, tmp
     bad.write_bytes(good)
     summary = run_task(options(root, tmp_path))
     assert not Path(summary["run_dir"]).name.endswith("-2")
+
+
+def test_an_update_with_a_nan_gradient_norm_is_skipped(data_root, tmp_path, monkeypatch, caplog):
+    # s3prl skips the optimiser step when the clipped norm is NaN (downstream/runner.py:350-351); without the skip,
+    # Adam writes NaN into every weight and the layer weights of the results rows are NaN.
+    from tasks.ic import IntentClassification
+
+    calls = {"n": 0}
+    original = IntentClassification.loss
+
+    def loss_nan_on_second_call(self, output, lengths, utts):
+        calls["n"] += 1
+        value = original(self, output, lengths, utts)
+        return value * float("nan") if calls["n"] == 2 else value
+
+    monkeypatch.setattr(IntentClassification, "loss", loss_nan_on_second_call)
+    summary = run_task(options(data_root, tmp_path, max_steps=4))
+    assert summary["steps"] == 4
+    with open(tmp_path / "results" / "results.csv", newline="") as f:
+        weights = [float(w) for r in csv.DictReader(f) for w in r["layer_weights"].split()]
+    assert weights and np.isfinite(weights).all()
+    assert any("gradient norm is nan, update skipped" in r.message for r in caplog.records)

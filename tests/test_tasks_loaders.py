@@ -49,6 +49,29 @@ def test_speech_commands_splits_unknown_and_silence(root):
     assert sorted(u.label for u in test) == sorted(["yes", "no", "_unknown_", "_silence_"])
     weights = ks.train_sampling_weights(train)
     assert weights[0] == pytest.approx(1 / sum(u.label == train[0].label for u in train))
+    assert all(u.effects == (("gain", "-3.0"),) for u in train + dev + test)  # s3prl's sox gain
+
+
+def test_ks_dev_accuracy_is_the_expectation_of_s3prls_balanced_resample(root):
+    # s3prl scores dev on len(dev) draws of WeightedRandomSampler(1 / class count) (speech_commands/expert.py:64-74)
+    import numpy as np
+    import torch
+    from torch.utils.data import WeightedRandomSampler
+
+    ks = build_task("ks", root)
+    labels = ["yes"] * 6 + ["no"] * 3 + ["_silence_"] * 1
+    preds = ["yes"] * 6 + ["no", "yes", "yes"] + ["_unknown_"]
+    utts = [ks.load_split("dev")[0].__class__(id=str(i), path=Path("x"), duration=1.0, label=lab)
+            for i, lab in enumerate(labels)]
+    got = ks.score("dev", utts, preds)
+    assert got["accuracy"] == pytest.approx(100 * (1 + 1 / 3 + 0) / 3)
+    assert got["accuracy_unbalanced"] == pytest.approx(70.0)
+    assert ks.score("test", utts, preds) == {"accuracy": pytest.approx(70.0)}
+    counts = {lab: labels.count(lab) for lab in labels}
+    sampler = WeightedRandomSampler([1 / counts[lab] for lab in labels], num_samples=200_000,
+                                    generator=torch.Generator().manual_seed(0))
+    correct = np.array([p == lab for p, lab in zip(preds, labels)])
+    assert 100 * correct[list(sampler)].mean() == pytest.approx(got["accuracy"], abs=0.5)
 
 
 def test_fluent_speech_commands(root):

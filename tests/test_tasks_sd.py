@@ -1,4 +1,5 @@
-"""SD: DER on a hand-computed case, median filtering, frame labels, PIT loss, Kaldi-dir loader and its errors."""
+"""SD: DER on a hand-computed case, median filtering, frame labels, PIT loss and frame accuracy against s3prl's own
+functions, 2000-frame chunks, Kaldi-dir loader and its errors."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from common.audio import write_audio
-from downstream.diarization import DiarizationHead, pit_bce_loss
+from downstream.diarization import DiarizationHead, pit_bce_loss, pit_frame_accuracy
 from downstream.masking import utterance_cmvn
 from tasks.listfile import ListFileError
 from tasks.sd.data import load_kaldi_dir, read_rttm
@@ -60,6 +61,24 @@ def test_pit_loss_is_permutation_invariant_and_masks_padding():
     assert head(torch.randn(2, 6, 5), lengths).shape == (2, 6, 2)
 
 
+def test_pit_loss_and_frame_accuracy_equal_s3prls():
+    s3prl_utils = pytest.importorskip("s3prl.downstream.diarization.utils")
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 9, 2, generator=g) * 2
+    labels = (torch.rand(3, 9, 2, generator=g) > 0.5).float()
+    lengths = torch.tensor([9, 5, 2])  # chunks of different lengths: s3prl weighs every frame alike
+    ref_loss, ref_idx, perms = s3prl_utils.pit_loss(logits, labels, lengths)
+    loss, permuted = pit_bce_loss(logits, labels, lengths)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-6)
+    assert torch.equal(permuted, s3prl_utils.get_label_perm(labels, ref_idx, perms))
+    for b in range(3):  # s3prl's dev accuracy of a one-chunk batch (its ACC = correct / num_frames)
+        n = int(lengths[b])
+        lo, la, ln = logits[b:b + 1, :n], labels[b:b + 1, :n], lengths[b:b + 1]
+        _, idx, perms = s3prl_utils.pit_loss(lo, la, ln)
+        correct, frames, *_ = s3prl_utils.calc_diarization_error(lo, s3prl_utils.get_label_perm(la, idx, perms), ln)
+        assert pit_frame_accuracy(torch.sigmoid(lo[0]), la[0]) == pytest.approx(correct / frames, abs=1e-9)
+
+
 def test_input_cmvn_normalises_each_utterance_over_its_own_frames():
     g = torch.Generator().manual_seed(0)
     x, lengths = torch.randn(2, 7, 3, generator=g) * 5 + 3, torch.tensor([7, 4])
@@ -92,21 +111,26 @@ def make_libri2mix(root, split="dev", segments=None, rttm=None, speakers=("spkA"
     return kaldi
 
 
-def test_kaldi_loader_and_frame_labels(tmp_path):
+def test_kaldi_loader_chunks_of_label_frames_and_rint_labels(tmp_path):
     make_libri2mix(tmp_path, "train")
     cfg = SDConfig()
-    cfg.data.chunk_seconds = 2.0
+    cfg.data.chunk_frames = 4
     task = SpeakerDiarization(cfg, tmp_path)
     (rec,) = task.recordings("train")
     assert rec.duration == 3.0 and rec.speakers == ["spkA", "spkB"]
+    task.setup(downsample_rate=8000)  # 0.5-s frames: 6 frames = one chunk of 4 and the last partial one of 2
     chunks = task.load_split("train")
     assert [(u.id, u.start, u.duration) for u in chunks] == [("mix1-0000", 0.0, 2.0), ("mix1-0001", 2.0, 1.0)]
     assert chunks[1].label == ((1, 0.0, 1.0),)  # only speaker B is active after 2 s
-    task.config.data.chunk_seconds = 2.8  # a 0.2 s remainder is folded into the last chunk
+    assert task.chunk_bounds(3.0) == [(0, 4), (4, 6)]
+    task.setup(downsample_rate=320)  # 20 ms: s3prl's 2000-frame chunks are 40 s; a 3 s mixture is one chunk
+    task.config.data.chunk_frames = 2000
     assert [(u.start, u.duration) for u in task.load_split("train")] == [(0.0, 3.0)]
     task.setup(downsample_rate=16000)  # 1-s frames keep the arithmetic visible
-    labels = task.frame_labels(chunks[:1], 2)
-    assert labels[0].tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    assert task.frame_labels(chunks[:1], 2)[0].tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    # s3prl rounds turn edges to the nearest frame (np.rint); flooring would start B's turn one frame early
+    late = [type(chunks[0])(id="x", path=rec.path, duration=3.0, label=((1, 1.6, 3.0),))]
+    assert task.frame_labels(late, 3)[0, :, 1].tolist() == [0.0, 0.0, 1.0]
 
 
 def test_scoring_writes_rttm_and_uses_dev_tuned_threshold(tmp_path):
@@ -116,6 +140,15 @@ def test_scoring_writes_rttm_and_uses_dev_tuned_threshold(tmp_path):
     (utt,) = task.load_split("dev")
     perfect = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
     assert task.score("dev", [utt], [perfect])["der"] == pytest.approx(0.0)
+    assert task.score("dev", [utt], [perfect])["accuracy"] == pytest.approx(100.0)
+    # chunked inference: two chunks' posteriors are joined in time order; a chunk a frame short is padded with its
+    # last frame (s3prl's _match_length), so the next chunk stays aligned
+    task.config.data.chunk_frames = 2
+    chunks = task.load_split("dev")
+    assert [u.id for u in chunks] == ["mix1-0000", "mix1-0001"]
+    assert task.score("dev", chunks, [perfect[:2], perfect[2:]])["der"] == pytest.approx(0.0)
+    assert task.score("dev", chunks, [perfect[:1], perfect[2:]])["der"] == pytest.approx(25.0)  # B's 1-2 s missed
+    task.config.data.chunk_frames = 2000
     shy = [[0.45, 0.0], [0.45, 0.45], [0.0, 0.45]]  # right shape, but below the default 0.5 threshold
     assert task.score("dev", [utt], [shy])["der"] == pytest.approx(100.0)
     # the engine hands the dev predictions to tune_on_dev and records what it returns as the run's choices
@@ -153,8 +186,8 @@ def test_sd_run_writes_rttm_and_rows(tmp_path):
     for k, split in enumerate(("train", "dev", "test")):  # Libri2Mix's splits share no speaker and no audio
         make_libri2mix(tmp_path / "data", split, speakers=(f"{split}A", f"{split}B"), seed=k)
     summary, rows = run_and_read_rows(tmp_path / "data", "sd", tmp_path)
-    assert {(r["split"], r["metric"]) for r in rows} == {("dev", "der"), ("dev", "der_one_speaker"), ("test", "der"),
-                                                         ("test", "der_one_speaker")}
+    assert {(r["split"], r["metric"]) for r in rows} == {(s, m) for s in ("dev", "test")
+                                                         for m in ("der", "der_one_speaker", "accuracy")}
     # dev choices are the run's, recorded in summary.json, not metric rows
     assert summary["selected"]["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7)
     assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["selected"] == summary["selected"]
