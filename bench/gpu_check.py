@@ -300,7 +300,8 @@ def print_table(rows: list[dict], header: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (a dry run of every step)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu (--tiny: cpu)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per contender (default 5; tiny 2)")

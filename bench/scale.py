@@ -236,7 +236,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--quick", action="store_true", help="small sizes (hubert_mini only): under three minutes")
     p.add_argument("--hours", type=float, nargs="+", default=None, help="hubert_mini sizes (default 1 4 16)")
     p.add_argument("--base-hours", type=float, nargs="*", default=None,

@@ -47,7 +47,8 @@ ANCHORS = ["fbank", "fbank_no_cmvn"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--teacher", default="hubert_mini", help="upstream name or path (default: the shipped teacher)")
     p.add_argument("--data", default="data/mini_superb/unlabeled", help="distillation audio (default: the corpus')")
     p.add_argument("--data-root", default="data/mini_superb", help="the ten tasks' datasets")
