@@ -64,7 +64,7 @@ def main() -> None:
         times = {}
         for mode in ("live", "cached"):
             opts = RunOptions(upstream=args.upstream, task=args.task, data_root=args.data_root,
-                              use_cache=mode == "cached", cache_dir=cache_dir, device="cpu")
+                              cache="on" if mode == "cached" else "off", cache_dir=cache_dir, device="cpu")
             parts = open_run(task, up, opts, Path(tmp) / mode, weights_hash(up))
             t0 = time.perf_counter()
             utts = parts.splits.load("train")  # fills the cache in cached mode

@@ -10,7 +10,10 @@ Each array has a sidecar ``<key>.sum`` with its size and xxh3-64 hash (xxhash ra
 then costs about one more plain read of the entry instead of 2.5-2.8, bench/cache_verify_cost.py). Every entry a run
 uses is verified against it once per run (:meth:`FeatureCache.ensure`), and an entry that does not match
 (truncated, overwritten, or written before sidecars existed) is reported once by path and extracted again.
-Default location: ``$DISTILSUPERB_CACHE/features`` (``DISTILSUPERB_CACHE`` defaults to ``~/.cache/distilsuperb``).
+With ``--layer K`` only that hidden state is stored, as ``<key>.L<K>.npy`` ``[1, frame, feature]`` (an all-layer
+entry of the same audio serves too).
+Default location: ``$DISTILSUPERB_CACHE/features``; ``DISTILSUPERB_CACHE`` defaults to ``$XDG_CACHE_HOME/distilsuperb``
+(``XDG_CACHE_HOME`` to ``~/.cache``, the XDG base directory specification). ``--cache-dir`` overrides both.
 """
 from __future__ import annotations
 
@@ -44,8 +47,14 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
+    """``$DISTILSUPERB_CACHE/features``, else ``$XDG_CACHE_HOME/distilsuperb/features``, else
+    ``~/.cache/distilsuperb/features``."""
     env = os.environ.get("DISTILSUPERB_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "distilsuperb") / "features"
+    if env:
+        return Path(env) / "features"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"  # the spec: relative is invalid
+    return base / "distilsuperb" / "features"
 
 
 def weights_hash(upstream: torch.nn.Module) -> str:
@@ -77,11 +86,13 @@ def upstream_min_samples(upstream: torch.nn.Module) -> int:
 
 
 class FeatureCache:
-    """Features of one upstream (one weights hash) under ``root``."""
+    """Features of one upstream (one weights hash) under ``root``; with ``layer`` (``--layer K``, non-negative) new
+    entries hold that hidden state alone."""
 
-    def __init__(self, root: str | Path, upstream_hash: str, source: str | None = None):
+    def __init__(self, root: str | Path, upstream_hash: str, source: str | None = None, layer: int | None = None):
         self.dir = Path(root) / upstream_hash[:16]
         self.source = source  # what the user asked for (name or path), recorded for `run_benchmark.py cache`
+        self.layer = layer
         self._keys: dict[tuple, str] = {}
         self._use_recorded = False  # upstream.json is written once per run, not once per split
         self.corrupt = 0  # entries found corrupt (and extracted again) by this object
@@ -94,15 +105,42 @@ class FeatureCache:
             self._keys[k] = audio_key(utt)
         return self._keys[k]
 
-    def path(self, utt: Utterance) -> Path:
+    def all_layers_path(self, utt: Utterance) -> Path:
         key = self._key(utt)
         return self.dir / key[:2] / f"{key}.npy"
+
+    def path(self, utt: Utterance) -> Path:
+        """The entry this cache writes for ``utt``: all layers, or ``<key>.L<K>.npy`` with ``layer``."""
+        path = self.all_layers_path(utt)
+        return path if self.layer is None else path.with_name(f"{path.stem}.L{self.layer}.npy")
+
+    def _read_path(self, utt: Utterance) -> Path:
+        """The entry to read: with ``layer``, an all-layer entry of the same audio when there is one."""
+        if self.layer is not None and self.all_layers_path(utt) in self._verified:
+            return self.all_layers_path(utt)
+        return self.path(utt)
+
+    def todo(self, utts: Sequence[Utterance]) -> list[Utterance]:
+        """The utterances with no entry file yet (a stat each; nothing read): what an extraction would write."""
+        out = []
+        for u in utts:
+            try:
+                if not self.path(u).exists() and not (self.layer is not None and self.all_layers_path(u).exists()):
+                    out.append(u)
+            except AudioError:  # bad audio: raised or skipped by the extraction that follows, not estimated
+                continue
+        return out
 
     def has(self, utt: Utterance) -> bool:
         """Whether a verified entry exists: the array matches its sidecar's size and xxh3 hash (checked once per
         object; a mismatch is logged with the path, and the entry is deleted so that it is extracted again)."""
+        if self.layer is not None and self.all_layers_path(utt) in self._verified:
+            return True
         path = self.path(utt)
         if path in self._verified:
+            return True
+        if self.layer is not None and self.all_layers_path(utt).exists() and _verify(self.all_layers_path(utt)) is None:
+            self._verified.add(self.all_layers_path(utt))
             return True
         problem = _verify(path)
         if problem is None:
@@ -124,8 +162,12 @@ class FeatureCache:
         so the other layers are not read (a whole array is read plainly: about 2x faster than through a map).
 
         Raises ``ValueError`` naming the file when it cannot be read (damaged after :meth:`has` verified it)."""
-        path = self.path(utt)
+        path = self._read_path(utt)
+        if self.layer is not None and layer != self.layer:
+            raise ValueError(f"feature cache {self.dir} stores layer {self.layer} only; layer {layer} was asked for")
         try:
+            if path != self.all_layers_path(utt):  # a one-layer entry
+                return np.load(path)
             if layer is None:
                 return np.load(path)
             return np.load(path, mmap_mode="r")[layer:layer + 1]
@@ -199,7 +241,8 @@ class FeatureCache:
                         out = upstream(wavs)
                     for b, utt in enumerate(batch):
                         n = int(out.lengths[b])
-                        feats = torch.stack([h[b, :n] for h in out.hidden_states])  # [layer, frame, feature]
+                        states = out.hidden_states if self.layer is None else [out.hidden_states[self.layer]]
+                        feats = torch.stack([h[b, :n] for h in states])  # [layer, frame, feature]
                         self.save(utt, feats.to(torch.float16).cpu().numpy())
                     done += len(batch)
                 bar.update(len(idx))

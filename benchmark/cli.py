@@ -54,9 +54,15 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfreeze-front-end", action="store_true",
                    help="with --upstream-trainable: train the CNN front end too (upstream_optimizer.freeze_front_end)")
     p.add_argument("--lr-sweep", action="store_true", help="choose the learning rate on dev over sweep.grid")
-    p.add_argument("--no-cache", action="store_true", help="run the upstream in the loop instead of the cache")
+    p.add_argument("--cache", choices=["auto", "on", "off"], default="auto",
+                   help="feature cache policy: auto caches when the size estimate fits the budget, else runs on live "
+                   "features; on refuses up front when it does not fit; off never writes it (default auto)")
+    p.add_argument("--no-cache", dest="cache", action="store_const", const="off", help="the same as --cache off")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="feature cache (default $DISTILSUPERB_CACHE/features, i.e. ~/.cache/distilsuperb/features)")
+                   help="feature cache (default $DISTILSUPERB_CACHE/features, else "
+                   "$XDG_CACHE_HOME/distilsuperb/features, i.e. ~/.cache/distilsuperb/features)")
+    p.add_argument("--cache-max-gb", type=float, default=None,
+                   help="the most one run may write to the cache, in GB (default: 80%% of the cache disk's free space)")
     p.add_argument("--feature-ram-gb", type=float, default=2.0,
                    help="cached features kept in RAM during a run, so each file is read once (default 2; 0: none)")
     p.add_argument("--fold", type=int, default=None, help="cross-validation fold (ER: test session 1..5)")
@@ -89,7 +95,8 @@ def _cache_parser() -> argparse.ArgumentParser:
                                 description="List the feature cache's upstream folders (size, last use), or delete "
                                 "some. Nothing is evicted automatically: every retrained upstream adds a folder.")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="default $DISTILSUPERB_CACHE/features, i.e. ~/.cache/distilsuperb/features")
+                   help="default $DISTILSUPERB_CACHE/features, else $XDG_CACHE_HOME/distilsuperb/features, i.e. "
+                   "~/.cache/distilsuperb/features")
     p.add_argument("--remove", nargs="+", default=[], metavar="HASH", help="delete these folders (hash prefixes)")
     p.add_argument("--unused-days", type=float, default=None,
                    help="delete folders no run used for N days (folders without a recorded use count as unused)")
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         options = RunOptions(upstream=args.upstream, task=task, data_root=data_root, results_dir=args.results_dir,
                              seed=args.seed, max_steps=args.max_steps, resume=args.resume, layer=args.layer,
                              upstream_trainable=args.upstream_trainable, lr_sweep=args.lr_sweep,
-                             use_cache=not args.no_cache, cache_dir=args.cache_dir,
+                             cache=args.cache, cache_dir=args.cache_dir, cache_max_gb=args.cache_max_gb,
                              skip_bad_audio=args.skip_bad_audio, profile=args.profile,
                              overrides=args.override + (manifest_override if task == "custom" else []),
                              fold=args.fold, feature_ram_gb=args.feature_ram_gb, precision=args.precision,

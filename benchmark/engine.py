@@ -40,11 +40,11 @@ from upstream import build_upstream
 
 from . import results
 from .batching import eval_batches
-from .cache import FeatureCache, default_cache_dir, weights_hash
+from .cache import default_cache_dir, weights_hash
 from .evaluation import Evaluator
 from .features import HeldArrays
 from .model import DownstreamModel, UpstreamShape, build_downstream, probe_upstream
-from .run_data import FeaturePrep, FeatureSources, RunSplits
+from .run_data import FeaturePrep, FeatureSources, RunSplits, open_cache
 from .trainer import ScalarLog, TrainOutcome, train
 from .upstream_stats import stats_path, write_upstream_stats
 
@@ -68,8 +68,9 @@ class RunOptions:
     layer: int | None = None
     upstream_trainable: bool = False
     lr_sweep: bool = False
-    use_cache: bool = True
+    cache: str = "auto"  # --cache auto|on|off (benchmark/cache_plan.py); --no-cache is off
     cache_dir: Path | None = None
+    cache_max_gb: float | None = None  # what the run may write to the cache (default: 80% of its free space)
     skip_bad_audio: bool = False
     overrides: list[str] = field(default_factory=list)
     profile: str | None = None
@@ -99,11 +100,11 @@ def open_run(task: Task, upstream: nn.Module, options: RunOptions, run_dir: Path
              loaded: dict[str, list[Utterance]] | None = None) -> RunParts:
     """The parts of a run of ``task`` on ``upstream`` writing to ``run_dir`` (``loaded``: the splits the dataset audit
     already read). Probes the upstream's shape with one forward; raises ValueError for an out-of-range ``--layer``."""
-    use_cache = options.use_cache and not options.upstream_trainable
-    cache = (FeatureCache(options.cache_dir or default_cache_dir(), upstream_hash, str(options.upstream))
-             if use_cache else None)
-    held = HeldArrays(int(options.feature_ram_gb * 2**30))
     shape = probe_upstream(upstream, options.layer)
+    cache = open_cache("off" if options.upstream_trainable else options.cache,
+                       Path(options.cache_dir or default_cache_dir()), upstream, upstream_hash, str(options.upstream),
+                       shape.layer, options.cache_max_gb, task, loaded)
+    held = HeldArrays(int(options.feature_ram_gb * 2**30))
     prep = FeaturePrep(upstream, cache, task.config.batch.eval_max_seconds, options.skip_bad_audio, run_dir)
     splits = RunSplits(task, prep, loaded)
     sources = FeatureSources(upstream, cache, shape, held)

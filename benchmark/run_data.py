@@ -23,6 +23,7 @@ from common.io import atomic_write_text
 from common.utterance import Utterance, load_utterance_audio
 from tasks.base import SPLITS, Task
 
+from . import cache_plan
 from .cache import FeatureCache, upstream_min_samples
 from .features import CachedFeatures, HeldArrays, LiveFeatures
 from .model import UpstreamShape
@@ -81,6 +82,43 @@ class FeaturePrep:
             atomic_write_text(self.run_dir / "skipped_audio.json", json.dumps(self.bad_audio, indent=2))
 
 
+def train_subset(utts: list[Utterance], limit: int) -> list[Utterance]:
+    """The train utterances a run uses: all, or ``limit`` of them (``train.max_utterances`` > 0) drawn with a fixed
+    seed, so every upstream trains on the same subset (kept in the split's order)."""
+    if 0 < limit < len(utts):
+        return [utts[i] for i in sorted(random.Random(0).sample(range(len(utts)), limit))]
+    return utts
+
+
+def open_cache(policy: str, root: Path, upstream: nn.Module, upstream_hash: str, source: str, layer: int | None,
+               max_gb: float | None, task: Task, loaded: dict[str, list[Utterance]] | None) -> FeatureCache | None:
+    """The run's feature cache, or None for live features: ``policy`` (``--cache auto|on|off``) applied to the size
+    estimate of the entries the run still has to write (the audited splits ``loaded``, train cut to its subset) and
+    the free space under ``root`` (see :mod:`benchmark.cache_plan`). ``layer`` (``--layer``, non-negative): store
+    that hidden state only. Under torchrun every rank takes the same decision (the cache is used when it fits on
+    every rank's disk). Raises :class:`benchmark.cache_plan.CacheSpaceError` for ``on`` when it does not fit."""
+    if policy not in cache_plan.POLICIES:
+        raise ValueError(f"--cache must be one of {', '.join(cache_plan.POLICIES)}, got {policy!r}")
+    if max_gb is not None and not max_gb > 0:
+        raise ValueError(f"--cache-max-gb must be a positive number of GB, got {max_gb}")
+    if policy == "off":
+        return None
+    cache = FeatureCache(root, upstream_hash, source, layer)
+    utts = [u for split, us in (loaded or {}).items()
+            for u in (train_subset(us, task.config.train.max_utterances) if split == "train" else us)]
+    unique = list({cache.path(u): u for u in cache.todo(utts)}.values())  # tasks/splits sharing audio share entries
+    est = cache_plan.estimate(Path(root), cache_plan.probe_entry_shape(upstream, layer), unique, max_gb)
+    log.info("%s", est.line())
+    mine = None if est.fits else est.refusal()
+    problems = [p for p in distributed.all_gather(mine) if p]  # [mine] in one process
+    if not problems:
+        return cache
+    if policy == "on":
+        raise cache_plan.CacheSpaceError(mine or f"on another rank: {problems[0]}")
+    log.warning("--cache auto: running on live features (no cache): %s", mine or f"on another rank: {problems[0]}")
+    return None
+
+
 class RunSplits:
     """The task's splits as this run uses them: each loaded once (``loaded``: the records the dataset audit already
     read), the train split cut to ``train.max_utterances`` (the same seeded subset for every upstream), and made
@@ -98,10 +136,8 @@ class RunSplits:
             utts = self._loaded.pop(split) if split in self._loaded else task.load_split(split)
             if not utts:
                 raise ValueError(f"task {task.name!r}: split {split!r} is empty under {task.data_root}")
-            limit = task.config.train.max_utterances
-            if split == "train" and 0 < limit < len(utts):
-                # a fixed seed, so every upstream trains on the same subset (kept in the split's order)
-                utts = [utts[i] for i in sorted(random.Random(0).sample(range(len(utts)), limit))]
+            if split == "train":
+                utts = train_subset(utts, task.config.train.max_utterances)
             self._splits[split] = self.prep.ensure(utts)
         return self._splits[split]
 

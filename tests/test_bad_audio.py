@@ -56,17 +56,17 @@ def opts(root: Path, tmp: Path, **kw) -> RunOptions:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("use_cache", [True, False])
-def test_each_kind_of_bad_audio_is_named_then_skipped(clean_fsc, tmp_path, no_hang, kind, use_cache):
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_each_kind_of_bad_audio_is_named_then_skipped(clean_fsc, tmp_path, no_hang, kind, cache):
     root = tmp_path / "data"
     shutil.copytree(clean_fsc, root, symlinks=True)
     bad = root / "fluent_speech_commands_dataset" / BAD
     damage, message = KINDS[kind]
     damage(bad)
     with pytest.raises(AudioError) as info:
-        run_task(opts(root, tmp_path / "a", use_cache=use_cache))
+        run_task(opts(root, tmp_path / "a", cache=cache))
     assert str(bad) in str(info.value) and message in str(info.value)
-    summary = run_task(opts(root, tmp_path / "b", use_cache=use_cache, skip_bad_audio=True))
+    summary = run_task(opts(root, tmp_path / "b", cache=cache, skip_bad_audio=True))
     assert summary["skipped_audio"] == 1
     skipped = json.loads((Path(summary["run_dir"]) / "skipped_audio.json").read_text())
     assert list(skipped) == [BAD] and message in skipped[BAD]

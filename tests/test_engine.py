@@ -280,7 +280,7 @@ def test_cli_runs_several_tasks_and_a_bad_one_stops_no_other(tmp_path, capsys, d
 
 
 def test_no_cache_and_trainable_upstream(data_root, tmp_path):
-    live = run_task(options(data_root, tmp_path, use_cache=False, max_steps=3))
+    live = run_task(options(data_root, tmp_path, cache="off", max_steps=3))
     assert not (tmp_path / "cache").exists() and "accuracy" in live["metrics"]["test"]
     tuned = run_task(options(data_root, tmp_path, upstream_trainable=True, max_steps=3,
                              overrides=FAST + ["optimizer.lr=0.05"]))
