@@ -4,6 +4,7 @@ a fixed per-utterance seed gives identical output."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import scipy.fft
@@ -94,6 +95,38 @@ def normalise_peak(wav: np.ndarray, rng: np.random.Generator, low: float = 0.3, 
     """Scale to a random peak level in ``[low, high]`` (recording level varies; 16-bit output never clips)."""
     peak = float(np.max(np.abs(wav))) + 1e-9
     return (wav * (rng.uniform(low, high) / peak)).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """The recording set-up that one session's utterances share: a microphone/room frequency response and a
+    recording gain, both drawn from the session's own ``seed``.
+
+    A session is what a real corpus records in one go: a VoxCeleb video, a Speech Commands or Fluent Speech
+    Commands contributor's own device, a LibriSpeech chapter, an IEMOCAP session, one mixture. It is never a label,
+    so level and channel vary independently of what a task predicts, as they do in real recordings (a speaker's
+    videos differ in microphone; an emotion is recorded at every gain). On top, each utterance gets its own gain
+    jitter (dB, drawn from the utterance's generator). Gains never exceed 0 dB, so peak levels stay below 1.
+    """
+
+    seed: int
+    channel_db: float = 8.0                        # largest |gain| of the smooth frequency response (dB)
+    gain_db: tuple[float, float] = (-18.0, 0.0)    # the session's recording gain (dB), uniform
+    jitter_db: tuple[float, float] = (-6.0, 0.0)   # each utterance's own gain on top (dB), uniform
+
+    @staticmethod
+    def of(corpus_seed: int, task: str, name: str, **settings) -> Session:
+        """The session ``name`` of ``task`` in the corpus of ``corpus_seed`` (the same in every process)."""
+        digest = hashlib.sha256(f"session/{corpus_seed}/{task}/{name}".encode()).digest()
+        return Session(int.from_bytes(digest[:8], "little"), **settings)
+
+    def record(self, wav: np.ndarray, rng: np.random.Generator, level: tuple[float, float]) -> np.ndarray:
+        """``wav`` through the session's channel, peak-normalised to a random level in ``level`` (as
+        :func:`normalise_peak`), then scaled by the session's gain plus the utterance's jitter."""
+        session_rng = np.random.default_rng(self.seed)
+        wav = random_channel(wav, session_rng, self.channel_db)
+        gain_db = session_rng.uniform(*self.gain_db) + rng.uniform(*self.jitter_db)
+        return (normalise_peak(wav, rng, *level) * 10 ** (gain_db / 20)).astype(np.float32)
 
 
 def trim_silence(wav: np.ndarray, threshold: float = 0.02, margin: int = 800) -> np.ndarray:

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .augment import Session
 from .sizes import SizeConfig
 from .text import SentenceGenerator
 from .voices import Speaker
@@ -49,3 +50,7 @@ class Context:
             groups.append(sorted(pool[start:start + n], key=lambda s: s.name))
             start += n
         return groups
+
+    def session(self, task: str, name: str) -> Session:
+        """The recording session ``name`` of ``task`` (its channel and gain; see :class:`augment.Session`)."""
+        return Session.of(self.seed, task, name)

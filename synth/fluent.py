@@ -83,7 +83,8 @@ def plan(ctx: Context):
                 spk_id = hashlib.sha1(f"{ctx.seed}-{speaker.name}".encode()).hexdigest()[:16]
                 utt = hashlib.sha1(f"{ctx.seed}-{split}-{intent}-{k}".encode()).hexdigest()[:24]
                 rel = f"wavs/speakers/{spk_id}/{utt}.wav"
-                jobs.append(SpeechJob(f"{ROOT}/{rel}", speaker, (text,), degradation=DEGRADATION))
+                jobs.append(SpeechJob(f"{ROOT}/{rel}", speaker, (text,), degradation=DEGRADATION,
+                                      session=ctx.session("fluent", speaker.name)))
                 rows[split].append((rel, spk_id, text[0].upper() + text[1:], *intent))
 
     def finish(results: dict[str, dict]) -> dict:

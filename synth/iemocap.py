@@ -61,7 +61,8 @@ def plan(ctx: Context):
                     label = "exc"
                 path = f"{ROOT}/Session{session}/sentences/wav/{dialog}/{utt}.wav"
                 jobs.append(SpeechJob(path, speaker, (" ".join(text.sentence(4, 14)),), style=style,
-                                      degradation=DEGRADATION, level=EMOTION_LEVELS.get(label, (0.3, 0.9))))
+                                      degradation=DEGRADATION, level=EMOTION_LEVELS.get(label, (0.3, 0.9)),
+                                      session=ctx.session("iemocap", f"Session{session}")))
                 turns.append((utt, label, path))
 
     def finish(results: dict[str, dict]) -> dict:

@@ -30,7 +30,7 @@ def plan(ctx: Context):
             turns = tuple(Turn((a, b)[k % 2], " ".join(text.sentence(4, 10))) for k in range(n_turns))
             reco = f"{speaker_id(a)}-{i:04d}_{speaker_id(b)}-{i:04d}"
             path = f"{ROOT}/wav16k/max/{split}/mix_both/{reco}.wav"
-            jobs.append(MixJob(path, turns))
+            jobs.append(MixJob(path, turns, session=ctx.session("libri2mix", reco)))
             recos[split].append((reco, path))
 
     by_name = {s.name: speaker_id(s) for s in ctx.speakers}

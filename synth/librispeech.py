@@ -50,7 +50,7 @@ def plan(ctx: Context):
                     utt = f"{spk}-{chapter}-{i:04d}"
                     path = f"{ROOT}/{split}/{spk}/{chapter}/{utt}.flac"
                     jobs.append(SpeechJob(path, speaker, (" ".join(words),), degradation=DEGRADATION,
-                                          phonemes=True))
+                                          phonemes=True, session=ctx.session("librispeech", f"{spk}/{chapter}")))
                     utts.append((utt, words, speaker, path))
                 chapters.append((split, spk, chapter, utts))
 

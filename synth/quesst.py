@@ -49,14 +49,16 @@ def plan(ctx: Context):
             cut = rng.randint(0, len(words))
             chunks = tuple(c for c in (" ".join(words[:cut]), term, " ".join(words[cut:])) if c)
         path = f"{ROOT}/Audio/{doc_id}.wav"
-        jobs.append(SpeechJob(path, rng.choice(doc_speakers), chunks, degradation=DEGRADATION))
+        jobs.append(SpeechJob(path, rng.choice(doc_speakers), chunks, degradation=DEGRADATION,
+                              session=ctx.session("quesst", doc_id)))
         docs.append((doc_id, path, term, chunks.index(term) if term else None))
     for k, term in enumerate(terms):
         split = "dev" if k < cfg.dev_queries else "eval"
         number = len(queries[split]) + 1
         query_id = f"quesst14_{split}_{number:04d}"
         path = f"{ROOT}/{split}_queries/{query_id}.wav"
-        jobs.append(SpeechJob(path, rng.choice(query_speakers), (term,), degradation=QUERY_DEGRADATION))
+        jobs.append(SpeechJob(path, rng.choice(query_speakers), (term,), degradation=QUERY_DEGRADATION,
+                              session=ctx.session("quesst", query_id)))
         queries[split].append((query_id, term))
 
     def finish(results: dict[str, dict]) -> dict:

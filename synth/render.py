@@ -20,7 +20,7 @@ import numpy as np
 
 from common.audio import SAMPLE_RATE, write_audio
 
-from .augment import Degradation, coloured_noise, degrade, normalise_peak, trim_silence
+from .augment import Degradation, Session, coloured_noise, degrade, normalise_peak, trim_silence
 from .phones import espeak_to_cmu
 from .voices import Speaker, Style, synthesize
 
@@ -42,6 +42,12 @@ def jittered(style: Style, rng: np.random.Generator) -> Style:
 def _ms(seconds: float) -> float:
     """Seconds rounded down to the millisecond, so a written end time never passes the end of the audio."""
     return math.floor(seconds * 1000) / 1000
+
+
+def _recorded(wav: np.ndarray, rng: np.random.Generator, session: Session | None,
+              level: tuple[float, float]) -> np.ndarray:
+    """The degraded ``wav`` as its session records it, or peak-normalised to a random level without a session."""
+    return session.record(wav, rng, level) if session else normalise_peak(wav, rng, *level)
 
 
 def _pause(rng: np.random.Generator, low: float = 0.05, high: float = 0.25) -> np.ndarray:
@@ -67,6 +73,7 @@ class SpeechJob:
     clip_seconds: float | None = None
     min_seconds: float = 0.0
     level: tuple[float, float] = (0.3, 0.9)  # range of the random peak level
+    session: Session | None = None  # the recording set-up shared with other utterances (channel and gain)
 
     def render(self, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         style = jittered(self.style, rng)
@@ -96,7 +103,7 @@ class SpeechJob:
             before = int(rng.integers(0, short + 1))
             wav = np.pad(wav, (before, short - before))
             spans = [[_ms(a + before / SAMPLE_RATE), _ms(b + before / SAMPLE_RATE)] for a, b in spans]
-        wav = normalise_peak(degrade(wav, rng, self.degradation), rng, *self.level)
+        wav = _recorded(degrade(wav, rng, self.degradation), rng, self.session, self.level)
         result = {"duration": round(len(wav) / SAMPLE_RATE, 4), "chunks": spans}
         if self.phonemes and self.speaker.has_phonemes:
             result["phones"] = phones
@@ -131,6 +138,7 @@ class MixJob:
     turns: tuple[Turn, ...]
     overlap: tuple[float, float] = (0.1, 0.3)
     degradation: Degradation = Degradation(noise_prob=0.5, reverb_prob=0.2)
+    session: Session | None = None
 
     def render(self, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         audios = [trim_silence(synthesize(t.speaker, t.text, jittered(Style(), rng))[0]) for t in self.turns]
@@ -155,7 +163,7 @@ class MixJob:
             wav[lead + start: lead + start + len(audio)] += audio
             segments.append([turn.speaker.name, _ms((lead + start) / SAMPLE_RATE),
                              _ms((lead + start + len(audio)) / SAMPLE_RATE)])
-        wav = normalise_peak(degrade(wav, rng, self.degradation), rng)
+        wav = _recorded(degrade(wav, rng, self.degradation), rng, self.session, (0.3, 0.9))
         return wav, {"duration": round(len(wav) / SAMPLE_RATE, 4), "segments": segments}
 
 

@@ -88,7 +88,7 @@ def plan(ctx: Context):
                 uttid = f"{name}-snips-{split}-{n}"
                 n += 1
                 jobs.append(SpeechJob(f"{ROOT}/{split}/{uttid}.wav", speaker, (" ".join(words),),
-                                      degradation=DEGRADATION))
+                                      degradation=DEGRADATION, session=ctx.session("snips", speaker.name)))
                 lines.append(f"{uttid} BOS {' '.join(words)} EOS\tO {' '.join(tags)} {intent}")
         stats[split] = {"utterances": n, "speakers": len(speakers)}
 

@@ -35,7 +35,9 @@ def plan(ctx: Context):
     counts: dict[str, dict[str, int]] = {"train": {}, "validation": {}, "testing": {}, "test set": {}}
 
     def clip(path: str, speaker, word: str) -> None:
-        jobs.append(SpeechJob(path, speaker, (word,), degradation=DEGRADATION, clip_seconds=1.0))
+        # each contributor records every word on their own device: the channel follows the speaker, not the word
+        jobs.append(SpeechJob(path, speaker, (word,), degradation=DEGRADATION, clip_seconds=1.0,
+                              session=ctx.session("speech_commands", speaker.name)))
 
     for group, list_name in ((train, None), (valid, "validation"), (testing, "testing")):
         for speaker in group:

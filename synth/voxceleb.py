@@ -58,7 +58,8 @@ def plan(ctx: Context):
                     words = text.sentence(10, 22)
                     # s3prl's ASV drops utterances under 2 s; real VoxCeleb1 segments are at least 4 s.
                     jobs.append(SpeechJob(f"{ROOT}/{part}/wav/{rel}", speaker, (" ".join(words),),
-                                          degradation=DEGRADATION, min_seconds=3.0))
+                                          degradation=DEGRADATION, min_seconds=3.0,
+                                          session=ctx.session("voxceleb", f"{spk}/{video}")))
                     rels.append(rel)
             # The last fifth of a speaker's utterances (latest videos) is test, the fifth before it dev.
             n_eval = max(2, len(rels) // 5)
