@@ -5,11 +5,6 @@ outputs of the gated model."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +15,7 @@ import run_distill
 from common.config import load_config
 from distill.config import DistillConfig
 from distill.successors import SuccessorObjective
+from tests.fixtures.processes import kill_at_first_checkpoint
 from tests.fixtures.upstreams import random_wavs, tiny_teacher, write_teacher_and_audio
 from upstream import build_upstream
 from upstream.base import count_parameters
@@ -130,17 +126,9 @@ def test_dphubert_export_has_the_parameters_it_reports_and_the_gated_models_outp
 @pytest.mark.parametrize("recipe", ["armhubert_mini", "dphubert_mini"])
 def test_kill_9_then_resume_gives_the_same_weights(setup, recipe):
     steps, extra = 24, ["run.checkpoint_every=3"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     killed = f"killed_{recipe}"
-    proc = subprocess.Popen([sys.executable, "run_distill.py"] + args(setup, recipe, killed, steps, *extra),
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = setup / killed / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    killed_at = kill_at_first_checkpoint(["run_distill.py"] + args(setup, recipe, killed, steps, *extra),
+                                         setup / killed / "checkpoints" / "last.pt")
     assert 0 < killed_at < steps, "the run must die mid-way for this test to mean anything"
     assert run_distill.main(args(setup, recipe, killed, steps, *extra) + ["--resume"]) == 0
     assert run_distill.main(args(setup, recipe, f"straight_{recipe}", steps, *extra)) == 0

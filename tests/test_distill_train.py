@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import torch
 import run_distill
 from tests.fixtures.datasets import write_tone_corpus
 from tests.fixtures.ports import free_port
+from tests.fixtures.processes import kill_at_first_checkpoint
 from tests.fixtures.upstreams import tiny_teacher, write_teacher_and_audio
 from upstream import build_upstream
 from upstream.checkpoints import export_hf
@@ -151,16 +150,8 @@ def _cli(setup: Path, out: str, steps: int, *extra: str) -> list[str]:
 
 def test_kill_9_then_resume_matches_an_uninterrupted_run(setup):
     steps = 40
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable] + _cli(setup, "killed", steps, "run.checkpoint_every=3"), cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = setup / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + 60
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    killed_at = kill_at_first_checkpoint(_cli(setup, "killed", steps, "run.checkpoint_every=3"),
+                                         setup / "killed" / "checkpoints" / "last.pt", timeout=60)
     assert 0 < killed_at < steps, "the run must die mid-way for this test to mean anything"
     assert not (setup / "killed" / "model.safetensors").exists()
     assert run_distill.main(_cli(setup, "killed", steps, "run.checkpoint_every=3")[1:] + ["--resume"]) == 0
